@@ -1,0 +1,3 @@
+"""AFF/NFF multimodal benchmark harness: ``python -m benchmark --help``."""
+
+__version__ = "0.1.0"

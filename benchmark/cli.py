@@ -1,0 +1,47 @@
+"""Command line: ``python -m benchmark {run,list,report,synth,validate}``.
+
+Each sub-command lives in the module of its stage; this file only wires them. A module
+contributes ``add_arguments(parser)`` and ``command(args) -> int``. ``UserError`` is
+printed as one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from benchmark.errors import UserError
+
+# sub-command -> (module, one-line help)
+COMMANDS = {
+    "run": ("benchmark.runner", "tune and evaluate candidates, write results/<run>/"),
+    "list": ("benchmark.search.spaces", "list candidates, suites and profiles"),
+    "report": ("benchmark.report.html", "rebuild leaderboard.html from a run's stored files"),
+    "synth": ("benchmark.data.synth", "write a synthetic AFF/NFF cohort"),
+    "validate": ("benchmark.data.validate", "check a dataset file and print a summary"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._module.command(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; start again with --resume to continue", file=sys.stderr)
+        return 130
