@@ -1,0 +1,1 @@
+"""Search: candidate files, suites and profiles (spaces.py); Optuna studies (study.py)."""

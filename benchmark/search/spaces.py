@@ -1,0 +1,299 @@
+"""Candidate files, suites and profiles: what runs, and under which budget.
+
+Candidates are YAML files (one per candidate) in ``search_spaces/`` and in any folder
+given with ``--spaces DIR``; suites and profiles are ``suites.yaml`` and ``profiles.yaml``
+in the same folders (a user's file adds to, or overrides by name, the built-in ones)::
+
+    >>> cands = load_candidates()                     # built-in search_spaces/
+    >>> cands["xgboost"].family, cands["xgboost"].modality
+    ('xgboost', 'register')
+    >>> suite_members("register", cands)
+    ['logreg', 'xgboost', 'lightgbm', 'mlp']
+
+Every problem is a ``UserError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.errors import UserError
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+MODALITIES = ("register", "image", "fusion")
+CANDIDATE_KEYS = {"name", "family", "modality", "description", "fixed", "space", "consumes"}
+PARAM_KEYS = {
+    "float": {"type", "low", "high", "log", "step"},
+    "int": {"type", "low", "high", "log", "step"},
+    "categorical": {"type", "choices"},
+}
+PROFILE_KEYS = {
+    "description", "outer_folds", "inner_folds", "repeats", "n_trials", "study_timeout_s",
+    "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes",
+}
+RESERVED_FILES = {"suites.yaml", "profiles.yaml"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    family: str
+    modality: str
+    fixed: dict = field(default_factory=dict)
+    space: dict = field(default_factory=dict)
+    consumes: tuple = ()
+    description: str = ""
+    path: str = ""
+
+    def sample(self, trial) -> dict[str, Any]:
+        """Draw this candidate's hyperparameters from an Optuna trial."""
+        params = {}
+        for key, spec in self.space.items():
+            kind = spec["type"]
+            if kind == "float":
+                params[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False),
+                                                  step=spec.get("step"))
+            elif kind == "int":
+                params[key] = trial.suggest_int(key, spec["low"], spec["high"], log=spec.get("log", False),
+                                                step=spec.get("step", 1))
+            else:
+                params[key] = trial.suggest_categorical(key, spec["choices"])
+        return params
+
+    def build(self, params: dict[str, Any]):
+        """The family instance for the sampled ``params`` (fixed values first, then sampled)."""
+        from benchmark.candidates.base import get_family
+
+        return get_family(self.family)(**{**self.fixed, **params})
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    outer_folds: int
+    inner_folds: int
+    repeats: int
+    n_trials: int
+    study_timeout_s: float
+    max_epochs: int
+    image_size: int
+    max_patients: int | None
+    bootstrap: int
+    mc_passes: int
+    description: str = ""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+
+
+def _check_param(path: Path, key: str, spec: Any) -> dict:
+    where = f"{path}: space.{key}"
+    if not isinstance(spec, dict) or spec.get("type") not in PARAM_KEYS:
+        raise UserError(f"{where}: needs 'type' float, int or categorical, e.g. {{type: float, low: 0.001, high: 0.1}}")
+    kind = spec["type"]
+    unknown = set(spec) - PARAM_KEYS[kind]
+    if unknown:
+        raise UserError(f"{where}: unknown key {sorted(unknown)[0]!r} for type {kind}; allowed: {sorted(PARAM_KEYS[kind])}")
+    if kind == "categorical":
+        if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+            raise UserError(f"{where}: categorical needs a non-empty list 'choices'")
+        return dict(spec)
+    for bound in ("low", "high"):
+        if not isinstance(spec.get(bound), (int, float)) or isinstance(spec.get(bound), bool):
+            raise UserError(f"{where}: '{bound}' must be a number, got {spec.get(bound)!r}")
+    if kind == "int" and not all(float(spec[b]).is_integer() for b in ("low", "high")):
+        raise UserError(f"{where}: int range needs whole numbers, got low={spec['low']} high={spec['high']}")
+    if not spec["low"] < spec["high"]:
+        raise UserError(f"{where}: bad range, low ({spec['low']}) must be below high ({spec['high']})")
+    if spec.get("log") and spec["low"] <= 0:
+        raise UserError(f"{where}: log scale needs low > 0, got {spec['low']}")
+    if kind == "float" and spec.get("log") and spec.get("step") is not None:
+        raise UserError(f"{where}: 'step' and 'log: true' cannot be combined")
+    out = dict(spec)
+    if kind == "int":
+        out["low"], out["high"] = int(spec["low"]), int(spec["high"])
+    else:
+        out["low"], out["high"] = float(spec["low"]), float(spec["high"])
+    return out
+
+
+def load_candidate(path: str | Path) -> Candidate:
+    """Read and validate one candidate file."""
+    from benchmark.candidates.base import family_names, get_family
+
+    path = Path(path)
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a candidate file must be a mapping with keys name, family, modality, space")
+    unknown = set(data) - CANDIDATE_KEYS
+    if unknown:
+        raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed keys: {sorted(CANDIDATE_KEYS)}")
+    for key in ("name", "family", "modality"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise UserError(f"{path}: missing or empty key {key!r}")
+    name, family, modality = data["name"], data["family"], data["modality"]
+    if modality not in MODALITIES:
+        raise UserError(f"{path}: modality {modality!r} is unknown; use one of {', '.join(MODALITIES)}")
+    try:
+        get_family(family)
+    except KeyError:
+        raise UserError(f"{path}: family {family!r} is not registered; known families: "
+                        f"{', '.join(family_names())} (or give 'package.module:Class')") from None
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    for key in ("fixed", "space"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise UserError(f"{path}: {key!r} must be a mapping of parameter names")
+    fixed = dict(data.get("fixed") or {})
+    space = {k: _check_param(path, k, v) for k, v in (data.get("space") or {}).items()}
+    both = set(fixed) & set(space)
+    if both:
+        raise UserError(f"{path}: parameter {sorted(both)[0]!r} is both fixed and searched; keep it in one place")
+    consumes = data.get("consumes") or []
+    if not isinstance(consumes, list) or not all(isinstance(c, str) for c in consumes):
+        raise UserError(f"{path}: 'consumes' must be a list of candidate names")
+    return Candidate(name=name, family=family, modality=modality, fixed=fixed, space=space,
+                     consumes=tuple(consumes), description=str(data.get("description") or ""), path=str(path))
+
+
+def _dirs(extra: list[str | Path] | None) -> list[Path]:
+    dirs = [BUILTIN_DIR]
+    for d in extra or []:
+        d = Path(d)
+        if not d.is_dir():
+            raise UserError(f"--spaces {d}: not a folder; give a folder of candidate YAML files")
+        dirs.append(d)
+    return dirs
+
+
+def load_candidates(extra_dirs: list[str | Path] | None = None) -> dict[str, Candidate]:
+    """All candidates, built-in first; a user's candidate with the same name replaces the built-in one."""
+    out: dict[str, Candidate] = {}
+    for d in _dirs(extra_dirs):
+        seen: dict[str, Path] = {}
+        for path in sorted(d.glob("*.y*ml")):
+            if path.name in RESERVED_FILES:
+                continue
+            cand = load_candidate(path)
+            if cand.name in seen:
+                raise UserError(f"{path}: candidate name {cand.name!r} is also used by {seen[cand.name]}; names must be unique")
+            seen[cand.name] = path
+            out[cand.name] = cand
+    for cand in out.values():
+        for up in cand.consumes:
+            if up not in out and up not in ("best_image", "best_register"):
+                raise UserError(f"{cand.path}: consumes {up!r}, which is not a known candidate")
+    return out
+
+
+def load_suites(extra_dirs: list[str | Path] | None = None) -> dict[str, list[str]]:
+    suites: dict[str, list[str]] = {}
+    for d in _dirs(extra_dirs):
+        path = d / "suites.yaml"
+        if not path.exists():
+            continue
+        data = _read_yaml(path) or {}
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: must map suite names to lists of candidates or suites")
+        for name, members in data.items():
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                raise UserError(f"{path}: suite {name!r} must be a list of candidate or suite names")
+            suites[str(name)] = members
+    return suites
+
+
+def suite_members(name: str, candidates: dict[str, Candidate],
+                  suites: dict[str, list[str]] | None = None, _stack: tuple = ()) -> list[str]:
+    """Candidate names of a suite, suites expanded recursively, order kept, no duplicates."""
+    suites = load_suites() if suites is None else suites
+    if name not in suites:
+        raise UserError(f"suite {name!r} is unknown; known suites: {', '.join(sorted(suites))} "
+                        f"(define your own in suites.yaml in a --spaces folder)")
+    if name in _stack:
+        raise UserError(f"suites.yaml: suite {name!r} includes itself")
+    out: list[str] = []
+    for m in suites[name]:
+        names = suite_members(m, candidates, suites, _stack + (name,)) if m in suites else [m]
+        for n in names:
+            if n not in candidates:
+                raise UserError(f"suites.yaml: suite {name!r} lists {n!r}, which is neither a candidate nor a suite")
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    for d in _dirs(extra_dirs):
+        path = d / "profiles.yaml"
+        if not path.exists():
+            continue
+        data = _read_yaml(path) or {}
+        for name, spec in data.items():
+            if not isinstance(spec, dict):
+                raise UserError(f"{path}: profile {name!r} must be a mapping")
+            unknown = set(spec) - PROFILE_KEYS
+            if unknown:
+                raise UserError(f"{path}: profile {name!r} has unknown key {sorted(unknown)[0]!r}; allowed: {sorted(PROFILE_KEYS)}")
+            base = profiles[name].as_dict() if name in profiles else {}
+            merged = {**base, **spec, "name": str(name)}
+            missing = (PROFILE_KEYS - {"description"}) - set(merged)
+            if missing:
+                raise UserError(f"{path}: profile {name!r} lacks key {sorted(missing)[0]!r}")
+            for key in ("outer_folds", "inner_folds", "repeats", "n_trials", "max_epochs", "image_size", "bootstrap"):
+                if not isinstance(merged[key], int) or merged[key] < (2 if "folds" in key else 1):
+                    raise UserError(f"{path}: profile {name!r} key {key!r} must be a positive whole number, got {merged[key]!r}")
+            profiles[str(name)] = Profile(**{k: merged.get(k, "") if k == "description" else merged[k]
+                                             for k in Profile.__dataclass_fields__})
+    return profiles
+
+
+def get_profile(name: str, extra_dirs: list[str | Path] | None = None) -> Profile:
+    profiles = load_profiles(extra_dirs)
+    if name not in profiles:
+        raise UserError(f"profile {name!r} is unknown; known profiles: {', '.join(profiles)}")
+    return profiles[name]
+
+
+# ---- `python -m benchmark list` -------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spaces", action="append", default=[], metavar="DIR",
+                   help="extra folder of candidate YAML files (and suites.yaml/profiles.yaml)")
+
+
+def command(args: argparse.Namespace) -> int:
+    cands = load_candidates(args.spaces)
+    print("candidates:")
+    for c in sorted(cands.values(), key=lambda c: (MODALITIES.index(c.modality), c.name)):
+        extra = f" consumes={','.join(c.consumes)}" if c.consumes else ""
+        print(f"  {c.name:<18} {c.modality:<9} family={c.family:<14} {len(c.space)} params{extra}  {c.description}")
+    suites = load_suites(args.spaces)
+    print("suites:")
+    for name in suites:
+        print(f"  {name:<18} {', '.join(suite_members(name, cands, suites))}")
+    print("profiles:")
+    for prof in load_profiles(args.spaces).values():
+        budget = f"{prof.outer_folds}x{prof.inner_folds} folds, {prof.n_trials} trials, {prof.image_size} px"
+        if not math.isinf(prof.study_timeout_s or math.inf):
+            budget += f", {prof.study_timeout_s:g} s/study"
+        print(f"  {prof.name:<18} {budget}  {prof.description}")
+    return 0

@@ -1,0 +1,206 @@
+"""One Optuna study per candidate x outer fold, and the refit bag over the inner folds.
+
+The search sees only the outer-train part: the objective trains on inner-train parts and
+scores inner-validation parts (``metric``, default ROC AUC, averaged over inner folds).
+Trials are asked and told one at a time with a sampler re-seeded from (study seed, number
+of finished trials), so an interrupted study resumed from its storage draws exactly the
+trials an uninterrupted one would have drawn.
+
+    >>> res = run_study(cand, cohort, outer_train, inner, storage=url, study_name="xgboost:r0:f0",
+    ...                 n_trials=8, timeout_s=600, seed=1, ctx_base=ctx)
+    >>> res.best_params, res.best_value
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import optuna
+from sklearn.metrics import roc_auc_score, average_precision_score, log_loss
+
+from benchmark.candidates.base import TrialContext
+from benchmark.data.splits import Fold
+from benchmark.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+STEP_STRIDE = 10_000   # steps of inner fold k are k*STEP_STRIDE + epoch; the fold score goes last
+INTERRUPTED = "interrupted (process stopped during the trial)"
+
+
+def score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
+    """Higher is better for every objective metric."""
+    p = np.asarray(p, dtype=np.float64)
+    if not np.all(np.isfinite(p)):
+        raise FloatingPointError("non-finite predictions (NaN loss or overflow)")
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if metric == "auc":
+        return float(roc_auc_score(y, p))
+    if metric == "ap":
+        return float(average_precision_score(y, p))
+    if metric == "neg_log_loss":
+        return -float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))
+    raise UserError(f"objective metric {metric!r} is unknown; use auc, ap or neg_log_loss")
+
+
+def stable_seed(*parts) -> int:
+    """A 31-bit seed from ints and strings, the same on every machine and Python run."""
+    ints = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
+    return int(np.random.SeedSequence(ints).generate_state(1)[0] % 2**31)
+
+
+def fit_seed(seed: int, repeat: int, outer: int, inner: int) -> int:
+    """Seed of the model trained on one inner fold; the same in the search and in the refit."""
+    return stable_seed(seed, "fit", repeat, outer, inner)
+
+
+@dataclass
+class StudyResult:
+    best_params: dict | None
+    best_value: float
+    n_trials: int
+    n_failed: int
+    n_pruned: int
+    fail_reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _short(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}"[:300]
+
+
+def _sampler(seed: int):
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, warn_independent_sampling=False)
+
+
+def run_study(
+    cand,
+    make_view: Callable,          # (positions, labels: bool) -> PatientData
+    y: np.ndarray,                # cohort labels (used for the inner-validation score only)
+    inner: list[Fold],
+    *,
+    storage: str,
+    study_name: str,
+    n_trials: int,
+    timeout_s: float,
+    seed: int,
+    ctx_base: TrialContext,
+    metric: str = "auc",
+    repeat: int = 0,
+    outer_index: int = 0,
+    on_trial: Callable[[int, float | None, str], None] | None = None,
+) -> StudyResult:
+    """Run (or continue) the study until it holds ``n_trials`` finished trials or time is up."""
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+                                load_if_exists=True, sampler=_sampler(seed), pruner=pruner)
+    # Trials left RUNNING by an interrupted process: close them as failed, not counted.
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+    def finished() -> list:
+        return [t for t in study.get_trials(deepcopy=False)
+                if t.state.is_finished() and t.user_attrs.get("fail_reason") != INTERRUPTED]
+
+    start = time.monotonic()
+    views = [(make_view(f.train, True), make_view(f.test, True)) for f in inner]
+    while True:
+        done = finished()
+        if len(done) >= n_trials or time.monotonic() - start > timeout_s:
+            break
+        # A sampler seeded by the number of finished trials: resume draws what a fresh run would.
+        study.sampler = _sampler(stable_seed(seed, len(done)))
+        trial = study.ask()
+        params = cand.sample(trial)
+        scores = []
+        notes: list[str] = []
+        try:
+            for k, ((tr, va), fold) in enumerate(zip(views, inner)):
+                model = cand.build(params)
+                ctx = TrialContext(device=ctx_base.device, seed=fit_seed(seed, repeat, outer_index, k),
+                                   trial=trial, step_offset=k * STEP_STRIDE, max_epochs=ctx_base.max_epochs,
+                                   image_size=ctx_base.image_size, extra=dict(ctx_base.extra))
+                model.fit(tr, va, ctx)
+                s = score(metric, y[fold.test], model.predict_proba(va))
+                notes += ctx.notes
+                scores.append(s)
+                del model
+                running = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+                if np.isfinite(running) and k < len(inner) - 1:
+                    trial.report(running, k * STEP_STRIDE + STEP_STRIDE - 1)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after inner fold {k}")
+            value = float(np.nanmean(scores))
+            if not np.isfinite(value):
+                raise FloatingPointError("the objective is undefined on every inner fold (one class only?)")
+            if notes:
+                trial.set_user_attr("notes", "; ".join(notes)[:500])
+            study.tell(trial, value)
+            state = "COMPLETE"
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            value, state = None, "PRUNED"
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except UserError:
+            raise
+        except Exception as exc:  # a failed trial is recorded with its reason; the study goes on
+            reason = _short(exc)
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            value, state = None, "FAIL: " + reason
+        finally:
+            gc.collect()
+            _free_gpu()
+        if on_trial:
+            on_trial(trial.number, value, state)
+
+    done = finished()
+    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
+    failed = [t for t in done if t.state == optuna.trial.TrialState.FAIL]
+    reasons = [t.user_attrs.get("fail_reason", "unknown") for t in failed]
+    notes = [t.user_attrs["notes"] for t in done if "notes" in t.user_attrs]
+    if not complete:
+        return StudyResult(None, float("nan"), len(done), len(failed),
+                           len(done) - len(complete) - len(failed), reasons, notes)
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    return StudyResult(dict(best.params), float(best.value), len(done), len(failed),
+                       len(done) - len(complete) - len(failed), reasons, notes)
+
+
+def trials_frame(storage: str) -> "list[dict]":
+    """All trials of all studies in a storage, as rows of trials.csv."""
+    rows = []
+    for summary in optuna.study.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        cand, r, f = summary.study_name.rsplit(":", 2)
+        for t in study.get_trials(deepcopy=False):
+            rows.append({
+                "candidate": cand, "repeat": int(r[1:]), "outer_fold": int(f[1:]), "trial": t.number,
+                "state": t.state.name, "value": t.value,
+                "duration_s": t.duration.total_seconds() if t.duration else None,
+                "params": json.dumps(t.params, sort_keys=True, default=str),
+                "info": t.user_attrs.get("fail_reason", t.user_attrs.get("notes", "")),
+            })
+    return rows
+
+
+def _free_gpu() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,54 @@
+"""Small instrumented families for the runner's tests (fast, deterministic, no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from benchmark.candidates.base import Family
+from benchmark.candidates.preprocess import TabularPreprocessor
+
+
+class ProbeFamily(Family):
+    """Logistic regression that logs every patient it is trained or scored on.
+
+    With env AFF_PROBE_LOG set, appends one JSON line per call: phase (fit/predict), whether a
+    trial was running (search) and the cohort positions it saw.
+    """
+
+    modality = "register"
+
+    def fit(self, train, valid, ctx):
+        self._log("fit", ctx, train.patients, valid.patients if valid is not None else [])
+        if self.params.get("fail_rate", 0) and np.random.default_rng(ctx.seed + int(1e6 * self.params["C"])).random() < self.params["fail_rate"]:
+            raise RuntimeError("planted failure")
+        if self.params.get("always_fail"):
+            raise ValueError("this candidate always fails")
+        self.pre = TabularPreprocessor().fit(train.register)
+        self.model = LogisticRegression(C=self.params["C"], max_iter=500).fit(self.pre.transform(train.register), train.labels())
+        self._ctx = ctx
+        return self
+
+    def predict_proba(self, data):
+        self._log("predict", self._ctx, data.patients, [], labelled=data.y is not None)
+        return self.model.predict_proba(self.pre.transform(data.register))[:, 1]
+
+    def _log(self, phase, ctx, a, b, labelled=None):
+        path = os.environ.get("AFF_PROBE_LOG")
+        if path:
+            with open(path, "a") as fh:
+                fh.write(json.dumps({"phase": phase, "search": ctx.trial is not None, "labelled": labelled,
+                                     "patients": sorted(int(x) for x in list(a) + list(b))}) + "\n")
+
+
+class SlowProbeFamily(ProbeFamily):
+    """ProbeFamily that sleeps in fit, so a test can kill a run in the middle of a study."""
+
+    def fit(self, train, valid, ctx):
+        import time
+
+        time.sleep(float(os.environ.get("AFF_PROBE_SLEEP", "0")))
+        return super().fit(train, valid, ctx)

@@ -1,0 +1,162 @@
+"""The nested protocol end to end on tiny register-only cohorts with instrumented candidates."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+from benchmark.data.dataset import load_dataset
+from benchmark.runner import RunConfig, run
+from runner_helpers import PROBE_YAML, write_register_dataset, write_spaces
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tmp_path: Path, data: Path, spaces: Path, **kw) -> RunConfig:
+    base = dict(candidates=["probe"], data=str(data), profile="tiny", device="cpu", spaces=[str(spaces)],
+                results_dir=str(tmp_path / "results"), seed=7)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _folds(run_dir: Path, cohort) -> list[tuple[set, set]]:
+    folds = pd.read_csv(run_dir / "folds.csv")
+    pos = {k: i for i, k in enumerate(cohort.keys)}
+    out = []
+    for _, g in folds.groupby(["repeat", "outer_fold"]):
+        out.append(({pos[k] for k in g.loc[g.part == "train", "patient"]},
+                    {pos[k] for k in g.loc[g.part == "test", "patient"]}))
+    return out
+
+
+def test_outer_test_patients_never_seen_by_search(tmp_path, monkeypatch):
+    data = write_register_dataset(tmp_path / "data")
+    spaces = write_spaces(tmp_path / "spaces")
+    log = tmp_path / "probe.jsonl"
+    monkeypatch.setenv("AFF_PROBE_LOG", str(log))
+    run_dir = run(_cfg(tmp_path, data, spaces, run="leak"))
+    folds = _folds(run_dir, load_dataset(data))
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    search = [c for c in calls if c["search"]]
+    assert search and any(not c["search"] for c in calls)
+    for c in calls:
+        seen = set(c["patients"])
+        if c["phase"] == "fit" or c["search"]:
+            # every training call, and every call during the search, stays inside one outer-train part
+            assert any(seen <= train for train, _ in folds), "a search or training call saw outer-test patients"
+        if c["phase"] == "predict" and c["labelled"]:
+            assert any(seen <= train for train, _ in folds)
+    # every outer-test patient is predicted, without labels, outside the search
+    test_calls = [set(c["patients"]) for c in calls if c["phase"] == "predict" and not c["search"]]
+    for _, test in folds:
+        assert any(test <= s for s in test_calls)
+
+
+def test_patients_never_straddle_outer_folds(tmp_path):
+    data = write_register_dataset(tmp_path / "data")
+    run_dir = run(_cfg(tmp_path, data, write_spaces(tmp_path / "spaces"), run="folds"))
+    folds = pd.read_csv(run_dir / "folds.csv")
+    tests = folds[folds.part == "test"]
+    assert tests.patient.is_unique and len(tests) == 150
+    for _, g in folds.groupby("outer_fold"):
+        assert not set(g[g.part == "train"].patient) & set(g[g.part == "test"].patient)
+
+
+@pytest.mark.parametrize("candidates", [["logreg", "xgboost", "lightgbm", "mlp"]])
+def test_shuffled_labels_give_chance_auc_for_every_candidate(tmp_path, candidates):
+    data = write_register_dataset(tmp_path / "data", n=400, n_pos=80, shuffle_labels=True)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2)
+    run_dir = run(_cfg(tmp_path, data, spaces, candidates=candidates, run="shuffled"))
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("candidate")
+    for c in candidates:
+        assert board.loc[c, "status"] != "failed", board.loc[c, "info"]
+        assert abs(board.loc[c, "auc"] - 0.5) <= 0.1, (c, board.loc[c, "auc"])
+
+
+def test_signal_is_found_with_true_labels(tmp_path):
+    data = write_register_dataset(tmp_path / "data", n=400, n_pos=80)
+    run_dir = run(_cfg(tmp_path, data, write_spaces(tmp_path / "spaces"), run="signal"))
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("candidate")
+    assert board.loc["probe", "auc"] > 0.8
+
+
+def test_same_seed_gives_identical_folds_and_predictions(tmp_path):
+    data = write_register_dataset(tmp_path / "data")
+    spaces = write_spaces(tmp_path / "spaces")
+    a = run(_cfg(tmp_path, data, spaces, candidates=["probe", "logreg", "xgboost"], run="a"))
+    b = run(_cfg(tmp_path, data, spaces, candidates=["probe", "logreg", "xgboost"], run="b"))
+    pd.testing.assert_frame_equal(pd.read_csv(a / "folds.csv"), pd.read_csv(b / "folds.csv"))
+    pa, pb = pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet")
+    pd.testing.assert_frame_equal(pa, pb)
+
+
+def test_failing_trials_are_recorded_and_the_candidate_still_gets_a_row(tmp_path):
+    flaky = PROBE_YAML.replace("name: probe", "name: flaky").format(fixed="fail_rate: 0.5")
+    broken = PROBE_YAML.replace("name: probe", "name: broken").format(fixed="always_fail: true")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=4, extra={"flaky": flaky, "broken": broken})
+    data = write_register_dataset(tmp_path / "data")
+    run_dir = run(_cfg(tmp_path, data, spaces, candidates=["flaky", "broken"], run="fail"))
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("candidate")
+    assert board.loc["flaky", "status"] in ("ok", "partial") and np.isfinite(board.loc["flaky", "auc"])
+    assert board.loc["broken", "status"] == "failed"
+    assert "this candidate always fails" in board.loc["broken", "info"]
+    trials = pd.read_csv(run_dir / "trials.csv")
+    failed = trials[trials.state == "FAIL"]
+    assert len(failed[failed.candidate == "broken"]) == 4 * 3
+    assert failed.info.str.contains("planted failure|always fails").all()
+
+
+def _cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_kill_gives_the_same_leaderboard(tmp_path):
+    slow = PROBE_YAML.replace("name: probe", "name: slow").replace("fake_families:ProbeFamily",
+                                                                   "fake_families:SlowProbeFamily").format(fixed="")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=4, extra={"slow": slow})
+    data = write_register_dataset(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "AFF_PROBE_SLEEP": "0.05", "AFF_BENCHMARK_RESULTS": str(tmp_path / "results")}
+    common = ["run", "--candidates", "slow", "--data", str(data), "--profile", "tiny", "--device", "cpu",
+              "--spaces", str(spaces), "--seed", "3"]
+    ref = _cli(common + ["--run", "ref"], env)
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    proc = _cli(common + ["--run", "cut"], env, start_new_session=True)
+    db = tmp_path / "results" / "cut" / "optuna.db"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once the second outer fold's study has started
+        if db.exists() and (tmp_path / "results" / "cut" / "parts" / "slow__r0_f0.parquet").exists():
+            time.sleep(0.3)
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results" / "cut" / "leaderboard.csv").exists()
+    resumed = _cli(["run", "--resume", "--run", "cut"], env)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "reused from an earlier run" in out
+    cols = ["candidate", "auc", "brier", "ece", "n_patients"]
+    a = pd.read_csv(tmp_path / "results" / "ref" / "leaderboard.csv")[cols]
+    b = pd.read_csv(tmp_path / "results" / "cut" / "leaderboard.csv")[cols]
+    pd.testing.assert_frame_equal(a, b)
+    pa = pd.read_parquet(tmp_path / "results" / "ref" / "predictions.parquet")
+    pb = pd.read_parquet(tmp_path / "results" / "cut" / "predictions.parquet")
+    pd.testing.assert_frame_equal(pa, pb)
+
+
+def test_unknown_suite_is_a_one_line_error(tmp_path, capsys):
+    assert main(["run", "--suite", "nope", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: suite 'nope' is unknown") and "\n" not in err
