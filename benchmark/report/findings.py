@@ -1,0 +1,441 @@
+"""Plain-words answers to the three questions, written from a run's stored tables.
+
+Reads ``leaderboard.csv``, ``comparisons.csv`` (optional) and ``manifest.json`` (optional)
+and never recomputes a metric: every number in the text is a cell of ``leaderboard.csv``
+or ``comparisons.csv``, formatted with :func:`fmt` (3 decimals; p-values below 0.001 are
+written ``< 0.001``). Fusion is said to help only when the Holm-adjusted comparison says
+so (verdict ``candidate_better`` and ``p_holm < 0.05``)::
+
+    from benchmark.report.findings import write_findings
+    markdown = write_findings(Path("results/quick-1"))   # also writes findings.md there
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from benchmark.errors import UserError
+
+ALPHA = 0.05  # significance level for Holm-adjusted p-values
+TREE_FAMILIES = {"xgboost", "lightgbm", "catboost", "random_forest", "extra_trees", "hist_gradient_boosting"}
+SINGLE_MODALITIES = ("image", "register")
+ORACLE_OF = {"image": "oracle_image", "register": "oracle_register", "fusion": "oracle_both"}
+
+LEADERBOARD_REQUIRED = ("candidate", "modality", "status")
+COMPARISONS_REQUIRED = ("candidate", "reference", "reference_role", "metric", "diff", "lo", "hi", "p_holm", "verdict")
+
+
+# ---------------------------------------------------------------- reading the stored tables
+
+
+def read_table(run_dir: Path, name: str, required: Iterable[str] = (), optional: bool = False) -> pd.DataFrame | None:
+    """Read ``run_dir/name`` (CSV); None if absent and ``optional``; UserError on a missing column."""
+    path = Path(run_dir) / name
+    if not path.is_file():
+        if optional:
+            return None
+        raise UserError(f"{path} not found; finish the run (python -m benchmark run --resume ...) or give another run folder")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame(columns=list(required))
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}, column {missing[0]!r} is missing; rebuild the run's tables with the current harness")
+    return df
+
+
+def read_leaderboard(run_dir: Path) -> pd.DataFrame:
+    """``leaderboard.csv`` with ``is_ceiling`` as bool and numeric columns as floats."""
+    lb = read_table(run_dir, "leaderboard.csv", LEADERBOARD_REQUIRED)
+    lb["candidate"] = lb["candidate"].astype(str)
+    lb["modality"] = lb["modality"].astype(str)
+    lb["status"] = lb["status"].fillna("ok").astype(str)
+    if "is_ceiling" in lb.columns:
+        lb["is_ceiling"] = lb["is_ceiling"].astype(str).str.lower().isin(["true", "1", "1.0", "yes"])
+    else:
+        lb["is_ceiling"] = lb["modality"].eq("oracle")
+    lb["is_ceiling"] = lb["is_ceiling"] | lb["modality"].eq("oracle")
+    for col in ("family", "info"):
+        lb[col] = lb[col].map(lambda v: "" if pd.isna(v) else str(v)) if col in lb.columns else ""
+    return lb
+
+
+def read_comparisons(run_dir: Path) -> pd.DataFrame | None:
+    """``comparisons.csv`` or None when the run has none (no fusion candidate)."""
+    comp = read_table(run_dir, "comparisons.csv", COMPARISONS_REQUIRED, optional=True)
+    if comp is not None:
+        for col in ("candidate", "reference", "reference_role", "metric", "verdict"):
+            comp[col] = comp[col].astype(str)
+    return comp
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """``manifest.json`` as a dict ({} when absent)."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); restore it or rerun the benchmark") from None
+
+
+def safe_text(text: object, limit: int = 200) -> str:
+    """A failure reason made safe to print: first line, no path-like tokens, at most ``limit`` chars."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    line = re.sub(r"\S*[\\/]\S+", "<path>", line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _num(v: object) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return x
+
+
+def fmt(v: object, digits: int = 3) -> str:
+    """``0.91234 -> '0.912'``; missing -> ``'n/a'``."""
+    x = _num(v)
+    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def fmt_p(p: object) -> str:
+    x = _num(p)
+    if math.isnan(x):
+        return "n/a"
+    return "< 0.001" if x < 0.001 else f"= {x:.3f}"
+
+
+def fmt_ci(row: pd.Series, metric: str) -> str:
+    """``'0.912 [0.884, 0.941]'`` from the leaderboard columns ``m, m_lo, m_hi``."""
+    v = fmt(row.get(metric))
+    lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+    if v == "n/a" or math.isnan(_num(lo)) or math.isnan(_num(hi)):
+        return v
+    return f"{v} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _label(metric: str) -> str:
+    return {
+        "auc": "AUC", "ap": "average precision", "brier": "Brier score", "ece": "ECE", "log_loss": "log loss",
+        "entropy_mean": "mean predictive entropy", "mutual_info_mean": "mean mutual information",
+        "member_std_mean": "mean member spread", "error_auroc": "error-detection AUROC", "aurc": "AURC",
+        "sensitivity_thr": "sensitivity", "specificity_thr": "specificity", "balanced_accuracy": "balanced accuracy",
+        "mcc": "MCC", "cal_slope": "calibration slope", "cal_intercept": "calibration intercept",
+    }.get(metric, metric)
+
+
+# ---------------------------------------------------------------- selecting rows
+
+
+def _usable(lb: pd.DataFrame) -> pd.DataFrame:
+    """Non-oracle candidates with test metrics (status ok or partial)."""
+    keep = ~lb["is_ceiling"] & lb["status"].isin(["ok", "partial"])
+    if "auc" in lb.columns:
+        keep &= lb["auc"].notna()
+    return lb[keep]
+
+
+def best_by_inner(rows: pd.DataFrame) -> pd.Series | None:
+    """The row with the highest ``inner_score`` (the only selection score); None if no rows."""
+    if rows.empty:
+        return None
+    if "inner_score" in rows.columns and rows["inner_score"].notna().any():
+        return rows.loc[rows["inner_score"].astype(float).idxmax()]
+    return rows.iloc[0]
+
+
+def _oracle(lb: pd.DataFrame, name: str) -> pd.Series | None:
+    rows = lb[lb["candidate"].eq(name) & lb["is_ceiling"]]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _is_tree(row: pd.Series) -> bool:
+    fam = str(row.get("family", "")).lower()
+    return fam in TREE_FAMILIES or any(t in str(row["candidate"]).lower() for t in TREE_FAMILIES)
+
+
+def _is_mlp(row: pd.Series) -> bool:
+    return str(row.get("family", "")).lower() == "mlp" or str(row["candidate"]).lower().startswith("mlp")
+
+
+def _inner(row: pd.Series) -> str:
+    return f"inner-CV score {fmt(row.get('inner_score'))}"
+
+
+def _significant(c: pd.Series) -> bool:
+    """Holm-adjusted evidence that the candidate is better (the only basis for a 'fusion helps' claim)."""
+    p = _num(c.get("p_holm"))
+    return c.get("verdict") == "candidate_better" and not math.isnan(p) and p < ALPHA
+
+
+def _comparison_sentence(c: pd.Series) -> str:
+    test = str(c.get("test", "")).strip()
+    test = {"delong": "DeLong", "bootstrap": "paired bootstrap", "wilcoxon": "Wilcoxon"}.get(test, test or "paired test")
+    return (
+        f"{_label(c['metric'])} difference {fmt(c['diff'])} [{fmt(c['lo'])}, {fmt(c['hi'])}], "
+        f"{test} test, Holm-adjusted p {fmt_p(c['p_holm'])}"
+    )
+
+
+# ---------------------------------------------------------------- the sections
+
+
+def _intro(lb: pd.DataFrame, manifest: dict) -> list[str]:
+    lines = ["# Findings", ""]
+    counts = lb[~lb["is_ceiling"]]
+    n = counts["n_patients"].max() if "n_patients" in counts.columns else math.nan
+    pos = counts["n_pos"].max() if "n_pos" in counts.columns else math.nan
+    cohort = "a synthetic cohort" if manifest.get("dataset", {}).get("synthetic") else "the cohort"
+    if not math.isnan(_num(n)) and not math.isnan(_num(pos)):
+        cohort += f" of {int(n)} patients, {int(pos)} of them AFF"
+    lines.append(
+        f"Pooled outer-test estimates on {cohort}, with 95 % patient-level bootstrap confidence intervals "
+        "in brackets. The best candidate of a kind is the one with the highest inner cross-validation score "
+        "(inner_score), never the one with the best test number."
+    )
+    return lines + [""]
+
+
+def _q1(lb: pd.DataFrame) -> list[str]:
+    lines = ["## Q1. Images alone", ""]
+    rows = _usable(lb)
+    best = best_by_inner(rows[rows["modality"].eq("image")])
+    if best is None:
+        failed = lb[lb["modality"].eq("image") & ~lb["is_ceiling"]]
+        why = " (the image candidates failed; see the caveats)" if not failed.empty else ""
+        return lines + [f"Cannot be answered: the run has no image candidate with test predictions{why}.", ""]
+    text = (
+        f"The best image model is **{best['candidate']}** ({_inner(best)}): AUC {fmt_ci(best, 'auc')}, "
+        f"average precision {fmt_ci(best, 'ap')}"
+    )
+    if "sensitivity_thr" in best.index and "specificity_thr" in best.index:
+        text += (f", sensitivity {fmt_ci(best, 'sensitivity_thr')} and specificity {fmt_ci(best, 'specificity_thr')} "
+                 "at the threshold chosen on inner out-of-fold data")
+    lines.append(text + ".")
+    oracle = _oracle(lb, "oracle_image")
+    if oracle is not None:
+        gap = f"; the gap to {best['candidate']} is {fmt(best['auc_gap'])} AUC" if not math.isnan(_num(best.get("auc_gap"))) else ""
+        lines.append(f"The image oracle (exact posterior from the image evidence) reaches AUC {fmt_ci(oracle, 'auc')}{gap}.")
+    others = rows[rows["modality"].eq("image") & rows["candidate"].ne(best["candidate"])]
+    if not others.empty:
+        lines.append("Other image models: " + "; ".join(f"{r['candidate']} AUC {fmt_ci(r, 'auc')}" for _, r in others.iterrows()) + ".")
+    return lines + [""]
+
+
+def _q2(lb: pd.DataFrame) -> list[str]:
+    lines = ["## Q2. Register data alone", ""]
+    reg = _usable(lb)
+    reg = reg[reg["modality"].eq("register")]
+    if reg.empty:
+        return lines + ["Cannot be answered: the run has no register candidate with test predictions.", ""]
+    mlp = best_by_inner(reg[reg.apply(_is_mlp, axis=1)])
+    tree = best_by_inner(reg[reg.apply(_is_tree, axis=1)])
+    if mlp is not None:
+        lines.append(f"Neural network: **{mlp['candidate']}** ({_inner(mlp)}) reaches AUC {fmt_ci(mlp, 'auc')}, Brier score {fmt_ci(mlp, 'brier')}.")
+    else:
+        lines.append("No MLP candidate has test predictions, so the neural-network part cannot be answered.")
+    if tree is not None:
+        lines.append(f"Best gradient-boosted trees by inner score: **{tree['candidate']}** ({_inner(tree)}), AUC {fmt_ci(tree, 'auc')}, Brier score {fmt_ci(tree, 'brier')}.")
+    else:
+        lines.append("No tree candidate has test predictions, so the trees part cannot be answered.")
+    if mlp is not None and tree is not None:
+        overlap = _num(mlp.get("auc_lo")) <= _num(tree.get("auc_hi")) and _num(tree.get("auc_lo")) <= _num(mlp.get("auc_hi"))
+        lines.append(
+            "Their AUC intervals overlap, so these data do not separate them (no paired test between register models is stored)."
+            if overlap else
+            "Their AUC intervals do not overlap (no paired test between register models is stored)."
+        )
+    best = best_by_inner(reg)
+    if best is not None and all(best["candidate"] != r["candidate"] for r in (mlp, tree) if r is not None):
+        lines.append(f"The best register model overall by inner score is **{best['candidate']}**, AUC {fmt_ci(best, 'auc')}.")
+    oracle = _oracle(lb, "oracle_register")
+    if oracle is not None:
+        top = best if best is not None else reg.iloc[0]
+        gap = f"; the gap to {top['candidate']} is {fmt(top['auc_gap'])} AUC" if not math.isnan(_num(top.get("auc_gap"))) else ""
+        lines.append(f"The register oracle reaches AUC {fmt_ci(oracle, 'auc')}{gap}.")
+    return lines + [""]
+
+
+def _best_single(lb: pd.DataFrame, comp: pd.DataFrame) -> str | None:
+    """Name of the reference that is the best single-modality model (highest inner score)."""
+    refs = comp["reference"].unique().tolist()
+    rows = lb[lb["candidate"].isin(refs)]
+    best = best_by_inner(rows)
+    if best is not None:
+        return str(best["candidate"])
+    return refs[0] if refs else None
+
+
+def _q3(lb: pd.DataFrame, comp: pd.DataFrame | None) -> list[str]:
+    lines = ["## Q3. Does combining images and register data help?", ""]
+    rows = _usable(lb)
+    fusion = rows[rows["modality"].eq("fusion")]
+    if fusion.empty:
+        return lines + ["Cannot be answered: the run has no fusion candidate with test predictions.", ""]
+    singles = rows[rows["modality"].isin(SINGLE_MODALITIES)]
+    missing = [m for m in SINGLE_MODALITIES if singles[singles["modality"].eq(m)].empty]
+    if missing:
+        lines.append(f"There is no {' or '.join(missing)} candidate to compare with, so fusion can only be compared with the modality that ran.")
+    if comp is None or comp.empty:
+        return lines + ["Cannot be answered: comparisons.csv is missing or empty, so there is no paired test of fusion against the single modalities.", ""]
+    ref = _best_single(lb, comp)
+    auc = comp[comp["metric"].eq("auc") & comp["reference"].eq(ref) & comp["candidate"].isin(fusion["candidate"])]
+    role = auc["reference_role"].iloc[0] if not auc.empty else ""
+    role = {"best_image": "best image model", "best_register": "best register model"}.get(role, "best single-modality model")
+    lines.append(f"The best single-modality model by inner score is **{ref}** ({role}).")
+    if auc.empty:
+        lines.append("Cannot be answered: comparisons.csv has no AUC comparison of a fusion candidate with it.")
+    else:
+        winners = [c for _, c in auc.iterrows() if _significant(c)]
+        if winners:
+            names = "; ".join(f"**{c['candidate']}**, {_comparison_sentence(c)}" for c in winners)
+            lines.append(f"Yes: fusion discriminates better than {ref}: {names}.")
+        else:
+            top = auc.loc[auc["diff"].astype(float).idxmax()]
+            lines.append(
+                f"No: no fusion candidate has a higher AUC than {ref} after Holm adjustment. "
+                f"The largest difference is {top['candidate']}'s, {_comparison_sentence(top)}."
+            )
+        others = auc[~auc["candidate"].isin([c["candidate"] for c in winners])]
+        rest = [f"{c['candidate']}: {_comparison_sentence(c)}" for _, c in others.iterrows()]
+        if winners and rest:
+            lines.append("Not significant after Holm adjustment: " + "; ".join(rest) + ".")
+        other_ref = comp[comp["metric"].eq("auc") & comp["reference"].ne(ref) & comp["candidate"].isin(fusion["candidate"])]
+        for other, group in other_ref.groupby("reference", sort=False):
+            parts = [f"{c['candidate']} {'better' if _significant(c) else 'not shown better'}, {_comparison_sentence(c)}"
+                     for _, c in group.iterrows()]
+            lines.append(f"Against {other}: " + "; ".join(parts) + ".")
+    best_fusion = best_by_inner(fusion)
+    lines.append("")
+    lines.append(
+        f"Best fusion strategy by inner score: **{best_fusion['candidate']}** ({_inner(best_fusion)}), "
+        f"AUC {fmt_ci(best_fusion, 'auc')}."
+        + (" The fusion strategies are not tested against each other, so their order on the test set is not evidence."
+           if len(fusion) > 1 else "")
+    )
+    lines.append("")
+    lines += _uncertainty(lb, comp, str(best_fusion["candidate"]), ref)
+    return lines + [""]
+
+
+def _find(comp: pd.DataFrame, cand: str, ref: str, metric: str) -> pd.Series | None:
+    rows = comp[comp["candidate"].eq(cand) & comp["reference"].eq(ref) & comp["metric"].eq(metric)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _uncertainty(lb: pd.DataFrame, comp: pd.DataFrame, fusion: str, ref: str) -> list[str]:
+    """Is uncertainty lower with fusion, and is that earned (calibration, error detection)?"""
+    lines = [f"Uncertainty ({fusion} against {ref}):", ""]
+    unc = [m for m in ("entropy_mean", "mutual_info_mean") if _find(comp, fusion, ref, m) is not None]
+    if not unc:
+        return lines + ["- Cannot be answered: comparisons.csv has no uncertainty comparison for this pair."]
+    lower = False
+    for m in unc:
+        c = _find(comp, fusion, ref, m)
+        sig_lower = _num(c["diff"]) < 0 and _num(c["p_holm"]) < ALPHA
+        lower |= sig_lower
+        sig_higher = _num(c["diff"]) > 0 and _num(c["p_holm"]) < ALPHA
+        word = "lower" if sig_lower else "higher" if sig_higher else ("not significantly lower" if _num(c["diff"]) < 0 else "not lower")
+        lines.append(f"- {_label(m)}: {word} with fusion, {fmt(c.get('value_candidate'))} against {fmt(c.get('value_reference'))}; {_comparison_sentence(c)}.")
+    worse, checked = [], []
+    for m in ("brier", "ece", "error_auroc"):
+        c = _find(comp, fusion, ref, m)
+        if c is None:
+            continue
+        checked.append(m)
+        if c["verdict"] == "reference_better" and _num(c["p_holm"]) < ALPHA:
+            worse.append(_label(m))
+        lines.append(f"- {_label(m)}: {fmt(c.get('value_candidate'))} against {fmt(c.get('value_reference'))}; {_comparison_sentence(c)}.")
+    if "error_auroc" not in checked:
+        line = _error_detection_from_leaderboard(lb, fusion, ref)
+        if line:
+            checked.append("error_auroc")
+            lines.append(line)
+            if "below" in line:
+                worse.append(_label("error_auroc"))
+    if not lower:
+        lines.append("- Verdict: fusion does not make predictions measurably more certain.")
+    elif not checked:
+        lines.append("- Verdict: uncertainty is lower, but comparisons.csv has no calibration or error-detection comparison, so whether it is earned cannot be answered.")
+    elif worse:
+        lines.append(f"- Verdict: uncertainty is lower but not earned: {', '.join(worse)} is worse with fusion, which points to overconfidence.")
+    else:
+        lines.append("- Verdict: uncertainty is lower and, as far as these tests show, earned: calibration and error detection are not significantly worse.")
+    return lines
+
+
+def _error_detection_from_leaderboard(lb: pd.DataFrame, fusion: str, ref: str) -> str:
+    """Error-detection AUROC of both from the leaderboard (no paired test stored): intervals only."""
+    if "error_auroc" not in lb.columns:
+        return ""
+    a, b = (lb[lb["candidate"].eq(n)] for n in (fusion, ref))
+    if a.empty or b.empty or pd.isna(a["error_auroc"].iloc[0]) or pd.isna(b["error_auroc"].iloc[0]):
+        return ""
+    a, b = a.iloc[0], b.iloc[0]
+    below = _num(a.get("error_auroc_hi")) < _num(b.get("error_auroc_lo"))
+    how = ("its interval lies below the reference's, so uncertainty flags errors less well with fusion" if below
+           else "the intervals overlap or fusion is higher (no paired test is stored for this metric)")
+    return f"- {_label('error_auroc')}: {fmt_ci(a, 'error_auroc')} against {fmt_ci(b, 'error_auroc')}; {how}."
+
+
+def _caveats(lb: pd.DataFrame, comp: pd.DataFrame | None) -> list[str]:
+    lines = ["## Caveats", ""]
+    rows = _usable(lb)
+    pos = rows["n_pos"].max() if "n_pos" in rows.columns and not rows.empty else math.nan
+    if not math.isnan(_num(pos)):
+        widest = rows.assign(w=rows["auc_hi"].astype(float) - rows["auc_lo"].astype(float)).sort_values("w").iloc[-1] \
+            if {"auc_lo", "auc_hi"} <= set(rows.columns) and rows["auc_lo"].notna().any() else None
+        example = f" (for example, {widest['candidate']}'s AUC interval is [{fmt(widest['auc_lo'])}, {fmt(widest['auc_hi'])}])" if widest is not None else ""
+        lines.append(f"- Few positives: only {int(pos)} AFF patients, so intervals are wide{example} and small differences are not evidence.")
+    if comp is not None and not comp.empty:
+        lines.append(
+            "- Multiple comparisons: p-values are Holm-adjusted over all comparisons in comparisons.csv; "
+            "an unadjusted p below the significance level that does not survive adjustment is not a finding."
+        )
+    lines.append(
+        "- Selection: the best models were chosen by inner cross-validation only, so their test estimates are not "
+        "inflated by the choice; ranking all candidates by their test numbers in the table below would be."
+    )
+    failed = lb[~lb["is_ceiling"] & ~lb["status"].isin(["ok"])]
+    for _, r in failed.iterrows():
+        reason = safe_text(r.get("info")) or "no reason recorded"
+        kind = "failed" if r["status"] == "failed" else f"is {r['status']}"
+        lines.append(f"- {r['candidate']} {kind}: {reason}.")
+    return lines + [""]
+
+
+def findings_markdown(run_dir: Path) -> str:
+    """The findings as markdown (nothing written)."""
+    run_dir = Path(run_dir)
+    lb = read_leaderboard(run_dir)
+    comp = read_comparisons(run_dir)
+    manifest = read_manifest(run_dir)
+    parts = _intro(lb, manifest) + _q1(lb) + _q2(lb) + _q3(lb, comp) + _caveats(lb, comp)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_findings(run_dir: Path) -> str:
+    """Write ``run_dir/findings.md`` and return its markdown.
+
+    >>> md = write_findings(Path("results/quick-1"))      # doctest: +SKIP
+    >>> md.splitlines()[0]                                  # doctest: +SKIP
+    '# Findings'
+    """
+    text = findings_markdown(run_dir)
+    (Path(run_dir) / "findings.md").write_text(text, encoding="utf-8")
+    return text

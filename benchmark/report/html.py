@@ -1,0 +1,308 @@
+"""``python -m benchmark report RUN``: rebuild ``leaderboard.html`` and ``findings.md`` from a run's files.
+
+The page opens offline: the plotly.js bundle is embedded once, the table sorts with a few
+lines of vanilla JS. It reads only the stored files (manifest.json, leaderboard.csv,
+comparisons.csv, predictions.parquet, trials.csv) and never prints patient keys or
+dataset paths::
+
+    from benchmark.report.html import build_report
+    html_path = build_report(Path("results/quick-1"))   # results/quick-1/leaderboard.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from benchmark.errors import UserError
+from benchmark.report import findings as F
+from benchmark.report.plots import MODALITY_COLOR, build_figures, read_test_predictions
+
+RESULTS_DIR = Path("results")
+
+# (column, header, tooltip); metric columns get "value [lo, hi]" when lo/hi exist
+TABLE_COLUMNS = [
+    ("inner_score", "inner score", "mean best inner-CV objective over outer folds (used for selection)"),
+    ("auc", "AUC", "ROC AUC"),
+    ("ap", "AP", "average precision"),
+    ("balanced_accuracy", "bal. acc.", "balanced accuracy at 0.5"),
+    ("sensitivity_thr", "sens.", "sensitivity at the inner-OOF threshold"),
+    ("specificity_thr", "spec.", "specificity at the inner-OOF threshold"),
+    ("sens_at_spec90", "sens@spec90", "sensitivity at 90 % specificity"),
+    ("mcc", "MCC", "Matthews correlation at 0.5"),
+    ("brier", "Brier", "Brier score (lower is better)"),
+    ("ece", "ECE", "expected calibration error, equal-mass bins (lower is better)"),
+    ("cal_slope", "cal. slope", "calibration slope (1 is ideal)"),
+    ("entropy_mean", "entropy", "mean predictive entropy"),
+    ("mutual_info_mean", "MI", "mean mutual information (epistemic)"),
+    ("aurc", "AURC", "area under the risk-coverage curve (lower is better)"),
+    ("error_auroc", "error AUROC", "how well uncertainty ranks errors"),
+    ("conformal90_coverage_pos", "conf90 cov+", "90 % conformal coverage, AFF"),
+    ("conformal90_singleton", "conf90 single", "90 % conformal singleton rate"),
+    ("auc_gap", "AUC gap", "oracle AUC of the modality minus this AUC"),
+    ("n_trials", "trials", "Optuna trials over all outer folds"),
+    ("n_failed_trials", "failed", "failed trials"),
+    ("wall_s", "wall", "wall time"),
+]
+CI_DECIMALS = 3
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1500px;padding:0 16px;color:#222}
+h1{margin-bottom:4px}h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:4px 18px;font-size:14px;color:#444}
+.meta b{color:#222}.versions{font-size:12px;color:#666;margin-top:6px}
+.findings{background:#f7f9fc;border:1px solid #dde4ee;border-radius:6px;padding:4px 20px 12px}
+.findings h1{font-size:22px}.findings h2{font-size:18px;border:none;margin-top:18px}
+table.sortable{border-collapse:collapse;font-size:12.5px;width:100%}
+table.sortable th{background:#eef1f5;cursor:pointer;position:sticky;top:0;padding:5px 6px;text-align:left;white-space:nowrap;user-select:none}
+table.sortable th[data-dir=asc]::after{content:" \\25B2"}table.sortable th[data-dir=desc]::after{content:" \\25BC"}
+table.sortable td{padding:3px 6px;border-bottom:1px solid #eee;white-space:nowrap}
+tr.ceiling td{font-style:italic;background:#f4f4f4}tr.failed td{color:#999}tr.failed td.info{color:#b22}
+td.info{white-space:normal;max-width:360px}
+.chip{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:middle}
+.badge{font-size:10px;border:1px solid #999;border-radius:3px;padding:0 3px;margin-left:4px;font-style:normal;color:#555}
+.caption{color:#555;font-size:13px;margin:2px 0 6px}.note{color:#b22}
+.tablewrap{overflow-x:auto;max-height:80vh}
+"""
+
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var asc = th.dataset.dir !== 'asc';
+      table.querySelectorAll('th').forEach(function (h) { delete h.dataset.dir; });
+      th.dataset.dir = asc ? 'asc' : 'desc';
+      var numeric = th.dataset.type === 'num';
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      function key(r) { var c = r.cells[col]; return c.dataset.sort !== undefined ? c.dataset.sort : c.textContent.trim(); }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (numeric) {
+          var nx = parseFloat(x), ny = parseFloat(y);
+          if (isNaN(nx) || isNaN(ny)) { return isNaN(nx) - isNaN(ny); }  // missing values last
+          return asc ? nx - ny : ny - nx;
+        }
+        return asc ? x.localeCompare(y) : y.localeCompare(x);
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+# ---------------------------------------------------------------- small pieces
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(v: object) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _duration(seconds: object) -> str:
+    s = _num(seconds)
+    if math.isnan(s):
+        return ""
+    s = int(round(s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s} s"
+
+
+def markdown_to_html(md: str) -> str:
+    """The small markdown subset findings.py writes: headings, paragraphs, '- ' lists, **bold**, `code`."""
+    out, para, items = [], [], []
+
+    def inline(text: str) -> str:
+        text = _e(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    def flush() -> None:
+        if para:
+            out.append("<p>" + "<br>".join(inline(p) for p in para) + "</p>")
+            para.clear()
+        if items:
+            out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in md.splitlines():
+        m = re.match(r"(#{1,4})\s+(.*)", line)
+        if m:
+            flush()
+            level = len(m.group(1))
+            out.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
+        elif line.startswith("- "):
+            if para:
+                flush()
+            items.append(line[2:])
+        elif not line.strip():
+            flush()
+        else:
+            if items:
+                flush()
+            para.append(line)
+    flush()
+    return "\n".join(out)
+
+
+def _header(manifest: dict, run_dir: Path) -> str:
+    ds = manifest.get("dataset") or {}
+    fields = [
+        ("run", manifest.get("run", run_dir.name)),
+        ("profile", manifest.get("profile_name", "")),
+        ("seed", manifest.get("seed", "")),
+        ("dataset", ds.get("name", "") + (" (synthetic)" if ds.get("synthetic") else "")),
+        ("patients", f"{ds.get('n_patients', '')} ({ds.get('n_pos', '')} AFF)" if ds else ""),
+        ("status", manifest.get("status", "")),
+        ("started", manifest.get("started", "")),
+        ("finished", manifest.get("finished", "")),
+        ("wall time", _duration(manifest.get("wall_s"))),
+        ("report built", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
+    ]
+    profile = manifest.get("profile")
+    if isinstance(profile, dict):
+        keys = ("outer_folds", "inner_folds", "repeats", "n_trials", "bootstrap", "image_size", "max_epochs")
+        fields.append(("protocol", ", ".join(f"{k}={profile[k]}" for k in keys if k in profile)))
+    meta = "".join(f"<div><b>{_e(k)}</b>: {_e(F.safe_text(v))}</div>" for k, v in fields if v not in ("", None))
+    versions = manifest.get("versions") or {}
+    hardware = manifest.get("hardware") or {}
+    vtext = ", ".join(f"{k} {F.safe_text(v)}" for k, v in versions.items()) if isinstance(versions, dict) else F.safe_text(versions)
+    htext = (", ".join(f"{k}: {F.safe_text(v)}" for k, v in hardware.items() if v not in (None, "") and "<path>" not in F.safe_text(v))
+             if isinstance(hardware, dict) else F.safe_text(hardware))
+    title = _e(manifest.get("run", run_dir.name))
+    missing = "" if manifest else '<p class="note">manifest.json is missing: run details unknown.</p>'
+    return (f"<h1>AFF/NFF benchmark: {title}</h1>{missing}<div class='meta'>{meta}</div>"
+            f"<div class='versions'>versions: {_e(vtext)}<br>hardware: {_e(htext)}</div>")
+
+
+def _cell(row: pd.Series, col: str) -> tuple[str, str]:
+    """(text, sort key) for one table cell."""
+    v = _num(row.get(col))
+    if math.isnan(v):
+        return "", ""
+    if col == "wall_s":
+        return _duration(v), f"{v:.6g}"
+    if col in ("n_trials", "n_failed_trials"):
+        return f"{int(v)}", f"{v:.6g}"
+    lo, hi = _num(row.get(f"{col}_lo")), _num(row.get(f"{col}_hi"))
+    text = f"{v:.{CI_DECIMALS}f}"
+    if not (math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo:.{CI_DECIMALS}f}, {hi:.{CI_DECIMALS}f}]"
+    return text, f"{v:.6g}"
+
+
+def leaderboard_table(lb: pd.DataFrame) -> str:
+    """The sortable leaderboard: ceilings first, then by AUC, failed candidates last with their reason."""
+    cols = [(c, h, t) for c, h, t in TABLE_COLUMNS if c in lb.columns and lb[c].notna().any()]
+    rank = lb.assign(
+        _g=lb["is_ceiling"].map({True: 0, False: 1}).where(lb["status"].ne("failed"), 2),
+        _a=-(lb["auc"].astype(float) if "auc" in lb.columns else 0.0),
+    ).sort_values(["_g", "_a", "candidate"])
+    head = ("<th data-type='text'>candidate</th><th data-type='text'>modality</th><th data-type='text'>family</th>"
+            "<th data-type='text'>status</th>"
+            + "".join(f"<th data-type='num' data-key='{_e(c)}' title='{_e(t)}'>{_e(h)}</th>" for c, h, t in cols)
+            + "<th data-type='text'>info</th>")
+    body = []
+    for _, r in rank.iterrows():
+        cls = "ceiling" if r["is_ceiling"] else ("failed" if r["status"] == "failed" else "")
+        badge = "<span class='badge'>ceiling</span>" if r["is_ceiling"] else ""
+        chip = f"<span class='chip' style='background:{MODALITY_COLOR.get(r['modality'], '#9467bd')}'></span>"
+        cells = [f"<td>{_e(r['candidate'])}{badge}</td>", f"<td data-sort='{_e(r['modality'])}'>{chip}{_e(r['modality'])}</td>",
+                 f"<td>{_e(r.get('family', ''))}</td>", f"<td>{_e(r['status'])}</td>"]
+        for c, _, _ in cols:
+            text, key = _cell(r, c)
+            cells.append(f"<td data-sort='{key}'>{_e(text)}</td>")
+        cells.append(f"<td class='info'>{_e(F.safe_text(r.get('info')))}</td>")
+        body.append(f'<tr class="{cls}" data-candidate="{_e(r["candidate"])}">' + "".join(cells) + "</tr>")
+    return (f'<div class="tablewrap"><table class="sortable" id="leaderboard"><thead><tr>{head}</tr></thead>'
+
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _figures_html(specs) -> str:
+    parts = []
+    for s in specs:
+        parts.append(f"<h2 id='{_e(s.div_id)}-section'>{_e(s.title)}</h2><p class='caption'>{_e(s.caption)}</p>")
+        if s.figure is None:
+            parts.append(f"<p class='note'>Not drawn: {_e(s.note)}</p>")
+        else:
+            parts.append(pio.to_html(s.figure, include_plotlyjs=False, full_html=False, div_id=s.div_id,
+                                     config={"displaylogo": False, "responsive": True}))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- the page
+
+
+def build_report(run_dir: Path) -> Path:
+    """Write ``run_dir/leaderboard.html`` and ``run_dir/findings.md``; return the HTML path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} not found; give a run folder path or a run name under results/")
+    lb = F.read_leaderboard(run_dir)
+    comp = F.read_comparisons(run_dir)
+    manifest = F.read_manifest(run_dir)
+    findings_md = F.write_findings(run_dir)
+    preds = read_test_predictions(run_dir / "predictions.parquet")
+    trials = F.read_table(run_dir, "trials.csv", ("candidate", "outer_fold", "trial", "value"), optional=True)
+    if trials is not None:
+        trials["candidate"] = trials["candidate"].astype(str)
+    specs = build_figures(preds, lb, comp, trials)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(manifest.get('run', run_dir.name))}: AFF/NFF leaderboard</title>
+<style>{CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head><body>
+<header>{_header(manifest, run_dir)}</header>
+<section class="findings" id="findings">{markdown_to_html(findings_md)}</section>
+<h2 id="leaderboard-section">Leaderboard</h2>
+<p class="caption">Pooled outer-test metrics with 95 % patient-level bootstrap CIs; click a header to sort.
+Grey italic rows are oracle ceilings (exact posteriors of the synthetic generator), not models.
+Sensitivity/specificity use the threshold chosen on inner out-of-fold data.</p>
+{leaderboard_table(lb)}
+{_figures_html(specs)}
+<script>{SORT_JS}</script>
+</body></html>
+"""
+    out = run_dir / "leaderboard.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def resolve_run(run: str, results_dir: Path = RESULTS_DIR) -> Path:
+    """A run folder path, or a run name under ``results_dir``."""
+    path = Path(run)
+    if path.is_dir():
+        return path
+    named = Path(results_dir) / run
+    if named.is_dir():
+        return named
+    existing = sorted(p.name for p in Path(results_dir).glob("*") if p.is_dir()) if Path(results_dir).is_dir() else []
+    hint = f" (runs there: {', '.join(existing[:10])})" if existing else ""
+    raise UserError(f"run {run!r} not found as a folder or under {results_dir}/{hint}; give a run folder path or a run name")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder, or a run name under results/")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where run names are looked up (default: results/)")
+
+
+def command(args: argparse.Namespace) -> int:
+    run_dir = resolve_run(args.run, args.results_dir)
+    out = build_report(run_dir)
+    print(f"wrote {out} and {out.with_name('findings.md')}")
+    return 0

@@ -1,0 +1,343 @@
+"""Plotly figures of a run, drawn from its stored predictions, leaderboard, comparisons and trials.
+
+Curves (ROC, PR, reliability, risk-coverage, decision curve) are computed from the pooled
+outer-test predictions for drawing only; the numbers in legends come from
+``leaderboard.csv``. Curves are thinned to a few hundred points so the page stays small::
+
+    figs = build_figures(preds, leaderboard, comparisons, trials)
+    for fig in figs:
+        print(fig.div_id, fig.title, fig.figure is not None)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+MODALITY_ORDER = ("register", "image", "fusion", "oracle")
+MODALITY_COLOR = {"register": "#1f77b4", "image": "#e6770f", "fusion": "#2ca02c", "oracle": "#6b6b6b"}
+_SCALE = {"register": "Blues", "image": "Oranges", "fusion": "Greens", "oracle": "Greys"}
+VERDICT_COLOR = {"candidate_better": "#2ca02c", "reference_better": "#d62728", "no_difference": "#7f7f7f"}
+MAX_POINTS = 150
+LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=40, b=50), legend=dict(font=dict(size=11)))
+
+
+@dataclass
+class FigureSpec:
+    """One figure of the page: its div id, title, caption and the figure (None: ``note`` says why)."""
+
+    div_id: str
+    title: str
+    caption: str
+    figure: go.Figure | None
+    note: str = ""
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_test_predictions(path: Path) -> pd.DataFrame | None:
+    """Outer-test rows of ``predictions.parquet`` (first repeat only), without patient keys."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    cols = [c for c in ("candidate", "modality", "repeat", "set", "y", "prob", "members", "entropy", "mutual_info") if c in names]
+    df = pd.read_parquet(path, columns=cols)
+    if "set" in df.columns:
+        df = df[df["set"].eq("test")]
+    if "repeat" in df.columns and len(df):
+        df = df[df["repeat"].eq(df["repeat"].min())]
+    df = df.dropna(subset=["prob", "y"]).copy()
+    df["candidate"] = df["candidate"].astype(str)
+    p = np.clip(df["prob"].to_numpy(float), 1e-12, 1 - 1e-12)
+    if "entropy" not in df.columns or df["entropy"].isna().all():
+        df["entropy"] = _entropy(p)
+    if "mutual_info" not in df.columns or df["mutual_info"].isna().all():
+        if "members" in df.columns:
+            df["mutual_info"] = df["entropy"] - df["members"].map(lambda m: float(np.mean(_entropy(np.asarray(m, float)))))
+        else:
+            df["mutual_info"] = np.nan
+    return df.drop(columns=[c for c in ("members", "set", "repeat") if c in df.columns])
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
+def candidate_colors(lb: pd.DataFrame) -> dict[str, str]:
+    """A colour per candidate: its modality's hue, one shade per candidate."""
+    colors = {}
+    for modality, group in lb.groupby("modality", sort=False):
+        names = group["candidate"].tolist()
+        if modality not in _SCALE:
+            colors.update({n: "#9467bd" for n in names})
+            continue
+        stops = np.linspace(0.85, 0.45, len(names)) if len(names) > 1 else [0.7]
+        colors.update(dict(zip(names, sample_colorscale(_SCALE[modality], list(stops)))))
+    return colors
+
+
+def ordered_candidates(lb: pd.DataFrame, preds: pd.DataFrame) -> list[str]:
+    """Candidates with test predictions, by modality then inner score (oracles last)."""
+    have = set(preds["candidate"].unique())
+    lb = lb[lb["candidate"].isin(have)].copy()
+    lb["_m"] = lb["modality"].map({m: i for i, m in enumerate(MODALITY_ORDER)}).fillna(len(MODALITY_ORDER))
+    score = lb["inner_score"] if "inner_score" in lb.columns else pd.Series(0.0, index=lb.index)
+    lb["_s"] = -score.astype(float).fillna(-1.0)
+    return lb.sort_values(["_m", "_s", "candidate"])["candidate"].tolist()
+
+
+def _thin(*arrays: np.ndarray, n: int = MAX_POINTS) -> list[np.ndarray]:
+    size = len(arrays[0])
+    if size <= n:
+        return [np.asarray(a) for a in arrays]
+    idx = np.unique(np.linspace(0, size - 1, n).round().astype(int))
+    return [np.asarray(a)[idx] for a in arrays]
+
+
+def _r(a: np.ndarray, digits: int = 4) -> np.ndarray:
+    return np.round(np.asarray(a, dtype=float), digits)
+
+
+def _stat(lb: pd.DataFrame, cand: str, metric: str) -> str:
+    row = lb[lb["candidate"].eq(cand)]
+    if row.empty or metric not in row.columns or pd.isna(row[metric].iloc[0]):
+        return ""
+    return f" ({metric.upper() if len(metric) <= 3 else metric} {float(row[metric].iloc[0]):.3f})"
+
+
+def _line(cand: str, lb: pd.DataFrame, colors: dict, x, y, metric: str, mode: str = "lines") -> go.Scatter:
+    modality = lb.loc[lb["candidate"].eq(cand), "modality"]
+    modality = modality.iloc[0] if len(modality) else ""
+    return go.Scatter(
+        x=_r(x), y=_r(y), mode=mode, name=cand + _stat(lb, cand, metric), legendgroup=modality,
+        line=dict(color=colors.get(cand), width=2, dash="dash" if modality == "oracle" else "solid"),
+        hovertemplate=f"{cand}<br>%{{x:.3f}}, %{{y:.3f}}<extra></extra>",
+    )
+
+
+def _groups(preds: pd.DataFrame, order: list[str]):
+    by = dict(tuple(preds.groupby("candidate", sort=False)))
+    for cand in order:
+        g = by[cand]
+        y = g["y"].to_numpy(int)
+        if len(np.unique(y)) == 2:
+            yield cand, y, g["prob"].to_numpy(float), g
+
+
+# ---------------------------------------------------------------- figures
+
+
+def roc_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict) -> go.Figure:
+    fig = go.Figure()
+    for cand, y, p, _ in _groups(preds, order):
+        fpr, tpr, _ = roc_curve(y, p)
+        fig.add_trace(_line(cand, lb, colors, *_thin(fpr, tpr), metric="auc"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#bbb", dash="dot")))
+    fig.update_layout(**LAYOUT, height=520, xaxis_title="1 - specificity", yaxis_title="sensitivity")
+    return fig
+
+
+def pr_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict) -> go.Figure:
+    fig = go.Figure()
+    prevalence = None
+    for cand, y, p, _ in _groups(preds, order):
+        prec, rec, _ = precision_recall_curve(y, p)
+        fig.add_trace(_line(cand, lb, colors, *_thin(rec[::-1], prec[::-1]), metric="ap"))
+        prevalence = y.mean()
+    if prevalence is not None:
+        fig.add_trace(go.Scatter(x=[0, 1], y=[prevalence] * 2, mode="lines", name="prevalence", line=dict(color="#bbb", dash="dot")))
+    fig.update_layout(**LAYOUT, height=520, xaxis_title="recall (sensitivity)", yaxis_title="precision (PPV)")
+    return fig
+
+
+def reliability_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict, n_bins: int = 10) -> go.Figure:
+    fig = go.Figure()
+    for cand, y, p, _ in _groups(preds, order):
+        idx = np.argsort(p, kind="stable")
+        bins = [b for b in np.array_split(idx, min(n_bins, len(p))) if len(b)]
+        mean_p = [p[b].mean() for b in bins]
+        freq = [y[b].mean() for b in bins]
+        fig.add_trace(_line(cand, lb, colors, mean_p, freq, metric="ece", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(color="#bbb", dash="dot")))
+    fig.update_layout(**LAYOUT, height=520, xaxis_title=f"mean predicted P(AFF) ({n_bins} equal-mass bins)",
+                      yaxis_title="observed AFF frequency")
+    return fig
+
+
+def uncertainty_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict) -> go.Figure:
+    """Per-candidate box summaries (precomputed quantiles: small HTML), grouped by modality."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("predictive entropy (nats)", "mutual information (nats)"))
+    by = dict(tuple(preds.groupby("candidate", sort=False)))
+    shown = set()
+    for cand in order:
+        g = by[cand]
+        modality = str(g["modality"].iloc[0]) if "modality" in g.columns else ""
+        for col, column in ((1, "entropy"), (2, "mutual_info")):
+            v = g[column].dropna().to_numpy(float)
+            if not len(v):
+                continue
+            q1, med, q3 = np.percentile(v, [25, 50, 75])
+            lo, hi = np.percentile(v, [2.5, 97.5])
+            fig.add_trace(go.Box(
+                x=[f"{modality}: {cand}"], q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi],
+                mean=[v.mean()], name=modality, legendgroup=modality, showlegend=modality not in shown,
+                marker_color=MODALITY_COLOR.get(modality, "#9467bd"), fillcolor=colors.get(cand),
+                line=dict(color=MODALITY_COLOR.get(modality, "#9467bd")),
+            ), row=1, col=col)
+            shown.add(modality)
+    fig.update_layout(**LAYOUT, height=480, boxmode="overlay")
+    fig.update_xaxes(tickangle=-40)
+    return fig
+
+
+def risk_coverage_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict) -> go.Figure:
+    fig = go.Figure()
+    for cand, y, p, g in _groups(preds, order):
+        unc = g["entropy"].to_numpy(float)
+        idx = np.argsort(unc, kind="stable")
+        errors = ((p[idx] >= 0.5).astype(int) != y[idx]).astype(float)
+        k = np.arange(1, len(y) + 1)
+        fig.add_trace(_line(cand, lb, colors, *_thin(k / len(y), np.cumsum(errors) / k), metric="aurc"))
+    fig.update_layout(**LAYOUT, height=520, xaxis_title="coverage (share of patients kept, most certain first)",
+                      yaxis_title="error rate among kept patients")
+    return fig
+
+
+def decision_curve_figure(preds: pd.DataFrame, lb: pd.DataFrame, top: list[str], colors: dict) -> go.Figure:
+    fig = go.Figure()
+    thresholds = np.linspace(0.01, 0.5, 50)
+    prevalence = None
+    for cand, y, p, _ in _groups(preds, top):
+        n = len(y)
+        nb = [((p >= t) & (y == 1)).sum() / n - ((p >= t) & (y == 0)).sum() / n * t / (1 - t) for t in thresholds]
+        fig.add_trace(_line(cand, lb, colors, thresholds, nb, metric="auc"))
+        prevalence = y.mean()
+    if prevalence is not None:
+        treat_all = prevalence - (1 - prevalence) * thresholds / (1 - thresholds)
+        fig.add_trace(go.Scatter(x=_r(thresholds), y=_r(treat_all), mode="lines", name="treat all", line=dict(color="#999", dash="dot")))
+        fig.add_trace(go.Scatter(x=[thresholds[0], thresholds[-1]], y=[0, 0], mode="lines", name="treat none", line=dict(color="#444", dash="dot")))
+        fig.update_yaxes(range=[min(-0.01, -prevalence * 0.2), prevalence * 1.1])
+    fig.update_layout(**LAYOUT, height=480, xaxis_title="threshold probability", yaxis_title="net benefit")
+    return fig
+
+
+def forest_figure(comp: pd.DataFrame) -> go.Figure:
+    metrics = list(dict.fromkeys(comp["metric"]))
+    sizes = [int(comp["metric"].eq(m).sum()) for m in metrics]
+    fig = make_subplots(rows=len(metrics), cols=1, subplot_titles=metrics, row_heights=sizes,
+                        vertical_spacing=min(0.08, 0.3 / max(1, len(metrics))))
+    shown = set()
+    for i, m in enumerate(metrics, start=1):
+        rows = comp[comp["metric"].eq(m)]
+        for verdict, group in rows.groupby("verdict", sort=False):
+            diff, lo, hi = (group[c].astype(float).to_numpy() for c in ("diff", "lo", "hi"))
+            labels = (group["candidate"] + " vs " + group["reference"]).tolist()
+            hover = [f"{lab}<br>diff {d:.3f} [{a:.3f}, {b:.3f}]<br>p {p:.3g}, Holm p {ph:.3g} ({t})"
+                     for lab, d, a, b, p, ph, t in zip(labels, diff, lo, hi, group.get("p_value", group["p_holm"]).astype(float),
+                                                       group["p_holm"].astype(float), group.get("test", pd.Series([""] * len(group))))]
+            fig.add_trace(go.Scatter(
+                x=_r(diff), y=labels, mode="markers", name=verdict.replace("_", " "), legendgroup=verdict,
+                showlegend=verdict not in shown, marker=dict(color=VERDICT_COLOR.get(verdict, "#9467bd"), size=9),
+                error_x=dict(type="data", symmetric=False, array=_r(hi - diff), arrayminus=_r(diff - lo)),
+                hovertext=hover, hoverinfo="text",
+            ), row=i, col=1)
+            shown.add(verdict)
+        fig.add_vline(x=0, line=dict(color="#444", width=1, dash="dot"), row=i, col=1)
+    fig.update_layout(**LAYOUT, height=max(320, 90 + 34 * sum(sizes) + 40 * len(metrics)))
+    return fig
+
+
+def search_history_figure(trials: pd.DataFrame, order: list[str], cols: int = 3) -> go.Figure:
+    names = [c for c in order if c in set(trials["candidate"])] + sorted(set(trials["candidate"]) - set(order))
+    rows = math.ceil(len(names) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, vertical_spacing=min(0.12, 0.5 / max(rows, 1)))
+    palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d"]
+    shown = set()
+    for k, cand in enumerate(names):
+        r, c = divmod(k, cols)
+        g = trials[trials["candidate"].eq(cand)]
+        if not g["value"].astype(float).notna().any():
+            fig.add_annotation(text="no completed trial", showarrow=False, xref="x domain", yref="y domain", x=0.5, y=0.5,
+                               font=dict(color="#b22"), row=r + 1, col=c + 1)
+            continue
+        if "repeat" not in g.columns:
+            g = g.assign(repeat=0)
+        for j, ((rep, fold), h) in enumerate(g.groupby(["repeat", "outer_fold"])):
+            h = h.sort_values("trial")
+            label = f"outer fold {fold}" + (f", repeat {rep}" if g["repeat"].nunique() > 1 else "")
+            symbols = ["circle" if s == "COMPLETE" else "circle-open" for s in h.get("state", pd.Series(["COMPLETE"] * len(h)))]
+            fig.add_trace(go.Scatter(
+                x=h["trial"].to_numpy(), y=_r(h["value"].astype(float)), mode="lines+markers", name=label, legendgroup=label,
+                showlegend=label not in shown, connectgaps=False, line=dict(color=palette[j % len(palette)], width=1),
+                marker=dict(symbol=symbols, size=6),
+                hovertemplate=f"{cand}, {label}<br>trial %{{x}}: %{{y:.4f}}<extra></extra>",
+            ), row=r + 1, col=c + 1)
+            shown.add(label)
+    fig.update_layout(**LAYOUT, height=max(300, 230 * rows))
+    fig.update_annotations(font_size=12)
+    return fig
+
+
+def _top_candidates(lb: pd.DataFrame, order: list[str]) -> list[str]:
+    """Best per modality by inner score, plus the joint oracle: the decision-curve set."""
+    top = []
+    rows = lb[lb["candidate"].isin(order)]
+    for modality in ("register", "image", "fusion"):
+        g = rows[rows["modality"].eq(modality)]
+        if not g.empty and "inner_score" in g.columns and g["inner_score"].notna().any():
+            top.append(str(g.loc[g["inner_score"].astype(float).idxmax(), "candidate"]))
+    oracle = [c for c in ("oracle_both",) if c in order]
+    return top + oracle
+
+
+def build_figures(preds: pd.DataFrame | None, lb: pd.DataFrame, comp: pd.DataFrame | None,
+                  trials: pd.DataFrame | None) -> list[FigureSpec]:
+    """Every figure of the report, in page order; a missing input gives a figure with a note."""
+    colors = candidate_colors(lb)
+    specs: list[FigureSpec] = []
+    no_preds = "predictions.parquet is missing or has no outer-test rows."
+    order = ordered_candidates(lb, preds) if preds is not None and len(preds) else []
+    pooled = "Pooled outer-test predictions (first repeat); one curve per candidate, legend values from leaderboard.csv."
+
+    def add(div_id, title, caption, make, ok, note):
+        specs.append(FigureSpec(div_id, title, caption, make() if ok else None, "" if ok else note))
+
+    add("fig-roc", "ROC curves", pooled, lambda: roc_figure(preds, lb, order, colors), bool(order), no_preds)
+    add("fig-pr", "Precision-recall curves", pooled + " The dotted line is the prevalence.",
+        lambda: pr_figure(preds, lb, order, colors), bool(order), no_preds)
+    add("fig-reliability", "Reliability diagrams",
+        "Calibrated P(AFF) against observed frequency in 10 equal-mass bins per candidate; legend shows the stored ECE.",
+        lambda: reliability_figure(preds, lb, order, colors), bool(order), no_preds)
+    add("fig-uncertainty", "Uncertainty distributions",
+        "Per-patient predictive entropy and mutual information (epistemic part, from bag members or MC-dropout passes), "
+        "grouped by modality; boxes show quartiles, whiskers the 2.5-97.5 % range.",
+        lambda: uncertainty_figure(preds, lb, order, colors), bool(order), no_preds)
+    add("fig-risk-coverage", "Risk-coverage curves",
+        "Patients sorted by predictive entropy, most certain first; error at threshold 0.5 among those kept. Lower is better; legend shows the stored AURC.",
+        lambda: risk_coverage_figure(preds, lb, order, colors), bool(order), no_preds)
+    has_comp = comp is not None and not comp.empty
+    add("fig-forest", "Paired differences (fusion minus best single modality)",
+        "Candidate minus reference with 95 % CI from comparisons.csv; colour is the Holm-adjusted verdict.",
+        lambda: forest_figure(comp), has_comp, "comparisons.csv is missing or empty (no fusion candidate).")
+    top = _top_candidates(lb, order)
+    add("fig-decision", "Decision curves (net benefit)",
+        "Best candidate per modality by inner score (and the joint oracle): net benefit against treating all or none.",
+        lambda: decision_curve_figure(preds, lb, top, colors), bool(top), no_preds)
+    has_trials = trials is not None and not trials.empty and "value" in trials.columns
+    add("fig-search", "Search history",
+        "Inner-CV objective of each Optuna trial by trial number, one line per outer fold; open markers are pruned trials.",
+        lambda: search_history_figure(trials, order), has_trials, "trials.csv is missing or empty.")
+    return specs
