@@ -1,0 +1,370 @@
+"""The leaderboard: one row per candidate, metrics pooled over outer folds with CIs.
+
+Protocol (what each number means):
+
+- Point estimates pool the ``set == 'test'`` rows of all outer folds of a repeat (every
+  patient once) and, with several repeats, average the per-repeat values.
+- 95 % CIs: percentile bootstrap over patients, stratified by class (positives and
+  negatives resampled separately, so every resample keeps the class sizes). A resample
+  is drawn over the patients that have a test prediction in every repeat (the first
+  repeat's patients when all repeats are complete); the same resample is applied to each
+  repeat and the per-repeat values are averaged, so the CI is that of the reported
+  (repeat-averaged) estimate. The fold-level thresholds and conformal thresholds are held
+  fixed in the bootstrap (they come from 'oof' rows, not from the test patients).
+- ``sensitivity_thr`` / ``specificity_thr``: per outer fold a threshold maximising
+  Youden's J on that fold's 'oof' rows, applied to the fold's 'test' rows.
+- Conformal: class-conditional split conformal (``conformal.py``) calibrated per outer
+  fold on its 'oof' rows at 90 % and 95 %, applied to its 'test' rows; coverage per class
+  and the singleton rate.
+- Selective prediction: patients ranked by ``uncertainty`` (default ``entropy``); ``aurc``
+  is the area under the risk-coverage curve (error rate at threshold 0.5);
+  ``error_auroc`` is the AUROC of the uncertainty for detecting those errors.
+- ``auc_gap``: AUC of the oracle row of the candidate's modality minus the candidate's
+  AUC (register -> oracle_register, image -> oracle_image, fusion -> oracle_both).
+- Rows without 'oof' data (oracle rows) have empty ``*_thr`` and conformal columns.
+
+>>> lb, folds = build_leaderboard(pred, studies=studies, n_boot=1000, seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import UserError
+from benchmark.evaluate import conformal
+from benchmark.evaluate import metrics as M
+from benchmark.evaluate.uncertainty import UNCERTAINTY_COLUMNS, add_uncertainty
+
+METRICS: tuple[str, ...] = (
+    "auc", "ap", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+    "sensitivity_thr", "specificity_thr", "mcc", "brier", "log_loss", "ece",
+    "cal_intercept", "cal_slope", "sens_at_spec90", "sens_at_spec95",
+    "entropy_mean", "mutual_info_mean", "member_std_mean", "aurc", "error_auroc",
+    "conformal90_coverage_pos", "conformal90_coverage_neg", "conformal90_singleton",
+    "conformal95_coverage_pos", "conformal95_coverage_neg", "conformal95_singleton",
+)
+INFO_COLUMNS: tuple[str, ...] = (
+    "candidate", "family", "modality", "status", "info", "n_patients", "n_pos",
+    "inner_score", "is_ceiling", "wall_s", "n_trials", "n_failed_trials",
+)
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    INFO_COLUMNS + tuple(c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi")) + ("auc_gap",)
+)
+FOLD_METRIC_COLUMNS: tuple[str, ...] = ("candidate", "repeat", "outer_fold", "metric", "value")
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "candidate", "family", "modality", "repeat", "outer_fold", "set", "patient", "y", "prob",
+)
+ORACLE_OF = {"register": "oracle_register", "image": "oracle_image", "fusion": "oracle_both"}
+CONFORMAL_LEVELS = {90: 0.10, 95: 0.05}
+_CELLS = 1_000_000  # resamples x patients per chunk (bounds memory to tens of MB)
+
+
+@dataclass
+class PatientTable:
+    """Per-patient arrays of one candidate x repeat (test rows), ready for ``weighted_metrics``."""
+
+    patient: np.ndarray
+    y: np.ndarray
+    prob: np.ndarray
+    hard_thr: np.ndarray        # 0/1 at the fold's Youden threshold, NaN without 'oof' rows
+    entropy: np.ndarray
+    mutual_info: np.ndarray
+    member_std: np.ndarray
+    uncertainty: np.ndarray
+    sets: dict[int, np.ndarray]  # level -> (n, 2) float 0/1, NaN without 'oof' rows
+
+    def take(self, idx: np.ndarray) -> "PatientTable":
+        return PatientTable(self.patient[idx], self.y[idx], self.prob[idx], self.hard_thr[idx],
+                            self.entropy[idx], self.mutual_info[idx], self.member_std[idx],
+                            self.uncertainty[idx], {k: v[idx] for k, v in self.sets.items()})
+
+
+def validate_predictions(pred: pd.DataFrame) -> pd.DataFrame:
+    """Check the columns and values metrics rely on; add uncertainty columns if missing."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in pred.columns]
+    if missing:
+        raise UserError(f"predictions.parquet lacks column(s) {missing}; "
+                        "write the table in the format of the run folder (see DESIGN.md).")
+    bad_set = ~pred["set"].isin(["test", "oof"])
+    if bad_set.any():
+        raise UserError(f"predictions.parquet, column 'set', row {int(np.flatnonzero(bad_set)[0])}: "
+                        "expected 'test' or 'oof'.")
+    y = pd.to_numeric(pred["y"], errors="coerce")
+    if not y.isin([0, 1]).all():
+        raise UserError(f"predictions.parquet, column 'y', row {int(np.flatnonzero(~y.isin([0, 1]))[0])}: "
+                        "labels must be 0 or 1.")
+    p = pd.to_numeric(pred["prob"], errors="coerce")
+    badp = ~((p >= 0) & (p <= 1))
+    if badp.any():
+        raise UserError(f"predictions.parquet, column 'prob', row {int(np.flatnonzero(badp)[0])}: "
+                        "probabilities must be numbers in [0, 1].")
+    if not all(c in pred.columns for c in UNCERTAINTY_COLUMNS):
+        pred = add_uncertainty(pred)
+    return pred
+
+
+def weighted_metrics(t: PatientTable, W: np.ndarray, *, n_bins: int = 10,
+                     only: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """All leaderboard metrics (or those in ``only``) for each row of the count matrix
+    ``W`` (B, n); ``W = ones((1, n))`` gives the plain estimate."""
+    want = set(METRICS if only is None else only)
+    W = np.asarray(W, dtype=float)  # converted once; the metric functions then avoid copies
+    y, p = t.y, t.prob
+    B, n = W.shape
+    nan = np.full(B, np.nan)
+    hard = (p >= 0.5).astype(float)
+    out: dict[str, np.ndarray] = {}
+    # every metric that is a mean over patients: one matrix product
+    cols: dict[str, np.ndarray] = {
+        "y": y, "tp": y * hard, "fp": (1 - y) * hard, "tn": (1 - y) * (1 - hard), "fn": y * (1 - hard),
+        "brier": M.brier_terms(y, p), "log_loss": M.log_loss_terms(y, p),
+        "entropy_mean": t.entropy, "mutual_info_mean": t.mutual_info, "member_std_mean": t.member_std,
+    }
+    thr_ok = not np.isnan(t.hard_thr).any()
+    if thr_ok:
+        cols.update(tp_thr=y * t.hard_thr, fn_thr=y * (1 - t.hard_thr),
+                    tn_thr=(1 - y) * (1 - t.hard_thr), fp_thr=(1 - y) * t.hard_thr)
+    for level, sets in t.sets.items():
+        if not np.isnan(sets).any():
+            hit = sets[np.arange(n), y.astype(int)]
+            cols[f"c{level}_pos"], cols[f"c{level}_neg"] = hit * y, hit * (1 - y)
+            cols[f"c{level}_single"] = (sets.sum(1) == 1).astype(float)
+    names = list(cols)
+    means = dict(zip(names, M.w_means(np.column_stack([cols[k] for k in names]), W).T))
+    cm = M.confusion_metrics(means["tp"], means["fp"], means["tn"], means["fn"])
+    out.update(cm)
+    for k in ("brier", "log_loss", "entropy_mean", "mutual_info_mean", "member_std_mean"):
+        out[k] = means[k]
+    if thr_ok:
+        cm = M.confusion_metrics(means["tp_thr"], means["fp_thr"], means["tn_thr"], means["fn_thr"])
+        out["sensitivity_thr"], out["specificity_thr"] = cm["sensitivity"], cm["specificity"]
+    else:
+        out["sensitivity_thr"] = out["specificity_thr"] = nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for level in t.sets:
+            keys = [f"conformal{level}_coverage_pos", f"conformal{level}_coverage_neg", f"conformal{level}_singleton"]
+            if f"c{level}_pos" in means:
+                out[keys[0]] = means[f"c{level}_pos"] / means["y"]
+                out[keys[1]] = means[f"c{level}_neg"] / (1 - means["y"])
+                out[keys[2]] = means[f"c{level}_single"]
+            else:
+                out.update({k: nan for k in keys})
+    if want & {"auc", "ap", "ece", "sens_at_spec90", "sens_at_spec95"}:
+        out.update(M.w_rank_metrics(y, p, W, n_bins=n_bins, specs=(0.90, 0.95)))
+    if want & {"cal_intercept", "cal_slope"}:
+        out["cal_intercept"], out["cal_slope"] = M.w_calibration(y, p, W)
+    if want & {"aurc", "error_auroc"}:
+        out.update(M.w_selective_metrics((hard != y).astype(float), t.uncertainty, W))
+    return {k: out[k] for k in (METRICS if only is None else only) if k in out}
+
+
+def patient_table(rows: pd.DataFrame, oof: pd.DataFrame, *, uncertainty: str = "entropy") -> PatientTable:
+    """Per-patient arrays of one candidate x repeat from its 'test' rows and 'oof' rows."""
+    rows = rows.sort_values("patient", kind="stable")
+    n = len(rows)
+    hard_thr = np.full(n, np.nan)
+    sets = {lvl: np.full((n, 2), np.nan) for lvl in CONFORMAL_LEVELS}
+    folds = rows["outer_fold"].to_numpy()
+    p = rows["prob"].to_numpy(dtype=float)
+    oof_by_fold = dict(tuple(oof.groupby("outer_fold"))) if len(oof) else {}
+    for f in np.unique(folds):
+        m = folds == f
+        cal = oof_by_fold.get(f)
+        if cal is None or cal["y"].nunique() < 2:
+            continue
+        yc, pc = cal["y"].to_numpy(dtype=int), cal["prob"].to_numpy(dtype=float)
+        thr = M.youden_threshold(yc, pc)
+        hard_thr[m] = (p[m] >= thr).astype(float)
+        for lvl, alpha in CONFORMAL_LEVELS.items():
+            sets[lvl][m] = conformal.predict_sets(p[m], conformal.fit_thresholds(yc, pc, alpha))
+    if uncertainty not in rows.columns:
+        raise UserError(f"predictions.parquet has no uncertainty column {uncertainty!r}; "
+                        f"choose one of {list(UNCERTAINTY_COLUMNS)}.")
+    return PatientTable(
+        patient=rows["patient"].astype(str).to_numpy(), y=rows["y"].to_numpy(dtype=float), prob=p,
+        hard_thr=hard_thr, entropy=rows["entropy"].to_numpy(dtype=float),
+        mutual_info=rows["mutual_info"].to_numpy(dtype=float),
+        member_std=rows["member_std"].to_numpy(dtype=float),
+        uncertainty=rows[uncertainty].to_numpy(dtype=float), sets=sets)
+
+
+def candidate_tables(cpred: pd.DataFrame, *, uncertainty: str = "entropy") -> dict[int, PatientTable]:
+    """``repeat -> PatientTable`` for one candidate's rows (test patients only)."""
+    out = {}
+    for r, rp in cpred.groupby("repeat", sort=True):
+        test = rp[rp["set"] == "test"]
+        if test.empty:
+            continue
+        if test["patient"].duplicated().any():
+            raise UserError(f"predictions.parquet: candidate {rp['candidate'].iloc[0]!r}, repeat {r} has "
+                            "more than one 'test' row for some patients; each patient must be tested once per repeat.")
+        out[int(r)] = patient_table(test, rp[rp["set"] == "oof"], uncertainty=uncertainty)
+    return out
+
+
+def bootstrap_ci(tables: dict[int, PatientTable], *, n_boot: int, seed: int, n_bins: int = 10,
+                 only: tuple[str, ...] | None = None,
+                 counts_cache: dict | None = None) -> dict[str, tuple[float, float]]:
+    """95 % percentile CIs (see module docstring) from the same stratified resamples of
+    the patients common to all repeats, averaged over repeats.
+
+    Resamples depend only on ``seed`` and the sorted patient keys, so candidates tested on
+    the same patients get the same resamples; ``counts_cache`` (a dict) reuses them.
+    """
+    names = METRICS if only is None else only
+    if n_boot <= 0 or not tables:
+        return {m: (np.nan, np.nan) for m in names}
+    common = None
+    for t in tables.values():
+        common = set(t.patient) if common is None else common & set(t.patient)
+    first = tables[min(tables)]
+    keep = np.array([i for i, k in enumerate(first.patient) if k in common], dtype=np.int64)
+    y = first.y[keep]
+    aligned = []
+    for t in tables.values():
+        pos = {k: i for i, k in enumerate(t.patient)}
+        aligned.append(t.take(np.array([pos[k] for k in first.patient[keep]], dtype=np.int64)))
+    key = (hash("\x1f".join(first.patient[keep])), hash(y.tobytes()), n_boot, seed)
+    if counts_cache is not None and key in counts_cache:
+        counts = counts_cache[key]
+    else:
+        counts = M.stratified_counts(y, n_boot, np.random.default_rng(seed))
+        if counts_cache is not None:
+            counts_cache[key] = counts
+    chunk = max(1, _CELLS // max(len(y), 1))
+    acc: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    for start in range(0, n_boot, chunk):
+        W = counts[start:start + chunk]
+        per_rep = [weighted_metrics(t, W, n_bins=n_bins, only=names) for t in aligned]
+        for m in names:
+            acc[m].append(np.mean([d[m] for d in per_rep], axis=0))
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for m in names:
+            v = np.concatenate(acc[m])
+            v = v[np.isfinite(v)]
+            enough = v.size >= 0.5 * n_boot  # e.g. a calibration slope that diverges in most resamples
+            out[m] = (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if enough else (np.nan, np.nan)
+    return out
+
+
+def point_estimates(tables: dict[int, PatientTable], *, n_bins: int = 10) -> dict[str, float]:
+    """Metrics per repeat on all its test patients, averaged over repeats."""
+    vals = [weighted_metrics(t, np.ones((1, t.y.size)), n_bins=n_bins) for t in tables.values()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {m: float(np.nanmean([v[m][0] for v in vals])) if any(np.isfinite(v[m][0]) for v in vals)
+                else np.nan for m in METRICS}
+
+
+def _fold_rows(cand: str, tables: dict[int, PatientTable], cpred: pd.DataFrame, n_bins: int) -> list[dict]:
+    rows = []
+    for r, t in tables.items():
+        fold_of = (cpred[(cpred["repeat"] == r) & (cpred["set"] == "test")]
+                   .assign(patient=lambda d: d["patient"].astype(str))
+                   .set_index("patient")["outer_fold"])
+        folds = fold_of.reindex(t.patient).to_numpy()
+        for f in np.unique(folds):
+            vals = weighted_metrics(t.take(np.flatnonzero(folds == f)), np.ones((1, int((folds == f).sum()))),
+                                    n_bins=n_bins)
+            rows += [{"candidate": cand, "repeat": int(r), "outer_fold": int(f), "metric": m,
+                      "value": float(vals[m][0])} for m in METRICS]
+    return rows
+
+
+def _studies_summary(studies: pd.DataFrame | None) -> dict[str, dict]:
+    if studies is None or len(studies) == 0:
+        return {}
+    if "candidate" not in studies.columns:
+        raise UserError("studies.csv lacks the column 'candidate'; write it in the run-folder format.")
+    out = {}
+    for cand, s in studies.groupby("candidate", sort=False):
+        status = s["status"].astype(str).str.lower() if "status" in s.columns else pd.Series("", index=s.index)
+        failed = status == "failed"
+        noted = failed | (status == "partial")  # 'partial' study: some trials failed, the fold did not
+        info = s.loc[noted, "info"].dropna().astype(str) if "info" in s.columns else pd.Series(dtype=str)
+        num = lambda c, f: f(pd.to_numeric(s[c], errors="coerce")) if c in s.columns else np.nan  # noqa: E731
+        out[str(cand)] = {
+            "inner_score": num("best_value", lambda v: v.mean()),
+            "wall_s": num("wall_s", lambda v: v.sum(min_count=1)),
+            "n_trials": num("n_trials", lambda v: v.sum(min_count=1)),
+            "n_failed_trials": num("n_failed", lambda v: v.sum(min_count=1)),
+            "n_failed_folds": int(failed.sum()), "n_folds": len(s),
+            "info": "; ".join(dict.fromkeys(i for i in info if i and i != "nan")),
+            "family": s["family"].iloc[0] if "family" in s.columns else None,
+            "modality": s["modality"].iloc[0] if "modality" in s.columns else None,
+        }
+    return out
+
+
+def build_leaderboard(pred: pd.DataFrame, *, studies: pd.DataFrame | None = None, n_boot: int = 1000,
+                      seed: int = 0, n_bins: int = 10,
+                      uncertainty: str = "entropy") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(leaderboard, fold_metrics) with the columns of ``leaderboard.csv`` / ``fold_metrics.csv``.
+
+    ``studies`` (optional, ``studies.csv``) gives ``inner_score``, timing, trial counts and
+    the rows of candidates that failed (status 'failed', reason in ``info``, metrics empty).
+    A candidate is 'partial' when some of its outer folds have no test predictions or a
+    study row with status 'failed'; the reasons of failed (and 'partial': some trials
+    failed) study rows are joined into ``info``. Without ``studies``, ``inner_score`` is
+    empty and ``compare_candidates`` finds no references.
+    """
+    pred = validate_predictions(pred)
+    study = _studies_summary(studies)
+    test_all = pred[pred["set"] == "test"]
+    expected = set(map(tuple, test_all.loc[test_all["modality"] != "oracle", ["repeat", "outer_fold"]]
+                       .drop_duplicates().to_numpy().tolist()))
+    rows, fold_rows, cache = [], [], {}
+    for cand, cpred in pred.groupby("candidate", sort=True):
+        cand = str(cand)
+        st = study.get(cand, {})
+        modality = str(cpred["modality"].iloc[0])
+        row = {"candidate": cand, "family": cpred["family"].iloc[0], "modality": modality,
+               "is_ceiling": modality == "oracle", "info": st.get("info", "")}
+        for k in ("inner_score", "wall_s", "n_trials", "n_failed_trials"):
+            row[k] = st.get(k, np.nan)
+        tables = candidate_tables(cpred, uncertainty=uncertainty)
+        if not tables:
+            row.update(status="failed", info=row["info"] or "no outer-test predictions")
+            rows.append(row)
+            continue
+        ctest = cpred[cpred["set"] == "test"]
+        have = set(map(tuple, ctest[["repeat", "outer_fold"]].drop_duplicates().to_numpy().tolist()))
+        missing = len(expected - have) if modality != "oracle" else 0
+        partial = missing > 0 or st.get("n_failed_folds", 0) > 0
+        row["status"] = "partial" if partial else "ok"
+        if missing and not row["info"]:
+            row["info"] = f"no outer-test predictions for {missing} of {len(expected)} outer folds"
+        pts = ctest.drop_duplicates("patient")
+        row["n_patients"], row["n_pos"] = len(pts), int(pts["y"].sum())
+        est = point_estimates(tables, n_bins=n_bins)
+        ci = bootstrap_ci(tables, n_boot=n_boot, seed=seed, n_bins=n_bins, counts_cache=cache)
+        for m in METRICS:
+            row[m] = est[m]
+            row[f"{m}_lo"], row[f"{m}_hi"] = (ci[m] if np.isfinite(est[m]) else (np.nan, np.nan))
+        rows.append(row)
+        fold_rows += _fold_rows(cand, tables, cpred, n_bins)
+    seen = {r["candidate"] for r in rows}
+    for cand, st in study.items():
+        if cand not in seen:
+            rows.append({"candidate": cand, "family": st["family"], "modality": st["modality"],
+                         "status": "failed", "info": st["info"] or "no predictions were written",
+                         "is_ceiling": False, "inner_score": st["inner_score"], "wall_s": st["wall_s"],
+                         "n_trials": st["n_trials"], "n_failed_trials": st["n_failed_trials"]})
+    lb = pd.DataFrame(rows).reindex(columns=list(LEADERBOARD_COLUMNS))
+    auc_of = dict(zip(lb["candidate"], lb["auc"]))
+    lb["auc_gap"] = [auc_of.get(ORACLE_OF.get(m, ""), np.nan) - a if m in ORACLE_OF else np.nan
+                     for m, a in zip(lb["modality"], lb["auc"])]
+    lb["is_ceiling"] = lb["is_ceiling"].fillna(False).astype(bool)
+    for c in ("n_patients", "n_pos", "n_trials", "n_failed_trials"):
+        lb[c] = pd.to_numeric(lb[c], errors="coerce").round().astype("Int64")
+    order = np.lexsort((lb["candidate"].to_numpy(), -lb["auc"].fillna(-np.inf).to_numpy(),
+                        (lb["status"] == "failed").to_numpy(), ~lb["is_ceiling"].to_numpy()))
+    lb = lb.iloc[order].reset_index(drop=True)
+    folds = pd.DataFrame(fold_rows, columns=list(FOLD_METRIC_COLUMNS))
+    return lb, folds
