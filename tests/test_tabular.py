@@ -1,0 +1,154 @@
+"""Register-data families logreg, xgboost, lightgbm: contract, signal, determinism, safety."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from benchmark.candidates.base import TrialContext, get_family
+from benchmark.data.cohort import PatientData
+from benchmark.errors import UserError
+
+FAMILIES = ["logreg", "xgboost", "lightgbm"]
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+LEVELS = ["north", "south", "east", "west"]
+
+
+def make_part(n: int, seed: int, labels: bool = True, p: int = 20) -> PatientData:
+    """Planted signal in x0, x1 and the site; NaN in x3; the rest noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p))
+    site = rng.choice(LEVELS, size=n)
+    logit = 2.0 * X[:, 0] - 1.5 * X[:, 1] + 1.5 * (site == "north") - 1.0
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(p)])
+    df.loc[rng.random(n) < 0.2, "x3"] = np.nan
+    df["site"] = pd.Categorical(site, categories=LEVELS + ["unused"])
+    return PatientData(np.arange(n), df, None, None, y if labels else None, ["site"])
+
+
+def unlabelled(part: PatientData) -> PatientData:
+    return PatientData(part.patients, part.register.copy(), None, None, None, list(part.categorical))
+
+
+def ctx(seed: int = 0, **extra) -> TrialContext:
+    return TrialContext(seed=seed, extra={"n_jobs": 1, **extra})
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return make_part(200, 0), make_part(150, 1), make_part(400, 2)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_learns_planted_signal(name, parts):
+    train, valid, test = parts
+    model = get_family(name)().fit(train, valid, ctx())
+    p = model.predict_proba(unlabelled(test))
+    assert p.shape == (len(test),) and np.all((p >= 0) & (p <= 1))
+    assert roc_auc_score(test.y, p) > 0.8
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_predictions_are_deterministic_for_a_seed(name, parts):
+    train, valid, test = parts
+    params = {"subsample": 0.7, "colsample_bytree": 0.6} if name != "logreg" else {}
+    a = get_family(name)(**params).fit(train, valid, ctx(seed=5)).predict_proba(test)
+    b = get_family(name)(**params).fit(train, valid, ctx(seed=5)).predict_proba(test)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_prediction_on_part_without_labels_equals_labelled_prediction(name, parts):
+    train, valid, test = parts
+    model = get_family(name)().fit(train, valid, ctx())
+    np.testing.assert_array_equal(model.predict_proba(unlabelled(test)), model.predict_proba(test))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_unseen_level_and_all_missing_column_at_predict_time(name, parts):
+    train, valid, test = parts
+    model = get_family(name)().fit(train, valid, ctx())
+    odd = unlabelled(test)
+    odd.register["site"] = pd.Categorical(["never-seen"] * len(odd), categories=LEVELS + ["never-seen"])
+    odd.register["x0"] = np.nan
+    p = model.predict_proba(odd)
+    assert p.shape == (len(odd),) and np.isfinite(p).all()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_all_missing_column_in_training_part_is_tolerated(name, parts):
+    train, valid, test = parts
+    train = PatientData(train.patients, train.register.assign(x5=np.nan), None, None, train.y, ["site"])
+    p = get_family(name)().fit(train, valid, ctx()).predict_proba(test)
+    assert np.isfinite(p).all()
+
+
+@pytest.mark.parametrize("name", ["xgboost", "lightgbm"])
+def test_trees_report_validation_auc_once_after_fitting(name, parts):
+    train, valid, _ = parts
+    c = ctx()
+    model = get_family(name)().fit(train, valid, c)
+    assert [s for s, _ in c.history] == [0]
+    assert c.history[0][1] == pytest.approx(roc_auc_score(valid.y, model.predict_proba(valid)))
+
+
+@pytest.mark.parametrize("name", ["xgboost", "lightgbm"])
+def test_trees_stop_early_well_before_the_estimator_cap(name, parts):
+    train, valid, _ = parts
+    model = get_family(name)(n_estimators=2000, early_stopping_rounds=20, learning_rate=0.3).fit(train, valid, ctx())
+    assert model.best_iteration_ < 500
+
+
+@pytest.mark.parametrize("name", ["xgboost", "lightgbm"])
+def test_trees_fit_without_valid_part_using_a_holdout(name, parts):
+    train, _, test = parts
+    p = get_family(name)().fit(train, None, ctx()).predict_proba(test)
+    assert roc_auc_score(test.y, p) > 0.75
+
+
+def test_xgboost_class_weight_sets_scale_pos_weight_from_training_labels(parts):
+    train, valid, _ = parts
+    model = get_family("xgboost")(class_weight="balanced").fit(train, valid, ctx())
+    y = train.y
+    assert model.model_.get_params()["scale_pos_weight"] == pytest.approx((y == 0).sum() / (y == 1).sum())
+
+
+def test_logreg_l1_penalty_zeroes_noise_coefficients(parts):
+    train, valid, _ = parts
+    model = get_family("logreg")(penalty="l1", C=0.05).fit(train, valid, ctx())
+    coef = model.model_.coef_.ravel()
+    assert (coef == 0).sum() > len(coef) // 2
+    assert coef[model.pre_.feature_names.index("x0")] > 0
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_without_register_data_raises_user_error(name, parts):
+    train, valid, _ = parts
+    empty = PatientData(train.patients, None, None, None, train.y, [])
+    with pytest.raises(UserError, match=name):
+        get_family(name)().fit(empty, valid, ctx())
+
+
+def _extreme_params(space: dict, end: str) -> dict:
+    out = {}
+    for key, spec in space.items():
+        if spec["type"] == "categorical":
+            out[key] = spec["choices"][0 if end == "low" else -1]
+        else:
+            out[key] = spec[end]
+    return out
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("end", ["low", "high"])
+def test_search_space_corners_build_and_fit(name, end, parts):
+    spec = yaml.safe_load((SPACES / f"{name}.yaml").read_text())
+    assert spec["name"] == name and spec["family"] == name and spec["modality"] == "register"
+    train, valid, test = parts
+    model = get_family(spec["family"])(**spec["fixed"], **_extreme_params(spec["space"], end))
+    p = model.fit(train, valid, ctx()).predict_proba(test)
+    assert np.isfinite(p).all()
