@@ -79,18 +79,29 @@ def default_profile(device: str) -> str:
 
 
 def default_dataset() -> Path:
-    """The embedded synthetic cohort, generated once and cached."""
+    """The embedded synthetic cohort, generated once (under a lock) and cached."""
+    import fcntl
+    import tempfile
+
     from benchmark.data import synth
 
     root = Path(os.environ.get("AFF_BENCHMARK_CACHE", Path.home() / ".cache" / "aff-benchmark"))
     out = root / f"synthetic-default-v{getattr(synth, 'VERSION', 1)}"
     yaml_path = out / "dataset.yaml"
-    if not yaml_path.exists():
-        print(f"generating the default synthetic cohort once into {out} (about 2 minutes) ...", flush=True)
-        tmp = out.with_name(out.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        synth.write_cohort(tmp, synth.SynthConfig())
-        tmp.rename(out)
+    if yaml_path.exists():
+        return yaml_path
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".synthetic.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # another run may be generating it right now
+        if not yaml_path.exists():
+            print(f"generating the default synthetic cohort once into {out} (a few minutes) ...", flush=True)
+            tmp = Path(tempfile.mkdtemp(dir=root, prefix=out.name + ".partial-"))
+            try:
+                synth.write_cohort(tmp, synth.SynthConfig())
+                shutil.rmtree(out, ignore_errors=True)   # an incomplete earlier attempt
+                tmp.rename(out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return yaml_path
 
 
@@ -293,7 +304,8 @@ class FoldRunner:
             self.progress.say(f"{label} FAILED: {row['info']}")
         else:
             try:
-                self._refit_bag(cand, fold, inner, res.best_params, make_view, seed)
+                self._refit_bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
+                res.best_models = None
                 if res.n_failed:
                     row.update(status="partial", info=f"{res.n_failed} of {res.n_trials} trials failed: {res.fail_reasons[0]}")
             except (KeyboardInterrupt, UserError):
@@ -307,20 +319,27 @@ class FoldRunner:
             rd.write_atomic(info_path, lambda q: q.write_text(json.dumps(row, default=str)))
         return row
 
-    def _refit_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int) -> None:
-        """Train the best params once per inner fold; OOF + outer-test predictions, calibrated."""
+    def _refit_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
+                   trained: list | None = None) -> None:
+        """The best params trained once per inner fold (the bag): OOF + outer-test predictions, calibrated.
+
+        ``trained`` are the best trial's models from the search (same params, same seeds), used
+        instead of training again when given.
+        """
         y = self.cohort.y
         test_view = make_view(fold.test, False)
         oof_prob = np.full(len(y), np.nan)
         oof_fold = np.full(len(y), -1)
         test_members, oof_emb, test_emb = [], {}, []
         for k, f in enumerate(inner):
-            model = cand.build(params)
-            ctx = TrialContext(device=self.device, seed=fit_seed(seed, fold.repeat, fold.index, k), trial=None,
-                               max_epochs=self.profile.max_epochs, image_size=self.profile.image_size,
-                               extra=dict(self.ctx_base.extra))
-            va = make_view(f.test, True)
-            model.fit(make_view(f.train, True), va, ctx)
+            if trained is not None:
+                model = trained[k]
+            else:
+                model = cand.build(params)
+                ctx = TrialContext(device=self.device, seed=fit_seed(seed, fold.repeat, fold.index, k), trial=None,
+                                   max_epochs=self.profile.max_epochs, image_size=self.profile.image_size,
+                                   extra=dict(self.ctx_base.extra))
+                model.fit(make_view(f.train, True), make_view(f.test, True), ctx)
             oof_prob[f.test] = model.predict_proba(make_view(f.test, False))
             oof_fold[f.test] = k
             if self.profile.mc_passes and hasattr(model, "predict_members"):
@@ -332,6 +351,8 @@ class FoldRunner:
                 for pos, row in zip(f.test, e):
                     oof_emb[pos] = row
                 test_emb.append(np.asarray(model.embed(test_view), dtype=np.float32))
+            if trained is not None:
+                trained[k] = None
             del model
         members = np.concatenate(test_members, axis=0)             # (n_members, n_test)
         tr = fold.train

@@ -1,0 +1,503 @@
+"""Neural fusion: a timm CNN and a register MLP trained end to end, four ways of joining them.
+
+Every network here has the same two encoders, a one-channel timm backbone (``arch``,
+weights as in ``timm_cnn``: ``pretrained``) and the register MLP of the ``mlp`` family
+(``TabularNet`` on ``TabularPreprocessor`` codes, fitted on the training part), and
+differs in how they meet:
+
+- ``joint_concat``: pooled image features and register features concatenated, then a head;
+- ``film``: register features give a per-channel scale and shift (FiLM / DAFT, Polsterl et
+  al. 2021) to the feature maps after stage ``film_stage`` (the stage at stride
+  ``2**(film_stage+1)``: 2 = ResNet ``layer2``, 3 = ``layer3``), then pooling; the head sees
+  the pooled image features and the register features;
+- ``gated``: a gated multimodal unit (Arevalo et al. 2017): a learned sigmoid gate mixes
+  tanh projections of the two modalities per unit;
+- ``attention``: a small transformer over [CLS, image feature-map tokens, register tokens]
+  (``n_tab_tokens`` made from the register features), the CLS output goes to the head.
+
+``aux_weight`` > 0 adds per-modality auxiliary losses (an image-only and a register-only
+head, BCE each) to the main loss. Usage, as for any family::
+
+    fam = get_family("film")(arch="resnet18", film_stage=3, lr=1e-3)
+    fam.fit(train, valid, TrialContext(device="cuda", seed=0, max_epochs=8))
+    p = fam.predict_proba(test)                  # (n_patients,) P(AFF)
+
+Images and patients: each image is one training sample carrying its owner's register row
+and label; a patient's logit is the mean over its images' logits. A patient without images
+is one sample whose image features are a learned "missing image" vector (for
+``attention``: one learned missing-image token, the image tokens masked out), so it is
+scored from its register data. Training uses ``torch_train.train_model`` (device-resident
+data, AMP on CUDA, out-of-memory retry, per-epoch validation AUC via ``ctx.report``, early
+stopping); deterministic on the CPU for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmark.candidates.augment import augment_batch
+from benchmark.candidates.base import Family, TrialContext, register_family
+from benchmark.candidates.image import aggregate_per_patient, build_timm_model, resolve_weights
+from benchmark.candidates.mlp import TabularNet
+from benchmark.candidates.preprocess import TabularPreprocessor, positive_weight
+from benchmark.candidates.tabular import early_stopping_parts, register_table, safe_auc
+from benchmark.candidates.torch_train import (
+    BatchSource,
+    TrainConfig,
+    cpu_threads,
+    free_memory,
+    predict_outputs,
+    resolve_device,
+    seed_everything,
+    torch_threads,
+    train_model,
+)
+from benchmark.errors import UserError
+
+DEFAULTS: dict[str, Any] = dict(
+    arch="resnet18", pretrained=None, drop_path_rate=0.0,
+    tab_hidden=64, tab_layers=2, tab_embed_dim=8, min_count=5,
+    fusion_dim=64, dropout=0.2, aux_weight=0.0,
+    lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=20, schedule="cosine", warmup_frac=0.05,
+    patience=5, aug_strength=0.5, hflip=True, class_weight="sqrt", balanced_sampler=False,
+    grad_clip=None,
+)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+class _AddLoss(torch.autograd.Function):
+    """Identity on ``logits`` whose backward also sends gradient 1 into the scalar ``extra``.
+
+    The training loop minimises BCE(logits); with this, it minimises BCE(logits) + extra
+    (the auxiliary losses) without the loop knowing about them.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.extra_meta = (extra.shape, extra.dtype, extra.device)
+        return logits.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        shape, dtype, device = ctx.extra_meta
+        return grad, torch.ones(shape, dtype=dtype, device=device)
+
+
+def _backbone(arch: str, weights, drop_path_rate: float, seed: int) -> nn.Module:
+    net = build_timm_model(arch, weights=weights, drop_path_rate=drop_path_rate, seed=seed)
+    net.reset_classifier(0)
+    return net
+
+
+class FusionNet(nn.Module):
+    """Shared parts: backbone, register encoder, missing-image vector, auxiliary heads, head.
+
+    Subclasses implement ``fuse(batch) -> (fused (n, fusion_dim), image vector, register vector)``; ``forward`` returns one logit
+    per sample; ``embed`` the fused features.
+    """
+
+    def __init__(self, backbone: nn.Module, tabular: TabularNet, *, tab_dim: int, fusion_dim: int,
+                 dropout: float, aux_weight: float, pos_weight: float) -> None:
+        super().__init__()
+        self.backbone, self.tabular = backbone, tabular
+        self.img_dim = int(backbone.num_features)
+        self.tab_dim = tab_dim
+        self.missing = nn.Parameter(torch.zeros(self.img_dim))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, 1))
+        self.aux_weight = float(aux_weight)
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)
+        if self.aux_weight > 0:
+            self.aux_img, self.aux_tab = nn.Linear(self.img_dim, 1), nn.Linear(tab_dim, 1)
+
+    # helpers for subclasses
+    def run_backbone(self, x: torch.Tensor, has: torch.Tensor, fn) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fn`` on the images that exist (all of them when a training batch holds a single one,
+        which batch norm cannot take); returns (outputs, index of the samples they belong to)."""
+        idx = torch.nonzero(has, as_tuple=False).reshape(-1)
+        if self.training and idx.numel() == 1 and x.shape[0] > 1:
+            return fn(x)[idx], idx
+        return fn(x.index_select(0, idx)), idx
+
+    def pooled(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(feats, pre_logits=True)
+
+    def image_vectors(self, batch: dict) -> torch.Tensor:
+        """(n, img_dim) pooled image features; the learned missing vector where there is no image."""
+        has = batch["has_image"]
+        out = self.missing.to(batch["image"].dtype).expand(has.shape[0], -1).clone()
+        if bool(has.any()):
+            vec, idx = self.run_backbone(batch["image"], has, lambda x: self.pooled(self.backbone.forward_features(x)))
+            out = out.to(vec.dtype).index_copy(0, idx, vec)
+        return out
+
+    def fuse(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """(fused, image vector, register vector) for a batch."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        fused, img, tab = self.fuse(batch)
+        logits = self.head(fused).reshape(-1)
+        if self.training and self.aux_weight > 0 and "y" in batch:
+            y = batch["y"].float().reshape(-1)
+            has = batch["has_image"]
+            aux = F.binary_cross_entropy_with_logits(self.aux_tab(tab).reshape(-1).float(), y, pos_weight=self.pos_weight)
+            if bool(has.any()):
+                aux = aux + F.binary_cross_entropy_with_logits(
+                    self.aux_img(img[has]).reshape(-1).float(), y[has], pos_weight=self.pos_weight)
+            logits = _AddLoss.apply(logits, self.aux_weight * aux)
+        return logits
+
+    def embed(self, batch: dict) -> torch.Tensor:
+        return self.fuse(batch)[0]
+
+
+class ConcatNet(FusionNet):
+    def __init__(self, backbone, tabular, **kw) -> None:
+        super().__init__(backbone, tabular, **kw)
+        d = self.head[1].in_features
+        self.mix = nn.Sequential(nn.Dropout(self.head[0].p), nn.Linear(self.img_dim + self.tab_dim, d), nn.ReLU())
+
+    def fuse(self, batch):
+        tab = self.tabular.features(batch["tabular"])
+        img = self.image_vectors(batch)
+        return self.mix(torch.cat([img, tab.to(img.dtype)], dim=1)), img, tab
+
+
+class GatedNet(FusionNet):
+    """Gated multimodal unit: h = z * tanh(W_i img) + (1 - z) * tanh(W_t tab), z = sigmoid(W_z [img, tab])."""
+
+    def __init__(self, backbone, tabular, **kw) -> None:
+        super().__init__(backbone, tabular, **kw)
+        d = self.head[1].in_features
+        self.proj_img, self.proj_tab = nn.Linear(self.img_dim, d), nn.Linear(self.tab_dim, d)
+        self.gate = nn.Linear(self.img_dim + self.tab_dim, d)
+
+    def fuse(self, batch):
+        tab = self.tabular.features(batch["tabular"])
+        img = self.image_vectors(batch)
+        tab_ = tab.to(img.dtype)
+        z = torch.sigmoid(self.gate(torch.cat([img, tab_], dim=1)))
+        return z * torch.tanh(self.proj_img(img)) + (1 - z) * torch.tanh(self.proj_tab(tab_)), img, tab
+
+
+def _stage_module(backbone: nn.Module, stage: int) -> tuple[nn.Module, int]:
+    """The module whose output is the feature map at stride 2**(stage+1), and its channels."""
+    info = list(getattr(backbone, "feature_info", []) or [])
+    want = 2 ** (int(stage) + 1)
+    hits = [f for f in info if int(f.get("reduction", 0)) == want]
+    if not hits:
+        strides = sorted({int(f.get("reduction", 0)) for f in info})
+        raise UserError(f"film: film_stage {stage} asks for the stage at stride {want}, which this architecture "
+                        f"lacks (strides {strides}); choose film_stage from "
+                        f"{[int(math.log2(s)) - 1 for s in strides if s >= 4]}")
+    return backbone.get_submodule(hits[-1]["module"]), int(hits[-1]["num_chs"])
+
+
+class FiLMNet(FusionNet):
+    """Register features scale and shift the channels of one backbone stage (identity at init)."""
+
+    def __init__(self, backbone, tabular, *, film_stage: int, **kw) -> None:
+        super().__init__(backbone, tabular, **kw)
+        d = self.head[1].in_features
+        module, channels = _stage_module(backbone, film_stage)
+        self.film = nn.Linear(self.tab_dim, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self._cond: torch.Tensor | None = None
+        module.register_forward_hook(self._modulate)
+        self.mix = nn.Sequential(nn.Dropout(self.head[0].p), nn.Linear(self.img_dim + self.tab_dim, d), nn.ReLU())
+
+    def _modulate(self, module, inputs, out):
+        if self._cond is None:
+            return out
+        gamma, beta = self._cond.to(out.dtype).chunk(2, dim=1)
+        if out.dim() == 4:   # (n, C, H, W)
+            return out * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        return out * (1 + gamma[:, None, :]) + beta[:, None, :]   # (n, tokens, C)
+
+    def fuse(self, batch):
+        tab = self.tabular.features(batch["tabular"])
+        cond = self.film(tab)
+        has = batch["has_image"]
+        img = self.missing.expand(has.shape[0], -1).clone()
+        if bool(has.any()):
+            def run(x: torch.Tensor) -> torch.Tensor:
+                # x holds the rows with an image, or the whole batch (see run_backbone)
+                self._cond = cond if x.shape[0] == has.shape[0] else cond[has]
+                try:
+                    return self.pooled(self.backbone.forward_features(x))
+                finally:
+                    self._cond = None
+
+            vec, idx = self.run_backbone(batch["image"], has, run)
+            img = img.to(vec.dtype).index_copy(0, idx, vec)
+        return self.mix(torch.cat([img, tab.to(img.dtype)], dim=1)), img, tab
+
+
+class AttentionNet(FusionNet):
+    """Transformer over [CLS, image tokens, register tokens]; missing images: one learned token, rest masked."""
+
+    def __init__(self, backbone, tabular, *, n_tokens: int, n_tab_tokens: int, n_heads: int, n_layers: int,
+                 **kw) -> None:
+        super().__init__(backbone, tabular, **kw)
+        d = self.head[1].in_features
+        if d % n_heads:
+            raise UserError(f"attention: fusion_dim {d} must be a multiple of n_heads {n_heads}; change one of them")
+        self.n_tokens, self.n_tab_tokens = n_tokens, n_tab_tokens
+        self.img_proj = nn.Linear(self.img_dim, d)
+        self.tab_proj = nn.Linear(self.tab_dim, n_tab_tokens * d)
+        self.pos = nn.Parameter(torch.zeros(1, n_tokens, d))
+        self.kind = nn.Parameter(torch.zeros(2, d))
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.missing_token = nn.Parameter(torch.zeros(d))
+        for p in (self.pos, self.kind, self.cls, self.missing_token):
+            nn.init.trunc_normal_(p, std=0.02)
+        layer = nn.TransformerEncoderLayer(d, n_heads, dim_feedforward=2 * d, dropout=self.head[0].p,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+
+    @staticmethod
+    def tokens(feats: torch.Tensor) -> torch.Tensor:
+        """(n, C, H, W) or (n, T, C) backbone features -> (n, T, C) tokens."""
+        return feats.flatten(2).transpose(1, 2) if feats.dim() == 4 else feats
+
+    def fuse(self, batch):
+        tab = self.tabular.features(batch["tabular"])
+        has = batch["has_image"]
+        n, d, T = has.shape[0], self.img_proj.out_features, self.n_tokens
+        tok = self.missing_token.expand(n, T, d).clone()
+        img = self.missing.expand(n, -1).clone()
+        if bool(has.any()):
+            maps, idx = self.run_backbone(batch["image"], has, self.backbone.forward_features)
+            t = self.tokens(maps)
+            tok = tok.to(t.dtype).index_copy(0, idx, self.img_proj(t) + self.pos.to(t.dtype))
+            img = img.to(t.dtype).index_copy(0, idx, self.pooled(maps))
+        tab_tok = self.tab_proj(tab).reshape(n, self.n_tab_tokens, d).to(tok.dtype)
+        seq = torch.cat([self.cls.expand(n, -1, -1).to(tok.dtype), tok + self.kind[0].to(tok.dtype),
+                         tab_tok + self.kind[1].to(tok.dtype)], dim=1)
+        mask = torch.zeros(n, seq.shape[1], dtype=torch.bool, device=seq.device)
+        mask[:, 2:1 + T] = ~has[:, None]          # keep only the first (missing) token for image-less rows
+        out = self.encoder(seq, src_key_padding_mask=mask)
+        return self.norm(out[:, 0]), img, tab
+
+
+# ----------------------------------------------------------------------------- the families
+
+def _samples(data, size: int) -> dict[str, np.ndarray]:
+    """One sample per image, plus one image-less sample per patient without images."""
+    n = len(data)
+    if data.images is not None and len(data.images):
+        images, owner = np.asarray(data.images), np.asarray(data.image_owner, dtype=np.int64)
+    else:
+        images, owner = np.zeros((0, size, size), np.uint8), np.zeros(0, np.int64)
+    lonely = np.flatnonzero(np.bincount(owner, minlength=n) == 0)
+    return {
+        "image": np.concatenate([images, np.zeros((len(lonely),) + images.shape[1:], np.uint8)]),
+        "has_image": np.concatenate([np.ones(len(owner), bool), np.zeros(len(lonely), bool)]),
+        "owner": np.concatenate([owner, lonely]),
+    }
+
+
+class NeuralFusion(Family):
+    """Base of the neural fusion families. Parameters: ``DEFAULTS`` plus the subclass's ``extra``."""
+
+    modality = "fusion"
+    uses_images = True
+    uses_register = True
+    net: ClassVar[type[FusionNet]]
+    extra: ClassVar[dict[str, Any]] = {}
+
+    def _settings(self) -> dict[str, Any]:
+        known = {**DEFAULTS, **self.extra}
+        unknown = sorted(set(self.params) - set(known))
+        if unknown:
+            raise UserError(f"{self.family_name}: unknown parameter(s) {unknown} in the candidate's fixed/space; "
+                            f"known: {sorted(known)}")
+        s = {**known, **self.params}
+        if s["schedule"] not in ("cosine", "onecycle", "constant"):
+            raise UserError(f"{self.family_name}: schedule {s['schedule']!r}; use cosine, onecycle or constant")
+        return s
+
+    def _prepare(self, batch: dict, generator: torch.Generator | None) -> dict:
+        x = batch["image"].unsqueeze(1).float().div_(255.0)
+        if generator is not None and self._aug > 0:
+            x = augment_batch(x, self._aug, generator, hflip=self._hflip)
+        x = (x - self._mean) / self._std
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        batch["image"] = x
+        return batch
+
+    def _source(self, data) -> tuple[BatchSource, np.ndarray]:
+        smp = _samples(data, self.size_)
+        X = self.pre_.transform(register_table(data, self.family_name))[smp["owner"]]
+        arrays = {"image": smp["image"], "has_image": smp["has_image"], "tabular": X}
+        if data.y is not None:
+            arrays["y"] = np.asarray(data.y, dtype=np.float32)[smp["owner"]]
+        return BatchSource(arrays, self.device_), smp["owner"]
+
+    def _build_net(self, s: dict, weights, n_tokens: int) -> FusionNet:
+        backbone = _backbone(s["arch"], weights, float(s["drop_path_rate"]), self.seed_)
+        tab = TabularNet(self.pre_.n_numeric, self.pre_.cardinalities, hidden=int(s["tab_hidden"]),
+                         n_layers=int(s["tab_layers"]), dropout=float(s["dropout"]), norm="layer",
+                         embed_dim=int(s["tab_embed_dim"]), activation="relu")
+        kw = dict(tab_dim=int(s["tab_hidden"]), fusion_dim=int(s["fusion_dim"]), dropout=float(s["dropout"]),
+                  aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_)
+        return self.net(backbone, tab, **kw, **self._net_kwargs(s, n_tokens))
+
+    def _net_kwargs(self, s: dict, n_tokens: int) -> dict:
+        return {}
+
+    def fit(self, train, valid, ctx: TrialContext) -> "NeuralFusion":
+        s = self._settings()
+        self.device_ = resolve_device(ctx.device)
+        self.seed_ = int(ctx.seed)
+        self.mc_passes_ = int(ctx.extra.get("mc_passes") or 0)
+        self.n_threads_ = cpu_threads(ctx.extra) if self.device_.type == "cpu" else None
+        self._notes = ctx.notes
+        self._aug, self._hflip = float(s["aug_strength"]), bool(s["hflip"])
+        self._free()   # what earlier trials left behind
+        fit_part, stop_part = early_stopping_parts(train, valid, ctx.seed)
+        if train.images is not None and len(train.images):
+            self.size_ = int(train.images.shape[-1])
+        else:
+            self.size_ = int(ctx.image_size or 64)
+            ctx.notes.append(f"{self.family_name}: the training part has no images; register data only")
+        y = fit_part.labels()
+        self.prevalence_ = float(np.mean(y))
+        self.pre_ = TabularPreprocessor(categorical="codes", clip=5.0, min_count=int(s["min_count"]))
+        self.pre_.fit(register_table(fit_part, self.family_name), fit_part.categorical)
+        self.pos_weight_ = positive_weight(y, s["class_weight"])
+
+        weights = resolve_weights(s["arch"], s["pretrained"])
+        ctx.notes.append(f"weights: {weights.name}" if weights else "weights: random init")
+        with torch_threads(self.n_threads_):
+            probe = _backbone(s["arch"], weights, float(s["drop_path_rate"]), self.seed_).eval()
+            cfg = getattr(probe, "pretrained_cfg", {}) or {}
+            self._mean = float(np.mean(cfg.get("mean", (0.5,))))
+            self._std = float(np.mean(cfg.get("std", (0.25,))))
+            with torch.no_grad():
+                n_tokens = AttentionNet.tokens(probe.forward_features(torch.zeros(1, 1, self.size_, self.size_))).shape[1]
+            state = {k: v.clone() for k, v in probe.state_dict().items()}
+            del probe
+
+            def build() -> nn.Module:
+                net = self._build_net(s, None, n_tokens)
+                net.backbone.load_state_dict(state)
+                return net
+
+            epochs = int(s["epochs"]) if not ctx.max_epochs else min(int(s["epochs"]), int(ctx.max_epochs))
+            tc = TrainConfig(lr=float(s["lr"]), weight_decay=float(s["weight_decay"]), batch_size=int(s["batch_size"]),
+                             epochs=epochs, schedule=s["schedule"], warmup_frac=float(s["warmup_frac"]),
+                             patience=None if not s["patience"] else int(s["patience"]),
+                             pos_weight=self.pos_weight_, balanced_sampler=bool(s["balanced_sampler"]),
+                             grad_clip=s["grad_clip"])
+            src, _ = self._source(fit_part)
+            vsrc, vowner = self._source(stop_part)
+            yv = stop_part.labels()
+
+            def evaluate(model: nn.Module, bs: int) -> float:
+                logits = predict_outputs(model, vsrc, batch_size=bs, prepare=self._prepare, device=self.device_,
+                                         notes=ctx.notes).numpy()
+                return safe_auc(yv, self._patient_probs(logits, vowner, len(stop_part)))
+
+            try:
+                result = train_model(build, src, tc, ctx, prepare=self._prepare, device=self.device_, evaluate=evaluate)
+            finally:
+                src.release()
+                vsrc.release()
+        self.model_ = result.model
+        self.batch_size_ = result.batch_size
+        self.best_epoch_ = result.best_epoch
+        self.history_ = result.history
+        self._free()
+        return self
+
+    def _free(self) -> None:
+        if self.device_.type == "cuda":   # a full gc costs ~0.5 s per call; only the GPU needs it
+            free_memory()
+
+    # -- predict
+
+    @staticmethod
+    def _patient_probs(logits: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+        z = aggregate_per_patient(logits, owner, n, "mean")   # every patient has >= 1 sample
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def _outputs(self, data, *, forward=None, stochastic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        with torch_threads(self.n_threads_):
+            src, owner = self._source(data)
+            try:
+                out = predict_outputs(self.model_, src, batch_size=2 * self.batch_size_, prepare=self._prepare,
+                                      device=self.device_, forward=forward, stochastic=stochastic, notes=self._notes)
+            finally:
+                src.release()
+        return out.numpy(), owner
+
+    def predict_proba(self, data) -> np.ndarray:
+        """P(AFF) per patient: sigmoid of the mean logit over its samples."""
+        logits, owner = self._outputs(data)
+        return self._patient_probs(logits, owner, len(data))
+
+    def predict_members(self, data) -> np.ndarray:
+        """(mc_passes, n) MC-dropout passes when the profile asks (``mc_passes`` > 0); seeded."""
+        if self.mc_passes_ <= 0:
+            return self.predict_proba(data)[None, :]
+        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+            seed_everything(self.seed_ + 7919)
+            return np.stack([self._patient_probs(*self._outputs(data, stochastic=True), len(data))
+                             for _ in range(self.mc_passes_)])
+
+    def embed(self, data) -> np.ndarray:
+        """(n, fusion_dim) fused features, averaged over each patient's samples."""
+        feats, owner = self._outputs(data, forward=lambda m, b: m.embed(b))
+        return aggregate_per_patient(feats, owner, len(data), "mean").astype(np.float32)
+
+
+@register_family("joint_concat")
+class JointConcatFamily(NeuralFusion):
+    """CNN + register MLP end to end, features concatenated, then a head. Parameters: ``DEFAULTS``."""
+
+    net = ConcatNet
+
+
+@register_family("gated")
+class GatedFamily(NeuralFusion):
+    """CNN + register MLP joined by a gated multimodal unit. Parameters: ``DEFAULTS``."""
+
+    net = GatedNet
+
+
+@register_family("film")
+class FiLMFamily(NeuralFusion):
+    """Register data scales and shifts CNN feature maps (FiLM/DAFT). Extra: ``film_stage`` (2, 3 or 4)."""
+
+    net = FiLMNet
+    extra = {"film_stage": 3}
+
+    def _net_kwargs(self, s: dict, n_tokens: int) -> dict:
+        return {"film_stage": int(s["film_stage"])}
+
+
+@register_family("attention")
+class AttentionFamily(NeuralFusion):
+    """Transformer over image feature-map tokens and register tokens.
+
+    Extra: ``n_tab_tokens`` (4), ``n_heads`` (4), ``n_layers`` (1); ``fusion_dim`` is the
+    token width.
+    """
+
+    net = AttentionNet
+    extra = {"n_tab_tokens": 4, "n_heads": 4, "n_layers": 1}
+
+    def _net_kwargs(self, s: dict, n_tokens: int) -> dict:
+        return {"n_tokens": n_tokens, "n_tab_tokens": int(s["n_tab_tokens"]), "n_heads": int(s["n_heads"]),
+                "n_layers": int(s["n_layers"])}

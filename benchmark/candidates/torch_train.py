@@ -1,0 +1,490 @@
+"""A fast, generic PyTorch training loop for binary classifiers, shared by image and fusion families.
+
+The model's ``forward`` takes a batch dict and returns one logit per sample, so a network
+that takes images, register data or both uses the same loop::
+
+    class Net(nn.Module):
+        def forward(self, batch):                      # {"image": ..., "tabular": ...}
+            return self.cnn(batch["image"]).reshape(-1)
+
+    source = BatchSource({"image": uint8_images, "y": labels.astype("float32")}, device)
+    result = train_model(Net, source, TrainConfig(lr=1e-3, epochs=10), ctx,
+                         prepare=to_float, evaluate=valid_auc, device=device)
+    result.model                                       # best epoch's weights loaded
+
+Speed: the sample-aligned arrays go to the GPU once when they fit in a share of its
+free memory (``BatchSource``); otherwise batches are gathered into pinned memory by a
+background thread and copied asynchronously. ``prepare(batch, generator)`` turns raw
+tensors into model inputs on the device (normalise; augment when ``generator`` is given),
+so the hot path has no per-sample Python. bf16 autocast on CUDA (fp16 + GradScaler where
+bf16 is missing), channels_last, fused AdamW, one host sync per epoch.
+
+Robustness: CUDA out of memory restarts the fit with half the batch (noted in
+``ctx.notes``); a NaN/inf loss raises ``NonFiniteLoss``; ``ctx.report(epoch, score)`` after
+each epoch lets Optuna prune; early stopping keeps the best epoch's weights. On the CPU a
+seed gives the same model twice.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import queue
+import random
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmark.errors import UserError
+
+T = TypeVar("T")
+Batch = dict[str, torch.Tensor]
+# prepare(batch, generator) -> batch; augmentation only when generator is not None (training).
+Prepare = Callable[[Batch, "torch.Generator | None"], Batch]
+
+# Share of the GPU's free memory that sample data may take when moved there once.
+DEVICE_DATA_FRACTION = 0.35
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite (the trial fails with this reason)."""
+
+
+# ----------------------------------------------------------------------------- device helpers
+
+def resolve_device(name: str | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a UserError."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for (--device or profile) but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return dev
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16 on CUDA where supported, else fp16 (with GradScaler); None on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def free_memory() -> None:
+    """Collect garbage and hand cached CUDA blocks back (call after ``del`` of big tensors)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``torch.set_num_threads(n)``, restoring the old value afterwards."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def cpu_threads(extra: Mapping[str, Any]) -> int:
+    """Threads for CPU work: ``ctx.extra['n_threads']``, else all cores."""
+    return int(extra.get("n_threads") or os.cpu_count() or 1)
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def run_with_oom_retry(fn: Callable[[int], T], batch_size: int, *, notes: list | None = None,
+                       what: str = "batch", min_batch: int = 1) -> T:
+    """Call ``fn(batch_size)``; on out of memory free memory and retry with half the batch.
+
+    Each retry is recorded in ``notes`` as ``"oom: <what> 256->128"``. Below ``min_batch``
+    the last out-of-memory error is raised again (the trial fails with that reason).
+    """
+    while True:
+        message = None
+        try:
+            return fn(batch_size)
+        except Exception as exc:  # noqa: BLE001 - filtered just below
+            if not is_oom(exc):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else "out of memory"
+        # Outside the except block: the traceback (and the tensors its frames hold) is gone.
+        free_memory()
+        new = batch_size // 2
+        if new < min_batch:
+            raise torch.OutOfMemoryError(f"out of memory even with {what} {batch_size}: {message}")
+        if notes is not None:
+            notes.append(f"oom: {what} {batch_size}->{new}")
+        batch_size = new
+
+
+# ----------------------------------------------------------------------------- data
+
+class BatchSource:
+    """Sample-aligned tensors served as device batches by index.
+
+    ``arrays`` maps names to arrays with the same first dimension (uint8 images, float32
+    labels, register rows repeated per image, ...). On a GPU they are moved there once when
+    their size is at most ``max_fraction`` of the free memory; otherwise they stay on the
+    host and a background thread gathers each batch into pinned memory and copies it
+    asynchronously (``on_device`` shows which).
+
+        src = BatchSource({"image": imgs, "y": y}, torch.device("cpu"))
+        for batch in src.batches(torch.randperm(len(src)), 32):
+            batch["image"].shape        # (32, S, S) uint8
+    """
+
+    def __init__(self, arrays: Mapping[str, Any], device: torch.device, *,
+                 max_fraction: float = DEVICE_DATA_FRACTION, on_device: bool | None = None) -> None:
+        self.device = torch.device(device)
+        with warnings.catch_warnings():   # read-only arrays (memory-mapped caches) are only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.host = {k: torch.as_tensor(np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v)
+                         for k, v in arrays.items()}
+        lengths = {int(t.shape[0]) for t in self.host.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"BatchSource arrays differ in length: { {k: t.shape[0] for k, t in self.host.items()} }")
+        self.n = lengths.pop() if lengths else 0
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.host.values())
+        if self.device.type != "cuda":
+            self.on_device = True            # CPU: the host tensors are the device tensors
+        elif on_device is None:
+            free, _ = torch.cuda.mem_get_info(self.device)
+            self.on_device = self.nbytes <= max_fraction * free
+        else:
+            self.on_device = bool(on_device)
+        self.tensors = ({k: t.to(self.device) for k, t in self.host.items()}
+                        if self.on_device and self.device.type == "cuda" else self.host)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def release(self) -> None:
+        """Drop the device copies (the caller still owns the host arrays)."""
+        self.tensors = self.host = {}
+        self.n = 0
+
+    @staticmethod
+    def _spans(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
+        if n == 0:
+            return []
+        if drop_last and n >= batch_size:
+            stop = (n // batch_size) * batch_size
+        else:
+            stop = n
+        return [(s, min(s + batch_size, stop)) for s in range(0, stop, batch_size)]
+
+    def batches(self, order: torch.Tensor, batch_size: int, *, drop_last: bool = False) -> Iterator[Batch]:
+        """Batches of the samples in ``order`` (a CPU int64 index tensor), on the device."""
+        spans = self._spans(len(order), batch_size, drop_last)
+        if self.on_device:
+            idx_all = order.to(self.device, non_blocking=True)
+            for s, e in spans:
+                idx = idx_all[s:e]
+                yield {k: t.index_select(0, idx) for k, t in self.tensors.items()}
+        else:
+            yield from self._prefetched(order, spans)
+
+    def _prefetched(self, order: torch.Tensor, spans: list[tuple[int, int]]) -> Iterator[Batch]:
+        stream = torch.cuda.Stream(self.device)
+
+        def produce() -> Iterator[tuple[Batch, torch.cuda.Event]]:
+            with torch.cuda.stream(stream):
+                for s, e in spans:
+                    idx = order[s:e]
+                    out = {}
+                    for k, t in self.host.items():
+                        buf = torch.empty((len(idx),) + tuple(t.shape[1:]), dtype=t.dtype, pin_memory=True)
+                        torch.index_select(t, 0, idx, out=buf)
+                        out[k] = buf.to(self.device, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record(stream)
+                    yield out, event
+
+        for out, event in in_background(produce()):
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            for t in out.values():
+                t.record_stream(current)
+            yield out
+
+
+def in_background(items: Iterator[T], depth: int = 3) -> Iterator[T]:
+    """Iterate ``items`` in a worker thread, up to ``depth`` ahead; errors surface in the caller.
+
+    Closing the returned generator early stops the worker.
+
+        for batch in in_background(load_batches()): train(batch)
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((True, item))
+            q.put((True, done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()          # in this thread, so a generator's context managers exit here
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(0.01)
+
+
+# ----------------------------------------------------------------------------- training
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one fit (the family maps its hyperparameters onto these)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    eval_batch_size: int | None = None      # None: 2 x batch_size
+    epochs: int = 10
+    schedule: str = "cosine"                # cosine | onecycle | constant (all with warmup)
+    warmup_frac: float = 0.05               # share of all steps spent warming up
+    patience: int | None = 5                # epochs without a better valid score; None: no early stop
+    pos_weight: float | None = None         # BCE weight of positives
+    balanced_sampler: bool = False          # draw classes equally often (with replacement)
+    grad_clip: float | None = None
+    target: str = "y"                       # batch key of the float 0/1 labels
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    best_epoch: int                          # -1 when no epoch was scored
+    best_score: float
+    batch_size: int                          # after any out-of-memory halving
+    history: list[dict] = field(default_factory=list)   # per epoch: loss, score, train_s, samples
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights; fused kernel on CUDA."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int,
+                   warmup_frac: float) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step learning-rate schedule: linear warmup, then cosine / constant, or one-cycle."""
+    total_steps = max(1, int(total_steps))
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total_steps,
+            pct_start=min(max(warmup_frac, 0.05), 0.5), anneal_strategy="cos")
+    warm = int(round(warmup_frac * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _sample_order(n: int, labels: torch.Tensor | None, balanced: bool, gen: torch.Generator) -> torch.Tensor:
+    if balanced and labels is not None:
+        pos = labels > 0.5
+        n_pos = int(pos.sum())
+        if 0 < n_pos < n:
+            w = torch.where(pos, 0.5 / n_pos, 0.5 / (n - n_pos)).double()
+            return torch.multinomial(w, n, replacement=True, generator=gen)
+    return torch.randperm(n, generator=gen)
+
+
+def train_model(build_model: Callable[[], nn.Module], train: BatchSource, cfg: TrainConfig, ctx, *,
+                prepare: Prepare, device: torch.device,
+                evaluate: Callable[[nn.Module, int], float] | None = None) -> TrainResult:
+    """Train a fresh ``build_model()`` on ``train`` and return it with its best epoch's weights.
+
+    After each epoch ``evaluate(model, eval_batch_size)`` (higher is better, NaN if it cannot
+    be scored) goes to ``ctx.report(epoch, score)`` (epochs count from 0); training stops
+    after ``cfg.patience`` epochs without improvement. Without ``evaluate`` all epochs run
+    and the last weights are kept. Out of memory restarts from scratch with half the batch.
+    """
+    eval_bs0 = cfg.eval_batch_size or 2 * cfg.batch_size
+
+    def attempt(batch_size: int) -> TrainResult:
+        eval_bs = max(1, eval_bs0 * batch_size // cfg.batch_size)
+        return _train_once(build_model, train, cfg, ctx, prepare, device, evaluate, batch_size, eval_bs)
+
+    return run_with_oom_retry(attempt, cfg.batch_size, notes=ctx.notes, what="batch", min_batch=2)
+
+
+def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare: Prepare, device: torch.device,
+                evaluate, batch_size: int, eval_bs: int) -> TrainResult:
+    seed_everything(ctx.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build_model().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    n = len(train)
+    steps_per_epoch = max(1, n // batch_size)
+    sched = make_scheduler(opt, cfg.schedule, steps_per_epoch * cfg.epochs, cfg.warmup_frac)
+    dtype = amp_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    order_gen = torch.Generator().manual_seed(int(ctx.seed))
+    aug_gen = torch.Generator(device=device).manual_seed(int(ctx.seed) + 1)
+    labels = train.host.get(cfg.target)
+    pos_weight = (torch.tensor(float(cfg.pos_weight), device=device)
+                  if cfg.pos_weight not in (None, 1.0) else None)
+
+    best_state, best_score, best_epoch, bad = None, -math.inf, -1, 0
+    history: list[dict] = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = _sample_order(n, labels, cfg.balanced_sampler, order_gen)
+        loss_sum = torch.zeros((), device=device)
+        n_batches = seen = 0
+        for batch in train.batches(order, batch_size, drop_last=True):
+            batch = prepare(batch, aug_gen)
+            target = batch[cfg.target].float().reshape(-1)
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                logits = model(batch)
+            loss = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), target, pos_weight=pos_weight)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+            n_batches += 1
+            seen += int(target.shape[0])
+        mean_loss = float((loss_sum / max(1, n_batches)).item())   # the epoch's one host sync
+        train_s = time.perf_counter() - t0
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}; try a lower learning rate")
+        score = float(evaluate(model, eval_bs)) if evaluate is not None else math.nan
+        history.append({"epoch": epoch, "loss": mean_loss, "score": score, "train_s": train_s,
+                        "samples": seen, "batch_size": batch_size})
+        if evaluate is None:
+            continue
+        ctx.report(epoch, score)
+        if math.isfinite(score) and score > best_score:
+            best_score, best_epoch, bad = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif math.isfinite(score):      # an unscorable epoch (one class in valid) is not a bad one
+            bad += 1
+            if cfg.patience is not None and bad >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    del opt, sched, best_state
+    model.eval()
+    return TrainResult(model=model, best_epoch=best_epoch,
+                       best_score=best_score if best_epoch >= 0 else math.nan,
+                       batch_size=batch_size, history=history)
+
+
+# ----------------------------------------------------------------------------- inference
+
+def enable_mc_dropout(model: nn.Module) -> nn.Module:
+    """Eval mode for normalisation layers, train mode for everything else (MC dropout).
+
+    Dropout (module or functional, via each module's ``training`` flag) and drop-path then
+    sample at inference time while batch norm uses its running statistics.
+    """
+    model.train()
+    for m in model.modules():
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
+            m.training = False
+    return model
+
+
+def predict_outputs(model: nn.Module, source: BatchSource, *, batch_size: int, prepare: Prepare,
+                    device: torch.device, forward: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
+                    stochastic: bool = False, notes: list | None = None) -> torch.Tensor:
+    """Model outputs for every sample of ``source`` in order, as a float32 CPU tensor.
+
+    ``forward(model, batch)`` defaults to ``model(batch)`` (logits); pass e.g.
+    ``lambda m, b: m.embed(b)`` for features. ``stochastic`` runs in MC-dropout mode.
+    Out of memory halves the batch (noted in ``notes``).
+    """
+    if stochastic:
+        enable_mc_dropout(model)
+    else:
+        model.eval()
+    call = forward or (lambda m, b: m(b))
+    dtype = amp_dtype(device)
+    order = torch.arange(len(source))
+
+    def run(bs: int) -> torch.Tensor:
+        outs = []
+        with torch.inference_mode():
+            for batch in source.batches(order, bs):
+                batch = prepare(batch, None)
+                with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                    outs.append(call(model, batch).float())
+        if not outs:
+            return torch.empty(0)
+        return torch.cat(outs).cpu()
+
+    try:
+        return run_with_oom_retry(run, batch_size, notes=notes, what="eval batch")
+    finally:
+        model.eval()

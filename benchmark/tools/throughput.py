@@ -1,0 +1,122 @@
+"""Training throughput of the harness's image loop against a bare timm loop, in one process.
+
+    python -m benchmark.tools.throughput                              # resnet18/50 at 224 and 512 px
+    python -m benchmark.tools.throughput --device cpu --models resnet18 --sizes 64 --batch 16 --steps 3
+
+For each model and size it times one training epoch of the ``timm_cnn`` family (its own
+code path: uint8 images cached in memory, moved to the device, normalised and augmented
+there, bf16 autocast, channels_last, AdamW, schedule, loss) after a warm-up epoch, and
+``--steps`` steps of a bare loop (random tensors already on the device, same model,
+resolution, batch, autocast, channels_last and AdamW) after warm-up steps. It prints
+images per second for both and their ratio (the target on a GPU: >= 0.85).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmark.candidates.base import TrialContext, get_family
+from benchmark.candidates.torch_train import amp_dtype, resolve_device
+from benchmark.data.cohort import PatientData
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def harness_images_per_s(arch: str, size: int, batch: int, steps: int, device: torch.device,
+                         threads: int, aug: float) -> float:
+    """Images/s of the family's second training epoch (the first warms up), ``steps`` batches long."""
+    rng = np.random.default_rng(0)
+    n = batch * steps
+    y = (rng.random(n) < 0.1).astype(np.int64)
+    y[:2] = [0, 1]
+    data = PatientData(patients=np.arange(n), register=None,
+                       images=rng.integers(0, 256, (n, size, size), dtype=np.uint8),
+                       image_owner=np.arange(n), y=y)
+    ctx = TrialContext(device=str(device), seed=0, max_epochs=2, image_size=size, extra={"n_threads": threads})
+    fam = get_family("timm_cnn")(arch=arch, pretrained=False, batch_size=batch, epochs=2, patience=None,
+                                 aug_strength=aug, imbalance="pos_weight", schedule="cosine")
+    fam.fit(data, None, ctx)
+    epoch = fam.history_[-1]
+    for note in ctx.notes:
+        if not note.startswith("weights:"):
+            print(f"  note: {note}")
+    del fam
+    return epoch["samples"] / epoch["train_s"]
+
+
+def bare_images_per_s(arch: str, size: int, batch: int, steps: int, device: torch.device, warmup: int) -> float:
+    """Images/s of a hand-written loop on random tensors already on the device."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, in_chans=1, num_classes=1).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(batch, device=device) < 0.1).float()
+    dtype = amp_dtype(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = model(x).reshape(-1)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    del model, opt, x
+    return batch * steps / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmark.tools.throughput", description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="resnet18,resnet50", help="comma-separated timm architectures")
+    p.add_argument("--sizes", default="224,512", help="comma-separated image sides in px")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=50, help="timed steps (= batches of the harness epoch)")
+    p.add_argument("--warmup", type=int, default=None, help="bare-loop warm-up steps (default: min(steps, 10))")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (CPU device)")
+    p.add_argument("--aug", type=float, default=1.0, help="the harness's aug_strength (0 = off)")
+    args = p.parse_args(argv)
+
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"device: {name}; autocast: {amp_dtype(device)}; batch {args.batch}, {args.steps} steps, aug {args.aug}")
+    print(f"{'model':<18}{'px':>6}{'harness img/s':>16}{'bare img/s':>14}{'ratio':>8}")
+    warmup = args.warmup if args.warmup is not None else min(args.steps, 10)
+    for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
+        for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
+            h = harness_images_per_s(arch, size, args.batch, args.steps, device, args.threads, args.aug)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            b = bare_images_per_s(arch, size, args.batch, args.steps, device, warmup)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            print(f"{arch:<18}{size:>6}{h:>16.1f}{b:>14.1f}{h / b:>8.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
