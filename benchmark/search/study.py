@@ -71,6 +71,7 @@ class StudyResult:
     n_pruned: int
     fail_reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    best_models: list | None = None   # the best trial's inner-fold models, when trained in this process
 
 
 def _short(exc: BaseException) -> str:
@@ -79,7 +80,7 @@ def _short(exc: BaseException) -> str:
 
 
 def _sampler(seed: int):
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
 
 
 def run_study(
@@ -98,6 +99,7 @@ def run_study(
     repeat: int = 0,
     outer_index: int = 0,
     on_trial: Callable[[int, float | None, str], None] | None = None,
+    keep_models: bool = True,
 ) -> StudyResult:
     """Run (or continue) the study until it holds ``n_trials`` finished trials or time is up."""
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
@@ -114,6 +116,7 @@ def run_study(
 
     start = time.monotonic()
     views = [(make_view(f.train, True), make_view(f.test, True)) for f in inner]
+    kept: dict = {"value": -np.inf, "number": None, "models": None}
     while True:
         done = finished()
         if len(done) >= n_trials or time.monotonic() - start > timeout_s:
@@ -123,6 +126,7 @@ def run_study(
         trial = study.ask()
         params = cand.sample(trial)
         scores = []
+        models = []
         notes: list[str] = []
         try:
             for k, ((tr, va), fold) in enumerate(zip(views, inner)):
@@ -134,6 +138,7 @@ def run_study(
                 s = score(metric, y[fold.test], model.predict_proba(va))
                 notes += ctx.notes
                 scores.append(s)
+                models.append(model if keep_models else None)
                 del model
                 running = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
                 if np.isfinite(running) and k < len(inner) - 1:
@@ -147,6 +152,8 @@ def run_study(
                 trial.set_user_attr("notes", "; ".join(notes)[:500])
             study.tell(trial, value)
             state = "COMPLETE"
+            if keep_models and value > kept["value"]:
+                kept.update(value=value, number=trial.number, models=models)
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             value, state = None, "PRUNED"
@@ -161,6 +168,7 @@ def run_study(
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             value, state = None, "FAIL: " + reason
         finally:
+            del models
             gc.collect()
             _free_gpu()
         if on_trial:
@@ -175,8 +183,11 @@ def run_study(
         return StudyResult(None, float("nan"), len(done), len(failed),
                            len(done) - len(complete) - len(failed), reasons, notes)
     best = max(complete, key=lambda t: (t.value, -t.number))
+    # The bag is the best trial's inner-fold models: reuse them when this process trained them
+    # (same params and seeds as a refit would use), otherwise the runner refits.
+    best_models = kept["models"] if kept["number"] == best.number else None
     return StudyResult(dict(best.params), float(best.value), len(done), len(failed),
-                       len(done) - len(complete) - len(failed), reasons, notes)
+                       len(done) - len(complete) - len(failed), reasons, notes, best_models)
 
 
 def trials_frame(storage: str) -> "list[dict]":
