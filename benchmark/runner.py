@@ -217,7 +217,8 @@ class FoldRunner:
         self.ctx_base = TrialContext(device=device, seed=cfg.seed, max_epochs=profile.max_epochs,
                                      image_size=profile.image_size,
                                      extra={"n_jobs": os.cpu_count() or 1, "n_threads": os.cpu_count() or 1,
-                                            "mc_passes": profile.mc_passes})
+                                            "mc_passes": profile.mc_passes,
+                                            "max_image_samples": profile.max_image_samples})
 
     def _view_maker(self, cand: Candidate, upstream: pd.DataFrame | None):
         from benchmark.candidates.base import get_family

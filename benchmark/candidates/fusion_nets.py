@@ -399,7 +399,7 @@ class NeuralFusion(Family):
                              epochs=epochs, schedule=s["schedule"], warmup_frac=float(s["warmup_frac"]),
                              patience=None if not s["patience"] else int(s["patience"]),
                              pos_weight=self.pos_weight_, balanced_sampler=bool(s["balanced_sampler"]),
-                             grad_clip=s["grad_clip"])
+                             grad_clip=s["grad_clip"], max_samples=ctx.extra.get("max_image_samples"))
             src, _ = self._source(fit_part)
             vsrc, vowner = self._source(stop_part)
             yv = stop_part.labels()

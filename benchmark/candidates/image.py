@@ -358,7 +358,7 @@ class TimmCNN(Family):
                          warmup_frac=float(s["warmup_frac"]),
                          patience=None if s["patience"] in (None, 0) else int(s["patience"]),
                          pos_weight=pos_weight, balanced_sampler=s["imbalance"] == "sampler",
-                         grad_clip=s["grad_clip"])
+                         grad_clip=s["grad_clip"], max_samples=ctx.extra.get("max_image_samples"))
 
         with torch_threads(self.n_threads_):
             src = BatchSource({"image": train.images, "y": y_img}, device)

@@ -293,6 +293,7 @@ class TrainConfig:
     balanced_sampler: bool = False          # draw classes equally often (with replacement)
     grad_clip: float | None = None
     target: str = "y"                       # batch key of the float 0/1 labels
+    max_samples: int | None = None          # budget: samples seen per fit (whole epochs, at least 1)
 
 
 @dataclass
@@ -374,8 +375,11 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     n = len(train)
+    epochs = cfg.epochs
+    if cfg.max_samples:   # the profile's sample budget: deterministic, unlike a time limit
+        epochs = max(1, min(epochs, math.ceil(cfg.max_samples / max(n, 1))))
     steps_per_epoch = max(1, n // batch_size)
-    sched = make_scheduler(opt, cfg.schedule, steps_per_epoch * cfg.epochs, cfg.warmup_frac)
+    sched = make_scheduler(opt, cfg.schedule, steps_per_epoch * epochs, cfg.warmup_frac)
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     order_gen = torch.Generator().manual_seed(int(ctx.seed))
@@ -386,7 +390,7 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
 
     best_state, best_score, best_epoch, bad = None, -math.inf, -1, 0
     history: list[dict] = []
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         model.train()
         t0 = time.perf_counter()
         order = _sample_order(n, labels, cfg.balanced_sampler, order_gen)

@@ -27,7 +27,7 @@ from benchmark.errors import UserError
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 MODALITIES = ("register", "image", "fusion")
-CANDIDATE_KEYS = {"name", "family", "modality", "description", "fixed", "space", "consumes"}
+CANDIDATE_KEYS = {"name", "family", "modality", "description", "fixed", "space", "consumes", "start"}
 PARAM_KEYS = {
     "float": {"type", "low", "high", "log", "step"},
     "int": {"type", "low", "high", "log", "step"},
@@ -35,8 +35,9 @@ PARAM_KEYS = {
 }
 PROFILE_KEYS = {
     "description", "outer_folds", "inner_folds", "repeats", "n_trials", "study_timeout_s",
-    "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes",
+    "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes", "max_image_samples",
 }
+OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None}
 RESERVED_FILES = {"suites.yaml", "profiles.yaml"}
 
 
@@ -48,6 +49,7 @@ class Candidate:
     fixed: dict = field(default_factory=dict)
     space: dict = field(default_factory=dict)
     consumes: tuple = ()
+    start: dict = field(default_factory=dict)   # the first trial's params (a known-good default)
     description: str = ""
     path: str = ""
 
@@ -86,6 +88,7 @@ class Profile:
     max_patients: int | None
     bootstrap: int
     mc_passes: int
+    max_image_samples: int | None = None
     description: str = ""
 
     def as_dict(self) -> dict:
@@ -170,8 +173,20 @@ def load_candidate(path: str | Path) -> Candidate:
     consumes = data.get("consumes") or []
     if not isinstance(consumes, list) or not all(isinstance(c, str) for c in consumes):
         raise UserError(f"{path}: 'consumes' must be a list of candidate names")
+    start = data.get("start") or {}
+    if not isinstance(start, dict):
+        raise UserError(f"{path}: 'start' must map searched parameter names to the first trial's values")
+    for key, value in start.items():
+        if key not in space:
+            raise UserError(f"{path}: start.{key}: not a parameter of 'space'; 'start' sets the first trial's values")
+        spec = space[key]
+        if spec["type"] == "categorical" and value not in spec["choices"]:
+            raise UserError(f"{path}: start.{key}: {value!r} is not one of the choices {spec['choices']}")
+        if spec["type"] != "categorical" and not (isinstance(value, (int, float)) and spec["low"] <= value <= spec["high"]):
+            raise UserError(f"{path}: start.{key}: {value!r} is outside [{spec['low']}, {spec['high']}]")
     return Candidate(name=name, family=family, modality=modality, fixed=fixed, space=space,
-                     consumes=tuple(consumes), description=str(data.get("description") or ""), path=str(path))
+                     consumes=tuple(consumes), start=dict(start), description=str(data.get("description") or ""),
+                     path=str(path))
 
 
 def _dirs(extra: list[str | Path] | None) -> list[Path]:
@@ -254,15 +269,14 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
             if unknown:
                 raise UserError(f"{path}: profile {name!r} has unknown key {sorted(unknown)[0]!r}; allowed: {sorted(PROFILE_KEYS)}")
             base = profiles[name].as_dict() if name in profiles else {}
-            merged = {**base, **spec, "name": str(name)}
-            missing = (PROFILE_KEYS - {"description"}) - set(merged)
+            merged = {**OPTIONAL_PROFILE_KEYS, **base, **spec, "name": str(name)}
+            missing = PROFILE_KEYS - set(merged)
             if missing:
                 raise UserError(f"{path}: profile {name!r} lacks key {sorted(missing)[0]!r}")
             for key in ("outer_folds", "inner_folds", "repeats", "n_trials", "max_epochs", "image_size", "bootstrap"):
                 if not isinstance(merged[key], int) or merged[key] < (2 if "folds" in key else 1):
                     raise UserError(f"{path}: profile {name!r} key {key!r} must be a positive whole number, got {merged[key]!r}")
-            profiles[str(name)] = Profile(**{k: merged.get(k, "") if k == "description" else merged[k]
-                                             for k in Profile.__dataclass_fields__})
+            profiles[str(name)] = Profile(**{k: merged[k] for k in Profile.__dataclass_fields__})
     return profiles
 
 

@@ -114,6 +114,9 @@ def run_study(
         return [t for t in study.get_trials(deepcopy=False)
                 if t.state.is_finished() and t.user_attrs.get("fail_reason") != INTERRUPTED]
 
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    if cand.start and not finished() and not waiting:
+        study.enqueue_trial(cand.start)   # a known-good default first: a short budget still gets it
     start = time.monotonic()
     views = [(make_view(f.train, True), make_view(f.test, True)) for f in inner]
     kept: dict = {"value": -np.inf, "number": None, "models": None}
