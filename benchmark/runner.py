@@ -463,9 +463,10 @@ def run(cfg: RunConfig) -> Path:
         raise UserError(f"{cfg.data}: the cohort has no register data but the run includes register/fusion candidates; "
                         f"use --suite image or add a register file")
 
-    positions = stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed)
-    folds = outer_folds(cohort.y[positions], n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
-    folds = [Fold(f.repeat, f.index, positions[f.train], positions[f.test]) for f in folds]
+    n_in_file = cohort.n_patients
+    cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
+    positions = np.arange(cohort.n_patients)
+    folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
 
     rd = RunDir(run_path)
     rd.parts.mkdir(parents=True, exist_ok=True)
@@ -476,7 +477,7 @@ def run(cfg: RunConfig) -> Path:
         "profile": profile.as_dict(), "seed": cfg.seed, "versions": _versions(), "hardware": _hardware(device),
         "dataset": {"name": cohort.name, "fingerprint": cohort.fingerprint, "n_patients": int(len(positions)),
                     "n_pos": int(cohort.y[positions].sum()), "synthetic": cohort.oracle is not None,
-                    "n_patients_in_file": cohort.n_patients},
+                    "n_patients_in_file": n_in_file},
         "candidates": [c.name for c in cands], "storage": "optuna.db" if cfg.storage is None else "external",
         "started": started, "status": "running",
     }

@@ -126,7 +126,7 @@ class MLPFamily(Family):
                 embed_dim=int(s["embed_dim"]), activation=s["activation"],
             ).to(self.device_)
             opt = torch.optim.AdamW(self.model_.parameters(), lr=float(s["lr"]),
-                                    weight_decay=float(s["weight_decay"]))
+                                    weight_decay=float(s["weight_decay"]), fused=True)
             pw = torch.tensor(positive_weight(y, s["class_weight"]), device=self.device_)
             loss_fn = nn.BCEWithLogitsLoss(pos_weight=pw)
             gen = torch.Generator().manual_seed(self.seed_)

@@ -56,6 +56,25 @@ class Cohort:
             self._pixels[size] = load_pixels(self.images["path"].tolist(), size, self.cache_dir)
         return self._pixels[size]
 
+    def subset(self, patients: np.ndarray) -> "Cohort":
+        """A cohort of ``patients`` only (positions renumbered, keys kept); images follow."""
+        patients = np.asarray(patients, dtype=np.int64)
+        if len(patients) == self.n_patients and np.array_equal(patients, np.arange(self.n_patients)):
+            return self
+        images = None
+        if self.images is not None:
+            remap = np.full(self.n_patients, -1, dtype=np.int64)
+            remap[patients] = np.arange(len(patients))
+            new = remap[self.images["patient"].to_numpy()]
+            keep = new >= 0
+            images = self.images.loc[keep].assign(patient=new[keep]).reset_index(drop=True)
+        return Cohort(
+            name=self.name, y=self.y[patients],
+            register=None if self.register is None else self.register.iloc[patients].reset_index(drop=True),
+            images=images, keys=self.keys[patients], categorical=list(self.categorical),
+            oracle=None if self.oracle is None else self.oracle.iloc[patients].reset_index(drop=True),
+            fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir)
+
     def view(self, patients: np.ndarray, *, labels: bool, image_size: int | None = None,
              upstream: pd.DataFrame | None = None) -> "PatientData":
         """The data of ``patients`` (cohort positions) as a candidate may see it.

@@ -79,12 +79,29 @@ def _shaft(x, y, p, y_f):
     outer = r0 * flare
     ct = p["cortex"] * r0 * (1.0 - 0.65 * _smoothstep((0.36 - y) / 0.03))
     inner = outer - ct
-    beak = p["beaking"] * p["cortex"] * r0 * 0.9 * np.exp(-((y - y_f) / 0.03) ** 2)
-    outer = outer + np.where(d < 0, beak, 0.0)
+    # the beak: a peaked bump of solid cortex on the lateral side, centred on the fracture
+    beak = _beak_height(p["beaking"]) * r0 * np.exp(-np.abs(y - y_f) / 0.045)
     t_out = 2.0 * _sqrt_pos(outer * outer - d * d)
     t_in = 2.0 * _sqrt_pos(inner * inner - d * d)
+    u = (d + outer) / np.maximum(beak, 1e-6)      # 0 at the lateral surface, -1 at the beak's tip
+    bump = np.where((d < 0) & (u > -1.0), 1.5 * r0 * _sqrt_pos(1.0 - u * u) * np.minimum(beak / (0.3 * r0), 1.0), 0.0)
     cap = _smoothstep((y - 0.21) / 0.01)           # the shaft merges into the trochanters
-    return (t_out - t_in) * cap, t_in * cap
+    return (t_out - t_in + bump) * cap, t_in * cap
+
+
+def _beak_height(beaking: float) -> float:
+    """Drawn beak height in shaft radii: monotone in the latent, exaggerated (~1 AFF, ~0.3 NFF)."""
+    return float(min(2.0 * float(beaking) ** 1.4, 2.5))
+
+
+def _spike_drop(spike: float) -> float:
+    """Drawn drop of the medial spike in shaft radii: monotone in the latent (~1.7 AFF, ~0.6 NFF)."""
+    return float(min(2.0 * float(spike) ** 1.3, 3.5))
+
+
+def _drawn_angle(angle: float) -> float:
+    """Drawn tilt of the fracture line in degrees: monotone in |angle|, saturating below 80."""
+    return float(80.0 * np.tanh(float(angle) / 25.0))
 
 
 def _fracture_s(x, y, p, y_f, angle_deg):
@@ -92,11 +109,11 @@ def _fracture_s(x, y, p, y_f, angle_deg):
     r0 = p["radius"]
     d = x - _shaft_axis(y_f, p)
     base = float(np.tan(np.radians(angle_deg))) * d
-    # medial (d > 0) part of the line turns oblique: the medial spike
-    brk = r0 * (1.0 - 2.0 * min(p["spike"], 0.9) * 0.6)
-    spike = np.where(d > brk, (d - brk) * 1.6, 0.0)
+    # the medial (d > 0) part of the line turns steeply distal: a triangular medial spike
+    brk = 0.15 * r0
+    spike = np.where(d > brk, (d - brk) * _spike_drop(p["spike"]) * r0 / (r0 - brk), 0.0)
     curve = 0.0
-    if abs(angle_deg) > 30.0:                    # long oblique lines curve (spiral look)
+    if abs(angle_deg) > 45.0:                    # long oblique lines curve (spiral look)
         curve = 4.0 * float(np.sign(angle_deg)) * d * d
     return y - y_f - base - spike - curve
 
@@ -121,7 +138,7 @@ def _femur(x, y, p, rng, size):
     """Attenuation (sum of mu * path length) of soft tissue, pelvis and the fractured femur."""
     y_f = p["level"]
     # the drawn tilt exaggerates the latent angle (monotone, so no information is added or lost)
-    angle = float(np.clip(1.6 * p["angle"], -75.0, 75.0))
+    angle = _drawn_angle(p["angle"])
     # soft tissue: thigh and hip
     xs = 0.52 + 0.05 * (y - 0.5)
     rs = 0.31 + 0.08 * _smoothstep((0.3 - y) / 0.08)
@@ -149,7 +166,7 @@ def _femur(x, y, p, rng, size):
     ])
     att += (MU_CORTEX * 0.6 * np.maximum(parts_out - parts_in, 0) + MU_CANCELLOUS * parts_in * texture)
     # shaft: proximal fragment in place, distal fragment displaced
-    gap = p["gap"]
+    gap = 2.0 * p["gap"] + 0.01                 # a wide, visible fracture gap
     cort_p, canal_p = _shaft(x, y, p, y_f)
     keep_p = _smoothstep((-_fracture_s(x, y, p, y_f, angle) - gap / 2) / 0.0025)
     xd, yd = _to_distal(x, y, p, y_f)
@@ -157,21 +174,25 @@ def _femur(x, y, p, rng, size):
     keep_d = _smoothstep((_fracture_s(xd, yd, p, y_f, angle) - gap / 2) / 0.0025)
     # the shaft is hollow where it meets the trochanteric region; avoid double counting
     overlap = 1.0 - np.clip(parts_out / 0.05, 0.0, 1.0) * (y < 0.3)
+    # comminution: each fragment is a solid bright chunk beside the fracture, with a bite
+    # taken out of the shaft where it came from
     holes = np.ones_like(x)
     frag_att = np.zeros_like(x)
     frng = np.random.default_rng([int(p["seed"]), 7])
     cx = _shaft_axis(y_f, p)
     r0 = p["radius"]
+    tilt = float(np.tan(np.radians(angle)))
     for _ in range(int(min(p["fragments"], 6))):
-        d_i = frng.uniform(-0.9, 0.9) * r0
-        along = frng.uniform(-0.8, 0.8) * r0
-        size_i = frng.uniform(0.45, 0.75) * r0
+        side = 1.0 if frng.random() < 0.5 else -1.0
+        d_i = side * frng.uniform(0.4, 0.9) * r0
+        size_i = frng.uniform(0.55, 0.85) * r0
         rot = frng.uniform(0, np.pi)
-        hx, hy = cx + d_i, y_f + float(np.tan(np.radians(angle))) * d_i + along * 0.3
-        holes *= 1.0 - 0.6 * (_ellipsoid(x, y, hx, hy, size_i * 0.8, size_i * 0.4, 1.0, rot) > 0)
-        off = (float(frng.uniform(0.5, 1.1) * r0) * np.array([np.sign(d_i) or 1.0, frng.uniform(-1, 1)])).tolist()
-        frag_att += MU_CORTEX * _ellipsoid(x, y, hx + off[0], hy + off[1], size_i, size_i * 0.5,
-                                           1.5 * p["cortex"] * r0, rot + frng.uniform(-0.5, 0.5))
+        hx, hy = cx + d_i, y_f + tilt * d_i
+        holes *= 1.0 - 0.7 * (_ellipsoid(x, y, hx, hy, size_i * 0.8, size_i * 0.5, 1.0, rot) > 0)
+        off_x = side * frng.uniform(0.9, 1.5) * r0
+        off_y = frng.uniform(-1.0, 1.0) * r0
+        frag_att += MU_CORTEX * _ellipsoid(x, y, hx + off_x, hy + off_y, size_i, size_i * 0.55,
+                                           0.55 * r0, rot + frng.uniform(-0.5, 0.5))
     shaft = (MU_CORTEX * cort_p + MU_MARROW * canal_p) * keep_p + (MU_CORTEX * cort_d + MU_MARROW * canal_d) * keep_d
     att += shaft * overlap * holes + frag_att
     # implants (label-independent): a lateral plate with screws, or a nail with a lag screw
@@ -211,12 +232,14 @@ def render(p: dict, view: int, size: int, seed: int) -> View:
     """One view of the patient whose latents and nuisance are ``p`` (a row of ``latents``)."""
     rng = np.random.default_rng([seed, 5, int(p["seed"]), view])
     gx, gy = _grid(size)
-    rot = float(np.radians(rng.normal(0.0, 7.0)))
-    scale = rng.uniform(1.05, 1.3)
+    rot = float(np.radians(rng.normal(0.0, 6.0)))
+    # zoomed on the proximal shaft (the shaft ~20-25 % of the width), framed around the
+    # fracture level (a nuisance variable) so the fracture sits in the middle third
+    scale = rng.uniform(1.7, 2.1)
     tx, ty = rng.uniform(-0.05, 0.05, 2)
     ca, sa = float(np.cos(rot)), float(np.sin(rot))
     u, v = (gx - 0.5 - tx) / scale, (gy - 0.5 - ty) / scale
-    x, y = ca * u + sa * v + 0.5, -sa * u + ca * v + 0.44
+    x, y = ca * u + sa * v + 0.5, -sa * u + ca * v + float(p["level"]) - 0.03
     if p["side"] == "L":                     # left femur: mirror image of the canonical right
         x = 1.0 - x
     att = _femur(x, y, p, rng, size)
@@ -241,7 +264,8 @@ def render(p: dict, view: int, size: int, seed: int) -> View:
     stored = np.round(display * maxv).astype(np.int64)
     if mono1:
         stored = maxv - stored
-    intercept = float(rng.choice([0.0, -1024.0]))
+    base = float(rng.choice([0.0, -1024.0]))  # modality value = display * maxv + base
+    intercept = base
     signed = bits == 16 and rng.random() < 0.2
     if signed:                               # signed pixel data, undone by the intercept
         stored = stored - 2 ** 15
@@ -250,7 +274,7 @@ def render(p: dict, view: int, size: int, seed: int) -> View:
     lo, hi = np.quantile(body, [0.01, 0.995])
     if mono1:
         lo, hi = 1 - hi, 1 - lo
-    center = intercept + (lo + hi) / 2 * maxv
+    center = base + (lo + hi) / 2 * maxv       # the window is on modality values
     width = max((hi - lo) * maxv, 1.0)
     tags = {"bits": bits, "signed": signed, "photometric": "MONOCHROME1" if mono1 else "MONOCHROME2",
             "intercept": intercept, "center": round(center, 1), "width": round(width, 1),
