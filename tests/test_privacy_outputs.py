@@ -1,0 +1,61 @@
+"""No patient identifier in anything a run writes: planted names and ids are scanned for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.runner import RunConfig, run
+
+NAME = "Lindqvist"
+ID_PREFIX = "19380612-"
+
+TINY_CNN = """
+name: tiny_cnn
+family: timm_cnn
+modality: image
+fixed: {arch: test_resnet, epochs: 2, batch_size: 8, patience: 5}
+space:
+  lr: {type: float, low: 0.0005, high: 0.005, log: true}
+"""
+LATE = """
+name: late
+family: late_average
+modality: fusion
+consumes: [best_image, best_register]
+space:
+  weight: {type: float, low: 0.0, high: 1.0}
+"""
+PROFILE = """
+tiny:
+  outer_folds: 2
+  inner_folds: 2
+  repeats: 1
+  n_trials: 2
+  study_timeout_s: 600
+  max_epochs: 2
+  image_size: 16
+  max_patients: null
+  bootstrap: 20
+  mc_passes: 0
+"""
+
+
+def test_planted_identifiers_appear_in_no_output_file(tiny_dataset, tmp_path):
+    ds = tiny_dataset(n_pos=8, n_neg=12, planted_name=NAME, id_prefix=ID_PREFIX, oracle=True)
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "tiny_cnn.yaml").write_text(TINY_CNN)
+    (spaces / "late.yaml").write_text(LATE)
+    (spaces / "profiles.yaml").write_text(PROFILE)
+    out = run(RunConfig(candidates=["logreg", "tiny_cnn", "late"], data=str(ds.yaml), profile="tiny",
+                        device="cpu", spaces=[str(spaces)], results_dir=str(tmp_path / "results"), run="private"))
+    files = [p for p in Path(out).rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"leaderboard.csv", "leaderboard.html", "predictions.parquet", "trials.csv", "folds.csv",
+            "manifest.json", "optuna.db", "findings.md"} <= names
+    planted = [NAME, ID_PREFIX, *ds.ids]
+    for f in files:
+        data = f.read_bytes()
+        for p in planted:
+            assert p not in f.name, (f, p)
+            assert p.encode() not in data and p.encode("utf-16-le") not in data, (f.name, p)
