@@ -54,7 +54,8 @@ from benchmark.data.synth_model import simulate
 from benchmark.errors import UserError
 
 MARKER = "synth.json"
-GENERATOR = "benchmark.synth/1"
+VERSION = 2   # bump when the generated cohort changes: the cached default is regenerated
+GENERATOR = f"benchmark.synth/{VERSION}"
 CATEGORICAL = ["sex", "site", "smoking", "living"]
 
 __all__ = ["SynthConfig", "simulate", "write_cohort", "add_arguments", "command"]

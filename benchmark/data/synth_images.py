@@ -5,6 +5,13 @@ image's left, hip at the top) as X-ray path lengths through analytic shapes: a t
 the shaft (cortex and medullary canal), ellipsoids for the trochanters, a capsule for
 the neck, a sphere for the head, a faint pelvis with the acetabular rim, and soft tissue.
 The shaft is cut by the fracture line; the distal fragment is displaced and angulated.
+
+The view is zoomed on the proximal shaft around the fracture (shaft about a quarter of the
+image width) and every latent is drawn through a monotone, exaggerated map, so the signs
+stay visible at 32-48 px without changing the oracle (which depends on the latents only):
+the line's tilt (``_drawn_angle``: near-transverse AFF vs steep oblique/spiral NFF), a
+triangular medial spike (``_spike_drop``), a lateral cortical beak as a solid bump
+(``_beak_height``), comminution fragments as bright chunks beside a wide fracture gap.
 Per-view nuisance (rotation, scale, shift, exposure, noise, collimation, a side marker)
 is drawn from a stream seeded by (seed, patient, view), so every image is reproducible
 on its own, whatever the number of worker processes.
@@ -143,27 +150,28 @@ def _femur(x, y, p, rng, size):
     xs = 0.52 + 0.05 * (y - 0.5)
     rs = 0.31 + 0.08 * _smoothstep((0.3 - y) / 0.08)
     att = MU_SOFT * 2.0 * _sqrt_pos(rs * rs - (x - xs) ** 2)
-    # pelvis (ilium / acetabular roof) in the top medial corner, rim around the head
+    # pelvis (ilium / acetabular roof) in the top medial corner, rim around the head; the
+    # view is zoomed on the shaft, so these (and the head) are skipped when out of frame
     head_c, head_r = (0.70, 0.125), 0.068
-    pelvis = _ellipsoid(x, y, 0.86, -0.02, 0.26, 0.13, 0.05, 0.35)
-    rim = np.exp(-((np.hypot(x - head_c[0], y - head_c[1]) - head_r * 1.22) / 0.008) ** 2)
-    rim *= (y < head_c[1] + 0.02) * (x > head_c[0] - 0.08)
     texture = 1.0 + 0.18 * _lowfreq(rng, size, 24)
-    att += MU_CANCELLOUS * pelvis * texture + 0.12 * rim
+    show_head = float(y.min()) < 0.2
+    if show_head:
+        pelvis = _ellipsoid(x, y, 0.86, -0.02, 0.26, 0.13, 0.05, 0.35)
+        rim = np.exp(-((np.hypot(x - head_c[0], y - head_c[1]) - head_r * 1.22) / 0.008) ** 2)
+        rim *= (y < head_c[1] + 0.02) * (x > head_c[0] - 0.08)
+        att += MU_CANCELLOUS * pelvis * texture + 0.12 * rim
     # proximal femur: head, neck, trochanters (cancellous with a thin cortical shell)
     sx = _shaft_axis(0.27, p)
     neck_p0 = (sx + 0.01, 0.27)
     parts_out = np.maximum.reduce([
-        _ellipsoid(x, y, head_c[0], head_c[1], head_r, head_r, head_r),
         _capsule(x, y, neck_p0, head_c, 0.043),
         _ellipsoid(x, y, sx - 0.045, 0.215, 0.062, 0.09, 0.055, -0.3),
         _ellipsoid(x, y, _shaft_axis(0.36, p) + p["radius"] * 1.05, 0.37, 0.022, 0.035, 0.02, 0.5),
-    ])
+    ] + ([_ellipsoid(x, y, head_c[0], head_c[1], head_r, head_r, head_r)] if show_head else []))
     parts_in = np.maximum.reduce([
-        _ellipsoid(x, y, head_c[0], head_c[1], head_r - 0.006, head_r - 0.006, head_r - 0.006),
         _capsule(x, y, neck_p0, head_c, 0.036),
         _ellipsoid(x, y, sx - 0.045, 0.215, 0.055, 0.083, 0.049, -0.3),
-    ])
+    ] + ([_ellipsoid(x, y, head_c[0], head_c[1], head_r - 0.006, head_r - 0.006, head_r - 0.006)] if show_head else []))
     att += (MU_CORTEX * 0.6 * np.maximum(parts_out - parts_in, 0) + MU_CANCELLOUS * parts_in * texture)
     # shaft: proximal fragment in place, distal fragment displaced
     gap = 2.0 * p["gap"] + 0.01                 # a wide, visible fracture gap

@@ -9,7 +9,11 @@ midpoint (0: identical, no evidence; 1: the defaults below):
 - ``fragments`` (comminution): Poisson(lambda_y); AFF mostly none.
 - ``spike`` (length of the oblique medial part, in shaft radii): log-normal; longer in AFF.
 - ``beaking`` (lateral cortical thickening, in cortex thicknesses): log-normal; thicker
-  in AFF, subtle in the image.
+  in AFF.
+
+The values are drawn in the image through monotone, exaggerated maps
+(``synth_images._drawn_angle``, ``_spike_drop``, ``_beak_height``); clipping happens only
+there, never here, so the densities below stay exact.
 
 >>> import numpy as np
 >>> z = draw(np.random.default_rng(0), np.array([1, 0]), strength=1.0)
