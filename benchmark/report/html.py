@@ -12,6 +12,7 @@ dataset paths::
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as _dt
 import html
 import math
@@ -298,11 +299,13 @@ def resolve_run(run: str, results_dir: Path = RESULTS_DIR) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder, or a run name under results/")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where run names are looked up (default: results/)")
+    parser.add_argument("--results", "--results-dir", dest="results_dir", type=Path, default=None,
+                        help="where run names are looked up (default: $AFF_BENCHMARK_RESULTS or results/, as for run)")
 
 
 def command(args: argparse.Namespace) -> int:
-    run_dir = resolve_run(args.run, args.results_dir)
+    results = args.results_dir or Path(os.environ.get("AFF_BENCHMARK_RESULTS", RESULTS_DIR))
+    run_dir = resolve_run(args.run, results)
     out = build_report(run_dir)
     print(f"wrote {out} and {out.with_name('findings.md')}")
     return 0
