@@ -214,6 +214,7 @@ class FoldRunner:
         self.cohort, self.cfg, self.profile, self.device, self.rd = cohort, cfg, profile, device, rd
         self.storage, self.progress = storage, progress
         self.studies: list[dict] = []
+        self.need_embeddings = False   # set by run(): a candidate reads image embeddings
         self.ctx_base = TrialContext(device=device, seed=cfg.seed, max_epochs=profile.max_epochs,
                                      image_size=profile.image_size,
                                      extra={"n_jobs": os.cpu_count() or 1, "n_threads": os.cpu_count() or 1,
@@ -305,8 +306,9 @@ class FoldRunner:
             self.progress.say(f"{label} FAILED: {row['info']}")
         else:
             try:
-                self._refit_bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
-                res.best_models = None
+                self._refit_bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models,
+                                res.best_valid_preds)
+                res.best_models = res.best_valid_preds = None
                 if res.n_failed:
                     row.update(status="partial", info=f"{res.n_failed} of {res.n_trials} trials failed: {res.fail_reasons[0]}")
             except (KeyboardInterrupt, UserError):
@@ -321,11 +323,12 @@ class FoldRunner:
         return row
 
     def _refit_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
-                   trained: list | None = None) -> None:
+                   trained: list | None = None, trained_preds: list | None = None) -> None:
         """The best params trained once per inner fold (the bag): OOF + outer-test predictions, calibrated.
 
         ``trained`` are the best trial's models from the search (same params, same seeds), used
-        instead of training again when given.
+        instead of training again when given, with ``trained_preds`` their predictions on
+        their inner-validation folds (the out-of-fold predictions, not computed twice).
         """
         y = self.cohort.y
         test_view = make_view(fold.test, False)
@@ -341,13 +344,16 @@ class FoldRunner:
                                    max_epochs=self.profile.max_epochs, image_size=self.profile.image_size,
                                    extra=dict(self.ctx_base.extra))
                 model.fit(make_view(f.train, True), make_view(f.test, True), ctx)
-            oof_prob[f.test] = model.predict_proba(make_view(f.test, False))
+            if trained_preds is not None:
+                oof_prob[f.test] = trained_preds[k]
+            else:
+                oof_prob[f.test] = model.predict_proba(make_view(f.test, False))
             oof_fold[f.test] = k
             if self.profile.mc_passes and hasattr(model, "predict_members"):
                 test_members.append(np.asarray(model.predict_members(test_view)))
             else:
                 test_members.append(np.asarray(model.predict_proba(test_view))[None, :])
-            if hasattr(model, "embed") and cand.modality == "image":
+            if self.need_embeddings and hasattr(model, "embed") and cand.modality == "image":
                 e = np.asarray(model.embed(make_view(f.test, False)), dtype=np.float32)
                 for pos, row in zip(f.test, e):
                     oof_emb[pos] = row
@@ -496,6 +502,9 @@ def run(cfg: RunConfig) -> Path:
     t0 = time.monotonic()
     progress = Progress(len(cands) * len(folds) * (profile.n_trials + 1))
     fr = FoldRunner(cohort, cfg, profile, device, rd, storage, progress)
+    from benchmark.candidates.base import get_family
+
+    fr.need_embeddings = any(get_family(c.family).consumes_embeddings for c in cands)
     studies, best = [], {}
     for cand in cands:
         for fold in folds:

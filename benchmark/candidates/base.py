@@ -119,8 +119,9 @@ class Family:
     modality: ClassVar[str] = "register"   # register | image | fusion
     uses_images: ClassVar[bool] = False
     uses_register: ClassVar[bool] = True
-    # Upstream candidates whose predictions/embeddings this family consumes (fusion).
-    consumes: ClassVar[tuple[str, ...]] = ()
+    # Fusion families that read the consumed image candidates' embeddings (not only their
+    # predictions): the runner computes image embeddings only when a run has one of these.
+    consumes_embeddings: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params

@@ -85,6 +85,7 @@ class EmbeddingReducer:
 
 class _EmbedTrees(Family):
     modality = "fusion"
+    consumes_embeddings = True
     uses_images = False
     trees: ClassVar[type[Family]]
 

@@ -293,7 +293,7 @@ class TrainConfig:
     balanced_sampler: bool = False          # draw classes equally often (with replacement)
     grad_clip: float | None = None
     target: str = "y"                       # batch key of the float 0/1 labels
-    max_samples: int | None = None          # budget: samples seen per fit (whole epochs, at least 1)
+    max_samples: int | None = None          # budget: samples seen per fit (whole epochs, at least one)
 
 
 @dataclass
@@ -383,8 +383,8 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     n = len(train)
     epochs = cfg.epochs
-    if cfg.max_samples:   # the profile's sample budget: deterministic, unlike a time limit
-        epochs = max(1, min(epochs, math.ceil(cfg.max_samples / max(n, 1))))
+    if cfg.max_samples:   # the profile's sample budget, in whole epochs (at least one); deterministic
+        epochs = max(1, min(epochs, cfg.max_samples // max(n, 1)))
     steps_per_epoch = max(1, n // batch_size)
     sched = make_scheduler(opt, cfg.schedule, steps_per_epoch * epochs, cfg.warmup_frac)
     dtype = amp_dtype(device)

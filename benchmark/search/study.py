@@ -72,6 +72,7 @@ class StudyResult:
     fail_reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     best_models: list | None = None   # the best trial's inner-fold models, when trained in this process
+    best_valid_preds: list | None = None   # and their predictions on their inner-validation folds
 
 
 def _short(exc: BaseException) -> str:
@@ -130,6 +131,7 @@ def run_study(
         params = cand.sample(trial)
         scores = []
         models = []
+        preds = []
         notes: list[str] = []
         try:
             for k, ((tr, va), fold) in enumerate(zip(views, inner)):
@@ -138,7 +140,9 @@ def run_study(
                                    trial=trial, step_offset=k * STEP_STRIDE, max_epochs=ctx_base.max_epochs,
                                    image_size=ctx_base.image_size, extra=dict(ctx_base.extra))
                 model.fit(tr, va, ctx)
-                s = score(metric, y[fold.test], model.predict_proba(va))
+                p_va = model.predict_proba(va)
+                s = score(metric, y[fold.test], p_va)
+                preds.append(p_va)
                 notes += ctx.notes
                 scores.append(s)
                 models.append(model if keep_models else None)
@@ -156,7 +160,7 @@ def run_study(
             study.tell(trial, value)
             state = "COMPLETE"
             if keep_models and value > kept["value"]:
-                kept.update(value=value, number=trial.number, models=models)
+                kept.update(value=value, number=trial.number, models=models, preds=preds)
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             value, state = None, "PRUNED"
@@ -188,9 +192,10 @@ def run_study(
     best = max(complete, key=lambda t: (t.value, -t.number))
     # The bag is the best trial's inner-fold models: reuse them when this process trained them
     # (same params and seeds as a refit would use), otherwise the runner refits.
-    best_models = kept["models"] if kept["number"] == best.number else None
+    reuse = kept["number"] == best.number
     return StudyResult(dict(best.params), float(best.value), len(done), len(failed),
-                       len(done) - len(complete) - len(failed), reasons, notes, best_models)
+                       len(done) - len(complete) - len(failed), reasons, notes,
+                       kept["models"] if reuse else None, kept.get("preds") if reuse else None)
 
 
 def trials_frame(storage: str) -> "list[dict]":
