@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.candidates.base import TrialContext
+from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.calibration import METHODS as CAL_METHODS, Calibrator
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold, inner_folds, outer_folds, stratified_subsample
@@ -215,6 +215,8 @@ class FoldRunner:
         self.storage, self.progress = storage, progress
         self.studies: list[dict] = []
         self.need_embeddings = False   # set by run(): a candidate reads image embeddings
+        self.cands: dict[str, Candidate] = {}
+        self.image_bags: dict = {}      # (repeat, fold) -> (inner score, name, bag) of the best image candidate
         self.ctx_base = TrialContext(device=device, seed=cfg.seed, max_epochs=profile.max_epochs,
                                      image_size=profile.image_size,
                                      extra={"n_jobs": os.cpu_count() or 1, "n_threads": os.cpu_count() or 1,
@@ -222,8 +224,6 @@ class FoldRunner:
                                             "max_image_samples": profile.max_image_samples})
 
     def _view_maker(self, cand: Candidate, upstream: pd.DataFrame | None):
-        from benchmark.candidates.base import get_family
-
         fam = get_family(cand.family)
         size = self.profile.image_size if getattr(fam, "uses_images", False) else None
 
@@ -252,6 +252,8 @@ class FoldRunner:
             df = df.set_index("position")
             frame = pd.DataFrame({f"{up}:prob": df["prob"], f"{up}:prob_raw": df["prob_raw"]})
             emb_path = self.rd.part(name, fold.repeat, fold.index, "emb.npz")
+            if get_family(cand.family).consumes_embeddings and self.cands[name].modality == "image":
+                self.ensure_embeddings(name, fold)
             if emb_path.exists():
                 z = np.load(emb_path)
                 emb = pd.DataFrame(z["emb"].astype(np.float32), index=z["position"],
@@ -306,9 +308,11 @@ class FoldRunner:
             self.progress.say(f"{label} FAILED: {row['info']}")
         else:
             try:
-                self._refit_bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models,
-                                res.best_valid_preds)
+                models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
+                self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds)
+                self._keep_best_image_bag(cand, fold, res.best_value, models)
                 res.best_models = res.best_valid_preds = None
+                del models
                 if res.n_failed:
                     row.update(status="partial", info=f"{res.n_failed} of {res.n_trials} trials failed: {res.fail_reasons[0]}")
             except (KeyboardInterrupt, UserError):
@@ -322,45 +326,43 @@ class FoldRunner:
             rd.write_atomic(info_path, lambda q: q.write_text(json.dumps(row, default=str)))
         return row
 
-    def _refit_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
-                   trained: list | None = None, trained_preds: list | None = None) -> None:
-        """The best params trained once per inner fold (the bag): OOF + outer-test predictions, calibrated.
+    def _bag(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
+             trained: list | None = None) -> list:
+        """The bag: the best params trained once per inner fold (or the search's own models).
 
         ``trained`` are the best trial's models from the search (same params, same seeds), used
-        instead of training again when given, with ``trained_preds`` their predictions on
-        their inner-validation folds (the out-of-fold predictions, not computed twice).
+        instead of training again when given.
+        """
+        if trained is not None:
+            return list(trained)
+        models = []
+        for k, f in enumerate(inner):
+            model = cand.build(params)
+            ctx = TrialContext(device=self.device, seed=fit_seed(seed, fold.repeat, fold.index, k), trial=None,
+                               max_epochs=self.profile.max_epochs, image_size=self.profile.image_size,
+                               extra=dict(self.ctx_base.extra))
+            models.append(model.fit(make_view(f.train, True), make_view(f.test, True), ctx))
+        return models
+
+    def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,
+                     oof_preds: list | None = None) -> None:
+        """OOF + outer-test predictions of the bag, calibrated on the OOF part; written as a part.
+
+        ``oof_preds`` are the members' predictions on their inner-validation folds when the
+        search already made them (not computed twice).
         """
         y = self.cohort.y
         test_view = make_view(fold.test, False)
         oof_prob = np.full(len(y), np.nan)
         oof_fold = np.full(len(y), -1)
-        test_members, oof_emb, test_emb = [], {}, []
-        for k, f in enumerate(inner):
-            if trained is not None:
-                model = trained[k]
-            else:
-                model = cand.build(params)
-                ctx = TrialContext(device=self.device, seed=fit_seed(seed, fold.repeat, fold.index, k), trial=None,
-                                   max_epochs=self.profile.max_epochs, image_size=self.profile.image_size,
-                                   extra=dict(self.ctx_base.extra))
-                model.fit(make_view(f.train, True), make_view(f.test, True), ctx)
-            if trained_preds is not None:
-                oof_prob[f.test] = trained_preds[k]
-            else:
-                oof_prob[f.test] = model.predict_proba(make_view(f.test, False))
+        test_members = []
+        for k, (f, model) in enumerate(zip(inner, models)):
+            oof_prob[f.test] = oof_preds[k] if oof_preds is not None else model.predict_proba(make_view(f.test, False))
             oof_fold[f.test] = k
             if self.profile.mc_passes and hasattr(model, "predict_members"):
                 test_members.append(np.asarray(model.predict_members(test_view)))
             else:
                 test_members.append(np.asarray(model.predict_proba(test_view))[None, :])
-            if self.need_embeddings and hasattr(model, "embed") and cand.modality == "image":
-                e = np.asarray(model.embed(make_view(f.test, False)), dtype=np.float32)
-                for pos, row in zip(f.test, e):
-                    oof_emb[pos] = row
-                test_emb.append(np.asarray(model.embed(test_view), dtype=np.float32))
-            if trained is not None:
-                trained[k] = None
-            del model
         members = np.concatenate(test_members, axis=0)             # (n_members, n_test)
         tr = fold.train
         cal = Calibrator(self.cfg.calibration).fit(oof_prob[tr], y[tr])
@@ -380,11 +382,48 @@ class FoldRunner:
         cal_members = cal.transform(members)
         rows["members"] = [[float(v)] for v in rows["prob"].iloc[: len(tr)]] + [list(map(float, col)) for col in cal_members.T]
         self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index), lambda q: rows.to_parquet(q, index=False))
-        if oof_emb:
-            pos = np.concatenate([tr, fold.test])
-            emb = np.stack([oof_emb[i] for i in tr] + list(np.mean(test_emb, axis=0)))
-            self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index, "emb.npz"),
-                                 lambda q: np.savez(open(q, "wb"), position=pos, emb=emb.astype(np.float16)))
+
+    def _keep_best_image_bag(self, cand: Candidate, fold: Fold, value: float, models: list) -> None:
+        """Hold the bag of the best image candidate so far (by inner-CV score) for its embeddings."""
+        key = (fold.repeat, fold.index)
+        if cand.modality != "image" or not self.need_embeddings or not hasattr(models[0], "embed"):
+            return
+        if key not in self.image_bags or value > self.image_bags[key][0]:
+            self.image_bags[key] = (value, cand.name, models)
+
+    def ensure_embeddings(self, name: str, fold: Fold) -> None:
+        """Embeddings of image candidate ``name`` for one outer fold, computed once, when consumed.
+
+        Outer-train patients get the embedding from the bag member that did not train on them,
+        outer-test patients the members' mean. The bag is the one held from this process, or is
+        trained again from the stored best params (after --resume).
+        """
+        path = self.rd.part(name, fold.repeat, fold.index, "emb.npz")
+        if path.exists():
+            return
+        cand = self.cands[name]
+        inner = inner_folds(self.cohort.y, fold.train, n_folds=self.profile.inner_folds, seed=self.cfg.seed,
+                            repeat=fold.repeat, outer_index=fold.index)
+        make_view = self._view_maker(cand, None)
+        held = self.image_bags.get((fold.repeat, fold.index))
+        if held is not None and held[1] == name:
+            models = held[2]
+        else:
+            info = json.loads(self.rd.part(name, fold.repeat, fold.index, "json").read_text())
+            seed = stable_seed(self.cfg.seed, name, fold.repeat, fold.index)
+            models = self._bag(cand, fold, inner, json.loads(info["best_params"]), make_view, seed)
+        if not hasattr(models[0], "embed"):
+            return
+        test_view = make_view(fold.test, False)
+        oof = {}
+        test_emb = []
+        for f, model in zip(inner, models):
+            e = np.asarray(model.embed(make_view(f.test, False)), dtype=np.float32)
+            oof.update(zip(f.test.tolist(), e))
+            test_emb.append(np.asarray(model.embed(test_view), dtype=np.float32))
+        pos = np.concatenate([fold.train, fold.test])
+        emb = np.stack([oof[i] for i in fold.train.tolist()] + list(np.mean(test_emb, axis=0)))
+        self.rd.write_atomic(path, lambda q: np.savez(open(q, "wb"), position=pos, emb=emb.astype(np.float16)))
 
 
 # ---- the whole run --------------------------------------------------------------------------
@@ -502,9 +541,8 @@ def run(cfg: RunConfig) -> Path:
     t0 = time.monotonic()
     progress = Progress(len(cands) * len(folds) * (profile.n_trials + 1))
     fr = FoldRunner(cohort, cfg, profile, device, rd, storage, progress)
-    from benchmark.candidates.base import get_family
-
     fr.need_embeddings = any(get_family(c.family).consumes_embeddings for c in cands)
+    fr.cands = {c.name: c for c in cands}
     studies, best = [], {}
     for cand in cands:
         for fold in folds:
