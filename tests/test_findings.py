@@ -181,3 +181,10 @@ def test_lower_uncertainty_with_calibration_kept_is_called_earned(make_run, tmp_
     text = write_findings(run)
     assert "uncertainty is lower and, as far as these tests show, earned" in text
     assert _untraceable(text, _allowed_numbers(run)) == []
+
+
+def test_significantly_worse_fusion_is_called_worse_not_insignificant(make_run, tmp_path):
+    text = write_findings(make_run(fusion_verdict="reference_better", fusion_p_holm=0.01))
+    q3 = text.split("## Q3")[1].split("## Caveats")[0]
+    assert "Worse than" in q3 and "Holm-adjusted p = 0.010" in q3.split("Worse than")[1].split("\n")[0]
+    assert "Not significant after Holm adjustment" not in q3.split("Worse than")[1].split("\n")[0]

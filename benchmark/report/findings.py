@@ -183,6 +183,12 @@ def _significant(c: pd.Series) -> bool:
     return c.get("verdict") == "candidate_better" and not math.isnan(p) and p < ALPHA
 
 
+def _significantly_worse(c: pd.Series) -> bool:
+    """Holm-adjusted evidence that the reference is better than the candidate."""
+    p = _num(c.get("p_holm"))
+    return c.get("verdict") == "reference_better" and not math.isnan(p) and p < ALPHA
+
+
 def _comparison_sentence(c: pd.Series) -> str:
     test = str(c.get("test", "")).strip()
     test = {"delong": "DeLong", "bootstrap": "paired bootstrap", "wilcoxon": "Wilcoxon"}.get(test, test or "paired test")
@@ -312,7 +318,11 @@ def _q3(lb: pd.DataFrame, comp: pd.DataFrame | None) -> list[str]:
                 f"The largest difference is {top['candidate']}'s, {_comparison_sentence(top)}."
             )
         others = auc[~auc["candidate"].isin([c["candidate"] for c in winners])]
-        rest = [f"{c['candidate']}: {_comparison_sentence(c)}" for _, c in others.iterrows()]
+        worse = [c for _, c in others.iterrows() if _significantly_worse(c)]
+        rest = [f"{c['candidate']}: {_comparison_sentence(c)}" for _, c in others.iterrows() if not _significantly_worse(c)]
+        if worse:
+            lines.append(f"Worse than {ref} after Holm adjustment: "
+                         + "; ".join(f"{c['candidate']}: {_comparison_sentence(c)}" for c in worse) + ".")
         if winners and rest:
             lines.append("Not significant after Holm adjustment: " + "; ".join(rest) + ".")
         other_ref = comp[comp["metric"].eq("auc") & comp["reference"].ne(ref) & comp["candidate"].isin(fusion["candidate"])]
