@@ -19,7 +19,7 @@ space:
 PROFILE_YAML = """
 tiny:
   description: test profile
-  outer_folds: 3
+  outer_folds: {outer_folds}
   inner_folds: 2
   repeats: 1
   n_trials: {n_trials}
@@ -54,10 +54,11 @@ def write_register_dataset(root: Path, *, n: int = 150, n_pos: int = 30, seed: i
     return root / "dataset.yaml"
 
 
-def write_spaces(root: Path, *, n_trials: int = 3, extra: dict[str, str] | None = None) -> Path:
+def write_spaces(root: Path, *, n_trials: int = 3, outer_folds: int = 3, extra: dict[str, str] | None = None) -> Path:
+    """A spaces folder with the probe candidate, a ``tiny`` profile and ``extra`` candidate files."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "probe.yaml").write_text(PROBE_YAML.format(fixed=""))
-    (root / "profiles.yaml").write_text(PROFILE_YAML.format(n_trials=n_trials))
+    (root / "profiles.yaml").write_text(PROFILE_YAML.format(n_trials=n_trials, outer_folds=outer_folds))
     for name, text in (extra or {}).items():
         (root / f"{name}.yaml").write_text(text)
     return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.runner import RunConfig, run
+from runner_helpers import write_spaces
 
 NAME = "Lindqvist"
 ID_PREFIX = "19380612-"
@@ -25,28 +26,11 @@ consumes: [best_image, best_register]
 space:
   weight: {type: float, low: 0.0, high: 1.0}
 """
-PROFILE = """
-tiny:
-  outer_folds: 2
-  inner_folds: 2
-  repeats: 1
-  n_trials: 2
-  study_timeout_s: 600
-  max_epochs: 2
-  image_size: 16
-  max_patients: null
-  bootstrap: 20
-  mc_passes: 0
-"""
 
 
 def test_planted_identifiers_appear_in_no_output_file(tiny_dataset, tmp_path):
     ds = tiny_dataset(n_pos=8, n_neg=12, planted_name=NAME, id_prefix=ID_PREFIX, oracle=True)
-    spaces = tmp_path / "spaces"
-    spaces.mkdir()
-    (spaces / "tiny_cnn.yaml").write_text(TINY_CNN)
-    (spaces / "late.yaml").write_text(LATE)
-    (spaces / "profiles.yaml").write_text(PROFILE)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=2, extra={"tiny_cnn": TINY_CNN, "late": LATE})
     out = run(RunConfig(candidates=["logreg", "tiny_cnn", "late"], data=str(ds.yaml), profile="tiny",
                         device="cpu", spaces=[str(spaces)], results_dir=str(tmp_path / "results"), run="private"))
     files = [p for p in Path(out).rglob("*") if p.is_file()]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.runner import RunConfig, run
+from runner_helpers import write_spaces
 
 CNN = """
 name: {name}
@@ -26,29 +27,11 @@ fixed: {n_estimators: 50, n_components: 2}
 space:
   learning_rate: {type: float, low: 0.05, high: 0.3, log: true}
 """
-PROFILE = """
-tiny:
-  outer_folds: 2
-  inner_folds: 2
-  repeats: 1
-  n_trials: 1
-  study_timeout_s: 600
-  max_epochs: 2
-  image_size: 16
-  max_patients: null
-  bootstrap: 20
-  mc_passes: 0
-"""
 
 
 def test_embeddings_come_only_from_the_best_image_candidate_and_reach_the_trees(tiny_dataset, tmp_path):
     ds = tiny_dataset(n_pos=8, n_neg=12)
-    spaces = tmp_path / "spaces"
-    spaces.mkdir()
-    (spaces / "cnn_a.yaml").write_text(CNN.format(name="cnn_a", lr=0.001))
-    (spaces / "cnn_b.yaml").write_text(CNN.format(name="cnn_b", lr=0.01))
-    (spaces / "emb.yaml").write_text(EMBED)
-    (spaces / "profiles.yaml").write_text(PROFILE)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2, extra={"cnn_a": CNN.format(name="cnn_a", lr=0.001), "cnn_b": CNN.format(name="cnn_b", lr=0.01), "emb": EMBED})
     # the fusion candidate is listed first: the runner still runs its inputs before it
     out = Path(run(RunConfig(candidates=["emb", "cnn_a", "cnn_b"], data=str(ds.yaml), profile="tiny", device="cpu",
                              spaces=[str(spaces)], results_dir=str(tmp_path / "results"), run="emb")))
