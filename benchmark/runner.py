@@ -216,12 +216,21 @@ class FoldRunner:
         self.studies: list[dict] = []
         self.need_embeddings = False   # set by run(): a candidate reads image embeddings
         self.cands: dict[str, Candidate] = {}
-        self.image_bags: dict = {}      # (repeat, fold) -> (inner score, name, bag) of the best image candidate
+        # (modality, repeat, fold) -> (inner-CV score, name) of the best image / register candidate so far
+        self.best: dict = {}
+        self.image_bags: dict = {}      # (repeat, fold) -> (name, bag) of that best image candidate
         self.ctx_base = TrialContext(device=device, seed=cfg.seed, max_epochs=profile.max_epochs,
                                      image_size=profile.image_size,
                                      extra={"n_jobs": os.cpu_count() or 1, "n_threads": os.cpu_count() or 1,
                                             "mc_passes": profile.mc_passes,
                                             "max_image_samples": profile.max_image_samples})
+
+    def inner(self, fold: Fold) -> list[Fold]:
+        """The inner folds of an outer fold: the same for the search, the bag, embeddings and folds.csv."""
+        return inner_fold_list(self.cohort.y, fold, self.profile, self.cfg.seed)
+
+    def study_seed(self, name: str, fold: Fold) -> int:
+        return stable_seed(self.cfg.seed, name, fold.repeat, fold.index)
 
     def _view_maker(self, cand: Candidate, upstream: pd.DataFrame | None):
         fam = get_family(cand.family)
@@ -235,7 +244,30 @@ class FoldRunner:
 
         return make
 
-    def upstream_for(self, cand: Candidate, fold: Fold, best: dict) -> pd.DataFrame | None:
+    def best_name(self, role: str, fold: Fold) -> str | None:
+        """The candidate playing ``role`` (best_image / best_register) in this fold, by inner-CV score."""
+        hit = self.best.get((ROLES[role], fold.repeat, fold.index))
+        return None if hit is None else hit[1]
+
+    def _record_best(self, cand: Candidate, row: dict, models: list | None) -> None:
+        """Update the best image / register candidate of the row's fold (ties: the earlier one).
+
+        For the best image candidate the bag is held when a fusion candidate will read its
+        embeddings; without a bag (reused after --resume) ``ensure_embeddings`` trains it again.
+        """
+        if cand.modality not in ("image", "register") or row["status"] == "failed":
+            return
+        key = (cand.modality, row["repeat"], row["outer_fold"])
+        if key in self.best and not row["best_value"] > self.best[key][0]:
+            return
+        self.best[key] = (row["best_value"], cand.name)
+        if cand.modality == "image" and self.need_embeddings:
+            if models and hasattr(models[0], "embed"):
+                self.image_bags[key[1:]] = (cand.name, models)
+            else:
+                self.image_bags.pop(key[1:], None)
+
+    def upstream_for(self, cand: Candidate, fold: Fold) -> pd.DataFrame | None:
         """Predictions (and embeddings) of consumed candidates, indexed by cohort position.
 
         Outer-train patients get the consumed bag's inner out-of-fold values, outer-test
@@ -245,7 +277,7 @@ class FoldRunner:
             return None
         cols = []
         for up in cand.consumes:
-            name = best.get((ROLES[up], fold.repeat, fold.index)) if up in ROLES else up
+            name = self.best_name(up, fold) if up in ROLES else up
             if name is None:
                 raise RuntimeError(f"no finished {up} candidate for repeat {fold.repeat} fold {fold.index}")
             df = pd.read_parquet(self.rd.part(name, fold.repeat, fold.index))
@@ -261,11 +293,10 @@ class FoldRunner:
                 frame = frame.join(emb)
             cols.append(frame)
         out = pd.concat(cols, axis=1)
-        out.attrs["sources"] = {up: (best.get((ROLES[up], fold.repeat, fold.index)) if up in ROLES else up)
-                                for up in cand.consumes}
+        out.attrs["sources"] = {up: (self.best_name(up, fold) if up in ROLES else up) for up in cand.consumes}
         return out
 
-    def run_fold(self, cand: Candidate, fold: Fold, best: dict) -> dict:
+    def run_fold(self, cand: Candidate, fold: Fold) -> dict:
         """Search, refit the bag, calibrate, write the part; returns the studies.csv row."""
         rd, p = self.rd, self.profile
         part = rd.part(cand.name, fold.repeat, fold.index)
@@ -273,15 +304,15 @@ class FoldRunner:
         if part.exists() and info_path.exists():
             self.progress.unit_done(p.n_trials + 1)
             row = json.loads(info_path.read_text())
+            self._record_best(cand, row, None)
             self.progress.say(f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{p.outer_folds}: reused from an earlier run")
             return row
         t0 = time.monotonic()
         y = self.cohort.y
-        inner = inner_folds(y, fold.train, n_folds=p.inner_folds, seed=self.cfg.seed, repeat=fold.repeat,
-                            outer_index=fold.index)
-        upstream = self.upstream_for(cand, fold, best)
+        inner = self.inner(fold)
+        upstream = self.upstream_for(cand, fold)
         make_view = self._view_maker(cand, upstream)
-        seed = stable_seed(self.cfg.seed, cand.name, fold.repeat, fold.index)
+        seed = self.study_seed(cand.name, fold)
         label = f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{p.outer_folds}"
         state = {"best": None}
 
@@ -310,7 +341,7 @@ class FoldRunner:
             try:
                 models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
                 self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds)
-                self._keep_best_image_bag(cand, fold, res.best_value, models)
+                self._record_best(cand, row, models)
                 res.best_models = res.best_valid_preds = None
                 del models
                 if res.n_failed:
@@ -383,14 +414,6 @@ class FoldRunner:
         rows["members"] = [[float(v)] for v in rows["prob"].iloc[: len(tr)]] + [list(map(float, col)) for col in cal_members.T]
         self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index), lambda q: rows.to_parquet(q, index=False))
 
-    def _keep_best_image_bag(self, cand: Candidate, fold: Fold, value: float, models: list) -> None:
-        """Hold the bag of the best image candidate so far (by inner-CV score) for its embeddings."""
-        key = (fold.repeat, fold.index)
-        if cand.modality != "image" or not self.need_embeddings or not hasattr(models[0], "embed"):
-            return
-        if key not in self.image_bags or value > self.image_bags[key][0]:
-            self.image_bags[key] = (value, cand.name, models)
-
     def ensure_embeddings(self, name: str, fold: Fold) -> None:
         """Embeddings of image candidate ``name`` for one outer fold, computed once, when consumed.
 
@@ -402,16 +425,15 @@ class FoldRunner:
         if path.exists():
             return
         cand = self.cands[name]
-        inner = inner_folds(self.cohort.y, fold.train, n_folds=self.profile.inner_folds, seed=self.cfg.seed,
-                            repeat=fold.repeat, outer_index=fold.index)
+        inner = self.inner(fold)
         make_view = self._view_maker(cand, None)
         held = self.image_bags.get((fold.repeat, fold.index))
-        if held is not None and held[1] == name:
-            models = held[2]
+        if held is not None and held[0] == name:
+            models = held[1]
         else:
             info = json.loads(self.rd.part(name, fold.repeat, fold.index, "json").read_text())
-            seed = stable_seed(self.cfg.seed, name, fold.repeat, fold.index)
-            models = self._bag(cand, fold, inner, json.loads(info["best_params"]), make_view, seed)
+            models = self._bag(cand, fold, inner, json.loads(info["best_params"]), make_view,
+                               self.study_seed(name, fold))
         if not hasattr(models[0], "embed"):
             return
         test_view = make_view(fold.test, False)
@@ -428,7 +450,7 @@ class FoldRunner:
 
 # ---- the whole run --------------------------------------------------------------------------
 
-def oracle_rows(cohort: Cohort, positions: np.ndarray, folds: list[Fold]) -> pd.DataFrame:
+def oracle_rows(cohort: Cohort, folds: list[Fold]) -> pd.DataFrame:
     if cohort.oracle is None:
         return pd.DataFrame()
     out = []
@@ -510,7 +532,6 @@ def run(cfg: RunConfig) -> Path:
 
     n_in_file = cohort.n_patients
     cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
-    positions = np.arange(cohort.n_patients)
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
 
     rd = RunDir(run_path)
@@ -520,8 +541,8 @@ def run(cfg: RunConfig) -> Path:
     manifest = {
         "run": run_path.name, "command": cfg.command, "config": cfg.__dict__, "profile_name": profile.name,
         "profile": profile.as_dict(), "seed": cfg.seed, "versions": _versions(), "hardware": _hardware(device),
-        "dataset": {"name": cohort.name, "fingerprint": cohort.fingerprint, "n_patients": int(len(positions)),
-                    "n_pos": int(cohort.y[positions].sum()), "synthetic": cohort.oracle is not None,
+        "dataset": {"name": cohort.name, "fingerprint": cohort.fingerprint, "n_patients": cohort.n_patients,
+                    "n_pos": int(cohort.y.sum()), "synthetic": cohort.oracle is not None,
                     "n_patients_in_file": n_in_file},
         "candidates": [c.name for c in cands], "storage": "optuna.db" if cfg.storage is None else "external",
         "started": started, "status": "running",
@@ -537,42 +558,27 @@ def run(cfg: RunConfig) -> Path:
     _write_folds(run_path, cohort, folds, cfg, profile)
 
     print(f"run {run_path.name}: {len(cands)} candidates x {len(folds)} outer folds, profile {profile.name}, "
-          f"device {device}, {len(positions)} patients ({int(cohort.y[positions].sum())} AFF)", flush=True)
+          f"device {device}, {cohort.n_patients} patients ({int(cohort.y.sum())} AFF)", flush=True)
     t0 = time.monotonic()
     progress = Progress(len(cands) * len(folds) * (profile.n_trials + 1))
     fr = FoldRunner(cohort, cfg, profile, device, rd, storage, progress)
     fr.need_embeddings = any(get_family(c.family).consumes_embeddings for c in cands)
     fr.cands = {c.name: c for c in cands}
-    studies, best = [], {}
-    for cand in cands:
-        for fold in folds:
-            row = fr.run_fold(cand, fold, best)
-            studies.append(row)
-        _update_best(best, studies, cands)
-    finish_run(rd, cohort, positions, folds, studies, cands, profile, storage, manifest, time.monotonic() - t0)
+    studies = [fr.run_fold(cand, fold) for cand in cands for fold in folds]
+    finish_run(rd, cohort, folds, studies, cands, profile, storage, manifest, time.monotonic() - t0)
     return run_path
 
 
-def _update_best(best: dict, studies: list[dict], cands: list[Candidate]) -> None:
-    """Best image / register candidate per repeat x outer fold, by inner-CV score only."""
-    modality = {c.name: c.modality for c in cands}
-    for row in studies:
-        mod = modality[row["candidate"]]
-        if mod not in ("image", "register") or row["status"] == "failed":
-            continue
-        key = (mod, row["repeat"], row["outer_fold"])
-        cur = best.get(key)
-        cur_val = next((r["best_value"] for r in studies if r["candidate"] == cur and
-                        (r["repeat"], r["outer_fold"]) == key[1:]), -np.inf) if cur else -np.inf
-        if row["best_value"] > cur_val:
-            best[key] = row["candidate"]
+def inner_fold_list(y: np.ndarray, fold: Fold, profile: Profile, seed: int) -> list[Fold]:
+    """The inner folds of one outer fold (deterministic for the run's seed)."""
+    return inner_folds(y, fold.train, n_folds=profile.inner_folds, seed=seed, repeat=fold.repeat,
+                       outer_index=fold.index)
 
 
 def _write_folds(run_path: Path, cohort: Cohort, folds: list[Fold], cfg: RunConfig, profile: Profile) -> None:
     rows = []
     for f in folds:
-        inner = inner_folds(cohort.y, f.train, n_folds=profile.inner_folds, seed=cfg.seed, repeat=f.repeat,
-                            outer_index=f.index)
+        inner = inner_fold_list(cohort.y, f, profile, cfg.seed)
         inner_of = {int(p): k for k, i in enumerate(inner) for p in i.test}
         for p in f.train:
             rows.append((f.repeat, f.index, cohort.keys[p], "train", inner_of[int(p)]))
@@ -582,7 +588,7 @@ def _write_folds(run_path: Path, cohort: Cohort, folds: list[Fold], cfg: RunConf
         run_path / "folds.csv", index=False)
 
 
-def finish_run(rd: RunDir, cohort: Cohort, positions: np.ndarray, folds: list[Fold], studies: list[dict],
+def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict],
                cands: list[Candidate], profile: Profile, storage: str, manifest: dict, wall_s: float) -> None:
     """Gather the parts into the run's tables and build the report."""
     from benchmark.evaluate.compare import compare_candidates
@@ -591,7 +597,7 @@ def finish_run(rd: RunDir, cohort: Cohort, positions: np.ndarray, folds: list[Fo
 
     parts = [pd.read_parquet(p) for p in sorted(rd.parts.glob("*.parquet"))
              if p.name.split("__")[0] in {c.name for c in cands}]
-    pred = pd.concat(parts + [oracle_rows(cohort, positions, folds)], ignore_index=True)
+    pred = pd.concat(parts + [oracle_rows(cohort, folds)], ignore_index=True)
     pred = add_uncertainty(pred.drop(columns=["position"]))
     rd.write_atomic(rd.path / "predictions.parquet", lambda q: pred.to_parquet(q, index=False))
     st = pd.DataFrame(studies)
