@@ -22,3 +22,10 @@ def where(path, row=None, column=None) -> str:
     if column is not None:
         parts.append(f"column {column!r}")
     return ", ".join(parts)
+
+
+def yaml_problem(path, exc) -> str:
+    """One line for a YAML syntax error: ``dataset.yaml, line 4: not valid YAML (...); fix the syntax``."""
+    mark = getattr(exc, "problem_mark", None)
+    line = f", line {mark.line + 1}" if mark is not None else ""
+    return f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or 'syntax error'}); fix the syntax"
