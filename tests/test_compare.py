@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from benchmark.evaluate import metrics as M
+from benchmark.evaluate import weighted as wt
 from benchmark.evaluate.compare import (
     COMPARISON_COLUMNS, bootstrap_p, compare_candidates, delong_auc_variance, delong_roc_test, holm, verdict,
 )
@@ -44,7 +44,7 @@ def test_delong_variance_agrees_with_a_large_stratified_bootstrap():
     y = (np.arange(400) < 80).astype(float)
     p = expit(1.2 * y + rng.normal(size=400))
     auc, var = delong_auc_variance(y, p)
-    boot = M.w_auc(y, p, M.stratified_counts(y, 4000, rng))
+    boot = wt.w_auc(y, p, wt.stratified_counts(y, 4000, rng))
     assert auc == pytest.approx(boot.mean(), abs=0.005)
     assert var == pytest.approx(boot.var(), rel=0.15)
 

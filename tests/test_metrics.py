@@ -7,6 +7,7 @@ from scipy.optimize import brentq, minimize
 from scipy.special import expit, logit
 
 from benchmark.evaluate import metrics as M
+from benchmark.evaluate import weighted as wt
 
 
 def test_ece_equal_mass_bins_hand_computed():
@@ -120,7 +121,7 @@ def test_binary_metrics_single_class_gives_nan_auc_not_an_exception():
 
 def test_stratified_counts_keep_class_sizes():
     y = np.array([1] * 7 + [0] * 30)
-    W = M.stratified_counts(y, 50, np.random.default_rng(0))
+    W = wt.stratified_counts(y, 50, np.random.default_rng(0))
     assert W.shape == (50, 37)
     assert (W[:, y == 1].sum(1) == 7).all() and (W[:, y == 0].sum(1) == 30).all()
 
@@ -130,15 +131,15 @@ def test_weighted_metrics_equal_sklearn_on_expanded_resamples():
     n = 300
     y = (rng.random(n) < 0.2).astype(float)
     p = np.round(np.clip(rng.beta(2, 5, n) + 0.3 * y, 0, 1), 2)  # rounded: ties on purpose
-    W = M.stratified_counts(y, 20, rng)
-    rank = M.w_rank_metrics(y, p, W)
-    a, b = M.w_calibration(y, p, W)
-    cm = M.confusion_metrics(*M.w_confusion(y, p >= 0.5, W))
+    W = wt.stratified_counts(y, 20, rng)
+    rank = wt.w_rank_metrics(y, p, W)
+    a, b = wt.w_calibration(y, p, W)
+    cm = wt.confusion_metrics(*wt.w_confusion(y, p >= 0.5, W))
     for r in range(W.shape[0]):
         idx = np.repeat(np.arange(n), W[r])
         ref = M.binary_metrics(y[idx], p[idx])
         got = {**{k: v[r] for k, v in rank.items() if k != "ece"}, **{k: v[r] for k, v in cm.items()},
-               "brier": M.w_brier(y, p, W[r:r + 1])[0], "log_loss": M.w_log_loss(y, p, W[r:r + 1])[0],
+               "brier": wt.w_brier(y, p, W[r:r + 1])[0], "log_loss": wt.w_log_loss(y, p, W[r:r + 1])[0],
                "cal_intercept": a[r], "cal_slope": b[r]}
         for k, v in got.items():
             assert v == pytest.approx(ref[k], abs=1e-6), k
@@ -149,10 +150,10 @@ def test_weighted_ece_and_aurc_equal_plain_versions_on_expanded_resamples():
     n = 200
     y = (rng.random(n) < 0.3).astype(float)
     p, u = rng.random(n), rng.random(n)  # continuous: no ties in the sort
-    W = M.stratified_counts(y, 10, rng)
+    W = wt.stratified_counts(y, 10, rng)
     err = ((p >= 0.5) != y).astype(float)
-    ece_w = M.w_ece(y, p, W, n_bins=7)
-    sel = M.w_selective_metrics(err, u, W)
+    ece_w = wt.w_ece(y, p, W, n_bins=7)
+    sel = wt.w_selective_metrics(err, u, W)
     for r in range(W.shape[0]):
         idx = np.repeat(np.arange(n), W[r])
         assert ece_w[r] == pytest.approx(M.ece(y[idx], p[idx], n_bins=7), abs=1e-12)
@@ -167,8 +168,8 @@ def test_shuffled_labels_auc_bootstrap_ci_covers_one_half():
     n = 600
     p = rng.random(n)
     y = rng.permutation((np.arange(n) < 60).astype(float))
-    W = M.stratified_counts(y, 1000, rng)
-    auc = M.w_auc(y, p, W)
+    W = wt.stratified_counts(y, 1000, rng)
+    auc = wt.w_auc(y, p, W)
     lo, hi = np.percentile(auc, [2.5, 97.5])
     assert lo < 0.5 < hi
 
@@ -180,6 +181,6 @@ def test_uninformative_uncertainty_has_error_auroc_near_half_and_informative_one
     y = (rng.random(n) < p).astype(float)
     err = ((p >= 0.5) != y).astype(float)
     ones = np.ones((1, n))
-    random_u = M.w_selective_metrics(err, rng.random(n), ones)["error_auroc"][0]
-    entropy_u = M.w_selective_metrics(err, -np.abs(p - 0.5), ones)["error_auroc"][0]
+    random_u = wt.w_selective_metrics(err, rng.random(n), ones)["error_auroc"][0]
+    entropy_u = wt.w_selective_metrics(err, -np.abs(p - 0.5), ones)["error_auroc"][0]
     assert abs(random_u - 0.5) < 0.05 and entropy_u > 0.65

@@ -31,8 +31,9 @@ import pandas as pd
 from scipy import stats
 
 from benchmark.errors import UserError
-from benchmark.evaluate import metrics as M
+from benchmark.evaluate import weighted as wt
 from benchmark.evaluate.leaderboard import PatientTable, validate_predictions, weighted_metrics
+from benchmark.protocol import ROLES
 
 COMPARISON_COLUMNS: tuple[str, ...] = (
     "candidate", "reference", "reference_role", "metric", "value_candidate", "value_reference",
@@ -42,7 +43,6 @@ HIGHER_IS_BETTER = {"auc": True, "ap": True, "brier": False, "log_loss": False, 
                     "entropy_mean": False, "mutual_info_mean": False}
 TEST_OF = {"auc": "delong", "ap": "bootstrap", "brier": "bootstrap", "log_loss": "bootstrap",
            "ece": "bootstrap", "entropy_mean": "wilcoxon", "mutual_info_mean": "wilcoxon"}
-ROLES = {"best_image": "image", "best_register": "register"}
 
 
 # ------------------------------------------------------------------------------ DeLong
@@ -192,14 +192,9 @@ def compare_pair(pred: pd.DataFrame, cand: str, ref: str, *, n_boot: int, seed: 
     va, vb = weighted_metrics(ta, ones, n_bins=n_bins, only=names), weighted_metrics(tb, ones, n_bins=n_bins, only=names)
     diffs: dict[str, list[np.ndarray]] = {m: [] for m in names}
     if n_boot > 0:
-        key = (hash("\x1f".join(ta.patient)), n_boot, seed)
-        cache = {} if counts_cache is None else counts_cache
-        if key not in cache:
-            cache[key] = M.stratified_counts(y, n_boot, np.random.default_rng(seed))
-        counts = cache[key]
-        chunk = max(1, 1_000_000 // max(y.size, 1))
-        for s in range(0, n_boot, chunk):
-            W = counts[s:s + chunk]
+        counts = wt.resample_counts(ta.patient, y, n_boot, seed, counts_cache)
+        for part in wt.chunks(n_boot, y.size):
+            W = counts[part]
             da, db = weighted_metrics(ta, W, n_bins=n_bins, only=names), weighted_metrics(tb, W, n_bins=n_bins, only=names)
             for m in names:
                 diffs[m].append(da[m] - db[m])

@@ -36,8 +36,10 @@ import pandas as pd
 
 from benchmark.errors import UserError
 from benchmark.evaluate import conformal
-from benchmark.evaluate import metrics as M
+from benchmark.evaluate import weighted as wt
+from benchmark.evaluate.metrics import youden_threshold
 from benchmark.evaluate.uncertainty import UNCERTAINTY_COLUMNS, add_uncertainty
+from benchmark.protocol import ORACLE_OF
 
 METRICS: tuple[str, ...] = (
     "auc", "ap", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
@@ -58,9 +60,7 @@ FOLD_METRIC_COLUMNS: tuple[str, ...] = ("candidate", "repeat", "outer_fold", "me
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "candidate", "family", "modality", "repeat", "outer_fold", "set", "patient", "y", "prob",
 )
-ORACLE_OF = {"register": "oracle_register", "image": "oracle_image", "fusion": "oracle_both"}
 CONFORMAL_LEVELS = {90: 0.10, 95: 0.05}
-_CELLS = 1_000_000  # resamples x patients per chunk (bounds memory to tens of MB)
 
 
 @dataclass
@@ -88,7 +88,7 @@ def validate_predictions(pred: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in pred.columns]
     if missing:
         raise UserError(f"predictions.parquet lacks column(s) {missing}; "
-                        "write the table in the format of the run folder (see DESIGN.md).")
+                        "write the table in the format of the run folder (see docs/design.md).")
     bad_set = ~pred["set"].isin(["test", "oof"])
     if bad_set.any():
         raise UserError(f"predictions.parquet, column 'set', row {int(np.flatnonzero(bad_set)[0])}: "
@@ -121,7 +121,7 @@ def weighted_metrics(t: PatientTable, W: np.ndarray, *, n_bins: int = 10,
     # every metric that is a mean over patients: one matrix product
     cols: dict[str, np.ndarray] = {
         "y": y, "tp": y * hard, "fp": (1 - y) * hard, "tn": (1 - y) * (1 - hard), "fn": y * (1 - hard),
-        "brier": M.brier_terms(y, p), "log_loss": M.log_loss_terms(y, p),
+        "brier": wt.brier_terms(y, p), "log_loss": wt.log_loss_terms(y, p),
         "entropy_mean": t.entropy, "mutual_info_mean": t.mutual_info, "member_std_mean": t.member_std,
     }
     thr_ok = not np.isnan(t.hard_thr).any()
@@ -134,13 +134,13 @@ def weighted_metrics(t: PatientTable, W: np.ndarray, *, n_bins: int = 10,
             cols[f"c{level}_pos"], cols[f"c{level}_neg"] = hit * y, hit * (1 - y)
             cols[f"c{level}_single"] = (sets.sum(1) == 1).astype(float)
     names = list(cols)
-    means = dict(zip(names, M.w_means(np.column_stack([cols[k] for k in names]), W).T))
-    cm = M.confusion_metrics(means["tp"], means["fp"], means["tn"], means["fn"])
+    means = dict(zip(names, wt.w_means(np.column_stack([cols[k] for k in names]), W).T))
+    cm = wt.confusion_metrics(means["tp"], means["fp"], means["tn"], means["fn"])
     out.update(cm)
     for k in ("brier", "log_loss", "entropy_mean", "mutual_info_mean", "member_std_mean"):
         out[k] = means[k]
     if thr_ok:
-        cm = M.confusion_metrics(means["tp_thr"], means["fp_thr"], means["tn_thr"], means["fn_thr"])
+        cm = wt.confusion_metrics(means["tp_thr"], means["fp_thr"], means["tn_thr"], means["fn_thr"])
         out["sensitivity_thr"], out["specificity_thr"] = cm["sensitivity"], cm["specificity"]
     else:
         out["sensitivity_thr"] = out["specificity_thr"] = nan
@@ -154,11 +154,11 @@ def weighted_metrics(t: PatientTable, W: np.ndarray, *, n_bins: int = 10,
             else:
                 out.update({k: nan for k in keys})
     if want & {"auc", "ap", "ece", "sens_at_spec90", "sens_at_spec95"}:
-        out.update(M.w_rank_metrics(y, p, W, n_bins=n_bins, specs=(0.90, 0.95)))
+        out.update(wt.w_rank_metrics(y, p, W, n_bins=n_bins, specs=(0.90, 0.95)))
     if want & {"cal_intercept", "cal_slope"}:
-        out["cal_intercept"], out["cal_slope"] = M.w_calibration(y, p, W)
+        out["cal_intercept"], out["cal_slope"] = wt.w_calibration(y, p, W)
     if want & {"aurc", "error_auroc"}:
-        out.update(M.w_selective_metrics((hard != y).astype(float), t.uncertainty, W))
+        out.update(wt.w_selective_metrics((hard != y).astype(float), t.uncertainty, W))
     return {k: out[k] for k in (METRICS if only is None else only) if k in out}
 
 
@@ -177,7 +177,7 @@ def patient_table(rows: pd.DataFrame, oof: pd.DataFrame, *, uncertainty: str = "
         if cal is None or cal["y"].nunique() < 2:
             continue
         yc, pc = cal["y"].to_numpy(dtype=int), cal["prob"].to_numpy(dtype=float)
-        thr = M.youden_threshold(yc, pc)
+        thr = youden_threshold(yc, pc)
         hard_thr[m] = (p[m] >= thr).astype(float)
         for lvl, alpha in CONFORMAL_LEVELS.items():
             sets[lvl][m] = conformal.predict_sets(p[m], conformal.fit_thresholds(yc, pc, alpha))
@@ -228,17 +228,10 @@ def bootstrap_ci(tables: dict[int, PatientTable], *, n_boot: int, seed: int, n_b
     for t in tables.values():
         pos = {k: i for i, k in enumerate(t.patient)}
         aligned.append(t.take(np.array([pos[k] for k in first.patient[keep]], dtype=np.int64)))
-    key = (hash("\x1f".join(first.patient[keep])), hash(y.tobytes()), n_boot, seed)
-    if counts_cache is not None and key in counts_cache:
-        counts = counts_cache[key]
-    else:
-        counts = M.stratified_counts(y, n_boot, np.random.default_rng(seed))
-        if counts_cache is not None:
-            counts_cache[key] = counts
-    chunk = max(1, _CELLS // max(len(y), 1))
+    counts = wt.resample_counts(first.patient[keep], y, n_boot, seed, counts_cache)
     acc: dict[str, list[np.ndarray]] = {m: [] for m in names}
-    for start in range(0, n_boot, chunk):
-        W = counts[start:start + chunk]
+    for part in wt.chunks(n_boot, len(y)):
+        W = counts[part]
         per_rep = [weighted_metrics(t, W, n_bins=n_bins, only=names) for t in aligned]
         for m in names:
             acc[m].append(np.mean([d[m] for d in per_rep], axis=0))
