@@ -43,6 +43,7 @@ import numpy as np
 
 from benchmark.data.dicom import READER_VERSION, ImageError, read_image
 from benchmark.errors import UserError
+from benchmark.paths import cache_dir as default_cache_dir
 
 CACHE_VERSION = "1"   # bump when resizing/quantisation changes
 PARALLEL_MIN = 64     # fewer images than this are decoded in this process
@@ -50,12 +51,6 @@ CHUNK = 32            # images per task sent to a worker
 _REUSE_SCAN = 20      # at most this many earlier cache files are searched for reusable rows
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    """``$AFF_BENCHMARK_CACHE`` if set, else ``~/.cache/aff-benchmark``."""
-    env = os.environ.get("AFF_BENCHMARK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "aff-benchmark"
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
