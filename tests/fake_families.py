@@ -19,7 +19,6 @@ class ProbeFamily(Family):
     trial was running (search) and the cohort positions it saw.
     """
 
-    modality = "register"
 
     def fit(self, train, valid, ctx):
         self._log("fit", ctx, train.patients, valid.patients if valid is not None else [])

@@ -107,7 +107,7 @@ def test_auxiliary_loss_adds_its_gradient_to_the_main_loss():
 
 def test_film_starts_as_the_identity_and_names_a_missing_stage():
     from benchmark.candidates.fusion_nets import FiLMNet, _backbone
-    from benchmark.candidates.mlp import TabularNet
+    from benchmark.candidates.backbones import TabularNet
 
     torch.manual_seed(0)
     bb = _backbone("test_resnet", None, 0.0, 0).eval()
@@ -125,5 +125,5 @@ def test_film_starts_as_the_identity_and_names_a_missing_stage():
 
 def test_unknown_parameter_is_a_user_error(small):
     train, test = small
-    with pytest.raises(UserError, match="unknown parameter"):
+    with pytest.raises(UserError, match="n_layer: not a parameter of family"):
         get_family("gated")(arch="test_resnet", n_layer=2).fit(train, test, ctx())

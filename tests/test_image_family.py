@@ -8,16 +8,15 @@ import torch
 import torch.nn as nn
 
 from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.image import (
+from benchmark.candidates.backbones import (
     WEIGHTS_ENV,
-    TimmCNN,
-    _auc,
-    _DictNet,
     aggregate_per_patient,
     build_timm_model,
     find_weights,
     resolve_weights,
 )
+from benchmark.candidates.image import ImageNet, TimmCNN
+from benchmark.candidates.scoring import safe_auc as _auc
 from benchmark.data.cohort import PatientData
 from benchmark.errors import UserError
 
@@ -56,7 +55,7 @@ def fitted():
 
 def test_family_is_registered_as_image_family():
     cls = get_family("timm_cnn")
-    assert cls is TimmCNN and cls.modality == "image" and cls.uses_images and not cls.uses_register
+    assert cls is TimmCNN and cls.uses_images and not hasattr(cls, "modality")
 
 
 def test_mean_logit_and_max_logit_aggregation_with_hand_made_logits():
@@ -73,7 +72,7 @@ def test_mean_logit_and_max_logit_aggregation_with_hand_made_logits():
     for how, expect in (("mean", [1.0, 0.0]), ("max", [2.0, 4.0])):
         fam = TimmCNN(arch=ARCH)
         fam.aggregate_, fam.prevalence_ = how, 0.25
-        probs = fam._patient_probs(logits, data)
+        probs = fam.patient_probs(logits, owner, data)
         np.testing.assert_allclose(probs[[0, 2]], 1 / (1 + np.exp(-np.array(expect))))
         assert probs[1] == 0.25          # no images: the training prevalence
 
@@ -94,8 +93,8 @@ def test_images_of_one_patient_all_go_to_that_patient():
     imgs = np.repeat(values, 9).reshape(6, 3, 3)
     data = PatientData(patients=np.arange(4), register=None, images=imgs, image_owner=owner, y=None)
     fam = TimmCNN(arch=ARCH)
-    fam.model_, fam.device_, fam.batch_size_ = _DictNet(_MeanPixel()), torch.device("cpu"), 2
-    fam._mean, fam._std, fam._aug, fam._hflip = 0.0, 1 / 255.0, 0.0, False
+    fam.model_, fam.device_, fam.eval_batch_size_ = ImageNet(_MeanPixel()), torch.device("cpu"), 2
+    fam.stats_, fam._aug, fam._hflip = (0.0, 1 / 255.0), 0.0, False
     fam.aggregate_, fam.prevalence_, fam._notes, fam.n_threads_ = "mean", 0.3, [], 1
     probs = fam.predict_proba(data)
     expect = 1 / (1 + np.exp(-np.array([0.5, 10.0, 31.0])))
@@ -164,7 +163,7 @@ def test_same_seed_gives_same_predictions_twice_on_cpu():
 
 def test_out_of_memory_in_first_step_halves_batch_and_notes_it(monkeypatch):
     calls = {"n": 0}
-    original = _DictNet.forward
+    original = ImageNet.forward
 
     def flaky(self, batch):
         calls["n"] += 1
@@ -172,7 +171,7 @@ def test_out_of_memory_in_first_step_halves_batch_and_notes_it(monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return original(self, batch)
 
-    monkeypatch.setattr(_DictNet, "forward", flaky)
+    monkeypatch.setattr(ImageNet, "forward", flaky)
     c = ctx()
     fam = TimmCNN(arch=ARCH, batch_size=16, epochs=1, aug_strength=0.0).fit(toy(40, seed=7), toy(16, seed=8), c)
     assert "oom: batch 16->8" in c.notes

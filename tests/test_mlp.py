@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmark.candidates.base import TrialContext, get_family
 from benchmark.data.cohort import PatientData
+from benchmark.errors import UserError
 from tabular_helpers import make_part, unlabelled
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -126,7 +127,7 @@ def test_embed_returns_last_hidden_layer(fitted, parts):
 
 def test_unknown_parameter_is_rejected(parts):
     train, valid, _ = parts
-    with pytest.raises(TypeError, match="hiden"):
+    with pytest.raises(UserError, match="hiden"):
         get_family("mlp")(hiden=3).fit(train, valid, TrialContext())
 
 

@@ -9,13 +9,12 @@ import torch.nn as nn
 
 from benchmark.candidates.augment import augment_batch
 from benchmark.candidates.base import TrialContext
+from benchmark.candidates.batches import BatchSource, in_background
 from benchmark.candidates.torch_train import (
-    BatchSource,
     NonFiniteLoss,
     TrainConfig,
     _sample_order,
     enable_mc_dropout,
-    in_background,
     make_optimizer,
     make_scheduler,
     predict_outputs,

@@ -4,21 +4,29 @@ A family is a class with a small, sklearn-like contract::
 
     @register_family("xgboost")
     class XGBoostFamily(Family):
-        modality = "register"
-        def __init__(self, **params): self.params = params     # store only
+        defaults = {"learning_rate": 0.05, "max_depth": 4}       # its parameters, declared
         def fit(self, train, valid, ctx): ...; return self      # PatientData parts
         def predict_proba(self, data): ...                      # (n_patients,) P(AFF)
+
+The constructor only stores the keyword arguments (``self.params``); ``self.settings()``
+merges them over ``defaults`` and refuses unknown names (scikit-learn's rule: parameters
+are named). ``check_params`` applies the same rule when a candidate file is loaded, so a
+misspelt key fails before anything trains. ``choices`` lists allowed values of categorical
+parameters. A family that declares no ``defaults`` (``None``, e.g. a user's quick
+experiment) accepts any parameter.
 
 ``train`` and ``valid`` are ``PatientData`` with labels; ``valid`` (may be None) is for
 early stopping and per-epoch pruning through ``ctx.report(step, value)``. Predictions are
 per patient: image families aggregate their images (mean logit by default).
 Families that can, implement ``embed(data) -> (n_patients, d)`` too.
 
-A candidate YAML names a registered family or ``package.module:Class``.
+A candidate YAML names a registered family or ``package.module:Class``; see
+``docs/design.md`` ("Extension points") for writing one.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -113,18 +121,54 @@ class TrialContext:
 
 
 class Family:
-    """Base class of candidate families. Subclasses set ``modality`` and implement fit/predict."""
+    """Base class of candidate families: declare ``defaults``, implement fit/predict_proba."""
 
     family_name: ClassVar[str] = ""
-    modality: ClassVar[str] = "register"   # register | image | fusion
+    # Declared parameters and their defaults (None: not declared, any parameter accepted).
+    defaults: ClassVar[dict[str, Any] | None] = None
+    # Allowed values of categorical parameters, checked at load time and in settings().
+    choices: ClassVar[dict[str, tuple]] = {}
+    # The runner hands image arrays (at the profile's size) to families that use them.
     uses_images: ClassVar[bool] = False
-    uses_register: ClassVar[bool] = True
     # Fusion families that read the consumed image candidates' embeddings (not only their
     # predictions): the runner computes image embeddings only when a run has one of these.
     consumes_embeddings: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params
+
+    @classmethod
+    def param_names(cls) -> set[str] | None:
+        """Every parameter name the family accepts (None: undeclared, anything goes)."""
+        return None if cls.defaults is None else set(cls.defaults)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any], where: str = "", *, values: bool = True) -> None:
+        """UserError for an unknown name (or, with ``values``, a value outside ``choices``).
+
+            XGBoostFamily.check_params({"max_dept": 4}, "xgboost.yaml: fixed")
+            # UserError: xgboost.yaml: fixed.max_dept: not a parameter of family 'xgboost'; ...
+        """
+        names = cls.param_names()
+        prefix = f"{where}." if where else f"{cls.family_name or cls.__name__}: parameter "
+        if names is not None:
+            for key in params:
+                if key not in names:
+                    close = difflib.get_close_matches(str(key), sorted(names), n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise UserError(f"{prefix}{key}: not a parameter of family {cls.family_name!r}; {hint}"
+                                    f"known: {', '.join(sorted(names))}")
+        if values:
+            for key, value in params.items():
+                allowed = cls.choices.get(key)
+                if allowed is not None and value not in allowed:
+                    raise UserError(f"{prefix}{key}: {value!r} is not allowed for family {cls.family_name!r}; "
+                                    f"use one of {list(allowed)}")
+
+    def settings(self) -> dict[str, Any]:
+        """The declared defaults with this instance's parameters over them (checked)."""
+        type(self).check_params(self.params)
+        return {**(self.defaults or {}), **self.params}
 
     def fit(self, train, valid, ctx: TrialContext) -> "Family":  # pragma: no cover - interface
         raise NotImplementedError

@@ -27,8 +27,9 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from benchmark.candidates.base import Family, TrialContext, register_family
-from benchmark.candidates.fusion_late import embedding_columns, source_probs, to_logit, upstream_sources
-from benchmark.candidates.tabular import LightGBMFamily, XGBoostFamily
+from benchmark.candidates.fusion_inputs import embedding_columns, source_probs, to_logit, upstream_sources
+from benchmark.candidates.tabular import BoostedTrees, LightGBMFamily, XGBoostFamily
+
 
 class EmbeddingReducer:
     """Standardise + PCA per source, fitted on the training part's complete rows only.
@@ -84,23 +85,27 @@ class EmbeddingReducer:
 
 
 class _EmbedTrees(Family):
-    modality = "fusion"
-    consumes_embeddings = True
-    uses_images = False
-    trees: ClassVar[type[Family]]
+    """PCA of upstream embeddings appended to the register table, then a tree family (composed)."""
 
-    def __init__(self, *, n_components: int = 16, include_prob: bool = False, **tree_params: Any) -> None:
-        super().__init__(n_components=n_components, include_prob=include_prob, **tree_params)
-        self.tree_params = tree_params
+    consumes_embeddings = True
+    trees: ClassVar[type[BoostedTrees]]
+    own: ClassVar[dict[str, Any]] = {"n_components": 16, "include_prob": False}
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        return set(cls.own) | cls.trees.param_names()
 
     def fit(self, train, valid, ctx: TrialContext) -> "_EmbedTrees":
-        self.reducer_ = EmbeddingReducer(n_components=self.params["n_components"],
-                                         include_prob=self.params["include_prob"], seed=ctx.seed)
+        type(self).check_params(self.params)
+        s = {**self.own, **self.params}
+        tree_params = {k: v for k, v in self.params.items() if k not in self.own}
+        self.reducer_ = EmbeddingReducer(n_components=s["n_components"], include_prob=s["include_prob"],
+                                         seed=ctx.seed)
         self.reducer_.fit(train, self.family_name)
         if self.reducer_.fallback_:
             ctx.notes.append(f"{self.family_name}: no embeddings from {', '.join(self.reducer_.fallback_)}; "
                              "its probability is used instead")
-        self.model_ = self.trees(**self.tree_params)
+        self.model_ = self.trees(**tree_params)
         self.model_.fit(self.reducer_.augment(train), self.reducer_.augment(valid), ctx)
         return self
 
@@ -117,6 +122,7 @@ class EmbedXGBoostFamily(_EmbedTrees):
     """
 
     trees = XGBoostFamily
+    choices = XGBoostFamily.choices
 
 
 @register_family("embed_lightgbm")
@@ -127,3 +133,4 @@ class EmbedLightGBMFamily(_EmbedTrees):
     """
 
     trees = LightGBMFamily
+    choices = LightGBMFamily.choices

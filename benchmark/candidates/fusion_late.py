@@ -1,8 +1,8 @@
 """Late fusion: combine the consumed candidates' out-of-fold probabilities.
 
-The runner hands a fusion family ``PatientData.upstream``: per patient, ``"<src>:prob"``
-(calibrated P(AFF)) of each consumed candidate ``src`` (``best_image``, ``best_register``
-or a candidate name), taken from models that never trained on that patient::
+The runner hands a fusion family ``PatientData.upstream`` (``fusion_inputs`` declares its
+columns): per patient, the calibrated P(AFF) of each consumed source (``best_image``,
+``best_register`` or a candidate name), from models that never trained on that patient::
 
     fam = get_family("late_average")(scale="logit", weight=0.6)   # 0.6 on the first source
     fam.fit(train, valid, ctx)
@@ -20,74 +20,15 @@ source at all gets the training part's prevalence.
 
 from __future__ import annotations
 
-import re
 from itertools import combinations
+from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
-from scipy.special import expit, logit
+from scipy.special import expit
 
 from benchmark.candidates.base import Family, TrialContext, register_family
-from benchmark.candidates.tabular import safe_auc
-from benchmark.errors import UserError
-
-_EPS = 1e-6
-_EMB = re.compile(r"^(?P<src>.+):emb(?P<i>\d+)$")
-
-
-def upstream_sources(data, family: str) -> list[str]:
-    """Names of the consumed sources, in column order: ``["best_image", "best_register"]`` for
-    upstream columns ``best_image:prob, best_image:prob_raw, best_image:emb0, ..., best_register:prob, ...``.
-    """
-    up = data.upstream
-    cols = [] if up is None else [c for c in up.columns if str(c).endswith(":prob")]
-    if not cols:
-        raise UserError(f"family {family!r} needs upstream predictions; give its candidate file "
-                        "'consumes: [best_image, best_register]' (or candidate names)")
-    return [c[: -len(":prob")] for c in cols]
-
-
-def embedding_columns(upstream: pd.DataFrame | None) -> dict[str, list[str]]:
-    """``{source: [its embedding columns in index order]}``.
-
-    >>> embedding_columns(pd.DataFrame(columns=["a:prob", "a:emb1", "a:emb0"]))
-    {'a': ['a:emb0', 'a:emb1']}
-    """
-    out: dict[str, list[tuple[int, str]]] = {}
-    for c in [] if upstream is None else upstream.columns:
-        m = _EMB.match(str(c))
-        if m:
-            out.setdefault(m["src"], []).append((int(m["i"]), str(c)))
-    return {s: [c for _, c in sorted(v)] for s, v in out.items()}
-
-
-def source_probs(data, sources: list[str]) -> np.ndarray:
-    """(n, k) calibrated probabilities of the sources; NaN where a source has nothing to say.
-
-    A source has nothing for a patient when its probability is NaN, or when it brings
-    embeddings and the patient's are all NaN (an image candidate scoring a patient without
-    images: ``timm_cnn`` then gives the training prevalence as probability and NaN embeddings).
-    """
-    up = data.upstream
-    missing = [s for s in sources if f"{s}:prob" not in up.columns]
-    if missing:
-        raise ValueError(f"upstream lacks column {missing[0]}:prob seen in training")
-    P = up[[f"{s}:prob" for s in sources]].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    emb = embedding_columns(up)
-    for j, s in enumerate(sources):
-        if s in emb:
-            E = up[emb[s]].to_numpy(dtype=np.float64, na_value=np.nan)
-            P[np.isnan(E).all(axis=1), j] = np.nan
-    return P
-
-
-def to_logit(p: np.ndarray) -> np.ndarray:
-    return logit(np.clip(p, _EPS, 1 - _EPS))
-
-
-def prevalence(y: np.ndarray) -> float:
-    return float(np.clip(np.mean(y), _EPS, 1 - _EPS)) if len(y) else 0.5
-
+from benchmark.candidates.fusion_inputs import prevalence, source_probs, to_logit, upstream_sources
+from benchmark.candidates.scoring import safe_auc
 
 def _report_valid(fam: Family, valid, ctx: TrialContext) -> None:
     if valid is not None and valid.y is not None and len(valid):
@@ -103,16 +44,15 @@ class LateAverageFamily(Family):
     weights). Nothing is learned except the prevalence used when a patient has no source.
     """
 
-    modality = "fusion"
-    uses_images = False
+    defaults: ClassVar[dict[str, Any]] = {"scale": "logit", "weight": None}
+    choices: ClassVar[dict[str, tuple]] = {"scale": ("prob", "logit")}
 
-    def __init__(self, *, scale: str = "logit", weight: float | None = None) -> None:
-        super().__init__(scale=scale, weight=weight)
-        if scale not in ("prob", "logit"):
-            raise ValueError(f"late_average: scale must be 'prob' or 'logit', got {scale!r}")
-        if weight is not None and not 0.0 <= float(weight) <= 1.0:
-            raise ValueError(f"late_average: weight must lie in [0, 1], got {weight!r}")
-        self.scale, self.weight = scale, weight
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        s = self.settings()
+        if s["weight"] is not None and not 0.0 <= float(s["weight"]) <= 1.0:
+            raise ValueError(f"late_average: weight must lie in [0, 1], got {s['weight']!r}")
+        self.scale, self.weight = s["scale"], s["weight"]
 
     def weights(self, k: int) -> np.ndarray:
         if self.weight is None or k == 1:
@@ -152,14 +92,13 @@ class LateStackingFamily(Family):
     left, by that source's probability.
     """
 
-    modality = "fusion"
-    uses_images = False
+    defaults: ClassVar[dict[str, Any]] = {"C": 1.0, "class_weight": "none"}
+    choices: ClassVar[dict[str, tuple]] = {"class_weight": ("none", "balanced")}
 
-    def __init__(self, *, C: float = 1.0, class_weight: str = "none") -> None:
-        super().__init__(C=C, class_weight=class_weight)
-        if class_weight not in ("none", "balanced"):
-            raise ValueError(f"late_stacking: class_weight must be 'none' or 'balanced', got {class_weight!r}")
-        self.C, self.class_weight = float(C), class_weight
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        s = self.settings()
+        self.C, self.class_weight = float(s["C"]), s["class_weight"]
 
     def fit(self, train, valid, ctx: TrialContext) -> "LateStackingFamily":
         from sklearn.linear_model import LogisticRegression

@@ -41,34 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.candidates.augment import augment_batch
-from benchmark.candidates.base import Family, TrialContext, register_family
-from benchmark.candidates.image import aggregate_per_patient, build_timm_model, resolve_weights
-from benchmark.candidates.mlp import TabularNet
-from benchmark.candidates.preprocess import TabularPreprocessor, positive_weight
-from benchmark.candidates.tabular import early_stopping_parts, register_table, safe_auc
-from benchmark.candidates.torch_train import (
-    BatchSource,
-    TrainConfig,
-    cpu_threads,
-    free_memory,
-    predict_outputs,
-    resolve_device,
-    seed_everything,
-    torch_threads,
-    train_model,
-)
+from benchmark.candidates.backbones import TabularNet, build_timm_model, image_stats, resolve_weights
+from benchmark.candidates.base import TrialContext, register_family
+from benchmark.candidates.preprocess import TabularPreprocessor, positive_weight, register_table
+from benchmark.candidates.torch_family import ImageFamily, torch_threads
 from benchmark.errors import UserError
-
-DEFAULTS: dict[str, Any] = dict(
-    arch="resnet18", pretrained=None, drop_path_rate=0.0,
-    tab_hidden=64, tab_layers=2, tab_embed_dim=8, min_count=5,
-    fusion_dim=64, dropout=0.2, aux_weight=0.0,
-    lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=20, schedule="cosine", warmup_frac=0.05,
-    patience=5, aug_strength=0.5, hflip=True, class_weight="sqrt", balanced_sampler=False,
-    grad_clip=None,
-)
-
 
 # ----------------------------------------------------------------------------- pieces
 
@@ -289,6 +266,7 @@ class AttentionNet(FusionNet):
         return self.norm(out[:, 0]), img, tab
 
 
+
 # ----------------------------------------------------------------------------- the families
 
 def _samples(data, size: int) -> dict[str, np.ndarray]:
@@ -306,68 +284,24 @@ def _samples(data, size: int) -> dict[str, np.ndarray]:
     }
 
 
-class NeuralFusion(Family):
-    """Base of the neural fusion families. Parameters: ``DEFAULTS`` plus the subclass's ``extra``."""
 
-    modality = "fusion"
-    uses_images = True
-    uses_register = True
+
+class NeuralFusion(ImageFamily):
+    """Base of the neural fusion families. Parameters: ``defaults`` (a subclass adds its own)."""
+
+    defaults: ClassVar[dict[str, Any]] = {
+        **ImageFamily.defaults,
+        "arch": "resnet18", "pretrained": None, "drop_path_rate": 0.0,
+        "tab_hidden": 64, "tab_layers": 2, "tab_embed_dim": 8, "min_count": 5,
+        "fusion_dim": 64, "dropout": 0.2, "aux_weight": 0.0,
+        "batch_size": 64, "aug_strength": 0.5, "class_weight": "sqrt", "balanced_sampler": False,
+    }
+    choices: ClassVar[dict[str, tuple]] = {**ImageFamily.choices, "class_weight": ("none", "sqrt", "balanced")}
     net: ClassVar[type[FusionNet]]
-    extra: ClassVar[dict[str, Any]] = {}
 
-    def _settings(self) -> dict[str, Any]:
-        known = {**DEFAULTS, **self.extra}
-        unknown = sorted(set(self.params) - set(known))
-        if unknown:
-            raise UserError(f"{self.family_name}: unknown parameter(s) {unknown} in the candidate's fixed/space; "
-                            f"known: {sorted(known)}")
-        s = {**known, **self.params}
-        if s["schedule"] not in ("cosine", "onecycle", "constant"):
-            raise UserError(f"{self.family_name}: schedule {s['schedule']!r}; use cosine, onecycle or constant")
-        return s
-
-    def _prepare(self, batch: dict, generator: torch.Generator | None) -> dict:
-        x = batch["image"].unsqueeze(1).float().div_(255.0)
-        if generator is not None and self._aug > 0:
-            x = augment_batch(x, self._aug, generator, hflip=self._hflip)
-        x = (x - self._mean) / self._std
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        batch["image"] = x
-        return batch
-
-    def _source(self, data) -> tuple[BatchSource, np.ndarray]:
-        smp = _samples(data, self.size_)
-        X = self.pre_.transform(register_table(data, self.family_name))[smp["owner"]]
-        arrays = {"image": smp["image"], "has_image": smp["has_image"], "tabular": X}
-        if data.y is not None:
-            arrays["y"] = np.asarray(data.y, dtype=np.float32)[smp["owner"]]
-        return BatchSource(arrays, self.device_), smp["owner"]
-
-    def _build_net(self, s: dict, weights, n_tokens: int) -> FusionNet:
-        backbone = _backbone(s["arch"], weights, float(s["drop_path_rate"]), self.seed_)
-        tab = TabularNet(self.pre_.n_numeric, self.pre_.cardinalities, hidden=int(s["tab_hidden"]),
-                         n_layers=int(s["tab_layers"]), dropout=float(s["dropout"]), norm="layer",
-                         embed_dim=int(s["tab_embed_dim"]), activation="relu")
-        kw = dict(tab_dim=int(s["tab_hidden"]), fusion_dim=int(s["fusion_dim"]), dropout=float(s["dropout"]),
-                  aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_)
-        return self.net(backbone, tab, **kw, **self._net_kwargs(s, n_tokens))
-
-    def _net_kwargs(self, s: dict, n_tokens: int) -> dict:
-        return {}
-
-    def fit(self, train, valid, ctx: TrialContext) -> "NeuralFusion":
-        s = self._settings()
-        self.device_ = resolve_device(ctx.device)
-        self.seed_ = int(ctx.seed)
-        self.mc_passes_ = int(ctx.extra.get("mc_passes") or 0)
-        self.n_threads_ = cpu_threads(ctx.extra) if self.device_.type == "cpu" else None
-        self._notes = ctx.notes
-        self._aug, self._hflip = float(s["aug_strength"]), bool(s["hflip"])
-        self._free()   # what earlier trials left behind
-        fit_part, stop_part = early_stopping_parts(train, valid, ctx.seed)
-        if train.images is not None and len(train.images):
-            self.size_ = int(train.images.shape[-1])
+    def prepare_fit(self, s: dict, fit_part, ctx: TrialContext) -> None:
+        if fit_part.images is not None and len(fit_part.images):
+            self.size_ = int(fit_part.images.shape[-1])
         else:
             self.size_ = int(ctx.image_size or 64)
             ctx.notes.append(f"{self.family_name}: the training part has no images; register data only")
@@ -376,102 +310,61 @@ class NeuralFusion(Family):
         self.pre_ = TabularPreprocessor(categorical="codes", clip=5.0, min_count=int(s["min_count"]))
         self.pre_.fit(register_table(fit_part, self.family_name), fit_part.categorical)
         self.pos_weight_ = positive_weight(y, s["class_weight"])
+        self.fusion_dim_ = int(s["fusion_dim"])
 
+    def network(self, s: dict, fit_part, ctx: TrialContext):
         weights = resolve_weights(s["arch"], s["pretrained"])
         ctx.notes.append(f"weights: {weights.name}" if weights else "weights: random init")
         with torch_threads(self.n_threads_):
             probe = _backbone(s["arch"], weights, float(s["drop_path_rate"]), self.seed_).eval()
-            cfg = getattr(probe, "pretrained_cfg", {}) or {}
-            self._mean = float(np.mean(cfg.get("mean", (0.5,))))
-            self._std = float(np.mean(cfg.get("std", (0.25,))))
+            self.stats_ = image_stats(probe)
             with torch.no_grad():
                 n_tokens = AttentionNet.tokens(probe.forward_features(torch.zeros(1, 1, self.size_, self.size_))).shape[1]
             state = {k: v.clone() for k, v in probe.state_dict().items()}
             del probe
 
-            def build() -> nn.Module:
-                net = self._build_net(s, None, n_tokens)
-                net.backbone.load_state_dict(state)
-                return net
+        def build() -> nn.Module:
+            backbone = _backbone(s["arch"], None, float(s["drop_path_rate"]), self.seed_)
+            tab = TabularNet(self.pre_.n_numeric, self.pre_.cardinalities, hidden=int(s["tab_hidden"]),
+                             n_layers=int(s["tab_layers"]), dropout=float(s["dropout"]), norm="layer",
+                             embed_dim=int(s["tab_embed_dim"]), activation="relu")
+            kw = dict(tab_dim=int(s["tab_hidden"]), fusion_dim=int(s["fusion_dim"]), dropout=float(s["dropout"]),
+                      aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_)
+            net = self.net(backbone, tab, **kw, **self.net_kwargs(s, n_tokens))
+            net.backbone.load_state_dict(state)
+            return net
 
-            epochs = int(s["epochs"]) if not ctx.max_epochs else min(int(s["epochs"]), int(ctx.max_epochs))
-            tc = TrainConfig(lr=float(s["lr"]), weight_decay=float(s["weight_decay"]), batch_size=int(s["batch_size"]),
-                             epochs=epochs, schedule=s["schedule"], warmup_frac=float(s["warmup_frac"]),
-                             patience=None if not s["patience"] else int(s["patience"]),
-                             pos_weight=self.pos_weight_, balanced_sampler=bool(s["balanced_sampler"]),
-                             grad_clip=s["grad_clip"], max_samples=ctx.extra.get("max_image_samples"))
-            src, _ = self._source(fit_part)
-            vsrc, vowner = self._source(stop_part)
-            yv = stop_part.labels()
+        return build
 
-            def evaluate(model: nn.Module, bs: int) -> float:
-                logits = predict_outputs(model, vsrc, batch_size=bs, prepare=self._prepare, device=self.device_,
-                                         notes=ctx.notes).numpy()
-                return safe_auc(yv, self._patient_probs(logits, vowner, len(stop_part)))
+    def net_kwargs(self, s: dict, n_tokens: int) -> dict:
+        """The subclass's own network arguments."""
+        return {}
 
-            try:
-                result = train_model(build, src, tc, ctx, prepare=self._prepare, device=self.device_, evaluate=evaluate)
-            finally:
-                src.release()
-                vsrc.release()
-        self.model_ = result.model
-        self.batch_size_ = result.batch_size
-        self.best_epoch_ = result.best_epoch
-        self.history_ = result.history
-        self._free()
-        return self
+    def pos_weight(self, s: dict, samples_y: np.ndarray) -> float | None:
+        return self.pos_weight_
 
-    def _free(self) -> None:
-        if self.device_.type == "cuda":   # a full gc costs ~0.5 s per call; only the GPU needs it
-            free_memory()
+    def balanced_sampler(self, s: dict) -> bool:
+        return bool(s["balanced_sampler"])
 
-    # -- predict
+    def samples(self, data) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        smp = _samples(data, self.size_)
+        X = self.pre_.transform(register_table(data, self.family_name))[smp["owner"]]
+        return {"image": smp["image"], "has_image": smp["has_image"], "tabular": X}, smp["owner"]
 
-    @staticmethod
-    def _patient_probs(logits: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-        z = aggregate_per_patient(logits, owner, n, "mean")   # every patient has >= 1 sample
-        return 1.0 / (1.0 + np.exp(-z))
-
-    def _outputs(self, data, *, forward=None, stochastic: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        with torch_threads(self.n_threads_):
-            src, owner = self._source(data)
-            try:
-                out = predict_outputs(self.model_, src, batch_size=2 * self.batch_size_, prepare=self._prepare,
-                                      device=self.device_, forward=forward, stochastic=stochastic, notes=self._notes)
-            finally:
-                src.release()
-        return out.numpy(), owner
-
-    def predict_proba(self, data) -> np.ndarray:
-        """P(AFF) per patient: sigmoid of the mean logit over its samples."""
-        logits, owner = self._outputs(data)
-        return self._patient_probs(logits, owner, len(data))
-
-    def predict_members(self, data) -> np.ndarray:
-        """(mc_passes, n) MC-dropout passes when the profile asks (``mc_passes`` > 0); seeded."""
-        if self.mc_passes_ <= 0:
-            return self.predict_proba(data)[None, :]
-        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
-            seed_everything(self.seed_ + 7919)
-            return np.stack([self._patient_probs(*self._outputs(data, stochastic=True), len(data))
-                             for _ in range(self.mc_passes_)])
-
-    def embed(self, data) -> np.ndarray:
-        """(n, fusion_dim) fused features, averaged over each patient's samples."""
-        feats, owner = self._outputs(data, forward=lambda m, b: m.embed(b))
-        return aggregate_per_patient(feats, owner, len(data), "mean").astype(np.float32)
+    def embed_dim(self) -> int:
+        return self.fusion_dim_
 
 
 @register_family("joint_concat")
 class JointConcatFamily(NeuralFusion):
-    """CNN + register MLP end to end, features concatenated, then a head. Parameters: ``DEFAULTS``."""
+    """CNN + register MLP end to end, features concatenated, then a head. Parameters: ``defaults``."""
 
     net = ConcatNet
 
 
 @register_family("gated")
 class GatedFamily(NeuralFusion):
-    """CNN + register MLP joined by a gated multimodal unit. Parameters: ``DEFAULTS``."""
+    """CNN + register MLP joined by a gated multimodal unit. Parameters: ``defaults``."""
 
     net = GatedNet
 
@@ -481,9 +374,9 @@ class FiLMFamily(NeuralFusion):
     """Register data scales and shifts CNN feature maps (FiLM/DAFT). Extra: ``film_stage`` (2, 3 or 4)."""
 
     net = FiLMNet
-    extra = {"film_stage": 3}
+    defaults = {**NeuralFusion.defaults, "film_stage": 3}
 
-    def _net_kwargs(self, s: dict, n_tokens: int) -> dict:
+    def net_kwargs(self, s: dict, n_tokens: int) -> dict:
         return {"film_stage": int(s["film_stage"])}
 
 
@@ -496,8 +389,8 @@ class AttentionFamily(NeuralFusion):
     """
 
     net = AttentionNet
-    extra = {"n_tab_tokens": 4, "n_heads": 4, "n_layers": 1}
+    defaults = {**NeuralFusion.defaults, "n_tab_tokens": 4, "n_heads": 4, "n_layers": 1}
 
-    def _net_kwargs(self, s: dict, n_tokens: int) -> dict:
+    def net_kwargs(self, s: dict, n_tokens: int) -> dict:
         return {"n_tokens": n_tokens, "n_tab_tokens": int(s["n_tab_tokens"]), "n_heads": int(s["n_heads"]),
                 "n_layers": int(s["n_layers"])}

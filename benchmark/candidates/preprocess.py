@@ -23,7 +23,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from benchmark.errors import UserError
+
 CODE_MISSING = 0
+HOLDOUT_FRACTION = 0.15   # share of a training part held out for early stopping when no valid part is given
 CODE_OTHER = 1
 
 
@@ -298,3 +301,19 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     hold = np.sort(np.concatenate(hold)) if hold else np.zeros(0, dtype=np.int64)
     fit = np.setdiff1d(np.arange(len(y)), hold)
     return fit, hold
+
+
+def register_table(data, family: str) -> pd.DataFrame:
+    """The register DataFrame of a part, or a UserError when the cohort has none."""
+    if data.register is None or data.register.shape[1] == 0:
+        raise UserError(f"family {family!r} needs register data, but the dataset has no register "
+                        "feature columns; give a 'register' table in the dataset file or drop this candidate")
+    return data.register
+
+
+def early_stopping_parts(train, valid, seed: int):
+    """(fit part, early-stopping part): ``valid`` when given, else a seeded stratified holdout of ``train``."""
+    if valid is not None and valid.y is not None and len(valid):
+        return train, valid
+    fit_pos, hold_pos = stratified_holdout(train.labels(), HOLDOUT_FRACTION, seed)
+    return train.subset(fit_pos), train.subset(hold_pos)

@@ -1,0 +1,255 @@
+"""Encoders the torch families build on: timm image backbones (local weights only) and the register MLP.
+
+timm backbones, never from the network (``HF_HUB_OFFLINE=1``):
+
+- ``pretrained: /path/resnet18.safetensors`` (or ``.pth``): that file;
+- ``pretrained: /path/folder``: ``<arch>.safetensors``/``.pth`` in it, or timm's caches
+  (``models--timm--<arch>.<tag>/snapshots/*/model.safetensors``, ``checkpoints/<file>``);
+- ``pretrained: true``: the folder named by ``AFF_BENCHMARK_WEIGHTS``, which must hold them;
+- unset: that folder's weights when it has them, else random initialisation;
+- ``pretrained: false``: random initialisation.
+
+A 3-channel first convolution is summed to one channel (timm's ``adapt_input_conv``);
+the classifier is re-initialised. Named but missing weights are a ``UserError``::
+
+    net = build_timm_model("resnet18", weights=resolve_weights("resnet18", None))   # (n, 1, S, S) -> (n, 1)
+    enc = TabularNet(n_numeric=10, cardinalities=[4], hidden=64, n_layers=2, dropout=0.1,
+                     norm="layer", embed_dim=8, activation="relu")          # register rows -> features
+    aggregate_per_patient(np.array([1., 3., 5.]), np.array([0, 0, 2]), 3)  # [2., nan, 5.]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from benchmark.errors import UserError
+
+# Weights are only ever read from a named file (timm's 'file' source); this guards the rest.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WEIGHTS_ENV = "AFF_BENCHMARK_WEIGHTS"
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".bin")
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+# ----------------------------------------------------------------------------- weights
+
+def _name_variants(arch: str) -> list[str]:
+    """``resnet18`` -> [resnet18, resnet18.a1_in1k (timm's default tag)]; tagged names kept first."""
+    import timm
+
+    names = [arch]
+    base, _, tag = arch.partition(".")
+    if tag:
+        names.append(base)
+    else:
+        cfg = timm.models.get_pretrained_cfg(arch)
+        if cfg is not None and cfg.tag:
+            names.append(f"{base}.{cfg.tag}")
+    return names
+
+
+def find_weights(arch: str, folder: Path) -> Path | None:
+    """The weight file for ``arch`` in ``folder`` (flat files or timm's cache layouts), or None."""
+    import timm
+
+    folder = Path(folder)
+    names = _name_variants(arch)
+    for name in names:
+        for suffix in _WEIGHT_SUFFIXES:
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
+        for hub_file in _HUB_FILES:
+            if (folder / name / hub_file).is_file():
+                return folder / name / hub_file
+    hub_roots = [folder, folder / "hub", folder / "huggingface" / "hub"]
+    base = arch.partition(".")[0]
+    for root in hub_roots:
+        patterns = [f"models--timm--{n}" for n in names] + [f"models--timm--{base}.*"]
+        for pattern in patterns:
+            for repo in sorted(root.glob(pattern)):
+                for hub_file in _HUB_FILES:
+                    hits = sorted((repo / "snapshots").glob(f"*/{hub_file}"))
+                    if hits:
+                        return hits[-1]
+    cfg = timm.models.get_pretrained_cfg(arch)
+    url = getattr(cfg, "url", None) if cfg is not None else None
+    if url:
+        fname = url.rsplit("/", 1)[-1]
+        for root in (folder, folder / "checkpoints", folder / "hub" / "checkpoints", folder / "torch" / "hub" / "checkpoints"):
+            if (root / fname).is_file():
+                return root / fname
+    return None
+
+
+def resolve_weights(arch: str, pretrained: Any) -> Path | None:
+    """The weight file a candidate asks for (see the module docstring), None for random init."""
+    if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "false", "random", "no"):
+        pretrained = False
+    if isinstance(pretrained, str) and pretrained.strip().lower() in ("true", "yes", "auto"):
+        pretrained = True if pretrained.strip().lower() != "auto" else None
+    if pretrained is False:
+        return None
+    if isinstance(pretrained, (str, Path)):
+        path = Path(pretrained).expanduser()
+        if path.is_file():
+            return path
+        if path.is_dir():
+            found = find_weights(arch, path)
+            if found is None:
+                raise UserError(
+                    f"candidate key 'pretrained' names the folder {path}, which holds no weights for {arch!r} "
+                    f"(looked for {arch}.safetensors/.pth and timm's cache layout); add the file or remove the key")
+            return found
+        raise UserError(
+            f"candidate key 'pretrained' names {path}, which does not exist; give an existing .safetensors/.pth "
+            f"file or folder with weights for {arch!r}, or remove the key for random initialisation")
+    env = os.environ.get(WEIGHTS_ENV, "").strip()
+    if env:
+        folder = Path(env).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"{WEIGHTS_ENV}={folder} is not a folder; point it at a folder of <arch>.safetensors files or unset it")
+        found = find_weights(arch, folder)
+        if found is None and pretrained is True:
+            raise UserError(
+                f"pretrained weights for {arch!r} were asked for (pretrained: true) but {folder} ({WEIGHTS_ENV}) "
+                f"holds none; put {arch}.safetensors there or set pretrained: false")
+        return found
+    if pretrained is True:
+        raise UserError(
+            f"pretrained weights for {arch!r} were asked for (pretrained: true) but no file was named; set "
+            f"{WEIGHTS_ENV} to a folder holding {arch}.safetensors, or give the file path as 'pretrained'")
+    return None
+
+
+def _create(arch: str, weights: Path | None, **kwargs: Any) -> nn.Module:
+    """timm.create_model with optional kwargs dropped when the architecture rejects them."""
+    import timm
+
+    optional = {k: v for k, v in kwargs.items() if v}
+    extra = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}} if weights else {}
+    while True:
+        try:
+            return timm.create_model(arch, in_chans=1, num_classes=1, **extra, **optional)
+        except TypeError as exc:
+            rejected = [k for k in optional if k in str(exc)]
+            if not rejected:
+                raise
+            optional.pop(rejected[0])
+
+
+def build_timm_model(arch: str, *, weights: Path | None = None, drop_rate: float = 0.0,
+                     drop_path_rate: float = 0.0, seed: int = 0) -> nn.Module:
+    """A one-channel, one-logit timm model; weights loaded and checked when given.
+
+        net = build_timm_model("resnet18", weights=Path("w/resnet18.safetensors"))
+    """
+    import timm
+
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        base = str(arch).partition(".")[0]
+        raise UserError(
+            f"candidate key 'arch': {arch!r} is not a timm architecture; "
+            f"python -c \"import timm; print(timm.list_models('{base}*'))\" lists similar names")
+    opts = {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate}
+    torch.manual_seed(seed)
+    if weights is None:
+        return _create(arch, None, **opts)
+    try:
+        model = _create(arch, weights, **opts)
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"weights file {weights} cannot be loaded into {arch!r} ({first}); give weights saved from that architecture") from None
+    _check_loaded(arch, model, weights, opts, seed)
+    return model
+
+
+_CHECKED: set[tuple[str, str]] = set()
+
+
+def _check_loaded(arch: str, model: nn.Module, weights: Path, opts: dict, seed: int) -> None:
+    """Fail when a file loaded (non-strictly) left most weight tensors at their random init."""
+    key = (arch, str(weights))
+    if key in _CHECKED:
+        return
+    torch.manual_seed(seed)
+    fresh = dict(_create(arch, None, **opts).named_parameters())
+    mats = [(k, p) for k, p in model.named_parameters() if p.ndim >= 2 and k in fresh and fresh[k].shape == p.shape]
+    loaded = sum(not torch.equal(p, fresh[k]) for k, p in mats)
+    if mats and loaded < 0.5 * len(mats):
+        raise UserError(
+            f"weights file {weights} matched only {loaded} of {len(mats)} weight tensors of {arch!r}; "
+            f"give weights saved from that architecture")
+    _CHECKED.add(key)
+
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def aggregate_per_patient(values: np.ndarray, owner: np.ndarray, n_patients: int, how: str = "mean") -> np.ndarray:
+    """Per-patient mean or max of per-image ``values`` (1-D or ``(m, d)``); NaN without images.
+
+        aggregate_per_patient(np.array([1., 3., 5.]), np.array([0, 0, 2]), 3)   # [2., nan, 5.]
+    """
+    values = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    owner_t = torch.as_tensor(np.asarray(owner, dtype=np.int64))
+    shape = (n_patients,) + tuple(values.shape[1:])
+    counts = torch.bincount(owner_t, minlength=n_patients).to(torch.float64)
+    if how == "mean":
+        out = torch.zeros(shape, dtype=torch.float64).index_add_(0, owner_t, values)
+        out /= counts.reshape((-1,) + (1,) * (values.ndim - 1)).clamp_min(1.0)
+    elif how == "max":
+        index = owner_t.reshape((-1,) + (1,) * (values.ndim - 1)).expand_as(values)
+        out = torch.full(shape, -math.inf, dtype=torch.float64).scatter_reduce_(0, index, values, "amax")
+    else:
+        raise ValueError(f"unknown aggregate {how!r}")
+    out[counts == 0] = math.nan
+    return out.numpy()
+
+
+
+# ----------------------------------------------------------------------------- register encoder
+
+class TabularNet(nn.Module):
+    """Embeddings for categorical codes, concatenated with numeric inputs, then an MLP."""
+
+    def __init__(self, n_numeric: int, cardinalities: list[int], *, hidden: int, n_layers: int,
+                 dropout: float, norm: str, embed_dim: int, activation: str) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(c, min(embed_dim, c)) for c in cardinalities)
+        width = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        act = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}[activation]
+        layers: list[nn.Module] = []
+        for _ in range(n_layers):
+            layers.append(nn.Linear(width, hidden))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(hidden))
+            elif norm == "layer":
+                layers.append(nn.LayerNorm(hidden))
+            layers += [act(), nn.Dropout(dropout)]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 1)
+        self.n_numeric = n_numeric
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [x[:, : self.n_numeric]]
+        codes = x[:, self.n_numeric:].long()
+        parts += [emb(codes[:, j]) for j, emb in enumerate(self.embeddings)]
+        return self.body(torch.cat(parts, dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+
+def image_stats(net: nn.Module) -> tuple[float, float]:
+    """(mean, std) to normalise one-channel inputs: the weights' own statistics, grey-averaged."""
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    return float(np.mean(cfg.get("mean", (0.5,)))), float(np.mean(cfg.get("std", (0.25,))))
