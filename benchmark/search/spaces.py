@@ -10,7 +10,18 @@ in the same folders (a user's file adds to, or overrides by name, the built-in o
     >>> suite_members("register", cands)
     ['logreg', 'xgboost', 'lightgbm', 'mlp']
 
-Every problem is a ``UserError`` naming the file and the key.
+A candidate file may extend another candidate (AMLB's ``extends:``): it inherits every key
+and gives only those that differ; ``fixed``, ``space`` and ``start`` are merged key by key
+(a parameter the child fixes leaves the parent's ``space`` and ``start``, and the other way
+round)::
+
+    name: resnet50
+    extends: resnet18
+    description: "ResNet-50 (24 M parameters)"
+    fixed: {arch: resnet50}
+
+Parameter names (and categorical values) are checked against the family's declared
+parameters when a file is loaded. Every problem is a ``UserError`` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -23,11 +34,12 @@ from typing import Any
 
 import yaml
 
-from benchmark.errors import UserError
+from benchmark.errors import UserError, yaml_problem
+from benchmark.protocol import MODALITIES, ROLES
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-MODALITIES = ("register", "image", "fusion")
-CANDIDATE_KEYS = {"name", "family", "modality", "description", "fixed", "space", "consumes", "start"}
+CANDIDATE_KEYS = {"name", "extends", "family", "modality", "description", "fixed", "space", "consumes", "start"}
+MERGED_KEYS = ("fixed", "space", "start")
 PARAM_KEYS = {
     "float": {"type", "low", "high", "log", "step"},
     "int": {"type", "low", "high", "log", "step"},
@@ -102,9 +114,7 @@ def _read_yaml(path: Path) -> Any:
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        raise UserError(yaml_problem(path, exc)) from None
 
 
 def _check_param(path: Path, key: str, spec: Any) -> dict:
@@ -138,17 +148,76 @@ def _check_param(path: Path, key: str, spec: Any) -> dict:
     return out
 
 
-def load_candidate(path: str | Path) -> Candidate:
-    """Read and validate one candidate file."""
-    from benchmark.candidates.base import family_names, get_family
-
-    path = Path(path)
+def _read_candidate(path: Path) -> dict:
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: a candidate file must be a mapping with keys name, family, modality, space")
     unknown = set(data) - CANDIDATE_KEYS
     if unknown:
         raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed keys: {sorted(CANDIDATE_KEYS)}")
+    for key in ("name",) + (("extends",) if "extends" in data else ()):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise UserError(f"{path}: missing or empty key {key!r}")
+    for key in MERGED_KEYS:
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise UserError(f"{path}: {key!r} must be a mapping of parameter names")
+    return data
+
+
+def _merge(parent: dict, child: dict) -> dict:
+    """``child`` over ``parent``: top-level keys replaced, fixed/space/start merged key by key."""
+    out = {k: v for k, v in parent.items() if k != "name"}
+    out.update({k: v for k, v in child.items() if k not in MERGED_KEYS and k != "extends"})
+    fixed = {**(parent.get("fixed") or {}), **(child.get("fixed") or {})}
+    space = {**(parent.get("space") or {}), **(child.get("space") or {})}
+    start = {**(parent.get("start") or {}), **(child.get("start") or {})}
+    for key in child.get("fixed") or {}:
+        space.pop(key, None)
+        start.pop(key, None)
+    for key in child.get("space") or {}:
+        if key not in (child.get("fixed") or {}):
+            fixed.pop(key, None)
+    out.update(fixed=fixed, space=space, start=start)
+    return out
+
+
+def _resolve(name: str, raw: dict[str, tuple[Path, dict]], stack: tuple = ()) -> dict:
+    """The candidate's keys with every ``extends`` applied (a chain is followed to its root)."""
+    path, data = raw[name]
+    parent = data.get("extends")
+    if parent is None:
+        return data
+    if parent in stack + (name,):
+        raise UserError(f"{path}: extends {parent!r}, which extends {name!r} again (a cycle); remove one 'extends'")
+    if parent not in raw:
+        raise UserError(f"{path}: extends {parent!r}, which is not a known candidate; "
+                        f"see `python -m benchmark list` for the names")
+    return _merge(_resolve(parent, raw, stack + (name,)), data)
+
+
+def _check_params(path: Path, family_cls, fixed: dict, space: dict) -> None:
+    """Every parameter name (and categorical value) must be one the family declares."""
+    family_cls.check_params(fixed, f"{path}: fixed")
+    family_cls.check_params(space, f"{path}: space", values=False)
+    for key, spec in space.items():
+        for choice in spec.get("choices", ()):
+            family_cls.check_params({key: choice}, f"{path}: space")
+
+
+def load_candidate(path: str | Path, raw: dict[str, tuple[Path, dict]] | None = None) -> Candidate:
+    """Read and validate one candidate file (``raw``: the other candidates' files, for ``extends``)."""
+    path = Path(path)
+    data = _read_candidate(path)
+    if "extends" in data:
+        raw = dict(raw if raw is not None else _raw_candidates(_dirs([path.parent])))
+        raw[data["name"]] = (path, data)
+        data = _resolve(data["name"], raw)
+    return _validate(path, data)
+
+
+def _validate(path: Path, data: dict) -> Candidate:
+    from benchmark.candidates.base import family_names, get_family
+
     for key in ("name", "family", "modality"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise UserError(f"{path}: missing or empty key {key!r}")
@@ -156,20 +225,18 @@ def load_candidate(path: str | Path) -> Candidate:
     if modality not in MODALITIES:
         raise UserError(f"{path}: modality {modality!r} is unknown; use one of {', '.join(MODALITIES)}")
     try:
-        get_family(family)
+        family_cls = get_family(family)
     except KeyError:
         raise UserError(f"{path}: family {family!r} is not registered; known families: "
                         f"{', '.join(family_names())} (or give 'package.module:Class')") from None
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
-    for key in ("fixed", "space"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise UserError(f"{path}: {key!r} must be a mapping of parameter names")
     fixed = dict(data.get("fixed") or {})
     space = {k: _check_param(path, k, v) for k, v in (data.get("space") or {}).items()}
     both = set(fixed) & set(space)
     if both:
         raise UserError(f"{path}: parameter {sorted(both)[0]!r} is both fixed and searched; keep it in one place")
+    _check_params(path, family_cls, fixed, space)
     consumes = data.get("consumes") or []
     if not isinstance(consumes, list) or not all(isinstance(c, str) for c in consumes):
         raise UserError(f"{path}: 'consumes' must be a list of candidate names")
@@ -191,6 +258,7 @@ def load_candidate(path: str | Path) -> Candidate:
 
 def _dirs(extra: list[str | Path] | None) -> list[Path]:
     dirs = [BUILTIN_DIR]
+    extra = [d for d in extra or [] if Path(d).resolve() != BUILTIN_DIR]
     for d in extra or []:
         d = Path(d)
         if not d.is_dir():
@@ -199,22 +267,30 @@ def _dirs(extra: list[str | Path] | None) -> list[Path]:
     return dirs
 
 
-def load_candidates(extra_dirs: list[str | Path] | None = None) -> dict[str, Candidate]:
-    """All candidates, built-in first; a user's candidate with the same name replaces the built-in one."""
-    out: dict[str, Candidate] = {}
-    for d in _dirs(extra_dirs):
+def _raw_candidates(dirs: list[Path]) -> dict[str, tuple[Path, dict]]:
+    """``{name: (path, keys as written)}``; a later folder's candidate replaces an earlier one's."""
+    out: dict[str, tuple[Path, dict]] = {}
+    for d in dirs:
         seen: dict[str, Path] = {}
         for path in sorted(d.glob("*.y*ml")):
             if path.name in RESERVED_FILES:
                 continue
-            cand = load_candidate(path)
-            if cand.name in seen:
-                raise UserError(f"{path}: candidate name {cand.name!r} is also used by {seen[cand.name]}; names must be unique")
-            seen[cand.name] = path
-            out[cand.name] = cand
+            data = _read_candidate(path)
+            if data["name"] in seen:
+                raise UserError(f"{path}: candidate name {data['name']!r} is also used by {seen[data['name']]}; "
+                                f"names must be unique")
+            seen[data["name"]] = path
+            out[data["name"]] = (path, data)
+    return out
+
+
+def load_candidates(extra_dirs: list[str | Path] | None = None) -> dict[str, Candidate]:
+    """All candidates, built-in first; a user's candidate with the same name replaces the built-in one."""
+    raw = _raw_candidates(_dirs(extra_dirs))
+    out = {name: _validate(path, _resolve(name, raw)) for name, (path, _) in raw.items()}
     for cand in out.values():
         for up in cand.consumes:
-            if up not in out and up not in ("best_image", "best_register"):
+            if up not in out and up not in ROLES:
                 raise UserError(f"{cand.path}: consumes {up!r}, which is not a known candidate")
     return out
 

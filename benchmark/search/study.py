@@ -1,4 +1,4 @@
-"""One Optuna study per candidate x outer fold, and the refit bag over the inner folds.
+"""One Optuna study per candidate x outer fold: the search over the inner folds.
 
 The search sees only the outer-train part: the objective trains on inner-train parts and
 scores inner-validation parts (``metric``, default ROC AUC, averaged over inner folds).
@@ -6,9 +6,14 @@ Trials are asked and told one at a time with a sampler re-seeded from (study see
 of finished trials), so an interrupted study resumed from its storage draws exactly the
 trials an uninterrupted one would have drawn.
 
-    >>> res = run_study(cand, cohort, outer_train, inner, storage=url, study_name="xgboost:r0:f0",
-    ...                 n_trials=8, timeout_s=600, seed=1, ctx_base=ctx)
-    >>> res.best_params, res.best_value
+    res = run_study(cand, make_view, cohort.y, inner, storage="sqlite:///optuna.db",
+                    study_name="xgboost:r0:f0", n_trials=8, timeout_s=600, seed=1, ctx_base=ctx)
+    res.best_params, res.best_value, res.best_models      # the bag: the best trial's inner-fold models
+
+``make_view(positions, labels)`` gives the ``PatientData`` of cohort positions (labels only
+where ``labels`` is true); ``inner`` are the outer-train part's inner folds. Every model
+of the search and of a refit gets its ``TrialContext`` from ``fit_context``: the same seed
+for the same (study, repeat, outer fold, inner fold) wherever it is trained.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import json
 import time
 import traceback
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -60,6 +65,13 @@ def stable_seed(*parts) -> int:
 def fit_seed(seed: int, repeat: int, outer: int, inner: int) -> int:
     """Seed of the model trained on one inner fold; the same in the search and in the refit."""
     return stable_seed(seed, "fit", repeat, outer, inner)
+
+
+def fit_context(base: TrialContext, seed: int, repeat: int, outer: int, inner: int, trial=None) -> TrialContext:
+    """The context of the model trained on inner fold ``inner``: ``base`` with its own seed, trial and lists."""
+    return replace(base, seed=fit_seed(seed, repeat, outer, inner), trial=trial,
+                   step_offset=inner * STEP_STRIDE if trial is not None else 0,
+                   extra=dict(base.extra), history=[], notes=[])
 
 
 @dataclass
@@ -106,14 +118,13 @@ def run_study(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
                                 load_if_exists=True, sampler=_sampler(seed), pruner=pruner)
-    # Trials left RUNNING by an interrupted process: close them as failed, not counted.
+    # Trials left RUNNING by an interrupted process: close them as failed, not counted. Every
+    # failure this loop records carries a fail_reason, so a FAIL without one was interrupted.
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
     def finished() -> list:
-        return [t for t in study.get_trials(deepcopy=False)
-                if t.state.is_finished() and t.user_attrs.get("fail_reason") != INTERRUPTED]
+        return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not _interrupted(t)]
 
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     if cand.start and not finished() and not waiting:
@@ -136,9 +147,7 @@ def run_study(
         try:
             for k, ((tr, va), fold) in enumerate(zip(views, inner)):
                 model = cand.build(params)
-                ctx = TrialContext(device=ctx_base.device, seed=fit_seed(seed, repeat, outer_index, k),
-                                   trial=trial, step_offset=k * STEP_STRIDE, max_epochs=ctx_base.max_epochs,
-                                   image_size=ctx_base.image_size, extra=dict(ctx_base.extra))
+                ctx = fit_context(ctx_base, seed, repeat, outer_index, k, trial=trial)
                 model.fit(tr, va, ctx)
                 p_va = model.predict_proba(va)
                 s = score(metric, y[fold.test], p_va)
@@ -184,7 +193,7 @@ def run_study(
     done = finished()
     complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
     failed = [t for t in done if t.state == optuna.trial.TrialState.FAIL]
-    reasons = [t.user_attrs.get("fail_reason", "unknown") for t in failed]
+    reasons = [t.user_attrs["fail_reason"] for t in failed]
     notes = [t.user_attrs["notes"] for t in done if "notes" in t.user_attrs]
     if not complete:
         return StudyResult(None, float("nan"), len(done), len(failed),
@@ -210,9 +219,15 @@ def trials_frame(storage: str) -> "list[dict]":
                 "state": t.state.name, "value": t.value,
                 "duration_s": t.duration.total_seconds() if t.duration else None,
                 "params": json.dumps(t.params, sort_keys=True, default=str),
-                "info": t.user_attrs.get("fail_reason", t.user_attrs.get("notes", "")),
+                "info": INTERRUPTED if _interrupted(t) else t.user_attrs.get("fail_reason", t.user_attrs.get("notes", "")),
             })
     return rows
+
+
+def _interrupted(t) -> bool:
+    """A failed trial without a reason: the process stopped during it (closed on resume)."""
+    reason = t.user_attrs.get("fail_reason")
+    return t.state == optuna.trial.TrialState.FAIL and (reason is None or reason == INTERRUPTED)
 
 
 def _free_gpu() -> None:
