@@ -1,0 +1,144 @@
+"""The run folder: where a run's files go, its manifest, and how an earlier run is found again.
+
+    rd = RunDir(results_dir() / new_run_name(results_dir()))
+    rd.part("xgboost", 0, 1)               # parts/xgboost__r0_f1.parquet, written atomically
+    rd.write_json("manifest.json", manifest(...))
+    cfg, path = restore_config(cfg, results_dir())    # --resume: the earlier run's settings
+
+Files a run writes are listed in README.md ("What a run writes") and docs/design.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.data.cohort import Cohort
+from benchmark.data.splits import Fold
+from benchmark.errors import UserError
+from benchmark.search.spaces import Profile
+
+
+@dataclass
+class RunConfig:
+    """The settings of a run as given on the command line (stored in the manifest, restored by --resume)."""
+
+    suite: str | None = "all"
+    candidates: list[str] | None = None
+    data: str | None = None
+    profile: str | None = None
+    device: str = "auto"
+    storage: str | None = None
+    run: str | None = None
+    resume: bool = False
+    seed: int = 0
+    spaces: list[str] = field(default_factory=list)
+    calibration: str = "platt"
+    metric: str = "auc"
+    results_dir: str | None = None
+    command: str = ""
+
+
+
+class RunDir:
+    """A run's folder: ``parts/`` holds one finished candidate x repeat x outer fold each."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.parts = path / "parts"
+
+    def part(self, cand: str, r: int, f: int, ext: str = "parquet") -> Path:
+        return self.parts / f"{cand}__r{r}_f{f}.{ext}"
+
+    def write_atomic(self, path: Path, write) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        write(tmp)
+        os.replace(tmp, path)
+
+    def write_json(self, name: str, obj: dict) -> None:
+        self.write_atomic(self.path / name, lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("aff-benchmark", "numpy", "pandas", "scikit-learn", "optuna", "torch", "timm", "xgboost",
+                "lightgbm", "pydicom", "plotly"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware(device: str) -> dict:
+    hw = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "device": device}
+    if device == "cuda":
+        import torch
+
+        hw["gpu"] = torch.cuda.get_device_name(0)
+    return hw
+
+
+
+def new_run_name(base: Path) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name, i = stamp, 1
+    while (base / name).exists():
+        i += 1
+        name = f"{stamp}-{i}"
+    return name
+
+
+def restore_config(cfg: RunConfig, base: Path) -> tuple[RunConfig, Path]:
+    """For --resume: the earlier run's settings (from its manifest), command-line extras kept."""
+    if cfg.run:
+        path = base / cfg.run if not Path(cfg.run).is_dir() else Path(cfg.run)
+    else:
+        runs = sorted((p for p in base.glob("*/manifest.json")), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UserError(f"--resume: no earlier run in {base}; start one without --resume")
+        path = runs[-1].parent
+    man = path / "manifest.json"
+    if not man.exists():
+        raise UserError(f"--resume: {path} has no manifest.json; give the run folder name with --run")
+    old = json.loads(man.read_text())["config"]
+    merged = RunConfig(**{**old, "resume": True, "command": cfg.command,
+                          "device": cfg.device if cfg.device != "auto" else old.get("device", "auto")})
+    return merged, path
+
+
+
+def write_folds(run_path: Path, cohort: Cohort, folds: list[Fold], inner_of_fold) -> None:
+    """folds.csv: patient key, repeat, outer fold, train/test, inner fold (``inner_of_fold(fold)``)."""
+    rows = []
+    for f in folds:
+        inner = inner_of_fold(f)
+        inner_of = {int(p): k for k, i in enumerate(inner) for p in i.test}
+        for p in f.train:
+            rows.append((f.repeat, f.index, cohort.keys[p], "train", inner_of[int(p)]))
+        for p in f.test:
+            rows.append((f.repeat, f.index, cohort.keys[p], "test", -1))
+    pd.DataFrame(rows, columns=["repeat", "outer_fold", "patient", "part", "inner_fold"]).to_csv(
+        run_path / "folds.csv", index=False)
+
+
+def manifest(run_path: Path, cfg: RunConfig, profile: Profile, cohort: Cohort, n_in_file: int, device: str,
+             candidates: list[str]) -> dict:
+    """The run's manifest.json: command, settings, profile, versions, hardware, dataset fingerprint."""
+    return {
+        "run": run_path.name, "command": cfg.command, "config": cfg.__dict__, "profile_name": profile.name,
+        "profile": profile.as_dict(), "seed": cfg.seed, "versions": versions(), "hardware": hardware(device),
+        "dataset": {"name": cohort.name, "fingerprint": cohort.fingerprint, "n_patients": cohort.n_patients,
+                    "n_pos": int(cohort.y.sum()), "synthetic": cohort.oracle is not None,
+                    "n_patients_in_file": n_in_file},
+        "candidates": candidates, "storage": "optuna.db" if cfg.storage is None else "external",
+        "started": dt.datetime.now().isoformat(timespec="seconds"), "status": "running",
+    }

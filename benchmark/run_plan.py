@@ -1,0 +1,148 @@
+"""The run plan: which candidates run, in which order, on which folds, consuming what.
+
+A plan is an explicit list of work units, one per candidate x repeat x outer fold, in an
+order where every unit comes after the units it consumes. The runner works through it in
+one process today; a scheduler that hands units to workers needs exactly this list::
+
+    cands, _ = resolve_candidates(cfg)                 # fusion inputs added when missing
+    plan = build_plan(cands, folds)
+    plan[0].candidate.name, plan[0].fold.repeat, plan[0].fold.index, plan[0].needs
+    # ('xgboost', 0, 0, ())      a fusion unit's ``needs``: the units whose results it reads
+
+Roles (``best_image``, ``best_register``) are resolved per outer fold by inner-CV score, so a
+unit that consumes a role needs every unit of that modality in its repeat and fold.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.splits import Fold, inner_folds
+from benchmark.errors import UserError
+from benchmark.paths import cache_dir
+from benchmark.protocol import ROLES
+from benchmark.run_folder import RunConfig
+from benchmark.search.spaces import Candidate, Profile, load_candidates, load_suites, suite_members
+
+FUSION_INPUTS_SUITE = "fusion_inputs"
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: use auto, cpu or cuda")
+    return device
+
+
+def default_profile(device: str) -> str:
+    return "standard" if device == "cuda" else "quick"
+
+
+def default_dataset() -> Path:
+    """The embedded synthetic cohort, generated once (under a lock) and cached."""
+    import fcntl
+    import tempfile
+
+    from benchmark.data import synth
+
+    root = cache_dir()
+    out = root / f"synthetic-default-v{getattr(synth, 'VERSION', 1)}"
+    yaml_path = out / "dataset.yaml"
+    if yaml_path.exists():
+        return yaml_path
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".synthetic.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # another run may be generating it right now
+        if not yaml_path.exists():
+            print(f"generating the default synthetic cohort once into {out} (a few minutes) ...", flush=True)
+            tmp = Path(tempfile.mkdtemp(dir=root, prefix=out.name + ".partial-"))
+            try:
+                synth.write_cohort(tmp, synth.SynthConfig())
+                shutil.rmtree(out, ignore_errors=True)   # an incomplete earlier attempt
+                tmp.rename(out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return yaml_path
+
+
+def resolve_candidates(cfg: RunConfig) -> tuple[list[Candidate], dict[str, Candidate]]:
+    """The candidates to run, consumed ones first (fusion inputs are added when missing)."""
+    allc = load_candidates(cfg.spaces)
+    if cfg.candidates:
+        names = []
+        for n in cfg.candidates:
+            if n not in allc:
+                raise UserError(f"--candidates: {n!r} is not a known candidate; see `python -m benchmark list`")
+            names.append(n)
+    else:
+        names = suite_members(cfg.suite or "all", allc, load_suites(cfg.spaces))
+    chosen = [allc[n] for n in names]
+    # Consumers need their inputs: named ones, or at least one candidate of a role's modality.
+    suites = load_suites(cfg.spaces)
+    extra: list[str] = []
+    for c in chosen:
+        for up in c.consumes:
+            if up in ROLES:
+                if not any(x.modality == ROLES[up] for x in chosen) and not any(allc[e].modality == ROLES[up] for e in extra):
+                    pool = suite_members(FUSION_INPUTS_SUITE, allc, suites) if FUSION_INPUTS_SUITE in suites else []
+                    pick = [n for n in pool if allc[n].modality == ROLES[up]]
+                    if not pick:
+                        raise UserError(f"{c.path}: consumes {up} but the run has no {ROLES[up]} candidate; "
+                                        f"add one to the suite or to suite {FUSION_INPUTS_SUITE!r}")
+                    extra.append(pick[0])
+            elif up not in names and up not in extra:
+                extra.append(up)
+    ordered = [allc[n] for n in dict.fromkeys(extra)] + chosen
+    # Topological order: non-consumers first, then consumers (one level of stacking).
+    ordered = [c for c in ordered if not c.consumes] + [c for c in ordered if c.consumes]
+    return ordered, allc
+
+
+
+def inner_fold_list(y: np.ndarray, fold: Fold, profile: Profile, seed: int) -> list[Fold]:
+    """The inner folds of one outer fold (deterministic for the run's seed)."""
+    return inner_folds(y, fold.train, n_folds=profile.inner_folds, seed=seed, repeat=fold.repeat,
+                       outer_index=fold.index)
+
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One candidate on one outer fold of one repeat, and the units whose results it reads."""
+
+    candidate: Candidate
+    fold: Fold
+    needs: tuple[tuple[str, int, int], ...] = ()   # (candidate name, repeat, outer fold) of consumed units
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.candidate.name, self.fold.repeat, self.fold.index)
+
+
+def build_plan(cands: list[Candidate], folds: list[Fold]) -> list[WorkUnit]:
+    """Every candidate x outer fold, consumers after what they consume (candidate-major order)."""
+    units = []
+    for cand in cands:
+        for fold in folds:
+            needs = []
+            for up in cand.consumes:
+                names = [c.name for c in cands if c.modality == ROLES[up]] if up in ROLES else [up]
+                needs += [(n, fold.repeat, fold.index) for n in names]
+            units.append(WorkUnit(cand, fold, tuple(dict.fromkeys(needs))))
+    done: set = set()
+    for unit in units:
+        missing = [n for n in unit.needs if n not in done]
+        if missing:
+            raise UserError(f"candidate {unit.candidate.name!r} consumes {missing[0][0]!r}, which itself consumes "
+                            f"other candidates; only one level of fusion inputs is supported")
+        done.add(unit.key)
+    return units
