@@ -1,6 +1,6 @@
 """Synthetic AFF/NFF cohort with a known oracle: ``python -m benchmark synth OUT``.
 
-Writes, in the on-disk format users give for real data (DESIGN.md section 5)::
+Writes, in the on-disk format users give for real data (the dataset file, see README "Bring your own data")::
 
     OUT/dataset.yaml    name, register, id_column, label, images, categorical, oracle
     OUT/register.csv    patient_id, group (AFF/NFF), 300+ register columns
