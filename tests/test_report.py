@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 
 from benchmark.errors import UserError
+from benchmark.evaluate.uncertainty import UNCERTAINTY_COLUMNS, add_uncertainty
 from benchmark.report import html as report_html
 from benchmark.report.html import build_report
+from benchmark.report.run_files import read_test_predictions
 
 try:
     from report_fixtures import SECRET_PATH, write_fake_run
@@ -162,3 +164,14 @@ def test_missing_predictions_and_comparisons_leave_notes_instead_of_figures(repo
     assert text.count("Not drawn: predictions.parquet is missing") == 6
     assert "Not drawn: comparisons.csv is missing" in text
     assert 'id="fig-search"' in text
+
+
+def test_predictions_stored_without_uncertainty_get_it_from_evaluate_and_lose_patient_keys(report, tmp_path):
+    run = shutil.copytree(report.parent, tmp_path / "run")
+    stored = pd.read_parquet(run / "predictions.parquet").drop(columns=list(UNCERTAINTY_COLUMNS))
+    stored.to_parquet(run / "predictions.parquet", index=False)
+    preds = read_test_predictions(run)
+    expected = add_uncertainty(stored[stored["set"].eq("test") & stored["repeat"].eq(0)])
+    assert preds["entropy"].to_numpy() == pytest.approx(expected["entropy"].to_numpy())
+    assert preds["mutual_info"].to_numpy() == pytest.approx(expected["mutual_info"].to_numpy())
+    assert "patient" not in preds.columns and "members" not in preds.columns

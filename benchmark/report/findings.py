@@ -1,7 +1,7 @@
 """Plain-words answers to the three questions, written from a run's stored tables.
 
 Reads ``leaderboard.csv``, ``comparisons.csv`` (optional) and ``manifest.json`` (optional)
-and never recomputes a metric: every number in the text is a cell of ``leaderboard.csv``
+through ``run_files`` and never recomputes a metric: every number in the text is a cell of ``leaderboard.csv``
 or ``comparisons.csv``, formatted with :func:`fmt` (3 decimals; p-values below 0.001 are
 written ``< 0.001``). Fusion is said to help only when the Holm-adjusted comparison says
 so (verdict ``candidate_better`` and ``p_holm < 0.05``)::
@@ -12,109 +12,30 @@ so (verdict ``candidate_better`` and ``p_holm < 0.05``)::
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
-from benchmark.errors import UserError
+from benchmark.protocol import ORACLE_OF, ROLES
+from benchmark.report.run_files import RunFiles, num, read_comparisons, read_leaderboard, read_manifest, safe_text
 
 ALPHA = 0.05  # significance level for Holm-adjusted p-values
-TREE_FAMILIES = {"xgboost", "lightgbm", "catboost", "random_forest", "extra_trees", "hist_gradient_boosting"}
-SINGLE_MODALITIES = ("image", "register")
-ORACLE_OF = {"image": "oracle_image", "register": "oracle_register", "fusion": "oracle_both"}
-
-LEADERBOARD_REQUIRED = ("candidate", "modality", "status")
-COMPARISONS_REQUIRED = ("candidate", "reference", "reference_role", "metric", "diff", "lo", "hi", "p_holm", "verdict")
-
-
-# ---------------------------------------------------------------- reading the stored tables
-
-
-def read_table(run_dir: Path, name: str, required: Iterable[str] = (), optional: bool = False) -> pd.DataFrame | None:
-    """Read ``run_dir/name`` (CSV); None if absent and ``optional``; UserError on a missing column."""
-    path = Path(run_dir) / name
-    if not path.is_file():
-        if optional:
-            return None
-        raise UserError(f"{path} not found; finish the run (python -m benchmark run --resume ...) or give another run folder")
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame(columns=list(required))
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}, column {missing[0]!r} is missing; rebuild the run's tables with the current harness")
-    return df
-
-
-def read_leaderboard(run_dir: Path) -> pd.DataFrame:
-    """``leaderboard.csv`` with ``is_ceiling`` as bool and numeric columns as floats."""
-    lb = read_table(run_dir, "leaderboard.csv", LEADERBOARD_REQUIRED)
-    lb["candidate"] = lb["candidate"].astype(str)
-    lb["modality"] = lb["modality"].astype(str)
-    lb["status"] = lb["status"].fillna("ok").astype(str)
-    if "is_ceiling" in lb.columns:
-        lb["is_ceiling"] = lb["is_ceiling"].astype(str).str.lower().isin(["true", "1", "1.0", "yes"])
-    else:
-        lb["is_ceiling"] = lb["modality"].eq("oracle")
-    lb["is_ceiling"] = lb["is_ceiling"] | lb["modality"].eq("oracle")
-    for col in ("family", "info"):
-        lb[col] = lb[col].map(lambda v: "" if pd.isna(v) else str(v)) if col in lb.columns else ""
-    return lb
-
-
-def read_comparisons(run_dir: Path) -> pd.DataFrame | None:
-    """``comparisons.csv`` or None when the run has none (no fusion candidate)."""
-    comp = read_table(run_dir, "comparisons.csv", COMPARISONS_REQUIRED, optional=True)
-    if comp is not None:
-        for col in ("candidate", "reference", "reference_role", "metric", "verdict"):
-            comp[col] = comp[col].astype(str)
-    return comp
-
-
-def read_manifest(run_dir: Path) -> dict:
-    """``manifest.json`` as a dict ({} when absent)."""
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); restore it or rerun the benchmark") from None
-
-
-def safe_text(text: object, limit: int = 200) -> str:
-    """A failure reason made safe to print: first line, no path-like tokens, at most ``limit`` chars."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return ""
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
-    line = re.sub(r"\S*[\\/]\S+", "<path>", line)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+TREE_FAMILIES = ("xgboost", "lightgbm")  # the register families that are gradient-boosted trees
+SINGLE_MODALITIES = tuple(ROLES.values())  # ("image", "register"): what fusion is compared with
 
 
 # ---------------------------------------------------------------- formatting
 
 
-def _num(v: object) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return x
-
-
 def fmt(v: object, digits: int = 3) -> str:
     """``0.91234 -> '0.912'``; missing -> ``'n/a'``."""
-    x = _num(v)
+    x = num(v)
     return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
 
 def fmt_p(p: object) -> str:
-    x = _num(p)
+    x = num(p)
     if math.isnan(x):
         return "n/a"
     return "< 0.001" if x < 0.001 else f"= {x:.3f}"
@@ -124,7 +45,7 @@ def fmt_ci(row: pd.Series, metric: str) -> str:
     """``'0.912 [0.884, 0.941]'`` from the leaderboard columns ``m, m_lo, m_hi``."""
     v = fmt(row.get(metric))
     lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
-    if v == "n/a" or math.isnan(_num(lo)) or math.isnan(_num(hi)):
+    if v == "n/a" or math.isnan(num(lo)) or math.isnan(num(hi)):
         return v
     return f"{v} [{fmt(lo)}, {fmt(hi)}]"
 
@@ -165,12 +86,11 @@ def _oracle(lb: pd.DataFrame, name: str) -> pd.Series | None:
 
 
 def _is_tree(row: pd.Series) -> bool:
-    fam = str(row.get("family", "")).lower()
-    return fam in TREE_FAMILIES or any(t in str(row["candidate"]).lower() for t in TREE_FAMILIES)
+    return str(row.get("family", "")).lower() in TREE_FAMILIES
 
 
 def _is_mlp(row: pd.Series) -> bool:
-    return str(row.get("family", "")).lower() == "mlp" or str(row["candidate"]).lower().startswith("mlp")
+    return str(row.get("family", "")).lower() == "mlp"
 
 
 def _inner(row: pd.Series) -> str:
@@ -179,13 +99,13 @@ def _inner(row: pd.Series) -> str:
 
 def _significant(c: pd.Series) -> bool:
     """Holm-adjusted evidence that the candidate is better (the only basis for a 'fusion helps' claim)."""
-    p = _num(c.get("p_holm"))
+    p = num(c.get("p_holm"))
     return c.get("verdict") == "candidate_better" and not math.isnan(p) and p < ALPHA
 
 
 def _significantly_worse(c: pd.Series) -> bool:
     """Holm-adjusted evidence that the reference is better than the candidate."""
-    p = _num(c.get("p_holm"))
+    p = num(c.get("p_holm"))
     return c.get("verdict") == "reference_better" and not math.isnan(p) and p < ALPHA
 
 
@@ -207,7 +127,7 @@ def _intro(lb: pd.DataFrame, manifest: dict) -> list[str]:
     n = counts["n_patients"].max() if "n_patients" in counts.columns else math.nan
     pos = counts["n_pos"].max() if "n_pos" in counts.columns else math.nan
     cohort = "a synthetic cohort" if manifest.get("dataset", {}).get("synthetic") else "the cohort"
-    if not math.isnan(_num(n)) and not math.isnan(_num(pos)):
+    if not math.isnan(num(n)) and not math.isnan(num(pos)):
         cohort += f" of {int(n)} patients, {int(pos)} of them AFF"
     lines.append(
         f"Pooled outer-test estimates on {cohort}, with 95 % patient-level bootstrap confidence intervals "
@@ -233,9 +153,9 @@ def _q1(lb: pd.DataFrame) -> list[str]:
         text += (f", sensitivity {fmt_ci(best, 'sensitivity_thr')} and specificity {fmt_ci(best, 'specificity_thr')} "
                  "at the threshold chosen on inner out-of-fold data")
     lines.append(text + ".")
-    oracle = _oracle(lb, "oracle_image")
+    oracle = _oracle(lb, ORACLE_OF["image"])
     if oracle is not None:
-        gap = f"; the gap to {best['candidate']} is {fmt(best['auc_gap'])} AUC" if not math.isnan(_num(best.get("auc_gap"))) else ""
+        gap = f"; the gap to {best['candidate']} is {fmt(best['auc_gap'])} AUC" if not math.isnan(num(best.get("auc_gap"))) else ""
         lines.append(f"The image oracle (exact posterior from the image evidence) reaches AUC {fmt_ci(oracle, 'auc')}{gap}.")
     others = rows[rows["modality"].eq("image") & rows["candidate"].ne(best["candidate"])]
     if not others.empty:
@@ -260,7 +180,7 @@ def _q2(lb: pd.DataFrame) -> list[str]:
     else:
         lines.append("No tree candidate has test predictions, so the trees part cannot be answered.")
     if mlp is not None and tree is not None:
-        overlap = _num(mlp.get("auc_lo")) <= _num(tree.get("auc_hi")) and _num(tree.get("auc_lo")) <= _num(mlp.get("auc_hi"))
+        overlap = num(mlp.get("auc_lo")) <= num(tree.get("auc_hi")) and num(tree.get("auc_lo")) <= num(mlp.get("auc_hi"))
         lines.append(
             "Their AUC intervals overlap, so these data do not separate them (no paired test between register models is stored)."
             if overlap else
@@ -269,10 +189,10 @@ def _q2(lb: pd.DataFrame) -> list[str]:
     best = best_by_inner(reg)
     if best is not None and all(best["candidate"] != r["candidate"] for r in (mlp, tree) if r is not None):
         lines.append(f"The best register model overall by inner score is **{best['candidate']}**, AUC {fmt_ci(best, 'auc')}.")
-    oracle = _oracle(lb, "oracle_register")
+    oracle = _oracle(lb, ORACLE_OF["register"])
     if oracle is not None:
         top = best if best is not None else reg.iloc[0]
-        gap = f"; the gap to {top['candidate']} is {fmt(top['auc_gap'])} AUC" if not math.isnan(_num(top.get("auc_gap"))) else ""
+        gap = f"; the gap to {top['candidate']} is {fmt(top['auc_gap'])} AUC" if not math.isnan(num(top.get("auc_gap"))) else ""
         lines.append(f"The register oracle reaches AUC {fmt_ci(oracle, 'auc')}{gap}.")
     return lines + [""]
 
@@ -302,7 +222,7 @@ def _q3(lb: pd.DataFrame, comp: pd.DataFrame | None) -> list[str]:
     ref = _best_single(lb, comp)
     auc = comp[comp["metric"].eq("auc") & comp["reference"].eq(ref) & comp["candidate"].isin(fusion["candidate"])]
     role = auc["reference_role"].iloc[0] if not auc.empty else ""
-    role = {"best_image": "best image model", "best_register": "best register model"}.get(role, "best single-modality model")
+    role = f"best {ROLES[role]} model" if role in ROLES else "best single-modality model"
     lines.append(f"The best single-modality model by inner score is **{ref}** ({role}).")
     if auc.empty:
         lines.append("Cannot be answered: comparisons.csv has no AUC comparison of a fusion candidate with it.")
@@ -357,10 +277,10 @@ def _uncertainty(lb: pd.DataFrame, comp: pd.DataFrame, fusion: str, ref: str) ->
     lower = False
     for m in unc:
         c = _find(comp, fusion, ref, m)
-        sig_lower = _num(c["diff"]) < 0 and _num(c["p_holm"]) < ALPHA
+        sig_lower = num(c["diff"]) < 0 and num(c["p_holm"]) < ALPHA
         lower |= sig_lower
-        sig_higher = _num(c["diff"]) > 0 and _num(c["p_holm"]) < ALPHA
-        word = "lower" if sig_lower else "higher" if sig_higher else ("not significantly lower" if _num(c["diff"]) < 0 else "not lower")
+        sig_higher = num(c["diff"]) > 0 and num(c["p_holm"]) < ALPHA
+        word = "lower" if sig_lower else "higher" if sig_higher else ("not significantly lower" if num(c["diff"]) < 0 else "not lower")
         lines.append(f"- {_label(m)}: {word} with fusion, {fmt(c.get('value_candidate'))} against {fmt(c.get('value_reference'))}; {_comparison_sentence(c)}.")
     worse, checked = [], []
     for m in ("brier", "ece", "error_auroc"):
@@ -368,7 +288,7 @@ def _uncertainty(lb: pd.DataFrame, comp: pd.DataFrame, fusion: str, ref: str) ->
         if c is None:
             continue
         checked.append(m)
-        if c["verdict"] == "reference_better" and _num(c["p_holm"]) < ALPHA:
+        if c["verdict"] == "reference_better" and num(c["p_holm"]) < ALPHA:
             worse.append(_label(m))
         lines.append(f"- {_label(m)}: {fmt(c.get('value_candidate'))} against {fmt(c.get('value_reference'))}; {_comparison_sentence(c)}.")
     if "error_auroc" not in checked:
@@ -397,7 +317,7 @@ def _error_detection_from_leaderboard(lb: pd.DataFrame, fusion: str, ref: str) -
     if a.empty or b.empty or pd.isna(a["error_auroc"].iloc[0]) or pd.isna(b["error_auroc"].iloc[0]):
         return ""
     a, b = a.iloc[0], b.iloc[0]
-    below = _num(a.get("error_auroc_hi")) < _num(b.get("error_auroc_lo"))
+    below = num(a.get("error_auroc_hi")) < num(b.get("error_auroc_lo"))
     how = ("its interval lies below the reference's, so uncertainty flags errors less well with fusion" if below
            else "the intervals overlap or fusion is higher (no paired test is stored for this metric)")
     return f"- {_label('error_auroc')}: {fmt_ci(a, 'error_auroc')} against {fmt_ci(b, 'error_auroc')}; {how}."
@@ -407,7 +327,7 @@ def _caveats(lb: pd.DataFrame, comp: pd.DataFrame | None) -> list[str]:
     lines = ["## Caveats", ""]
     rows = _usable(lb)
     pos = rows["n_pos"].max() if "n_pos" in rows.columns and not rows.empty else math.nan
-    if not math.isnan(_num(pos)):
+    if not math.isnan(num(pos)):
         widest = rows.assign(w=rows["auc_hi"].astype(float) - rows["auc_lo"].astype(float)).sort_values("w").iloc[-1] \
             if {"auc_lo", "auc_hi"} <= set(rows.columns) and rows["auc_lo"].notna().any() else None
         example = f" (for example, {widest['candidate']}'s AUC interval is [{fmt(widest['auc_lo'])}, {fmt(widest['auc_hi'])}])" if widest is not None else ""
@@ -429,23 +349,26 @@ def _caveats(lb: pd.DataFrame, comp: pd.DataFrame | None) -> list[str]:
     return lines + [""]
 
 
-def findings_markdown(run_dir: Path) -> str:
-    """The findings as markdown (nothing written)."""
-    run_dir = Path(run_dir)
-    lb = read_leaderboard(run_dir)
-    comp = read_comparisons(run_dir)
-    manifest = read_manifest(run_dir)
+def findings_text(lb: pd.DataFrame, comp: pd.DataFrame | None, manifest: dict) -> str:
+    """The findings as markdown from the tables as ``run_files`` reads them."""
     parts = _intro(lb, manifest) + _q1(lb) + _q2(lb) + _q3(lb, comp) + _caveats(lb, comp)
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_findings(run_dir: Path) -> str:
-    """Write ``run_dir/findings.md`` and return its markdown.
+def findings_markdown(run_dir: Path) -> str:
+    """The findings of a run folder as markdown (nothing written)."""
+    run_dir = Path(run_dir)
+    return findings_text(read_leaderboard(run_dir), read_comparisons(run_dir), read_manifest(run_dir))
+
+
+def write_findings(run_dir: Path, run: RunFiles | None = None) -> str:
+    """Write ``run_dir/findings.md`` and return its markdown; ``run`` saves reading the tables again.
 
     >>> md = write_findings(Path("results/quick-1"))      # doctest: +SKIP
     >>> md.splitlines()[0]                                  # doctest: +SKIP
     '# Findings'
     """
-    text = findings_markdown(run_dir)
+    text = (findings_markdown(run_dir) if run is None
+            else findings_text(run.leaderboard, run.comparisons, run.manifest))
     (Path(run_dir) / "findings.md").write_text(text, encoding="utf-8")
     return text

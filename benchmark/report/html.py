@@ -2,8 +2,8 @@
 
 The page opens offline: the plotly.js bundle is embedded once, the table sorts with a few
 lines of vanilla JS. It reads only the stored files (manifest.json, leaderboard.csv,
-comparisons.csv, predictions.parquet, trials.csv) and never prints patient keys or
-dataset paths::
+comparisons.csv, predictions.parquet, trials.csv), through ``run_files``, and never prints
+patient keys or dataset paths::
 
     from benchmark.report.html import build_report
     html_path = build_report(Path("results/quick-1"))   # results/quick-1/leaderboard.html
@@ -12,7 +12,6 @@ dataset paths::
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as _dt
 import html
 import math
@@ -24,10 +23,10 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from benchmark.errors import UserError
-from benchmark.report import findings as F
-from benchmark.report.plots import MODALITY_COLOR, build_figures, read_test_predictions
-
-RESULTS_DIR = Path("results")
+from benchmark.paths import results_dir
+from benchmark.report.findings import write_findings
+from benchmark.report.plots import MODALITY_COLOR, build_figures
+from benchmark.report.run_files import num, read_run, safe_text
 
 # (column, header, tooltip); metric columns get "value [lo, hi]" when lo/hi exist
 TABLE_COLUMNS = [
@@ -108,15 +107,8 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _num(v: object) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _duration(seconds: object) -> str:
-    s = _num(seconds)
+    s = num(seconds)
     if math.isnan(s):
         return ""
     s = int(round(s))
@@ -178,12 +170,12 @@ def _header(manifest: dict, run_dir: Path) -> str:
     if isinstance(profile, dict):
         keys = ("outer_folds", "inner_folds", "repeats", "n_trials", "bootstrap", "image_size", "max_epochs")
         fields.append(("protocol", ", ".join(f"{k}={profile[k]}" for k in keys if k in profile)))
-    meta = "".join(f"<div><b>{_e(k)}</b>: {_e(F.safe_text(v))}</div>" for k, v in fields if v not in ("", None))
+    meta = "".join(f"<div><b>{_e(k)}</b>: {_e(safe_text(v))}</div>" for k, v in fields if v not in ("", None))
     versions = manifest.get("versions") or {}
     hardware = manifest.get("hardware") or {}
-    vtext = ", ".join(f"{k} {F.safe_text(v)}" for k, v in versions.items()) if isinstance(versions, dict) else F.safe_text(versions)
-    htext = (", ".join(f"{k}: {F.safe_text(v)}" for k, v in hardware.items() if v not in (None, "") and "<path>" not in F.safe_text(v))
-             if isinstance(hardware, dict) else F.safe_text(hardware))
+    vtext = ", ".join(f"{k} {safe_text(v)}" for k, v in versions.items()) if isinstance(versions, dict) else safe_text(versions)
+    htext = (", ".join(f"{k}: {safe_text(v)}" for k, v in hardware.items() if v not in (None, "") and "<path>" not in safe_text(v))
+             if isinstance(hardware, dict) else safe_text(hardware))
     title = _e(manifest.get("run", run_dir.name))
     missing = "" if manifest else '<p class="note">manifest.json is missing: run details unknown.</p>'
     return (f"<h1>AFF/NFF benchmark: {title}</h1>{missing}<div class='meta'>{meta}</div>"
@@ -192,14 +184,14 @@ def _header(manifest: dict, run_dir: Path) -> str:
 
 def _cell(row: pd.Series, col: str) -> tuple[str, str]:
     """(text, sort key) for one table cell."""
-    v = _num(row.get(col))
+    v = num(row.get(col))
     if math.isnan(v):
         return "", ""
     if col == "wall_s":
         return _duration(v), f"{v:.6g}"
     if col in ("n_trials", "n_failed_trials"):
         return f"{int(v)}", f"{v:.6g}"
-    lo, hi = _num(row.get(f"{col}_lo")), _num(row.get(f"{col}_hi"))
+    lo, hi = num(row.get(f"{col}_lo")), num(row.get(f"{col}_hi"))
     text = f"{v:.{CI_DECIMALS}f}"
     if not (math.isnan(lo) or math.isnan(hi)):
         text += f" [{lo:.{CI_DECIMALS}f}, {hi:.{CI_DECIMALS}f}]"
@@ -227,7 +219,7 @@ def leaderboard_table(lb: pd.DataFrame) -> str:
         for c, _, _ in cols:
             text, key = _cell(r, c)
             cells.append(f"<td data-sort='{key}'>{_e(text)}</td>")
-        cells.append(f"<td class='info'>{_e(F.safe_text(r.get('info')))}</td>")
+        cells.append(f"<td class='info'>{_e(safe_text(r.get('info')))}</td>")
         body.append(f'<tr class="{cls}" data-candidate="{_e(r["candidate"])}">' + "".join(cells) + "</tr>")
     return (f'<div class="tablewrap"><table class="sortable" id="leaderboard"><thead><tr>{head}</tr></thead>'
 
@@ -254,15 +246,10 @@ def build_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} not found; give a run folder path or a run name under results/")
-    lb = F.read_leaderboard(run_dir)
-    comp = F.read_comparisons(run_dir)
-    manifest = F.read_manifest(run_dir)
-    findings_md = F.write_findings(run_dir)
-    preds = read_test_predictions(run_dir / "predictions.parquet")
-    trials = F.read_table(run_dir, "trials.csv", ("candidate", "outer_fold", "trial", "value"), optional=True)
-    if trials is not None:
-        trials["candidate"] = trials["candidate"].astype(str)
-    specs = build_figures(preds, lb, comp, trials)
+    run = read_run(run_dir)
+    lb, manifest = run.leaderboard, run.manifest
+    findings_md = write_findings(run_dir, run)
+    specs = build_figures(run)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(manifest.get('run', run_dir.name))}: AFF/NFF leaderboard</title>
 <style>{CSS}</style>
@@ -284,17 +271,18 @@ Sensitivity/specificity use the threshold chosen on inner out-of-fold data.</p>
     return out
 
 
-def resolve_run(run: str, results_dir: Path = RESULTS_DIR) -> Path:
-    """A run folder path, or a run name under ``results_dir``."""
+def resolve_run(run: str, results: Path | None = None) -> Path:
+    """A run folder path, or a run name under ``results`` (default: ``paths.results_dir()``)."""
+    results = Path(results) if results is not None else results_dir()
     path = Path(run)
     if path.is_dir():
         return path
-    named = Path(results_dir) / run
+    named = results / run
     if named.is_dir():
         return named
-    existing = sorted(p.name for p in Path(results_dir).glob("*") if p.is_dir()) if Path(results_dir).is_dir() else []
+    existing = sorted(p.name for p in results.glob("*") if p.is_dir()) if results.is_dir() else []
     hint = f" (runs there: {', '.join(existing[:10])})" if existing else ""
-    raise UserError(f"run {run!r} not found as a folder or under {results_dir}/{hint}; give a run folder path or a run name")
+    raise UserError(f"run {run!r} not found as a folder or under {results}/{hint}; give a run folder path or a run name")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -304,8 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    results = args.results_dir or Path(os.environ.get("AFF_BENCHMARK_RESULTS", RESULTS_DIR))
-    run_dir = resolve_run(args.run, results)
+    run_dir = resolve_run(args.run, args.results_dir)
     out = build_report(run_dir)
     print(f"wrote {out} and {out.with_name('findings.md')}")
     return 0

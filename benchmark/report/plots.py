@@ -1,33 +1,38 @@
 """Plotly figures of a run, drawn from its stored predictions, leaderboard, comparisons and trials.
 
-Curves (ROC, PR, reliability, risk-coverage, decision curve) are computed from the pooled
-outer-test predictions for drawing only; the numbers in legends come from
+The report draws what ``benchmark/evaluate`` computes: the curves (ROC, precision-recall,
+reliability bins, risk-coverage, decision curve) come from ``evaluate.metrics`` on the
+pooled outer-test predictions, entropy and mutual information are the columns
+``evaluate.uncertainty`` stored, and the numbers in legends are cells of
 ``leaderboard.csv``. Curves are thinned to a few hundred points so the page stays small::
 
-    figs = build_figures(preds, leaderboard, comparisons, trials)
-    for fig in figs:
-        print(fig.div_id, fig.title, fig.figure is not None)
+    from benchmark.report.run_files import read_run
+    for spec in build_figures(read_run(Path("results/quick-1"))):
+        print(spec.div_id, spec.title, spec.figure is not None)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
-from sklearn.metrics import precision_recall_curve, roc_curve
 
-MODALITY_ORDER = ("register", "image", "fusion", "oracle")
+from benchmark.evaluate import metrics
+from benchmark.protocol import MODALITIES, ORACLE_OF
+from benchmark.report.run_files import RunFiles, num
+
+MODALITY_ORDER = MODALITIES + ("oracle",)
 MODALITY_COLOR = {"register": "#1f77b4", "image": "#e6770f", "fusion": "#2ca02c", "oracle": "#6b6b6b"}
 _SCALE = {"register": "Blues", "image": "Oranges", "fusion": "Greens", "oracle": "Greys"}
 VERDICT_COLOR = {"candidate_better": "#2ca02c", "reference_better": "#d62728", "no_difference": "#7f7f7f"}
 MAX_POINTS = 150
 LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=40, b=50), legend=dict(font=dict(size=11)))
+DECISION_THRESHOLDS = np.linspace(0.01, 0.5, 50)
 
 
 @dataclass
@@ -41,39 +46,7 @@ class FigureSpec:
     note: str = ""
 
 
-# ---------------------------------------------------------------- data
-
-
-def read_test_predictions(path: Path) -> pd.DataFrame | None:
-    """Outer-test rows of ``predictions.parquet`` (first repeat only), without patient keys."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    import pyarrow.parquet as pq
-
-    names = set(pq.read_schema(path).names)
-    cols = [c for c in ("candidate", "modality", "repeat", "set", "y", "prob", "members", "entropy", "mutual_info") if c in names]
-    df = pd.read_parquet(path, columns=cols)
-    if "set" in df.columns:
-        df = df[df["set"].eq("test")]
-    if "repeat" in df.columns and len(df):
-        df = df[df["repeat"].eq(df["repeat"].min())]
-    df = df.dropna(subset=["prob", "y"]).copy()
-    df["candidate"] = df["candidate"].astype(str)
-    p = np.clip(df["prob"].to_numpy(float), 1e-12, 1 - 1e-12)
-    if "entropy" not in df.columns or df["entropy"].isna().all():
-        df["entropy"] = _entropy(p)
-    if "mutual_info" not in df.columns or df["mutual_info"].isna().all():
-        if "members" in df.columns:
-            df["mutual_info"] = df["entropy"] - df["members"].map(lambda m: float(np.mean(_entropy(np.asarray(m, float)))))
-        else:
-            df["mutual_info"] = np.nan
-    return df.drop(columns=[c for c in ("members", "set", "repeat") if c in df.columns])
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+# ---------------------------------------------------------------- colours, order, traces
 
 
 def candidate_colors(lb: pd.DataFrame) -> dict[str, str]:
@@ -113,9 +86,8 @@ def _r(a: np.ndarray, digits: int = 4) -> np.ndarray:
 
 def _stat(lb: pd.DataFrame, cand: str, metric: str) -> str:
     row = lb[lb["candidate"].eq(cand)]
-    if row.empty or metric not in row.columns or pd.isna(row[metric].iloc[0]):
-        return ""
-    return f" ({metric.upper() if len(metric) <= 3 else metric} {float(row[metric].iloc[0]):.3f})"
+    value = num(row[metric].iloc[0]) if not row.empty and metric in row.columns else math.nan
+    return "" if math.isnan(value) else f" ({metric.upper() if len(metric) <= 3 else metric} {value:.3f})"
 
 
 def _line(cand: str, lb: pd.DataFrame, colors: dict, x, y, metric: str, mode: str = "lines") -> go.Scatter:
@@ -143,8 +115,8 @@ def _groups(preds: pd.DataFrame, order: list[str]):
 def roc_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict) -> go.Figure:
     fig = go.Figure()
     for cand, y, p, _ in _groups(preds, order):
-        fpr, tpr, _ = roc_curve(y, p)
-        fig.add_trace(_line(cand, lb, colors, *_thin(fpr, tpr), metric="auc"))
+        roc = metrics.roc_points(y, p)
+        fig.add_trace(_line(cand, lb, colors, *_thin(roc["fpr"], roc["tpr"]), metric="auc"))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#bbb", dash="dot")))
     fig.update_layout(**LAYOUT, height=520, xaxis_title="1 - specificity", yaxis_title="sensitivity")
     return fig
@@ -154,8 +126,8 @@ def pr_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: d
     fig = go.Figure()
     prevalence = None
     for cand, y, p, _ in _groups(preds, order):
-        prec, rec, _ = precision_recall_curve(y, p)
-        fig.add_trace(_line(cand, lb, colors, *_thin(rec[::-1], prec[::-1]), metric="ap"))
+        pr = metrics.pr_points(y, p)
+        fig.add_trace(_line(cand, lb, colors, *_thin(pr["recall"], pr["precision"]), metric="ap"))
         prevalence = y.mean()
     if prevalence is not None:
         fig.add_trace(go.Scatter(x=[0, 1], y=[prevalence] * 2, mode="lines", name="prevalence", line=dict(color="#bbb", dash="dot")))
@@ -166,11 +138,9 @@ def pr_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: d
 def reliability_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict, n_bins: int = 10) -> go.Figure:
     fig = go.Figure()
     for cand, y, p, _ in _groups(preds, order):
-        idx = np.argsort(p, kind="stable")
-        bins = [b for b in np.array_split(idx, min(n_bins, len(p))) if len(b)]
-        mean_p = [p[b].mean() for b in bins]
-        freq = [y[b].mean() for b in bins]
-        fig.add_trace(_line(cand, lb, colors, mean_p, freq, metric="ece", mode="lines+markers"))
+        bins = metrics.reliability_curve(y, p, n_bins)  # the equal-mass bins of the stored ECE
+        fig.add_trace(_line(cand, lb, colors, bins["mean_predicted"], bins["fraction_positive"], metric="ece",
+                            mode="lines+markers"))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(color="#bbb", dash="dot")))
     fig.update_layout(**LAYOUT, height=520, xaxis_title=f"mean predicted P(AFF) ({n_bins} equal-mass bins)",
                       yaxis_title="observed AFF frequency")
@@ -206,11 +176,8 @@ def uncertainty_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], 
 def risk_coverage_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str], colors: dict) -> go.Figure:
     fig = go.Figure()
     for cand, y, p, g in _groups(preds, order):
-        unc = g["entropy"].to_numpy(float)
-        idx = np.argsort(unc, kind="stable")
-        errors = ((p[idx] >= 0.5).astype(int) != y[idx]).astype(float)
-        k = np.arange(1, len(y) + 1)
-        fig.add_trace(_line(cand, lb, colors, *_thin(k / len(y), np.cumsum(errors) / k), metric="aurc"))
+        curve = metrics.risk_coverage_curve(y, p, g["entropy"].to_numpy(float))  # the curve under the stored AURC
+        fig.add_trace(_line(cand, lb, colors, *_thin(curve["coverage"], curve["risk"]), metric="aurc"))
     fig.update_layout(**LAYOUT, height=520, xaxis_title="coverage (share of patients kept, most certain first)",
                       yaxis_title="error rate among kept patients")
     return fig
@@ -218,17 +185,16 @@ def risk_coverage_figure(preds: pd.DataFrame, lb: pd.DataFrame, order: list[str]
 
 def decision_curve_figure(preds: pd.DataFrame, lb: pd.DataFrame, top: list[str], colors: dict) -> go.Figure:
     fig = go.Figure()
-    thresholds = np.linspace(0.01, 0.5, 50)
-    prevalence = None
+    curve, prevalence = None, None
     for cand, y, p, _ in _groups(preds, top):
-        n = len(y)
-        nb = [((p >= t) & (y == 1)).sum() / n - ((p >= t) & (y == 0)).sum() / n * t / (1 - t) for t in thresholds]
-        fig.add_trace(_line(cand, lb, colors, thresholds, nb, metric="auc"))
+        curve = metrics.net_benefit(y, p, DECISION_THRESHOLDS)
+        fig.add_trace(_line(cand, lb, colors, curve["threshold"], curve["net_benefit"], metric="auc"))
         prevalence = y.mean()
-    if prevalence is not None:
-        treat_all = prevalence - (1 - prevalence) * thresholds / (1 - thresholds)
-        fig.add_trace(go.Scatter(x=_r(thresholds), y=_r(treat_all), mode="lines", name="treat all", line=dict(color="#999", dash="dot")))
-        fig.add_trace(go.Scatter(x=[thresholds[0], thresholds[-1]], y=[0, 0], mode="lines", name="treat none", line=dict(color="#444", dash="dot")))
+    if curve is not None:
+        fig.add_trace(go.Scatter(x=_r(curve["threshold"]), y=_r(curve["treat_all"]), mode="lines", name="treat all",
+                                 line=dict(color="#999", dash="dot")))
+        fig.add_trace(go.Scatter(x=[DECISION_THRESHOLDS[0], DECISION_THRESHOLDS[-1]], y=[0, 0], mode="lines", name="treat none",
+                                 line=dict(color="#444", dash="dot")))
         fig.update_yaxes(range=[min(-0.01, -prevalence * 0.2), prevalence * 1.1])
     fig.update_layout(**LAYOUT, height=480, xaxis_title="threshold probability", yaxis_title="net benefit")
     return fig
@@ -295,17 +261,17 @@ def _top_candidates(lb: pd.DataFrame, order: list[str]) -> list[str]:
     """Best per modality by inner score, plus the joint oracle: the decision-curve set."""
     top = []
     rows = lb[lb["candidate"].isin(order)]
-    for modality in ("register", "image", "fusion"):
+    for modality in MODALITIES:
         g = rows[rows["modality"].eq(modality)]
         if not g.empty and "inner_score" in g.columns and g["inner_score"].notna().any():
             top.append(str(g.loc[g["inner_score"].astype(float).idxmax(), "candidate"]))
-    oracle = [c for c in ("oracle_both",) if c in order]
+    oracle = [c for c in (ORACLE_OF["fusion"],) if c in order]
     return top + oracle
 
 
-def build_figures(preds: pd.DataFrame | None, lb: pd.DataFrame, comp: pd.DataFrame | None,
-                  trials: pd.DataFrame | None) -> list[FigureSpec]:
+def build_figures(run: RunFiles) -> list[FigureSpec]:
     """Every figure of the report, in page order; a missing input gives a figure with a note."""
+    preds, lb, comp, trials = run.predictions, run.leaderboard, run.comparisons, run.trials
     colors = candidate_colors(lb)
     specs: list[FigureSpec] = []
     no_preds = "predictions.parquet is missing or has no outer-test rows."
