@@ -16,6 +16,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
+from benchmark.evaluate.compare import HIGHER_IS_BETTER, TEST_OF
+from benchmark.evaluate.leaderboard import METRICS as LEADERBOARD_METRICS
+from benchmark.evaluate.uncertainty import add_uncertainty, binary_entropy
+from benchmark.protocol import ORACLE_OF
+
 SECRET_PATH = "/secret-site/aff/dataset.yaml"
 PATIENT_PREFIX = "PATKEY"
 
@@ -36,22 +41,9 @@ CANDIDATES = {
 FAILED = "convnext_tiny"
 FAILED_INFO = f"CUDA out of memory (tried 2 smaller batches) while reading {SECRET_PATH}"
 ORACLES = {"oracle_register": (2.0, 0.0), "oracle_image": (0.0, 3.0), "oracle_both": (2.0, 3.0)}
-METRICS = [
-    "auc", "ap", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "sensitivity_thr", "specificity_thr",
-    "mcc", "brier", "log_loss", "ece", "cal_intercept", "cal_slope", "sens_at_spec90", "sens_at_spec95",
-    "entropy_mean", "mutual_info_mean", "member_std_mean", "aurc", "error_auroc",
-    "conformal90_coverage_pos", "conformal90_coverage_neg", "conformal90_singleton",
-    "conformal95_coverage_pos", "conformal95_coverage_neg", "conformal95_singleton",
-]
-# the metrics and tests benchmark.evaluate.compare writes
-COMPARED = {"auc": "delong", "ap": "bootstrap", "brier": "bootstrap", "log_loss": "bootstrap", "ece": "bootstrap",
-            "entropy_mean": "wilcoxon", "mutual_info_mean": "wilcoxon"}
-LOWER_IS_BETTER = {"brier", "ece", "log_loss", "aurc", "entropy_mean", "mutual_info_mean", "member_std_mean"}
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+METRICS = list(LEADERBOARD_METRICS)
+COMPARED = TEST_OF  # the metrics and tests benchmark.evaluate.compare writes
+LOWER_IS_BETTER = {m for m, up in HIGHER_IS_BETTER.items() if not up}
 
 
 def _pred_rows(rng, name, family, modality, probs, y, keys, folds, n_members):
@@ -68,7 +60,7 @@ def _metrics(rng, y, p, members_std) -> dict:
     pred = (p >= 0.5).astype(int)
     sens = float((pred[y == 1] == 1).mean())
     spec = float((pred[y == 0] == 0).mean())
-    ent = _entropy(p)
+    ent = binary_entropy(p)
     values = dict(
         auc=auc, ap=ap, accuracy=float((pred == y).mean()), balanced_accuracy=(sens + spec) / 2, sensitivity=sens,
         specificity=spec, sensitivity_thr=min(1.0, sens + 0.3), specificity_thr=max(0.0, spec - 0.1),
@@ -161,23 +153,17 @@ def write_fake_run(
                                 status="ok", info="", inner_score=np.nan, is_ceiling=True, wall_s=0.0, n_trials=0,
                                 n_failed_trials=0, **m))
     lb = pd.DataFrame(lb_rows)
-    oracle_of = {"register": "oracle_register", "image": "oracle_image", "fusion": "oracle_both"}
     lb["auc_gap"] = np.nan
     if oracle:
         auc_of = lb.set_index("candidate")["auc"]
         for i, r in lb.iterrows():
-            if r["modality"] in oracle_of and r["status"] == "ok":
-                lb.loc[i, "auc_gap"] = auc_of[oracle_of[r["modality"]]] - r["auc"]
+            if r["modality"] in ORACLE_OF and r["status"] == "ok":
+                lb.loc[i, "auc_gap"] = auc_of[ORACLE_OF[r["modality"]]] - r["auc"]
     cols = ["candidate", "family", "modality", "status", "info", "n_patients", "n_pos", "inner_score", "is_ceiling",
             "wall_s", "n_trials", "n_failed_trials"] + [c for m in METRICS for c in (m, f"{m}_lo", f"{m}_hi")] + ["auc_gap"]
     lb[cols].to_csv(run_dir / "leaderboard.csv", index=False)
 
-    pred = pd.DataFrame(preds)
-    members = pred["members"].map(np.asarray)
-    pred["entropy"] = _entropy(pred["prob"].to_numpy())
-    pred["expected_entropy"] = members.map(lambda m: float(_entropy(m).mean()))
-    pred["mutual_info"] = (pred["entropy"] - pred["expected_entropy"]).clip(lower=0)
-    pred["member_std"] = members.map(lambda m: float(np.std(m)))
+    pred = add_uncertainty(pd.DataFrame(preds))  # as the runner stores them
     pred.to_parquet(run_dir / "predictions.parquet", index=False)
     pd.DataFrame(trials).to_csv(run_dir / "trials.csv", index=False)
     pd.DataFrame(studies).to_csv(run_dir / "studies.csv", index=False)

@@ -165,21 +165,17 @@ def test_lower_uncertainty_with_worse_calibration_is_called_overconfidence(make_
     assert "uncertainty is lower but not earned: Brier score is worse with fusion" in text
 
 
-def test_lower_uncertainty_that_flags_errors_worse_is_not_earned(make_run, tmp_path):
+@pytest.mark.parametrize("fusion_auroc, reference_auroc, verdict", [
+    ((0.52, 0.58, 0.64), (0.70, 0.76, 0.82), "uncertainty is lower but not earned: error-detection AUROC is worse with fusion"),
+    ((0.70, 0.76, 0.82), (0.66, 0.72, 0.78), "uncertainty is lower and, as far as these tests show, earned"),
+], ids=["flags-errors-worse-not-earned", "calibration-kept-earned"])
+def test_lower_uncertainty_is_earned_only_when_error_detection_is_not_worse(make_run, tmp_path, fusion_auroc,
+                                                                            reference_auroc, verdict):
     run = shutil.copytree(make_run(), tmp_path / "run")
     _set_uncertainty_comparisons(run, entropy_diff=-0.05, brier_verdict="candidate_better")
-    _set_error_auroc(run, (0.52, 0.58, 0.64), (0.70, 0.76, 0.82))
+    _set_error_auroc(run, fusion_auroc, reference_auroc)
     text = write_findings(run)
-    assert "uncertainty is lower but not earned: error-detection AUROC is worse with fusion" in text
-    assert _untraceable(text, _allowed_numbers(run)) == []
-
-
-def test_lower_uncertainty_with_calibration_kept_is_called_earned(make_run, tmp_path):
-    run = shutil.copytree(make_run(), tmp_path / "run")
-    _set_uncertainty_comparisons(run, entropy_diff=-0.05, brier_verdict="candidate_better")
-    _set_error_auroc(run, (0.70, 0.76, 0.82), (0.66, 0.72, 0.78))
-    text = write_findings(run)
-    assert "uncertainty is lower and, as far as these tests show, earned" in text
+    assert verdict in text
     assert _untraceable(text, _allowed_numbers(run)) == []
 
 
