@@ -81,7 +81,7 @@ class FoldRunner:
 
     def _view_maker(self, cand: Candidate, upstream: pd.DataFrame | None):
         fam = get_family(cand.family)
-        size = self.profile.image_size if getattr(fam, "uses_images", False) else None
+        size = self.profile.image_size if fam.uses_images else None
 
         def make(positions: np.ndarray, labels: bool):
             up = None
@@ -102,7 +102,7 @@ class FoldRunner:
         For the best image candidate the bag is held when a fusion candidate will read its
         embeddings; without a bag (reused after --resume) ``ensure_embeddings`` trains it again.
         """
-        if cand.modality not in ("image", "register") or row["status"] == "failed":
+        if cand.modality not in ROLES.values() or row["status"] == "failed":
             return
         key = (cand.modality, row["repeat"], row["outer_fold"])
         if key in self.best and not row["best_value"] > self.best[key][0]:
