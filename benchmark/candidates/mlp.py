@@ -66,6 +66,7 @@ class MLPFamily(TorchFamily):
     positive = ("max_epochs", "batch_size")
     epochs_param = "max_epochs"
     full_batch_ok = True
+    drop_last = False      # small parts: every row counts in every epoch
 
     def prepare_fit(self, s: dict, fit_part, ctx: TrialContext) -> None:
         mode = "codes" if s["categorical"] == "embedding" else "onehot"

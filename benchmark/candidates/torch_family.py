@@ -118,6 +118,7 @@ class TorchFamily(Family):
         return s
 
     full_batch_ok: ClassVar[bool] = False   # batch_size 0 means the whole part in one batch
+    drop_last: ClassVar[bool] = True        # drop each epoch's last partial batch
 
     def _setup(self, ctx: TrialContext) -> None:
         self.device_ = resolve_device(ctx.device)
@@ -141,7 +142,8 @@ class TorchFamily(Family):
                            warmup_frac=float(s["warmup_frac"]),
                            patience=None if not s["patience"] else int(s["patience"]),
                            pos_weight=pos_weight, balanced_sampler=self.balanced_sampler(s),
-                           grad_clip=s["grad_clip"], max_samples=self.max_samples(ctx))
+                           grad_clip=s["grad_clip"], max_samples=self.max_samples(ctx),
+                           drop_last=self.drop_last)
 
     # -- fit
 

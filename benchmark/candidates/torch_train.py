@@ -154,6 +154,7 @@ class TrainConfig:
     grad_clip: float | None = None
     target: str = "y"                       # batch key of the float 0/1 labels
     max_samples: int | None = None          # budget: samples seen per fit (whole epochs, at least one)
+    drop_last: bool = True                  # drop an epoch's last partial batch (False: keep it if >= 2 samples)
 
 
 @dataclass
@@ -245,7 +246,7 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
     epochs = cfg.epochs
     if cfg.max_samples:   # the profile's sample budget, in whole epochs (at least one); deterministic
         epochs = max(1, min(epochs, cfg.max_samples // max(n, 1)))
-    steps_per_epoch = max(1, n // batch_size)
+    steps_per_epoch = max(1, n // batch_size if cfg.drop_last else -(-n // batch_size))
     sched = make_scheduler(opt, cfg.schedule, steps_per_epoch * epochs, cfg.warmup_frac)
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -263,7 +264,9 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
         order = _sample_order(n, labels, cfg.balanced_sampler, order_gen)
         loss_sum = torch.zeros((), device=device)
         n_batches = seen = 0
-        for batch in train.batches(order, batch_size, drop_last=True):
+        for batch in train.batches(order, batch_size, drop_last=cfg.drop_last):
+            if len(next(iter(batch.values()))) < 2:
+                continue     # batch norm cannot train on one sample
             batch = prepare(batch, aug_gen)
             target = batch[cfg.target].float().reshape(-1)
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
