@@ -89,16 +89,16 @@ class _EmbedTrees(Family):
 
     consumes_embeddings = True
     trees: ClassVar[type[BoostedTrees]]
-    own: ClassVar[dict[str, Any]] = {"n_components": 16, "include_prob": False}
+    defaults: ClassVar[dict[str, Any]] = {"n_components": 16, "include_prob": False}
 
     @classmethod
     def param_names(cls) -> set[str]:
-        return set(cls.own) | cls.trees.param_names()
+        """Its own parameters and every parameter of the tree family it hands the rest to."""
+        return set(cls.defaults) | cls.trees.param_names()
 
     def fit(self, train, valid, ctx: TrialContext) -> "_EmbedTrees":
-        type(self).check_params(self.params)
-        s = {**self.own, **self.params}
-        tree_params = {k: v for k, v in self.params.items() if k not in self.own}
+        s = self.settings()
+        tree_params = {k: v for k, v in self.params.items() if k not in self.defaults}
         self.reducer_ = EmbeddingReducer(n_components=s["n_components"], include_prob=s["include_prob"],
                                          seed=ctx.seed)
         self.reducer_.fit(train, self.family_name)

@@ -67,12 +67,17 @@ class TorchFamily(Family):
     choices: ClassVar[dict[str, tuple]] = {"schedule": SCHEDULES}
     positive: ClassVar[tuple[str, ...]] = ("batch_size", "epochs")   # whole numbers >= 1
     epochs_param: ClassVar[str] = "epochs"
+    full_batch_ok: ClassVar[bool] = False   # batch_size 0 means the whole part in one batch
+    drop_last: ClassVar[bool] = True        # drop each epoch's last partial batch
 
     # -- what a subclass provides
 
     def network(self, s: dict, fit_part, ctx: TrialContext) -> Callable[[], nn.Module]:  # pragma: no cover
         """A builder of a fresh network taking the batch dict (called again on out-of-memory retries)."""
         raise NotImplementedError
+
+    def configure(self, s: dict) -> None:
+        """Hook: keep what ``prepare`` needs from the settings (called first in ``fit``)."""
 
     def prepare_fit(self, s: dict, fit_part, ctx: TrialContext) -> None:
         """Fit what the samples need (preprocessors) on the fit part; called before ``network``."""
@@ -117,9 +122,6 @@ class TorchFamily(Family):
                 raise UserError(f"{self.family_name}: parameter {key!r} must be a positive integer, got {s[key]!r}")
         return s
 
-    full_batch_ok: ClassVar[bool] = False   # batch_size 0 means the whole part in one batch
-    drop_last: ClassVar[bool] = True        # drop each epoch's last partial batch
-
     def _setup(self, ctx: TrialContext) -> None:
         self.device_ = resolve_device(ctx.device)
         self.seed_ = int(ctx.seed)
@@ -157,6 +159,7 @@ class TorchFamily(Family):
 
     def fit(self, train, valid, ctx: TrialContext) -> "TorchFamily":
         s = self.settings()
+        self.configure(s)
         self._setup(ctx)
         fit_part, stop_part = self.fit_parts(train, valid, ctx)
         self.prepare_fit(s, fit_part, ctx)
@@ -248,10 +251,8 @@ class ImageFamily(TorchFamily):
     defaults: ClassVar[dict[str, Any]] = {**TRAIN_DEFAULTS, "aug_strength": 1.0, "hflip": True}
     stats_: tuple[float, float] = (0.5, 0.25)
 
-    def fit(self, train, valid, ctx: TrialContext) -> "ImageFamily":
-        s = self.settings()
+    def configure(self, s: dict) -> None:
         self._aug, self._hflip = float(s["aug_strength"]), bool(s["hflip"])
-        return super().fit(train, valid, ctx)
 
     def max_samples(self, ctx: TrialContext) -> int | None:
         return ctx.extra.get("max_image_samples")
