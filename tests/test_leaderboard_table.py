@@ -115,6 +115,27 @@ def test_threshold_and_conformal_sets_come_from_each_folds_oof_rows(built):
     assert lb.loc["img", "conformal90_coverage_pos"] == pytest.approx(cover_pos / n_pos)
 
 
+def test_sensitivity_at_specificity_with_a_threshold_from_each_folds_oof_rows(built):
+    pred, lb, _ = built
+    for cand in ("reg", "fus"):
+        for target in (90, 95):
+            tp = fn = tn = fp = 0
+            for f in range(3):
+                rows = pred[(pred["candidate"] == cand) & (pred["outer_fold"] == f)]
+                oof, test = rows[rows["set"] == "oof"], rows[rows["set"] == "test"]
+                thr = M.threshold_at_spec(oof["y"], oof["prob"], target / 100)
+                pos, y = test["prob"] >= thr, test["y"] == 1
+                tp += int((pos & y).sum()); fn += int((~pos & y).sum())
+                tn += int((~pos & ~y).sum()); fp += int((pos & ~y).sum())
+            row = lb.loc[cand]
+            assert row[f"sens_at_spec{target}_oof"] == pytest.approx(tp / (tp + fn)), (cand, target)
+            assert row[f"spec_at_spec{target}_oof"] == pytest.approx(tn / (tn + fp)), (cand, target)
+            assert row[f"sens_at_spec{target}_oof_lo"] <= row[f"sens_at_spec{target}_oof"] \
+                <= row[f"sens_at_spec{target}_oof_hi"]
+    assert np.isnan(lb.loc["oracle_both", "sens_at_spec90_oof"]) and np.isnan(lb.loc["oracle_both", "spec_at_spec95_oof"])
+    assert np.isfinite(lb.loc["oracle_both", "sens_at_spec90"])  # the test-optimal one needs no oof rows
+
+
 def test_oracle_rows_are_ceilings_and_define_the_auc_gap(built):
     _, lb, _ = built
     assert lb.loc["oracle_both", "is_ceiling"] and not lb.loc["fus", "is_ceiling"]

@@ -184,3 +184,19 @@ def test_uninformative_uncertainty_has_error_auroc_near_half_and_informative_one
     random_u = wt.w_selective_metrics(err, rng.random(n), ones)["error_auroc"][0]
     entropy_u = wt.w_selective_metrics(err, -np.abs(p - 0.5), ones)["error_auroc"][0]
     assert abs(random_u - 0.5) < 0.05 and entropy_u > 0.65
+
+
+def test_threshold_at_spec_hand_computed():
+    y = np.array([0] * 10 + [1] * 4)
+    p = np.r_[np.linspace(0.0, 0.9, 10), [0.95, 0.85, 0.5, 0.05]]
+    # spec >= 0.9 allows one false positive (0.9): the lowest such threshold is 0.85 (sens 2/4)
+    assert M.threshold_at_spec(y, p, 0.9) == pytest.approx(0.85)
+    assert M.threshold_at_spec(y, p, 1.0) == pytest.approx(0.95)
+    # applied to the same patients it reaches the test-optimal sensitivity
+    for s in (0.5, 0.8, 0.9, 1.0):
+        thr = M.threshold_at_spec(y, p, s)
+        assert ((p >= thr) & (y == 1)).sum() / 4 == pytest.approx(M.sens_at_spec(y, p, s))
+        assert ((p < thr) & (y == 0)).sum() / 10 >= s
+    # ties at the top: no observed score reaches specificity 1, nobody is called positive
+    assert M.threshold_at_spec([0, 1, 0], [0.9, 0.9, 0.1], 1.0) == np.inf
+    assert np.isnan(M.threshold_at_spec([0, 0], [0.1, 0.2], 0.9))

@@ -13,6 +13,20 @@ Protocol (what each number means):
   fixed in the bootstrap (they come from 'oof' rows, not from the test patients).
 - ``sensitivity_thr`` / ``specificity_thr``: per outer fold a threshold maximising
   Youden's J on that fold's 'oof' rows, applied to the fold's 'test' rows.
+- Sensitivity at a fixed specificity, two kinds:
+
+  * ``sens_at_spec90`` / ``sens_at_spec95`` (**test-optimal**): the largest sensitivity
+    over thresholds whose specificity on the pooled test patients is >= 90 % / 95 %; the
+    threshold is picked with the test labels (in every resample anew), so it is an upper
+    bound on what a deployed threshold achieves;
+  * ``sens_at_spec90_oof`` / ``sens_at_spec95_oof`` (**threshold from OOF data**): per
+    outer fold a threshold is chosen on that fold's 'oof' rows (the candidate's
+    out-of-fold predictions of its outer-train patients, ``prob`` column) to reach the
+    target specificity there (``metrics.threshold_at_spec``), then applied to the fold's
+    'test' patients; sensitivity is pooled over folds like ``sensitivity_thr``, and
+    ``spec_at_spec90_oof`` / ``spec_at_spec95_oof`` are the specificities it actually
+    reaches on the test patients (below the target when the threshold does not transfer).
+    The thresholds are held fixed in the bootstrap.
 - Conformal: class-conditional split conformal (``conformal.py``) calibrated per outer
   fold on its 'oof' rows at 90 % and 95 %, applied to its 'test' rows; coverage per class
   and the singleton rate.
@@ -21,7 +35,8 @@ Protocol (what each number means):
   ``error_auroc`` is the AUROC of the uncertainty for detecting those errors.
 - ``auc_gap``: AUC of the oracle row of the candidate's modality minus the candidate's
   AUC (register -> oracle_register, image -> oracle_image, fusion -> oracle_both).
-- Rows without 'oof' data (oracle rows) have empty ``*_thr`` and conformal columns.
+- Rows without 'oof' data (oracle rows) have empty ``*_thr``, ``*_oof`` and conformal
+  columns.
 
 >>> lb, folds = build_leaderboard(pred, studies=studies, n_boot=1000, seed=0)  # doctest: +SKIP
 """
@@ -29,7 +44,7 @@ Protocol (what each number means):
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,7 +52,7 @@ import pandas as pd
 from benchmark.errors import UserError
 from benchmark.evaluate import conformal
 from benchmark.evaluate import weighted as wt
-from benchmark.evaluate.metrics import youden_threshold
+from benchmark.evaluate.metrics import threshold_at_spec, youden_threshold
 from benchmark.evaluate.uncertainty import UNCERTAINTY_COLUMNS, add_uncertainty
 from benchmark.protocol import ORACLE_OF
 
@@ -45,6 +60,7 @@ METRICS: tuple[str, ...] = (
     "auc", "ap", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
     "sensitivity_thr", "specificity_thr", "mcc", "brier", "log_loss", "ece",
     "cal_intercept", "cal_slope", "sens_at_spec90", "sens_at_spec95",
+    "sens_at_spec90_oof", "spec_at_spec90_oof", "sens_at_spec95_oof", "spec_at_spec95_oof",
     "entropy_mean", "mutual_info_mean", "member_std_mean", "aurc", "error_auroc",
     "conformal90_coverage_pos", "conformal90_coverage_neg", "conformal90_singleton",
     "conformal95_coverage_pos", "conformal95_coverage_neg", "conformal95_singleton",
@@ -61,6 +77,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "candidate", "family", "modality", "repeat", "outer_fold", "set", "patient", "y", "prob",
 )
 CONFORMAL_LEVELS = {90: 0.10, 95: 0.05}
+SPEC_TARGETS = {90: 0.90, 95: 0.95}  # sens_at_spec<k>_oof: target specificity of the OOF threshold
 
 
 @dataclass
@@ -76,11 +93,14 @@ class PatientTable:
     member_std: np.ndarray
     uncertainty: np.ndarray
     sets: dict[int, np.ndarray]  # level -> (n, 2) float 0/1, NaN without 'oof' rows
+    # target -> 0/1 at the fold's OOF threshold for that specificity, NaN without 'oof' rows
+    hard_spec: dict[int, np.ndarray] = field(default_factory=dict)
 
     def take(self, idx: np.ndarray) -> "PatientTable":
         return PatientTable(self.patient[idx], self.y[idx], self.prob[idx], self.hard_thr[idx],
                             self.entropy[idx], self.mutual_info[idx], self.member_std[idx],
-                            self.uncertainty[idx], {k: v[idx] for k, v in self.sets.items()})
+                            self.uncertainty[idx], {k: v[idx] for k, v in self.sets.items()},
+                            {k: v[idx] for k, v in self.hard_spec.items()})
 
 
 def validate_predictions(pred: pd.DataFrame) -> pd.DataFrame:
@@ -128,6 +148,11 @@ def weighted_metrics(t: PatientTable, W: np.ndarray, *, n_bins: int = 10,
     if thr_ok:
         cols.update(tp_thr=y * t.hard_thr, fn_thr=y * (1 - t.hard_thr),
                     tn_thr=(1 - y) * (1 - t.hard_thr), fp_thr=(1 - y) * t.hard_thr)
+    spec_ok = {k for k, h in t.hard_spec.items() if not np.isnan(h).any()}
+    for k in spec_ok:
+        h = t.hard_spec[k]
+        cols.update({f"tp_s{k}": y * h, f"fn_s{k}": y * (1 - h), f"tn_s{k}": (1 - y) * (1 - h),
+                     f"fp_s{k}": (1 - y) * h})
     for level, sets in t.sets.items():
         if not np.isnan(sets).any():
             hit = sets[np.arange(n), y.astype(int)]
@@ -144,6 +169,12 @@ def weighted_metrics(t: PatientTable, W: np.ndarray, *, n_bins: int = 10,
         out["sensitivity_thr"], out["specificity_thr"] = cm["sensitivity"], cm["specificity"]
     else:
         out["sensitivity_thr"] = out["specificity_thr"] = nan
+    for k in SPEC_TARGETS:
+        if k in spec_ok:
+            cm = wt.confusion_metrics(means[f"tp_s{k}"], means[f"fp_s{k}"], means[f"tn_s{k}"], means[f"fn_s{k}"])
+            out[f"sens_at_spec{k}_oof"], out[f"spec_at_spec{k}_oof"] = cm["sensitivity"], cm["specificity"]
+        else:
+            out[f"sens_at_spec{k}_oof"] = out[f"spec_at_spec{k}_oof"] = nan
     with np.errstate(invalid="ignore", divide="ignore"):
         for level in t.sets:
             keys = [f"conformal{level}_coverage_pos", f"conformal{level}_coverage_neg", f"conformal{level}_singleton"]
@@ -168,6 +199,7 @@ def patient_table(rows: pd.DataFrame, oof: pd.DataFrame, *, uncertainty: str = "
     n = len(rows)
     hard_thr = np.full(n, np.nan)
     sets = {lvl: np.full((n, 2), np.nan) for lvl in CONFORMAL_LEVELS}
+    hard_spec = {k: np.full(n, np.nan) for k in SPEC_TARGETS}
     folds = rows["outer_fold"].to_numpy()
     p = rows["prob"].to_numpy(dtype=float)
     oof_by_fold = dict(tuple(oof.groupby("outer_fold"))) if len(oof) else {}
@@ -179,6 +211,8 @@ def patient_table(rows: pd.DataFrame, oof: pd.DataFrame, *, uncertainty: str = "
         yc, pc = cal["y"].to_numpy(dtype=int), cal["prob"].to_numpy(dtype=float)
         thr = youden_threshold(yc, pc)
         hard_thr[m] = (p[m] >= thr).astype(float)
+        for k, spec in SPEC_TARGETS.items():
+            hard_spec[k][m] = (p[m] >= threshold_at_spec(yc, pc, spec)).astype(float)
         for lvl, alpha in CONFORMAL_LEVELS.items():
             sets[lvl][m] = conformal.predict_sets(p[m], conformal.fit_thresholds(yc, pc, alpha))
     if uncertainty not in rows.columns:
@@ -189,7 +223,7 @@ def patient_table(rows: pd.DataFrame, oof: pd.DataFrame, *, uncertainty: str = "
         hard_thr=hard_thr, entropy=rows["entropy"].to_numpy(dtype=float),
         mutual_info=rows["mutual_info"].to_numpy(dtype=float),
         member_std=rows["member_std"].to_numpy(dtype=float),
-        uncertainty=rows[uncertainty].to_numpy(dtype=float), sets=sets)
+        uncertainty=rows[uncertainty].to_numpy(dtype=float), sets=sets, hard_spec=hard_spec)
 
 
 def candidate_tables(cpred: pd.DataFrame, *, uncertainty: str = "entropy") -> dict[int, PatientTable]:

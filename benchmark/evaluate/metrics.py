@@ -18,8 +18,13 @@ Definitions (stated here once):
   ``logit P(y=1) = a + logit(p)`` (``logit(p)`` as offset, slope fixed at 1).
   Perfect calibration gives slope 1 and intercept 0. ``p`` is clipped to
   ``[1e-10, 1 - 1e-10]``; a fit that does not converge (e.g. perfect separation) is NaN.
-- Sensitivity at specificity s: the largest sensitivity over thresholds whose
-  specificity is at least s.
+- Sensitivity at specificity s (``sens_at_spec``, "test-optimal" on the leaderboard):
+  the largest sensitivity over thresholds whose specificity is at least s, on the same
+  patients; the threshold is chosen with their labels.
+- Threshold for a target specificity (``threshold_at_spec``, used with a fold's 'oof'
+  rows): among the thresholds (observed scores, as ``roc_curve``) whose specificity on
+  those patients is at least s, the highest one with the largest sensitivity there;
+  ``inf`` (nobody positive) when none reaches s.
 - Net benefit at threshold t: TP/n - FP/n * t / (1 - t) (Vickers & Elkin 2006).
 - Risk-coverage: patients ranked by an uncertainty score (most certain first); the risk
   at coverage k/n is the error rate (threshold 0.5) of the k most certain; AURC is the
@@ -144,6 +149,25 @@ def sens_at_spec(y, p, spec: float) -> float:
     fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
     ok = fpr <= 1.0 - spec + 1e-12
     return float(tpr[ok].max())
+
+
+def threshold_at_spec(y, p, spec: float) -> float:
+    """Threshold reaching specificity >= ``spec`` on ``(y, p)`` with the largest sensitivity
+    (predict positive if p >= thr; ties to the highest such threshold). ``inf`` when no
+    observed score reaches ``spec``; NaN when ``y`` has a single class.
+
+    >>> threshold_at_spec([0, 0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.6, 0.5, 0.9], 0.75)
+    0.5
+    """
+    y, p = _as_arrays(y, p)
+    if not _two_classes(y):
+        return float("nan")
+    fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
+    ok = (fpr <= 1.0 - spec + 1e-12) & np.isfinite(thr)
+    if not ok.any():
+        return float("inf")
+    best = tpr[ok].max()
+    return float(thr[ok & (tpr == best)].max())
 
 
 def youden_threshold(y, p) -> float:
