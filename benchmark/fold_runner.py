@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.calibration import Calibrator
+from benchmark.candidates.base import Family, TrialContext, get_family
+from benchmark.candidates.calibration import Calibrator, bag_prediction
 from benchmark.candidates.fusion_inputs import source_frame
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold
@@ -66,11 +66,8 @@ class FoldRunner:
         self.cohort, self.profile, self.rd, self.storage, self.progress = cohort, profile, rd, storage, progress
         self.seed, self.metric, self.calibration, self.ctx_base = seed, metric, calibration, ctx_base
         self.cands = candidates
-        # a candidate reads image embeddings: hold the best image candidate's bag for it
-        self.need_embeddings = any(get_family(c.family).consumes_embeddings for c in candidates.values())
         # (modality, repeat, fold) -> (inner-CV score, name) of the best image / register candidate so far
         self.best: dict = {}
-        self.image_bags: dict = {}      # (repeat, fold) -> (name, bag) of that best image candidate
 
     def inner(self, fold: Fold) -> list[Fold]:
         """The inner folds of an outer fold: the same for the search, the bag, embeddings and folds.csv."""
@@ -96,49 +93,54 @@ class FoldRunner:
         hit = self.best.get((ROLES[role], fold.repeat, fold.index))
         return None if hit is None else hit[1]
 
-    def _record_best(self, cand: Candidate, row: dict, models: list | None) -> None:
-        """Update the best image / register candidate of the row's fold (ties: the earlier one).
-
-        For the best image candidate the bag is held when a fusion candidate will read its
-        embeddings; without a bag (reused after --resume) ``ensure_embeddings`` trains it again.
-        """
+    def _record_best(self, cand: Candidate, row: dict) -> None:
+        """Update the best image / register candidate of the row's fold (ties: the earlier one)."""
         if cand.modality not in ROLES.values() or row["status"] == "failed":
             return
         key = (cand.modality, row["repeat"], row["outer_fold"])
         if key in self.best and not row["best_value"] > self.best[key][0]:
             return
         self.best[key] = (row["best_value"], cand.name)
-        if cand.modality == "image" and self.need_embeddings:
-            if models and hasattr(models[0], "embed"):
-                self.image_bags[key[1:]] = (cand.name, models)
-            else:
-                self.image_bags.pop(key[1:], None)
 
-    def upstream_for(self, cand: Candidate, fold: Fold) -> pd.DataFrame | None:
-        """Predictions (and embeddings) of consumed candidates, indexed by cohort position.
+    def upstream_for(self, cand: Candidate, fold: Fold, member: int | None = None) -> pd.DataFrame | None:
+        """Predictions of consumed candidates, indexed by cohort position.
 
         Outer-train patients get the consumed bag's inner out-of-fold values, outer-test
-        patients its outer-test values: nothing comes from a model trained on the patient.
+        patients the value of the consumed bag's member ``member`` (its combined prediction
+        when None): fusion member k combines member k of each input, so the inputs'
+        disagreement carries through to the fusion's uncertainty. Nothing comes from a model
+        trained on the patient. A consumed role without a finished candidate in this fold
+        raises ``MissingInput``.
         """
         if not cand.consumes:
             return None
         cols = []
         for up in cand.consumes:
             name = self.best_name(up, fold) if up in ROLES else up
-            if name is None:
-                raise RuntimeError(f"no finished {up} candidate for repeat {fold.repeat} fold {fold.index}")
-            df = pd.read_parquet(self.rd.part(name, fold.repeat, fold.index))
-            df = df.set_index("position")
-            emb_path = self.rd.part(name, fold.repeat, fold.index, "emb.npz")
-            if get_family(cand.family).consumes_embeddings and self.cands[name].modality == "image":
-                self.ensure_embeddings(name, fold)
-            emb = np.load(emb_path) if emb_path.exists() else None
-            cols.append(source_frame(up, df["prob"], df["prob_raw"], index=df.index,
-                                     embeddings=None if emb is None else emb["emb"].astype(np.float32),
-                                     embedding_index=None if emb is None else emb["position"]))
+            path = None if name is None else self.rd.part(name, fold.repeat, fold.index)
+            if path is None or not path.exists():
+                raise MissingInput(f"its input {up} has no finished candidate in repeat {fold.repeat} "
+                                   f"fold {fold.index + 1}")
+            df = pd.read_parquet(path).set_index("position")
+            prob, raw = df["prob"].copy(), df["prob_raw"].copy()
+            if member is not None:
+                test = (df["set"] == "test").to_numpy()
+                prob[test] = _member(df.loc[test, "members"], member)
+                raw[test] = _member(df.loc[test, "members_raw"] if "members_raw" in df else df.loc[test, "members"], member)
+            if self.cands[name].modality == "image":   # no image, nothing to say (not the prevalence)
+                none = ~self._has_images()[df.index.to_numpy()]
+                prob[none], raw[none] = np.nan, np.nan
+            cols.append(source_frame(up, prob, raw, index=df.index))
         out = pd.concat(cols, axis=1)
         out.attrs["sources"] = {up: (self.best_name(up, fold) if up in ROLES else up) for up in cand.consumes}
         return out
+
+    def _has_images(self) -> np.ndarray:
+        """(n_patients,) True for patients with at least one image."""
+        has = np.zeros(self.cohort.n_patients, dtype=bool)
+        if self.cohort.has_images:
+            has[self.cohort.images["patient"].unique()] = True
+        return has
 
     def run_unit(self, unit: WorkUnit) -> dict:
         """Search, refit the bag, calibrate, write the part; returns the studies.csv row."""
@@ -149,16 +151,23 @@ class FoldRunner:
         if part.exists() and info_path.exists():
             self.progress.unit_done(profile.n_trials + 1)
             row = json.loads(info_path.read_text())
-            self._record_best(cand, row, None)
+            self._record_best(cand, row)
             self.progress.say(f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{profile.outer_folds}: reused from an earlier run")
             return row
         t0 = time.monotonic()
         y = self.cohort.y
         inner = self.inner(fold)
-        upstream = self.upstream_for(cand, fold)
+        label = f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{profile.outer_folds}"
+        try:
+            upstream = self.upstream_for(cand, fold)
+        except MissingInput as exc:   # a failed input fails this fusion candidate's fold, not the run
+            self.progress.unit_done(profile.n_trials + 1)
+            self.progress.say(f"{label} FAILED: {exc}")
+            return {"candidate": cand.name, "repeat": fold.repeat, "outer_fold": fold.index,
+                    "best_value": float("nan"), "n_trials": 0, "n_failed": 0, "n_pruned": 0,
+                    "status": "failed", "info": f"input missing: {exc}", "wall_s": 0.0, "best_params": "null"}
         make_view = self._view_maker(cand, upstream)
         seed = self.study_seed(cand.name, fold)
-        label = f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{profile.outer_folds}"
         state = {"best": None}
 
         def on_trial(number: int, value: float | None, st: str) -> None:
@@ -186,7 +195,7 @@ class FoldRunner:
             try:
                 models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
                 self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds)
-                self._record_best(cand, row, models)
+                self._record_best(cand, row)
                 res.best_models = res.best_valid_preds = None
                 del models
                 if res.n_failed:
@@ -215,33 +224,39 @@ class FoldRunner:
         for k, f in enumerate(inner):
             model = cand.build(params)
             ctx = fit_context(self.ctx_base, seed, fold.repeat, fold.index, k)
-            models.append(model.fit(make_view(f.train, True), make_view(f.test, True), ctx))
+            models.append(model.fit(make_view(f.train, True), None, ctx))
         return models
 
     def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,
                      oof_preds: list | None = None) -> None:
         """OOF + outer-test predictions of the bag, calibrated on the OOF part; written as a part.
 
+        Every candidate's members are its K inner-fold models (one deterministic prediction
+        each; a fusion member k reads member k of its inputs), so uncertainty compares like
+        with like. The calibrator is fitted on the OOF predictions (one member each) and
+        applied to each member and to the single-member-equivalent mean
+        (``calibration.bag_prediction``). MC-dropout passes, when the profile asks, are kept
+        apart in ``mc_members`` (calibrated), not mixed into the members.
         ``oof_preds`` are the members' predictions on their inner-validation folds when the
         search already made them (not computed twice).
         """
         y = self.cohort.y
-        test_view = make_view(fold.test, False)
         oof_prob = np.full(len(y), np.nan)
         oof_fold = np.full(len(y), -1)
-        test_members = []
+        raw_members, mc = [], []
         for k, (f, model) in enumerate(zip(inner, models)):
             oof_prob[f.test] = oof_preds[k] if oof_preds is not None else model.predict_proba(make_view(f.test, False))
             oof_fold[f.test] = k
-            if self.profile.mc_passes and hasattr(model, "predict_members"):
-                test_members.append(np.asarray(model.predict_members(test_view)))
-            else:
-                test_members.append(np.asarray(model.predict_proba(test_view))[None, :])
-        members = np.concatenate(test_members, axis=0)             # (n_members, n_test)
+            view = self._member_view(cand, fold, k, make_view)
+            raw_members.append(np.asarray(model.predict_proba(view), dtype=np.float64))
+            if self.profile.mc_passes and type(model).predict_members is not Family.predict_members:
+                mc.append(np.asarray(model.predict_members(view), dtype=np.float64))
+        raw = np.stack(raw_members)                                   # (K, n_test)
         tr = fold.train
         cal = Calibrator(self.calibration).fit(oof_prob[tr], y[tr])
-        test_raw = members.mean(axis=0)
+        test_prob, test_raw, cal_members = bag_prediction(cal, raw)
         keys, fam = self.cohort.keys, cand.family
+        oof_cal = cal.transform(oof_prob[tr])
         rows = pd.DataFrame({
             "candidate": cand.name, "family": fam, "modality": cand.modality, "repeat": fold.repeat,
             "outer_fold": fold.index,
@@ -250,46 +265,30 @@ class FoldRunner:
             "position": np.concatenate([tr, fold.test]),
             "patient": np.concatenate([keys[tr], keys[fold.test]]),
             "y": np.concatenate([y[tr], y[fold.test]]).astype(np.int64),
-            "prob": np.concatenate([cal.transform(oof_prob[tr]), cal.transform(test_raw)]),
+            "prob": np.concatenate([oof_cal, test_prob]),
             "prob_raw": np.concatenate([oof_prob[tr], test_raw]),
         })
-        cal_members = cal.transform(members)
-        rows["members"] = [[float(v)] for v in rows["prob"].iloc[: len(tr)]] + [list(map(float, col)) for col in cal_members.T]
+        rows["members"] = [[float(v)] for v in oof_cal] + [list(map(float, col)) for col in cal_members.T]
+        rows["members_raw"] = [[float(v)] for v in oof_prob[tr]] + [list(map(float, col)) for col in raw.T]
+        if mc:
+            passes = cal.transform(np.concatenate(mc, axis=0))
+            rows["mc_members"] = [[] for _ in tr] + [list(map(float, col)) for col in passes.T]
         self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index), lambda q: rows.to_parquet(q, index=False))
 
-    def ensure_embeddings(self, name: str, fold: Fold) -> None:
-        """Embeddings of image candidate ``name`` for one outer fold, computed once, when consumed.
+    def _member_view(self, cand: Candidate, fold: Fold, k: int, make_view):
+        """The outer-test part as bag member ``k`` sees it (its inputs' member ``k`` for fusion)."""
+        if not cand.consumes:
+            return make_view(fold.test, False)
+        return self._view_maker(cand, self.upstream_for(cand, fold, member=k))(fold.test, False)
 
-        Outer-train patients get the embedding from the bag member that did not train on them,
-        outer-test patients the members' mean. The bag is the one held from this process, or is
-        trained again from the stored best params (after --resume).
-        """
-        path = self.rd.part(name, fold.repeat, fold.index, "emb.npz")
-        if path.exists():
-            return
-        cand = self.cands[name]
-        inner = self.inner(fold)
-        make_view = self._view_maker(cand, None)
-        held = self.image_bags.get((fold.repeat, fold.index))
-        if held is not None and held[0] == name:
-            models = held[1]
-        else:
-            info = json.loads(self.rd.part(name, fold.repeat, fold.index, "json").read_text())
-            models = self._bag(cand, fold, inner, json.loads(info["best_params"]), make_view,
-                               self.study_seed(name, fold))
-        if not hasattr(models[0], "embed"):
-            return
-        test_view = make_view(fold.test, False)
-        oof = {}
-        test_emb = []
-        for f, model in zip(inner, models):
-            e = np.asarray(model.embed(make_view(f.test, False)), dtype=np.float32)
-            oof.update(zip(f.test.tolist(), e))
-            test_emb.append(np.asarray(model.embed(test_view), dtype=np.float32))
-        pos = np.concatenate([fold.train, fold.test])
-        emb = np.stack([oof[i] for i in fold.train.tolist()] + list(np.mean(test_emb, axis=0)))
-        self.rd.write_atomic(path, lambda q: np.savez(open(q, "wb"), position=pos, emb=emb.astype(np.float16)))
 
+class MissingInput(RuntimeError):
+    """A fusion candidate's consumed role has no finished candidate in a fold."""
+
+
+def _member(cells: pd.Series, k: int) -> np.ndarray:
+    """Member ``k`` of each row's member list (wrapping when an input has fewer members)."""
+    return np.array([float(m[k % len(m)]) for m in cells], dtype=np.float64)
 
 
 def oracle_rows(cohort: Cohort, folds: list[Fold]) -> pd.DataFrame:

@@ -21,7 +21,7 @@ class ProbeFamily(Family):
 
 
     def fit(self, train, valid, ctx):
-        self._log("fit", ctx, train.patients, valid.patients if valid is not None else [])
+        self._log("fit", ctx, train.patients, valid.patients if valid is not None else [], valid_given=valid is not None)
         if self.params.get("fail_rate", 0) and np.random.default_rng(ctx.seed + int(1e6 * self.params["C"])).random() < self.params["fail_rate"]:
             raise RuntimeError("planted failure")
         if self.params.get("always_fail"):
@@ -35,11 +35,12 @@ class ProbeFamily(Family):
         self._log("predict", self._ctx, data.patients, [], labelled=data.y is not None)
         return self.model.predict_proba(self.pre.transform(data.register))[:, 1]
 
-    def _log(self, phase, ctx, a, b, labelled=None):
+    def _log(self, phase, ctx, a, b, labelled=None, valid_given=None):
         path = os.environ.get("AFF_PROBE_LOG")
         if path:
             with open(path, "a") as fh:
                 fh.write(json.dumps({"phase": phase, "search": ctx.trial is not None, "labelled": labelled,
+                                     "valid_given": valid_given,
                                      "patients": sorted(int(x) for x in list(a) + list(b))}) + "\n")
 
 

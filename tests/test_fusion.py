@@ -1,4 +1,5 @@
 """Late fusion and embeddings-to-trees families on a toy cohort whose two modalities each carry half the signal."""
+# Embedding families use a frozen encoder: timm's 0.4M-parameter test network here (random init).
 
 from __future__ import annotations
 
@@ -98,10 +99,13 @@ def unlabelled(part: PatientData) -> PatientData:
 FAMILIES = {
     "late_average": {"scale": "logit"},
     "late_stacking": {"C": 1.0},
-    "embed_xgboost": {"n_components": 3, "n_estimators": 200, "learning_rate": 0.1, "max_depth": 2},
+    "embed_xgboost": {"n_components": 3, "n_estimators": 200, "learning_rate": 0.1, "max_depth": 2,
+                      "encoder": "test_resnet"},
     "embed_lightgbm": {"n_components": 3, "n_estimators": 200, "learning_rate": 0.1, "num_leaves": 4,
-                       "min_child_samples": 5},
+                       "min_child_samples": 5, "encoder": "test_resnet"},
 }
+LATE = ("late_average", "late_stacking")
+EMBED = ("embed_xgboost", "embed_lightgbm")
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -143,20 +147,38 @@ def test_pca_is_fitted_on_the_training_part_only(toy):
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
+    from benchmark.candidates.fusion_embed import frozen_embeddings
+
     train, test, _ = toy
-    garbage = test.upstream.copy()
-    cols = [c for c in garbage.columns if ":emb" in c]
-    garbage[cols] = 1e3 * np.random.default_rng(7).normal(size=(len(test), len(cols)))
     kw = FAMILIES["embed_xgboost"]
-    a = get_family("embed_xgboost")(**kw).fit(train, test, ctx())
-    b = get_family("embed_xgboost")(**kw).fit(train, with_upstream(test, garbage), ctx())
-    (sa, pa), (sb, pb) = a.reducer_.reducers_["best_image"], b.reducer_.reducers_["best_image"]
-    np.testing.assert_array_equal(pa.components_, pb.components_)
-    np.testing.assert_array_equal(sa.mean_, sb.mean_)
-    E = train.upstream[cols].to_numpy(dtype=float)
+    a = get_family("embed_xgboost")(**kw).fit(train, None, ctx())
+    E = frozen_embeddings(train, "test_resnet", None)
     E = E[np.isfinite(E).all(axis=1)]
+    scaler, pca = a.reducer_.reducer_
+    np.testing.assert_allclose(scaler.mean_, E.mean(axis=0), rtol=1e-5, atol=1e-6)
     ref = PCA(n_components=3, svd_solver="full").fit(StandardScaler().fit_transform(E))
-    np.testing.assert_allclose(np.abs(pa.components_), np.abs(ref.components_), atol=1e-6)
+    np.testing.assert_allclose(np.abs(pca.components_), np.abs(ref.components_), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", EMBED)
+def test_embed_trees_use_one_label_free_feature_map(toy, name):
+    """Training and test patients share one feature map, and no label shapes an embedding."""
+    from benchmark.candidates.fusion_embed import frozen_embeddings
+
+    train, test, _ = toy
+    # the same patient gets the same features in whatever part it is handed over
+    both = frozen_embeddings(test, "test_resnet", None)
+    alone = frozen_embeddings(test.subset(np.arange(5)), "test_resnet", None)
+    np.testing.assert_array_equal(both[:5], alone)
+    # labels do not reach the features: permuted labels give the same embeddings and PCA
+    shuffled = train.subset(np.arange(len(train)))
+    shuffled.y = np.random.default_rng(3).permutation(train.y)
+    a = get_family(name)(**FAMILIES[name]).fit(train, None, ctx())
+    b = get_family(name)(**FAMILIES[name]).fit(shuffled, None, ctx())
+    np.testing.assert_array_equal(a._embed(test), b._embed(test))
+    np.testing.assert_array_equal(a.reducer_.reducer_[1].components_, b.reducer_.reducer_[1].components_)
+    # ... while the trees do learn from them (the predictions differ)
+    assert not np.allclose(a.predict_proba(test), b.predict_proba(test))
 
 
 def test_late_fusion_falls_back_to_the_other_modality_without_an_image(toy):
@@ -164,8 +186,10 @@ def test_late_fusion_falls_back_to_the_other_modality_without_an_image(toy):
     no_img = np.bincount(test.image_owner, minlength=len(test)) == 0
     assert no_img.any()
     p_reg = test.upstream["best_register:prob"].to_numpy()
-    for name in ("late_average", "late_stacking"):
-        p = get_family(name)(**FAMILIES[name]).fit(train, None, ctx()).predict_proba(test)
+    up = test.upstream.copy()
+    up.loc[no_img, ["best_image:prob", "best_image:prob_raw"]] = np.nan   # the runner's mark
+    for name in LATE:
+        p = get_family(name)(**FAMILIES[name]).fit(train, None, ctx()).predict_proba(with_upstream(test, up))
         np.testing.assert_allclose(p[no_img], p_reg[no_img], rtol=1e-9)
 
 
@@ -198,31 +222,25 @@ def test_late_average_weight_moves_towards_the_first_source(toy):
 def test_embed_trees_give_nan_components_to_patients_without_images(toy):
     train, test, _ = toy
     fam = get_family("embed_lightgbm")(**FAMILIES["embed_lightgbm"]).fit(train, None, ctx())
-    feats = fam.reducer_.features(test)
+    feats = fam.reducer_.features(fam._embed(test))
     no_img = np.bincount(test.image_owner, minlength=len(test)) == 0
     pcs = feats[[c for c in feats.columns if ":pc" in c]].to_numpy()
-    assert np.isnan(pcs[no_img]).all() and np.isfinite(pcs[~no_img]).all()
+    assert pcs.shape[1] == 3 and np.isnan(pcs[no_img]).all() and np.isfinite(pcs[~no_img]).all()
     assert np.all(np.isfinite(fam.predict_proba(test)))
 
 
-def test_embed_trees_fall_back_to_the_probability_without_embeddings(toy):
-    train, test, _ = toy
-    cols = ["best_image:prob", "best_image:prob_raw"]
-    c = ctx()
-    fam = get_family("embed_xgboost")(**FAMILIES["embed_xgboost"]).fit(
-        with_upstream(train, train.upstream[cols]), None, c)
-    assert list(fam.reducer_.features(test).columns) == ["best_image:logit"]
-    assert any("no embeddings" in note for note in c.notes)
-
-
-def test_fusion_without_upstream_is_a_user_error(toy):
+def test_fusion_without_its_inputs_is_a_user_error(toy):
     from benchmark.errors import UserError
 
     train, _, _ = toy
     bare = train.subset(np.arange(len(train)))
     bare.upstream = None
-    for name in FAMILIES:
+    for name in LATE:
         with pytest.raises(UserError, match="consumes"):
+            get_family(name)(**FAMILIES[name]).fit(bare, None, ctx())
+    bare.images, bare.image_owner = None, None
+    for name in EMBED:
+        with pytest.raises(UserError, match="needs images"):
             get_family(name)(**FAMILIES[name]).fit(bare, None, ctx())
 
 
@@ -230,8 +248,8 @@ def test_fusion_candidate_files_load_and_consume_the_best_inputs():
     from benchmark.search.spaces import load_candidates
 
     cands = load_candidates()
-    for name in ("late_average", "late_stacking", "embed_xgboost", "embed_lightgbm"):
+    for name in LATE:
         assert cands[name].modality == "fusion" and cands[name].consumes
-    for name in ("joint_concat", "film", "attention", "gated"):
+    for name in EMBED + ("joint_concat", "film", "attention", "gated"):
         assert cands[name].modality == "fusion" and not cands[name].consumes
         assert get_family(cands[name].family).uses_images

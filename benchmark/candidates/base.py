@@ -130,9 +130,6 @@ class Family:
     choices: ClassVar[dict[str, tuple]] = {}
     # The runner hands image arrays (at the profile's size) to families that use them.
     uses_images: ClassVar[bool] = False
-    # Fusion families that read the consumed image candidates' embeddings (not only their
-    # predictions): the runner computes image embeddings only when a run has one of these.
-    consumes_embeddings: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params

@@ -6,7 +6,11 @@ columns declared here, all taken from models that never trained on that patient:
 
     <source>:prob        calibrated P(AFF)
     <source>:prob_raw    uncalibrated P(AFF)
-    <source>:emb<i>      embedding dimension i (image sources, when a consumer reads embeddings)
+    <source>:emb<i>      embedding dimension i (optional: a source may bring embeddings)
+
+Outer-test patients get the value of one member of the source's bag (fusion member k reads
+member k of each source). The runner blanks an image source's probabilities (NaN) for
+patients without images, so a fusion family sees the modality as missing.
 
 The runner writes the frame with ``source_frame``; families read it with
 ``upstream_sources``, ``source_probs`` and ``embedding_columns``. Nothing else knows the names::
@@ -93,9 +97,9 @@ def embedding_columns(upstream: pd.DataFrame | None) -> dict[str, list[str]]:
 def source_probs(data, sources: list[str]) -> np.ndarray:
     """(n, k) calibrated probabilities of the sources; NaN where a source has nothing to say.
 
-    A source has nothing for a patient when its probability is NaN, or when it brings
-    embeddings and the patient's are all NaN (an image candidate scoring a patient without
-    images: ``timm_cnn`` then gives the training prevalence as probability and NaN embeddings).
+    A source has nothing for a patient when its probability is NaN (the runner's mark for an
+    image source and a patient without images), or when it brings embeddings and the
+    patient's are all NaN.
     """
     up = data.upstream
     names = [UpstreamColumn(s, PROB).name for s in sources]

@@ -84,7 +84,12 @@ class TimmCNN(ImageFamily):
     # -- fit
 
     def fit_parts(self, train, valid, ctx: TrialContext):
-        """All of ``train`` is trained on; ``valid`` (when labelled) picks the epoch."""
+        """All of ``train`` is trained on, for the searched ``epochs`` (a budget the search chooses).
+
+        The harness hands no ``valid`` part (the fold that scores a trial must not pick its
+        epoch), so there is no early stopping; a labelled ``valid`` given by a user calling
+        the family directly picks the epoch.
+        """
         if train.images is None or len(train.images) == 0:
             raise UserError("timm_cnn needs images but the training part has none; give the dataset an 'images' "
                             "section or leave image candidates out")

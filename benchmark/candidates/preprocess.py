@@ -295,7 +295,7 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     hold = []
     for cls in np.unique(y):
         pos = np.flatnonzero(y == cls)
-        k = int(round(len(pos) * fraction))
+        k = max(1, int(round(len(pos) * fraction))) if len(pos) >= 2 else 0   # tiny parts: one of each class
         if 0 < k < len(pos):
             hold.append(rng.choice(pos, size=k, replace=False))
     hold = np.sort(np.concatenate(hold)) if hold else np.zeros(0, dtype=np.int64)
@@ -312,7 +312,12 @@ def register_table(data, family: str) -> pd.DataFrame:
 
 
 def early_stopping_parts(train, valid, seed: int):
-    """(fit part, early-stopping part): ``valid`` when given, else a seeded stratified holdout of ``train``."""
+    """(fit part, early-stopping part): ``valid`` when given, else a seeded stratified holdout of ``train``.
+
+    The harness never gives ``valid`` (the fold that scores a trial must not pick its
+    epochs or rounds), so iterative families stop on ``HOLDOUT_FRACTION`` of their own
+    training part; ``valid`` stays for users calling a family directly.
+    """
     if valid is not None and valid.y is not None and len(valid):
         return train, valid
     fit_pos, hold_pos = stratified_holdout(train.labels(), HOLDOUT_FRACTION, seed)
