@@ -27,7 +27,9 @@ from benchmark.protocol import ORACLE_COLUMNS, ROLES
 from benchmark.run_folder import RunDir
 from benchmark.run_plan import WorkUnit, inner_fold_list
 from benchmark.search.spaces import Candidate, Profile
-from benchmark.search.study import fit_context, run_study, stable_seed
+from benchmark.search.study import fit_context, run_study, score, stable_seed
+
+CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learning curve (studies.csv)
 
 
 class Progress:
@@ -195,6 +197,7 @@ class FoldRunner:
             try:
                 models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
                 self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds)
+                row.update(self._curve(inner, models, make_view, res.best_valid_preds))
                 self._record_best(cand, row)
                 res.best_models = res.best_valid_preds = None
                 del models
@@ -274,6 +277,29 @@ class FoldRunner:
             passes = cal.transform(np.concatenate(mc, axis=0))
             rows["mc_members"] = [[] for _ in tr] + [list(map(float, col)) for col in passes.T]
         self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index), lambda q: rows.to_parquet(q, index=False))
+
+    def _curve(self, inner: list[Fold], models: list, make_view, oof_preds: list | None) -> dict:
+        """The bag's learning curve: its inner-CV score at 25 / 50 / 100 % of each member's budget.
+
+        Each member scores its own inner-validation fold as it stood after that share of its
+        training (epochs, boosting rounds); ``at_budget`` is the share of members still
+        improving when their budget ended. NaN for families that do not iterate.
+        """
+        y = self.cohort.y
+        out = {f"curve_{int(100 * s)}": float("nan") for s in CURVE_SHARES}
+        out["at_budget"] = float("nan")
+        if type(models[0]).predict_at is Family.predict_at:
+            return out
+        for share in CURVE_SHARES:
+            scores = []
+            for k, (f, model) in enumerate(zip(inner, models)):
+                p = oof_preds[k] if share >= 1 and oof_preds is not None else model.predict_at(make_view(f.test, False), share)
+                scores.append(score(self.metric, y[f.test], p))
+            out[f"curve_{int(100 * share)}"] = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+        flags = [m.still_improving() for m in models]
+        if all(f is not None for f in flags):
+            out["at_budget"] = float(np.mean(flags))
+        return out
 
     def _member_view(self, cand: Candidate, fold: Fold, k: int, make_view):
         """The outer-test part as bag member ``k`` sees it (its inputs' member ``k`` for fusion)."""

@@ -128,3 +128,14 @@ def test_identical_members_are_left_alone():
     cal.fitted_method, cal.a, cal.b = "platt", 0.8, -0.2
     prob, _, _ = bag_prediction(cal, expit(z))
     np.testing.assert_allclose(prob, cal.transform(expit(z[0])))
+
+
+def test_studies_carry_the_learning_curve_of_iterative_bags(tmp_path):
+    out = _run(tmp_path, ["probe", "xgboost", "mlp"])
+    st = pd.read_csv(out / "studies.csv").set_index("candidate")
+    assert st.loc["probe", ["curve_25", "curve_50", "curve_100", "at_budget"]].isna().all().all()
+    for name in ("xgboost", "mlp"):
+        rows = st.loc[[name]]
+        assert rows[["curve_25", "curve_50", "curve_100"]].notna().all().all(), name
+        np.testing.assert_allclose(rows["curve_100"], rows["best_value"], atol=1e-9)
+        assert rows["at_budget"].between(0, 1).all()

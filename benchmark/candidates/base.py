@@ -173,6 +173,16 @@ class Family:
     def predict_proba(self, data) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def predict_at(self, data, share: float) -> np.ndarray | None:
+        """P(AFF) of the model as it stood after ``share`` of its training budget (epochs,
+        boosting rounds), for the learning curve; None for families that do not iterate."""
+        return None
+
+    def still_improving(self) -> bool | None:
+        """True when training ended by its budget while still improving (early stopping did
+        not fire); None when the family has no early stopping to tell."""
+        return None
+
     def predict_members(self, data) -> np.ndarray:
         """(n_passes, n_patients) stochastic predictions (MC dropout); default: one pass."""
         return self.predict_proba(data)[None, :]

@@ -171,6 +171,12 @@ class _EmbedTrees(Family):
     def predict_proba(self, data) -> np.ndarray:
         return self.model_.predict_proba(self._augment(data))
 
+    def predict_at(self, data, share: float) -> np.ndarray:
+        return self.model_.predict_at(self._augment(data), share)
+
+    def still_improving(self) -> bool:
+        return self.model_.still_improving()
+
 
 @register_family("embed_xgboost")
 class EmbedXGBoostFamily(_EmbedTrees):

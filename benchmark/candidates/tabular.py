@@ -137,6 +137,19 @@ class BoostedTrees(LibraryFamily):
         X = self.align_.transform(register_table(data, self.family_name))
         return self.model_.predict_proba(X)[:, 1].astype(np.float64)
 
+    def predict_at(self, data, share: float) -> np.ndarray:
+        """The ensemble of the first ``share`` of its boosting rounds (the kept ones: up to the best)."""
+        rounds = max(1, int(round(share * (self.best_iteration_ + 1))))
+        X = self.align_.transform(register_table(data, self.family_name))
+        return self._predict_rounds(X, rounds)[:, 1].astype(np.float64)
+
+    def _predict_rounds(self, X, rounds: int) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def still_improving(self) -> bool:
+        """Early stopping did not fire: the best round is within the last 10 % of the round cap."""
+        return self.best_iteration_ + 1 >= 0.9 * self.rounds_cap_
+
 
 @register_family("xgboost")
 class XGBoostFamily(BoostedTrees):
@@ -171,6 +184,10 @@ class XGBoostFamily(BoostedTrees):
         # Predict on the CPU: inputs are host DataFrames, and this avoids device-mismatch copies.
         self.model_.set_params(device="cpu")
         self.best_iteration_ = int(getattr(self.model_, "best_iteration", p["n_estimators"] - 1))
+        self.rounds_cap_ = int(p["n_estimators"])
+
+    def _predict_rounds(self, X, rounds: int) -> np.ndarray:
+        return self.model_.predict_proba(X, iteration_range=(0, rounds))
 
 
 @register_family("lightgbm")
@@ -221,4 +238,8 @@ class LightGBMFamily(BoostedTrees):
             categorical_feature=self.align_.categorical_names or "auto",
             callbacks=[lgb.early_stopping(rounds, first_metric_only=True, verbose=False)],
         )
-        self.best_iteration_ = int(self.model_.best_iteration_ or p["n_estimators"])
+        self.best_iteration_ = int(self.model_.best_iteration_ or p["n_estimators"]) - 1   # 0-based, as XGBoost
+        self.rounds_cap_ = int(p["n_estimators"])
+
+    def _predict_rounds(self, X, rounds: int) -> np.ndarray:
+        return self.model_.predict_proba(X, num_iteration=rounds)

@@ -25,6 +25,7 @@ model inputs on the device (``ImageFamily``: scale, augment when training, norma
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable, ClassVar
 
@@ -187,6 +188,8 @@ class TorchFamily(Family):
                 if vsrc is not None:
                     vsrc.release()
         self.model_ = result.model
+        self.snapshots_, self.epoch_budget_ = result.snapshots, result.epochs
+        self.stopped_early_ = None if vsrc is None or not tc.patience else len(result.history) < result.epochs
         self.best_epoch_ = result.best_epoch
         self.batch_size_ = result.batch_size
         self.history_ = result.history
@@ -231,6 +234,28 @@ class TorchFamily(Family):
             seed_everything(self.seed_ + MC_SEED_OFFSET)
             passes, owner = self._outputs(data, passes=self.mc_passes_)
         return np.stack([self.patient_probs(logits, owner, data) for logits in passes])
+
+    def predict_at(self, data, share: float) -> np.ndarray | None:
+        """The network after ``share`` of its epoch budget (weights kept during training); the
+        returned model when training ended before that epoch or ``share`` >= 1."""
+        snap = self.snapshots_.get(share) if share < 1 else None
+        if snap is None:
+            return self.predict_proba(data)
+        current = self.model_
+        model = copy.deepcopy(current)
+        model.load_state_dict(snap)
+        model.eval()
+        self.model_ = model
+        try:
+            return self.predict_proba(data)
+        finally:
+            self.model_ = current
+
+    def still_improving(self) -> bool | None:
+        """Early stopping on the holdout did not fire and the best epoch was among the last 10 %."""
+        if self.stopped_early_ is None:
+            return None
+        return (not self.stopped_early_) and self.best_epoch_ >= int(0.9 * self.epoch_budget_) - 1
 
     def embed(self, data) -> np.ndarray:
         """(n_patients, d) the network's ``embed`` features averaged over each patient's samples (NaN rows without)."""

@@ -155,6 +155,7 @@ class TrainConfig:
     target: str = "y"                       # batch key of the float 0/1 labels
     max_samples: int | None = None          # budget: samples seen per fit (whole epochs, at least one)
     drop_last: bool = True                  # drop an epoch's last partial batch (False: keep it if >= 2 samples)
+    snapshots: tuple[float, ...] = (0.25, 0.5)   # shares of the epoch budget whose weights are kept (learning curve)
 
 
 @dataclass
@@ -164,6 +165,8 @@ class TrainResult:
     best_score: float
     batch_size: int                          # after any out-of-memory halving
     history: list[dict] = field(default_factory=list)   # per epoch: loss, score, train_s, samples
+    epochs: int = 0                          # the epoch budget of this fit (after the sample cap)
+    snapshots: dict = field(default_factory=dict)   # share of the budget -> weights (CPU) after that epoch
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
@@ -258,6 +261,8 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
 
     best_state, best_score, best_epoch, bad = None, -math.inf, -1, 0
     history: list[dict] = []
+    snap_at = {max(1, round(f * epochs)) - 1: f for f in cfg.snapshots}   # epoch index -> share
+    snapshots: dict = {}
     for epoch in range(epochs):
         model.train()
         t0 = time.perf_counter()
@@ -296,6 +301,8 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
         score = float(evaluate(model, eval_bs)) if evaluate is not None else math.nan
         history.append({"epoch": epoch, "loss": mean_loss, "score": score, "train_s": train_s,
                         "samples": seen, "batch_size": batch_size})
+        if epoch in snap_at and epoch < epochs - 1:
+            snapshots[snap_at[epoch]] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if evaluate is None:
             continue
         ctx.report(epoch, score)
@@ -312,7 +319,7 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
     model.eval()
     return TrainResult(model=model, best_epoch=best_epoch,
                        best_score=best_score if best_epoch >= 0 else math.nan,
-                       batch_size=batch_size, history=history)
+                       batch_size=batch_size, history=history, epochs=epochs, snapshots=snapshots)
 
 
 # ----------------------------------------------------------------------------- inference
