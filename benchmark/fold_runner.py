@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from benchmark.protocol import ORACLE_COLUMNS, ROLES
 from benchmark.run_folder import RunDir
 from benchmark.run_plan import WorkUnit, inner_fold_list
 from benchmark.search.spaces import Candidate, Profile
-from benchmark.search.study import fit_context, run_study, score, stable_seed
+from benchmark.search.study import fit_context, run_study, score, stable_seed, study_name
 
 CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learning curve (studies.csv)
 
@@ -77,6 +78,11 @@ class FoldRunner:
 
     def study_seed(self, name: str, fold: Fold) -> int:
         return stable_seed(self.seed, name, fold.repeat, fold.index)
+
+    def _context(self, cand: Candidate) -> TrialContext:
+        """The run's context with this candidate's epoch cap (image and register networks differ)."""
+        fam = get_family(cand.family)
+        return replace(self.ctx_base, max_epochs=self.profile.epoch_cap(cand.modality, fam.uses_images))
 
     def _view_maker(self, cand: Candidate, upstream: pd.DataFrame | None):
         fam = get_family(cand.family)
@@ -151,7 +157,7 @@ class FoldRunner:
         part = rd.part(cand.name, fold.repeat, fold.index)
         info_path = rd.part(cand.name, fold.repeat, fold.index, "json")
         if part.exists() and info_path.exists():
-            self.progress.unit_done(profile.n_trials + 1)
+            self.progress.unit_done(profile.trials_for(cand.modality) + 1)
             row = json.loads(info_path.read_text())
             self._record_best(cand, row)
             self.progress.say(f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{profile.outer_folds}: reused from an earlier run")
@@ -163,7 +169,7 @@ class FoldRunner:
         try:
             upstream = self.upstream_for(cand, fold)
         except MissingInput as exc:   # a failed input fails this fusion candidate's fold, not the run
-            self.progress.unit_done(profile.n_trials + 1)
+            self.progress.unit_done(profile.trials_for(cand.modality) + 1)
             self.progress.say(f"{label} FAILED: {exc}")
             return {"candidate": cand.name, "repeat": fold.repeat, "outer_fold": fold.index,
                     "best_value": float("nan"), "n_trials": 0, "n_failed": 0, "n_pruned": 0,
@@ -178,16 +184,17 @@ class FoldRunner:
                 state["best"] = value
             shown = f"{self.metric}={value:.3f}" if value is not None else st.lower()
             best_s = f" (best {state['best']:.3f})" if state["best"] is not None else ""
-            self.progress.say(f"{label} trial {number + 1}/{profile.n_trials} {shown}{best_s}")
+            self.progress.say(f"{label} trial {number + 1}/{n_trials} {shown}{best_s}")
 
+        n_trials = profile.trials_for(cand.modality)
         res = run_study(cand, make_view, y, inner, storage=self.storage,
-                        study_name=f"{cand.name}:r{fold.repeat}:f{fold.index}", n_trials=profile.n_trials,
-                        timeout_s=profile.study_timeout_s, seed=seed, ctx_base=self.ctx_base, metric=self.metric,
-                        repeat=fold.repeat, outer_index=fold.index, on_trial=on_trial)
+                        study_name=study_name(rd.run_id, cand.name, fold.repeat, fold.index), n_trials=n_trials,
+                        timeout_s=profile.study_timeout_s, seed=seed, ctx_base=self._context(cand),
+                        metric=self.metric, repeat=fold.repeat, outer_index=fold.index, on_trial=on_trial)
         row = {"candidate": cand.name, "repeat": fold.repeat, "outer_fold": fold.index,
                "best_value": res.best_value, "n_trials": res.n_trials, "n_failed": res.n_failed,
                "n_pruned": res.n_pruned, "status": "ok", "info": "", "wall_s": 0.0,
-               "best_params": json.dumps(res.best_params, default=str)}
+               "best_params": json.dumps(res.best_params, default=str), "timed_out": bool(res.timed_out)}
         if res.best_params is None:
             reasons = pd.Series(res.fail_reasons or ["no trial finished in the time budget"]).value_counts()
             row.update(status="failed", info=f"every trial failed: {reasons.index[0]} ({reasons.iloc[0]}x)")
@@ -226,7 +233,7 @@ class FoldRunner:
         models = []
         for k, f in enumerate(inner):
             model = cand.build(params)
-            ctx = fit_context(self.ctx_base, seed, fold.repeat, fold.index, k)
+            ctx = fit_context(self._context(cand), seed, fold.repeat, fold.index, k)
             models.append(model.fit(make_view(f.train, True), None, ctx))
         return models
 
