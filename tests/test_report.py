@@ -23,8 +23,9 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.report_fixtures import SECRET_PATH, write_fake_run
 
-FIGURE_IDS = ["fig-roc", "fig-pr", "fig-reliability", "fig-uncertainty", "fig-risk-coverage", "fig-forest",
-              "fig-decision", "fig-search"]
+FIGURE_IDS = ["fig-answers", "fig-roc", "fig-pr", "fig-reliability", "fig-uncertainty", "fig-risk-coverage",
+              "fig-forest", "fig-learning", "fig-decision", "fig-search"]
+ANSWER_IDS = ["answer-q1", "answer-q2", "answer-q3"]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 
@@ -35,10 +36,12 @@ def report(tmp_path_factory) -> Path:
     return build_report(run)
 
 
-def _dump_dom(html_path: Path, tmp_path: Path) -> str:
+def _dump_dom(html_path: Path, tmp_path: Path, size: tuple[int, int] | None = None) -> str:
     if CHROMIUM is None:
         pytest.skip("chromium not installed (apt-get install -y chromium); the page was not rendered")
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    window = [f"--window-size={size[0]},{size[1]}"] if size else []
+    cmd = [CHROMIUM, "--headless", *window, "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking",
            "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
            # networking off: every host is unresolvable and the proxy is a closed port
            "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
@@ -129,12 +132,90 @@ def test_table_shows_cis_marks_ceilings_and_failed_reason(report):
     assert list(rows)[-1] == "convnext_tiny", "failed candidates listed last"
 
 
-def test_findings_section_is_embedded_at_the_top(report):
+def test_answers_come_first_then_the_folded_detail_then_the_table(report):
     text = report.read_text()
     findings = (report.parent / "findings.md").read_text()
-    assert findings.startswith("# Findings")
-    assert text.index('id="findings"') < text.index('id="leaderboard"') < text.index('id="fig-roc"')
-    assert "<h2>Q1. Images alone</h2>" in text
+    assert findings.startswith("# Findings\n\n## Answers")
+    order = [text.index(marker) for marker in ("<header>", 'id="answers"', 'id="answer-q1"', 'id="answer-q2"',
+                                               'id="answer-q3"', 'id="fig-answers"', 'id="findings"',
+                                               'id="leaderboard"', 'id="fig-roc"')]
+    assert order == sorted(order)
+    detail = text.split('id="findings"')[1].split('id="leaderboard-section"')[0]
+    for title in ("Q1. Images alone", "Q2. Register data: neural network or trees?",
+                  "Q3. Does combining images and register data help?", "Caveats"):
+        assert f"<details><summary>{title}</summary>" in detail
+    answers = text.split('id="answers"')[1].split('id="findings"')[0]
+    assert "Profile <code>quick</code>" in answers and "say little about what the models can reach" in answers
+
+
+def test_answer_sentences_on_the_page_are_those_of_findings_md(report):
+    from html import unescape
+
+    text = report.read_text()
+    findings = (report.parent / "findings.md").read_text()
+    for q, key in (("Q1", "answer-q1"), ("Q2", "answer-q2"), ("Q3", "answer-q3")):
+        sentence = next(line for line in findings.splitlines() if line.startswith(f"- **{q}.")).split(":** ", 1)[1]
+        shown = re.search(rf'id="{key}"><span class="q">[^<]*</span><p>(.*?)</p>', text).group(1)
+        assert unescape(re.sub(r"</?b>", "**", shown)) == sentence
+
+
+def test_leaderboard_shows_key_columns_first_and_hides_the_rest_behind_a_toggle(report):
+    text = report.read_text()
+    table = text.split('id="leaderboard"')[0][-400:] + text.split('id="leaderboard"')[1].split("</thead>")[0]
+    assert '<table class="sortable compact" id="leaderboard">' in text
+    keys = re.findall(r"<th data-type='\w+'(?: data-key='(\w+)')?[^>]*?( class='extra')?>", table)
+    shown = [k for k, extra in keys if not extra]
+    assert shown == ["", "", "auc", "brier", "cal_slope", "sens_at_spec90_oof", "inner_score"]
+    hidden = [k for k, extra in keys if extra]
+    assert "sens_at_spec90" in hidden and "ap" in hidden and "ece" in hidden
+    assert "sens. at 90 % spec. (OOF threshold)" in table and "sens. at 90 % spec. (test threshold)" in table
+    assert "class='toggle' data-table='leaderboard'" in text
+
+
+VIEWPORT_JS = """<script>
+window.addEventListener('load', function () {
+  setTimeout(function () {
+    var rects = %s.map(function (id) {
+      var r = document.getElementById(id).getBoundingClientRect();
+      return {id: id, top: r.top, bottom: r.bottom, left: r.left, right: r.right};
+    });
+    var extra = document.querySelector('#leaderboard th.extra');
+    var before = extra.offsetParent !== null;
+    document.querySelector("button.toggle[data-table='leaderboard']").click();
+    var after = extra.offsetParent !== null;
+    var out = document.createElement('pre');
+    out.id = 'viewport-check';
+    out.textContent = JSON.stringify({width: window.innerWidth, height: window.innerHeight, rects: rects,
+                                      extra_before: before, extra_after: after});
+    document.body.appendChild(out);
+  }, 1000);
+});
+</script></body>"""
+
+
+def _window_for_viewport(width: int, height: int, tmp_path: Path) -> tuple[int, int]:
+    """The window size that gives a ``width`` x ``height`` viewport (headless Chromium's window keeps
+    some height for its own frame)."""
+    probe = tmp_path / "probe.html"
+    probe.write_text("<html><body><script>document.body.textContent = 'H=' + window.innerHeight;</script></body></html>")
+    inner = int(re.search(r"H=(\d+)", _dump_dom(probe, tmp_path, size=(width, height))).group(1))
+    return width, height + (height - inner)
+
+
+def test_three_answers_are_visible_without_scrolling_at_1400_by_900(report, tmp_path):
+    """Headless Chromium, viewport 1400 x 900: the three answer elements lie inside the first viewport."""
+    import json
+    from html import unescape
+
+    page = tmp_path / "viewport.html"
+    page.write_text(report.read_text().replace("</body>", VIEWPORT_JS % json.dumps(ANSWER_IDS)))
+    dom = _dump_dom(page, tmp_path, size=_window_for_viewport(1400, 900, tmp_path))
+    check = json.loads(unescape(re.search(r'<pre id="viewport-check">(.*?)</pre>', dom, flags=re.S).group(1)))
+    assert (check["width"], check["height"]) == (1400, 900), check
+    for r in check["rects"]:
+        assert 0 <= r["top"] < r["bottom"] <= check["height"], r
+        assert 0 <= r["left"] < r["right"] <= check["width"], r
+    assert check["extra_before"] is False and check["extra_after"] is True, "the toggle shows the other columns"
 
 
 def test_report_command_accepts_a_run_name_under_results(report, capsys):
@@ -163,7 +244,15 @@ def test_missing_predictions_and_comparisons_leave_notes_instead_of_figures(repo
     text = build_report(run).read_text()
     assert text.count("Not drawn: predictions.parquet is missing") == 6
     assert "Not drawn: comparisons.csv is missing" in text
-    assert 'id="fig-search"' in text
+    assert "Not drawn: comparisons.csv has no AUC comparison behind the answers." in text
+    assert 'id="fig-search"' in text and 'id="fig-learning"' in text
+
+
+def test_old_run_without_learning_curves_or_new_comparison_columns_still_builds(tmp_path):
+    run = write_fake_run(tmp_path / "old", schema="old")
+    text = build_report(run).read_text()
+    assert "Not drawn: studies.csv is missing or has no learning-curve columns" in text
+    assert 'id="fig-answers"' in text and "no_difference" not in text.split('id="fig-roc"')[0]
 
 
 def test_predictions_stored_without_uncertainty_get_it_from_evaluate_and_lose_patient_keys(report, tmp_path):

@@ -2,8 +2,15 @@
 
 The page opens offline: the plotly.js bundle is embedded once, the table sorts with a few
 lines of vanilla JS. It reads only the stored files (manifest.json, leaderboard.csv,
-comparisons.csv, predictions.parquet, trials.csv), through ``run_files``, and never prints
-patient keys or dataset paths::
+comparisons.csv, studies.csv, predictions.parquet, trials.csv), through ``run_files``, and
+never prints patient keys or dataset paths.
+
+Page order: a compact header; the three answers of ``findings.md`` (one sentence each,
+elements ``#answer-q1..3``) beside the forest plot of the paired AUC differences behind them,
+so both fit the first screen at 1400 x 900; the detail of each answer folded
+(``<details>``); the leaderboard with its key columns (candidate, modality, AUC, Brier,
+calibration slope, sensitivity at 90 % specificity with the out-of-fold threshold, inner
+score) and the rest behind a toggle; then the figures::
 
     from benchmark.report.html import build_report
     html_path = build_report(Path("results/quick-1"))   # results/quick-1/leaderboard.html
@@ -24,23 +31,34 @@ from plotly.offline import get_plotlyjs
 
 from benchmark.errors import UserError
 from benchmark.paths import results_dir
-from benchmark.report.findings import write_findings
-from benchmark.report.plots import MODALITY_COLOR, build_figures
-from benchmark.report.run_files import num, read_run, safe_text
+from benchmark.report.findings import Findings, build_findings, key_comparisons
+from benchmark.report.plots import MODALITY_COLOR, answers_figure, build_figures
+from benchmark.report.run_files import num, profile_of, read_run, safe_text
 
-# (column, header, tooltip); metric columns get "value [lo, hi]" when lo/hi exist
-TABLE_COLUMNS = [
-    ("inner_score", "inner score", "mean best inner-CV objective over outer folds (used for selection)"),
-    ("auc", "AUC", "ROC AUC"),
+# (column, header, tooltip); metric columns get "value [lo, hi]" when lo/hi exist.
+# KEY_COLUMNS are shown by default; EXTRA_COLUMNS behind the "all columns" toggle.
+KEY_COLUMNS = [
+    ("auc", "AUC", "ROC AUC, 95 % CI"),
+    ("brier", "Brier", "Brier score (lower is better)"),
+    ("cal_slope", "cal. slope", "calibration slope (1 is ideal)"),
+    ("sens_at_spec90_oof", "sens. at 90 % spec. (OOF threshold)",
+     "sensitivity at 90 % specificity, threshold chosen on inner out-of-fold data (deployable)"),
+    ("inner_score", "inner score", "mean best inner-CV objective over outer folds (the only selection score)"),
+]
+EXTRA_COLUMNS = [
     ("ap", "AP", "average precision"),
+    ("sens_at_spec90", "sens. at 90 % spec. (test threshold)",
+     "sensitivity at 90 % specificity, threshold chosen on the test set (optimistic)"),
+    ("spec_at_spec90_oof", "spec. reached (OOF thr.)", "specificity the out-of-fold 90 % threshold reaches on the test set"),
+    ("sens_at_spec95_oof", "sens. at 95 % spec. (OOF thr.)", "sensitivity at 95 % specificity, out-of-fold threshold"),
+    ("sens_at_spec95", "sens. at 95 % spec. (test thr.)", "sensitivity at 95 % specificity, test-set threshold (optimistic)"),
     ("balanced_accuracy", "bal. acc.", "balanced accuracy at 0.5"),
     ("sensitivity_thr", "sens.", "sensitivity at the inner-OOF threshold"),
     ("specificity_thr", "spec.", "specificity at the inner-OOF threshold"),
-    ("sens_at_spec90", "sens@spec90", "sensitivity at 90 % specificity"),
     ("mcc", "MCC", "Matthews correlation at 0.5"),
-    ("brier", "Brier", "Brier score (lower is better)"),
+    ("log_loss", "log loss", "log loss (lower is better)"),
     ("ece", "ECE", "expected calibration error, equal-mass bins (lower is better)"),
-    ("cal_slope", "cal. slope", "calibration slope (1 is ideal)"),
+    ("cal_intercept", "cal. intercept", "calibration intercept (0 is ideal)"),
     ("entropy_mean", "entropy", "mean predictive entropy"),
     ("mutual_info_mean", "MI", "mean mutual information (epistemic)"),
     ("aurc", "AURC", "area under the risk-coverage curve (lower is better)"),
@@ -52,25 +70,39 @@ TABLE_COLUMNS = [
     ("n_failed_trials", "failed", "failed trials"),
     ("wall_s", "wall", "wall time"),
 ]
+TABLE_COLUMNS = KEY_COLUMNS + EXTRA_COLUMNS
 CI_DECIMALS = 3
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1500px;padding:0 16px;color:#222}
-h1{margin-bottom:4px}h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.meta{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:4px 18px;font-size:14px;color:#444}
-.meta b{color:#222}.versions{font-size:12px;color:#666;margin-top:6px}
-.findings{background:#f7f9fc;border:1px solid #dde4ee;border-radius:6px;padding:4px 20px 12px}
-.findings h1{font-size:22px}.findings h2{font-size:18px;border:none;margin-top:18px}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:12px auto;max-width:1500px;padding:0 16px;color:#222}
+h1{margin:0 0 4px;font-size:22px}h2{margin-top:30px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{display:flex;flex-wrap:wrap;gap:2px 18px;font-size:13px;color:#444}
+.meta b{color:#222}.versions{font-size:12px;color:#666;margin-top:2px}.versions summary{cursor:pointer}
+.answers{display:grid;grid-template-columns:minmax(0,11fr) minmax(0,9fr);gap:18px;align-items:start;
+ background:#f7f9fc;border:1px solid #dde4ee;border-radius:6px;padding:10px 16px;margin-top:10px}
+.answers h2{margin:2px 0 8px;border:none;font-size:19px}
+.answer{margin:0 0 10px;font-size:15px;line-height:1.4}
+.answer .q{display:block;font-weight:600;color:#1f4e79;font-size:13px;text-transform:uppercase;letter-spacing:.02em}
+.answer p{margin:2px 0 0}
+.profile{font-size:13px;color:#6b4a00;background:#fff7e0;border-left:3px solid #e0a800;padding:4px 8px;margin:8px 0 0}
+.answer-figure .caption{margin-top:0}
+.findings{margin-top:14px}.findings h2{font-size:18px}
+.findings details{border:1px solid #dde4ee;border-radius:6px;padding:4px 14px;margin:6px 0;background:#fbfcfe}
+.findings summary{cursor:pointer;font-weight:600;font-size:15px;padding:4px 0}
+.findings h3{font-size:15px}
 table.sortable{border-collapse:collapse;font-size:12.5px;width:100%}
-table.sortable th{background:#eef1f5;cursor:pointer;position:sticky;top:0;padding:5px 6px;text-align:left;white-space:nowrap;user-select:none}
+table.sortable th{background:#eef1f5;cursor:pointer;position:sticky;top:0;padding:5px 6px;text-align:left;user-select:none}
 table.sortable th[data-dir=asc]::after{content:" \\25B2"}table.sortable th[data-dir=desc]::after{content:" \\25BC"}
 table.sortable td{padding:3px 6px;border-bottom:1px solid #eee;white-space:nowrap}
+table.compact .extra{display:none}
 tr.ceiling td{font-style:italic;background:#f4f4f4}tr.failed td{color:#999}tr.failed td.info{color:#b22}
 td.info{white-space:normal;max-width:360px}
 .chip{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:middle}
 .badge{font-size:10px;border:1px solid #999;border-radius:3px;padding:0 3px;margin-left:4px;font-style:normal;color:#555}
+.badge.failed{border-color:#b22;color:#b22}
 .caption{color:#555;font-size:13px;margin:2px 0 6px}.note{color:#b22}
 .tablewrap{overflow-x:auto;max-height:80vh}
+button.toggle{font-size:13px;margin:0 0 6px;padding:3px 10px;cursor:pointer}
 """
 
 SORT_JS = """
@@ -97,6 +129,13 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
     });
   });
 });
+document.querySelectorAll('button.toggle[data-table]').forEach(function (button) {
+  button.addEventListener('click', function () {
+    var table = document.getElementById(button.dataset.table);
+    var compact = table.classList.toggle('compact');
+    button.textContent = compact ? button.dataset.more : button.dataset.less;
+  });
+});
 """
 
 
@@ -115,21 +154,23 @@ def _duration(seconds: object) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s} s"
 
 
+def _inline(text: str) -> str:
+    """Escaped text with the inline markdown findings.py writes: **bold** and `code`."""
+    text = _e(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
 def markdown_to_html(md: str) -> str:
     """The small markdown subset findings.py writes: headings, paragraphs, '- ' lists, **bold**, `code`."""
     out, para, items = [], [], []
 
-    def inline(text: str) -> str:
-        text = _e(text)
-        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
     def flush() -> None:
         if para:
-            out.append("<p>" + "<br>".join(inline(p) for p in para) + "</p>")
+            out.append("<p>" + "<br>".join(_inline(p) for p in para) + "</p>")
             para.clear()
         if items:
-            out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
             items.clear()
 
     for line in md.splitlines():
@@ -137,7 +178,7 @@ def markdown_to_html(md: str) -> str:
         if m:
             flush()
             level = len(m.group(1))
-            out.append(f"<h{level}>{inline(m.group(2))}</h{level}>")
+            out.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
         elif line.startswith("- "):
             if para:
                 flush()
@@ -156,7 +197,7 @@ def _header(manifest: dict, run_dir: Path) -> str:
     ds = manifest.get("dataset") or {}
     fields = [
         ("run", manifest.get("run", run_dir.name)),
-        ("profile", manifest.get("profile_name", "")),
+        ("profile", profile_of(manifest)[0]),
         ("seed", manifest.get("seed", "")),
         ("dataset", ds.get("name", "") + (" (synthetic)" if ds.get("synthetic") else "")),
         ("patients", f"{ds.get('n_patients', '')} ({ds.get('n_pos', '')} AFF)" if ds else ""),
@@ -166,8 +207,8 @@ def _header(manifest: dict, run_dir: Path) -> str:
         ("wall time", _duration(manifest.get("wall_s"))),
         ("report built", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
     ]
-    profile = manifest.get("profile")
-    if isinstance(profile, dict):
+    profile = profile_of(manifest)[1]
+    if profile:
         keys = ("outer_folds", "inner_folds", "repeats", "n_trials", "bootstrap", "image_size", "max_epochs")
         fields.append(("protocol", ", ".join(f"{k}={profile[k]}" for k in keys if k in profile)))
     meta = "".join(f"<div><b>{_e(k)}</b>: {_e(safe_text(v))}</div>" for k, v in fields if v not in ("", None))
@@ -179,7 +220,39 @@ def _header(manifest: dict, run_dir: Path) -> str:
     title = _e(manifest.get("run", run_dir.name))
     missing = "" if manifest else '<p class="note">manifest.json is missing: run details unknown.</p>'
     return (f"<h1>AFF/NFF benchmark: {title}</h1>{missing}<div class='meta'>{meta}</div>"
-            f"<div class='versions'>versions: {_e(vtext)}<br>hardware: {_e(htext)}</div>")
+            f"<details class='versions'><summary>versions and hardware</summary>versions: {_e(vtext)}<br>"
+            f"hardware: {_e(htext)}</details>")
+
+
+def _plot(fig, div_id: str, toolbar: bool = True) -> str:
+    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True, "displayModeBar": "hover" if toolbar else False})
+
+
+def answers_html(findings: Findings, key_rows: pd.DataFrame) -> str:
+    """The three answers (``#answer-q1..3``) and the profile note, beside the forest plot of their AUC rows."""
+    answers = "".join(
+        f'<div class="answer" id="answer-{_e(a.key)}"><span class="q">{_e(a.title)}</span><p>{_inline(a.text)}</p></div>'
+        for a in findings.answers)
+    if key_rows.empty:
+        figure = "<p class='note'>Not drawn: comparisons.csv has no AUC comparison behind the answers.</p>"
+    else:
+        figure = ("<p class='caption'>Paired AUC differences behind the answers (candidate minus reference, 95 % CI, "
+                  "from comparisons.csv); the blue band is each row's equivalence margin.</p>"
+                  + _plot(answers_figure(key_rows), "fig-answers", toolbar=False))
+    return (f'<section class="answers" id="answers"><div class="answer-list"><h2>Answers</h2>{answers}'
+            f"<p class='profile'>{_inline(findings.profile)}</p></div>"
+            f"<div class='answer-figure'>{figure}</div></section>")
+
+
+def detail_html(findings: Findings) -> str:
+    """The detail of each answer (and the caveats), each section folded in a ``<details>``."""
+    parts = [f"<h2>How each answer was reached</h2><p class='caption'>{_inline(findings.intro)}</p>"]
+    for section in findings.sections:
+        title = section[0][3:] if section and section[0].startswith("## ") else "Detail"
+        body = "\n".join(section[1:] if section and section[0].startswith("## ") else section)
+        parts.append(f"<details><summary>{_inline(title)}</summary>{markdown_to_html(body)}</details>")
+    return "".join(parts)
 
 
 def _cell(row: pd.Series, col: str) -> tuple[str, str]:
@@ -199,30 +272,48 @@ def _cell(row: pd.Series, col: str) -> tuple[str, str]:
 
 
 def leaderboard_table(lb: pd.DataFrame) -> str:
-    """The sortable leaderboard: ceilings first, then by AUC, failed candidates last with their reason."""
-    cols = [(c, h, t) for c, h, t in TABLE_COLUMNS if c in lb.columns and lb[c].notna().any()]
+    """The sortable leaderboard: ceilings first, then by AUC, failed candidates last with their reason.
+
+    Key columns first; the others carry class ``extra`` and are hidden until the toggle shows them.
+    """
+    def present(cols):
+        return [(c, h, t) for c, h, t in cols if c in lb.columns and lb[c].notna().any()]
+
+    key, extra = present(KEY_COLUMNS), present(EXTRA_COLUMNS)
     rank = lb.assign(
         _g=lb["is_ceiling"].map({True: 0, False: 1}).where(lb["status"].ne("failed"), 2),
         _a=-(lb["auc"].astype(float) if "auc" in lb.columns else 0.0),
     ).sort_values(["_g", "_a", "candidate"])
-    head = ("<th data-type='text'>candidate</th><th data-type='text'>modality</th><th data-type='text'>family</th>"
-            "<th data-type='text'>status</th>"
-            + "".join(f"<th data-type='num' data-key='{_e(c)}' title='{_e(t)}'>{_e(h)}</th>" for c, h, t in cols)
-            + "<th data-type='text'>info</th>")
+
+    def th(c, h, t, cls=""):
+        return f"<th data-type='num' data-key='{_e(c)}' title='{_e(t)}'{cls}>{_e(h)}</th>"
+
+    head = ("<th data-type='text'>candidate</th><th data-type='text'>modality</th>"
+            + "".join(th(c, h, t) for c, h, t in key)
+            + "<th data-type='text' class='extra'>family</th><th data-type='text' class='extra'>status</th>"
+            + "".join(th(c, h, t, " class='extra'") for c, h, t in extra)
+            + "<th data-type='text' class='extra'>info</th>")
     body = []
     for _, r in rank.iterrows():
         cls = "ceiling" if r["is_ceiling"] else ("failed" if r["status"] == "failed" else "")
         badge = "<span class='badge'>ceiling</span>" if r["is_ceiling"] else ""
+        if r["status"] in ("failed", "partial"):
+            badge += f"<span class='badge failed' title='{_e(safe_text(r.get('info')))}'>{_e(r['status'])}</span>"
         chip = f"<span class='chip' style='background:{MODALITY_COLOR.get(r['modality'], '#9467bd')}'></span>"
-        cells = [f"<td>{_e(r['candidate'])}{badge}</td>", f"<td data-sort='{_e(r['modality'])}'>{chip}{_e(r['modality'])}</td>",
-                 f"<td>{_e(r.get('family', ''))}</td>", f"<td>{_e(r['status'])}</td>"]
-        for c, _, _ in cols:
-            text, key = _cell(r, c)
-            cells.append(f"<td data-sort='{key}'>{_e(text)}</td>")
-        cells.append(f"<td class='info'>{_e(safe_text(r.get('info')))}</td>")
+        cells = [f"<td>{_e(r['candidate'])}{badge}</td>", f"<td data-sort='{_e(r['modality'])}'>{chip}{_e(r['modality'])}</td>"]
+        for c, _, _ in key:
+            text, sort = _cell(r, c)
+            cells.append(f"<td data-sort='{sort}'>{_e(text)}</td>")
+        cells += [f"<td class='extra'>{_e(r.get('family', ''))}</td>", f"<td class='extra'>{_e(r['status'])}</td>"]
+        for c, _, _ in extra:
+            text, sort = _cell(r, c)
+            cells.append(f"<td class='extra' data-sort='{sort}'>{_e(text)}</td>")
+        cells.append(f"<td class='info extra'>{_e(safe_text(r.get('info')))}</td>")
         body.append(f'<tr class="{cls}" data-candidate="{_e(r["candidate"])}">' + "".join(cells) + "</tr>")
-    return (f'<div class="tablewrap"><table class="sortable" id="leaderboard"><thead><tr>{head}</tr></thead>'
-
+    more, less = f"Show all {len(key) + len(extra) + 5} columns", "Show the key columns only"
+    return (f"<button type='button' class='toggle' data-table='leaderboard' data-more='{_e(more)}' "
+            f"data-less='{_e(less)}'>{_e(more)}</button>"
+            f'<div class="tablewrap"><table class="sortable compact" id="leaderboard"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
@@ -233,8 +324,7 @@ def _figures_html(specs) -> str:
         if s.figure is None:
             parts.append(f"<p class='note'>Not drawn: {_e(s.note)}</p>")
         else:
-            parts.append(pio.to_html(s.figure, include_plotlyjs=False, full_html=False, div_id=s.div_id,
-                                     config={"displaylogo": False, "responsive": True}))
+            parts.append(_plot(s.figure, s.div_id))
     return "\n".join(parts)
 
 
@@ -248,19 +338,23 @@ def build_report(run_dir: Path) -> Path:
         raise UserError(f"run folder {run_dir} not found; give a run folder path or a run name under results/")
     run = read_run(run_dir)
     lb, manifest = run.leaderboard, run.manifest
-    findings_md = write_findings(run_dir, run)
+    findings = build_findings(lb, run.comparisons, manifest, run.studies)
+    (run_dir / "findings.md").write_text(findings.markdown(), encoding="utf-8")
     specs = build_figures(run)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(manifest.get('run', run_dir.name))}: AFF/NFF leaderboard</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
 <header>{_header(manifest, run_dir)}</header>
-<section class="findings" id="findings">{markdown_to_html(findings_md)}</section>
+{answers_html(findings, key_comparisons(lb, run.comparisons))}
+<section class="findings" id="findings">{detail_html(findings)}</section>
 <h2 id="leaderboard-section">Leaderboard</h2>
 <p class="caption">Pooled outer-test metrics with 95 % patient-level bootstrap CIs; click a header to sort.
 Grey italic rows are oracle ceilings (exact posteriors of the synthetic generator), not models.
-Sensitivity/specificity use the threshold chosen on inner out-of-fold data.</p>
+Sensitivity at 90 % specificity uses a threshold chosen on inner out-of-fold data (deployable); the value with the
+threshold chosen on the test set (optimistic) is among all columns.</p>
 {leaderboard_table(lb)}
 {_figures_html(specs)}
 <script>{SORT_JS}</script>

@@ -4,7 +4,10 @@ The report draws what ``benchmark/evaluate`` computes: the curves (ROC, precisio
 reliability bins, risk-coverage, decision curve) come from ``evaluate.metrics`` on the
 pooled outer-test predictions, entropy and mutual information are the columns
 ``evaluate.uncertainty`` stored, and the numbers in legends are cells of
-``leaderboard.csv``. Curves are thinned to a few hundred points so the page stays small::
+``leaderboard.csv``. The forest plots draw rows of ``comparisons.csv`` (the one beside the
+answers: the AUC rows ``findings.key_comparisons`` names, with each row's margin), and the
+learning curves the ``curve_25/50/100`` cells of ``studies.csv``. Curves are thinned to a
+few hundred points so the page stays small::
 
     from benchmark.report.run_files import read_run
     for spec in build_figures(read_run(Path("results/quick-1"))):
@@ -29,7 +32,12 @@ from benchmark.report.run_files import RunFiles, num
 MODALITY_ORDER = MODALITIES + ("oracle",)
 MODALITY_COLOR = {"register": "#1f77b4", "image": "#e6770f", "fusion": "#2ca02c", "oracle": "#6b6b6b"}
 _SCALE = {"register": "Blues", "image": "Oranges", "fusion": "Greens", "oracle": "Greys"}
-VERDICT_COLOR = {"candidate_better": "#2ca02c", "reference_better": "#d62728", "no_difference": "#7f7f7f"}
+VERDICT_COLOR = {"candidate_better": "#2ca02c", "reference_better": "#d62728", "equivalent": "#1f77b4",
+                 "not_shown": "#7f7f7f", "no_difference": "#7f7f7f"}
+OUTCOME_COLOR = {"better": "#2ca02c", "worse": "#d62728", "equivalent": "#1f77b4", "not_shown": "#7f7f7f"}
+OUTCOME_NAME = {"better": "candidate better", "worse": "candidate worse", "equivalent": "equivalent (within margin)",
+                "not_shown": "not shown either way"}
+CURVE_POINTS = (("curve_25", 25), ("curve_50", 50), ("curve_100", 100))  # studies.csv column, % of the budget
 MAX_POINTS = 150
 LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=40, b=50), legend=dict(font=dict(size=11)))
 DECISION_THRESHOLDS = np.linspace(0.01, 0.5, 50)
@@ -226,6 +234,64 @@ def forest_figure(comp: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def answers_figure(rows: pd.DataFrame) -> go.Figure:
+    """The forest plot beside the answers: AUC difference (candidate - reference) with its 95 % CI per
+    answering row, coloured by outcome, over a grey band of each row's equivalence margin."""
+    rows = rows.iloc[::-1]  # first answer on top
+    labels = rows["label"].tolist()
+    fig = go.Figure()
+    margin = rows["margin"].astype(float).to_numpy() if "margin" in rows.columns else np.full(len(rows), np.nan)
+    if np.isfinite(margin).any():
+        m = np.where(np.isfinite(margin), margin, 0.0)
+        fig.add_trace(go.Bar(x=_r(2 * m), base=_r(-m), y=labels, orientation="h", name="margin",
+                             marker=dict(color="rgba(31,119,180,0.12)"), hoverinfo="skip", width=0.6))
+    shown = set()
+    for kind in OUTCOME_COLOR:
+        g = rows[rows["outcome"].eq(kind)]
+        if g.empty:
+            continue
+        diff, lo, hi = (g[c].astype(float).to_numpy() for c in ("diff", "lo", "hi"))
+        hover = [f"{lab}<br>AUC difference {d:+.3f} [{a:.3f}, {b:.3f}]<br>Holm p {ph:.3g}<br>{OUTCOME_NAME[kind]}"
+                 for lab, d, a, b, ph in zip(g["label"], diff, lo, hi, g["p_holm"].astype(float))]
+        fig.add_trace(go.Scatter(
+            x=_r(diff), y=g["label"].tolist(), mode="markers", name=OUTCOME_NAME[kind], showlegend=kind not in shown,
+            marker=dict(color=OUTCOME_COLOR[kind], size=9),
+            error_x=dict(type="data", symmetric=False, array=_r(hi - diff), arrayminus=_r(diff - lo), thickness=1.5),
+            hovertext=hover, hoverinfo="text"))
+        shown.add(kind)
+    fig.add_vline(x=0, line=dict(color="#444", width=1, dash="dot"))
+    fig.update_layout(**{**LAYOUT, "margin": dict(l=10, r=10, t=10, b=40),
+                         "legend": dict(orientation="h", yanchor="bottom", y=1.0, x=0, font=dict(size=11))},
+                      height=max(240, 90 + 24 * len(labels)), barmode="overlay",
+                      xaxis_title="AUC difference (candidate - reference), 95 % CI")
+    fig.update_yaxes(categoryorder="array", categoryarray=labels, automargin=True)
+    return fig
+
+
+def learning_curve_figure(studies: pd.DataFrame, order: list[str]) -> go.Figure:
+    """Inner out-of-fold score of each bag at 25 / 50 / 100 % of its training budget, one line per outer fold."""
+    cols = [c for c, _ in CURVE_POINTS]
+    have = studies[studies[cols].notna().any(axis=1)]
+    names = [c for c in order if c in set(have["candidate"])] + sorted(set(have["candidate"]) - set(order))
+    palette = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
+    fig = go.Figure()
+    x = [pct for _, pct in CURVE_POINTS]
+    several = have["repeat"].nunique() > 1 if "repeat" in have.columns else False
+    for k, cand in enumerate(names):
+        for j, (_, r) in enumerate(have[have["candidate"].eq(cand)].iterrows()):
+            fold = f"outer fold {int(r['outer_fold'])}" + (f", repeat {int(r['repeat'])}" if several else "")
+            share = num(r.get("at_budget"))
+            extra = "" if math.isnan(share) else f"<br>share of the bag still improving at the end: {share:.2f}"
+            fig.add_trace(go.Scatter(
+                x=x, y=_r([num(r[c]) for c in cols]), mode="lines+markers", name=cand, legendgroup=cand,
+                showlegend=j == 0, line=dict(color=palette[k % len(palette)], width=1.5),
+                hovertemplate=f"{cand}, {fold}<br>%{{x}} % of the budget: %{{y:.4f}}{extra}<extra></extra>"))
+    fig.update_layout(**LAYOUT, height=420, xaxis_title="share of the training budget (epochs or boosting rounds, %)",
+                      yaxis_title="inner out-of-fold score of the bag")
+    fig.update_xaxes(tickvals=x)
+    return fig
+
+
 def search_history_figure(trials: pd.DataFrame, order: list[str], cols: int = 3) -> go.Figure:
     names = [c for c in order if c in set(trials["candidate"])] + sorted(set(trials["candidate"]) - set(order))
     rows = math.ceil(len(names) / cols)
@@ -271,7 +337,7 @@ def _top_candidates(lb: pd.DataFrame, order: list[str]) -> list[str]:
 
 def build_figures(run: RunFiles) -> list[FigureSpec]:
     """Every figure of the report, in page order; a missing input gives a figure with a note."""
-    preds, lb, comp, trials = run.predictions, run.leaderboard, run.comparisons, run.trials
+    preds, lb, comp, trials, studies = run.predictions, run.leaderboard, run.comparisons, run.trials, run.studies
     colors = candidate_colors(lb)
     specs: list[FigureSpec] = []
     no_preds = "predictions.parquet is missing or has no outer-test rows."
@@ -295,10 +361,20 @@ def build_figures(run: RunFiles) -> list[FigureSpec]:
         "Patients sorted by predictive entropy, most certain first; error at threshold 0.5 among those kept. Lower is better; legend shows the stored AURC.",
         lambda: risk_coverage_figure(preds, lb, order, colors), bool(order), no_preds)
     has_comp = comp is not None and not comp.empty
-    add("fig-forest", "Paired differences (fusion minus best single modality)",
-        "Candidate minus reference with 95 % CI from comparisons.csv; colour is the Holm-adjusted verdict.",
+    add("fig-forest", "Paired differences, every metric",
+        "Candidate minus reference with 95 % CI from comparisons.csv (every row: Q2 and Q3, every metric); colour is "
+        "the verdict.",
         lambda: forest_figure(comp), has_comp, "comparisons.csv is missing or empty (no fusion candidate).")
     top = _top_candidates(lb, order)
+    has_curves = (studies is not None and all(c in studies.columns for c, _ in CURVE_POINTS)
+                  and studies[[c for c, _ in CURVE_POINTS]].notna().any().any())
+    add("fig-learning", "Learning curves",
+        "Inner out-of-fold score of each candidate's bag (the objective of the search) when its members predict at "
+        "25, 50 and 100 % of their training budget (epochs for networks, boosting rounds for trees), one line per "
+        "outer fold, from studies.csv. A line still rising at 100 % means the model was still improving when the "
+        "budget ran out. Non-iterative families (logistic regression, late fusion) have none.",
+        lambda: learning_curve_figure(studies, order or lb["candidate"].tolist()), has_curves,
+        "studies.csv is missing or has no learning-curve columns (curve_25, curve_50, curve_100).")
     add("fig-decision", "Decision curves (net benefit)",
         "Best candidate per modality by inner score (and the joint oracle): net benefit against treating all or none.",
         lambda: decision_curve_figure(preds, lb, top, colors), bool(top), no_preds)

@@ -1,15 +1,22 @@
 """Readers of a run folder's stored files, shared by ``findings.py``, ``html.py`` and ``plots.py``.
 
 The report never recomputes a metric: it reads what the run stored (``manifest.json``,
-``leaderboard.csv``, ``comparisons.csv``, ``trials.csv``, ``predictions.parquet``) with the
-types the report relies on, and a missing required file or column is a one-line
-UserError that names it. ``num`` and ``safe_text`` turn single cells into a float and
-into text safe to print::
+``leaderboard.csv``, ``comparisons.csv``, ``studies.csv``, ``trials.csv``,
+``predictions.parquet``) with the types the report relies on, and a missing required file
+or column is a one-line UserError that names it. ``num`` and ``safe_text`` turn single
+cells into a float and into text safe to print::
 
     from benchmark.report.run_files import read_run
     run = read_run(Path("results/quick-1"))
     run.leaderboard.head(), run.comparisons, run.manifest.get("seed")
+    run.studies            # one row per candidate x repeat x outer fold (or None)
     run.predictions        # outer-test rows of the first repeat, no patient keys (or None)
+
+Older runs are read as the current format: ``comparisons.csv`` without ``question``,
+``holm_family``, ``margin`` or ``noninferior`` gets them empty (``question`` from the
+reference role), and its verdict ``no_difference`` reads as ``not_shown``; ``studies.csv``
+without the learning-curve columns (``curve_25``, ``curve_50``, ``curve_100``,
+``at_budget``) or ``timed_out`` gets them empty.
 
 >>> num("0.25"), num(None) != num(None), safe_text("failed reading /data/site/x.dcm\\nTraceback")
 (0.25, True, 'failed reading <path>')
@@ -32,6 +39,13 @@ from benchmark.evaluate.uncertainty import UNCERTAINTY_COLUMNS, add_uncertainty
 LEADERBOARD_REQUIRED = ("candidate", "modality", "status")
 COMPARISONS_REQUIRED = ("candidate", "reference", "reference_role", "metric", "diff", "lo", "hi", "p_holm", "verdict")
 TRIALS_REQUIRED = ("candidate", "outer_fold", "trial", "value")
+COMPARISONS_OPTIONAL = ("value_candidate", "value_reference", "p_value", "test", "question", "holm_family", "margin",
+                       "noninferior", "n_patients")
+VERDICTS = ("candidate_better", "reference_better", "equivalent", "not_shown")
+OLD_VERDICTS = {"no_difference": "not_shown"}  # runs written before the equivalence margins
+QUESTION_OF_ROLE = {"best_tree": "Q2"}  # every other reference role is a Q3 (fusion) row
+STUDIES_REQUIRED = ("candidate", "outer_fold")
+CURVE_COLUMNS = ("curve_25", "curve_50", "curve_100")  # inner score at 25 / 50 / 100 % of the training budget
 PREDICTION_COLUMNS = ("candidate", "modality", "repeat", "set", "y", "prob", "members") + UNCERTAINTY_COLUMNS
 
 
@@ -44,6 +58,20 @@ def num(v: object) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+def flag(v: object) -> bool | None:
+    """A stored boolean cell (``True``, ``"true"``, ``1``) as a bool; None when missing or unreadable."""
+    if isinstance(v, (bool,)):
+        return v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    text = str(v).strip().lower()
+    if text in ("true", "1", "1.0", "yes"):
+        return True
+    if text in ("false", "0", "0.0", "no"):
+        return False
+    return None
 
 
 def safe_text(text: object, limit: int = 200) -> str:
@@ -89,16 +117,50 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
     lb["is_ceiling"] = lb["is_ceiling"] | lb["modality"].eq("oracle")
     for col in ("family", "info"):
         lb[col] = lb[col].map(lambda v: "" if pd.isna(v) else str(v)) if col in lb.columns else ""
-    return lb
+    return lb.copy()  # one block per dtype again after the column edits
 
 
 def read_comparisons(run_dir: Path) -> pd.DataFrame | None:
-    """``comparisons.csv`` or None when the run has none (no fusion candidate)."""
+    """``comparisons.csv`` or None when the run has none (no fusion candidate).
+
+    Columns of the current format that an older run lacks are added empty; ``question``
+    defaults to ``Q2`` for ``best_tree`` rows and ``Q3`` otherwise; ``noninferior`` holds
+    True, False or None; an old verdict ``no_difference`` reads as ``not_shown``.
+    """
     comp = read_table(run_dir, "comparisons.csv", COMPARISONS_REQUIRED, optional=True)
-    if comp is not None:
-        for col in ("candidate", "reference", "reference_role", "metric", "verdict"):
-            comp[col] = comp[col].astype(str)
+    if comp is None:
+        return None
+    for col in COMPARISONS_OPTIONAL:
+        if col not in comp.columns:
+            comp[col] = math.nan
+    for col in ("candidate", "reference", "reference_role", "metric", "verdict"):
+        comp[col] = comp[col].astype(str)
+    comp["verdict"] = comp["verdict"].replace(OLD_VERDICTS)
+    role_question = comp["reference_role"].map(lambda r: QUESTION_OF_ROLE.get(r, "Q3"))
+    comp["question"] = comp["question"].where(comp["question"].notna(), role_question).astype(str)
+    comp["noninferior"] = comp["noninferior"].map(flag).astype(object)
+    comp["test"] = comp["test"].map(lambda v: "" if pd.isna(v) else str(v))
+    comp["holm_family"] = comp["holm_family"].map(lambda v: "" if pd.isna(v) else str(v))
     return comp
+
+
+def read_studies(run_dir: Path) -> pd.DataFrame | None:
+    """``studies.csv`` (one row per candidate x repeat x outer fold) or None when absent.
+
+    The learning-curve columns and ``at_budget`` are floats (NaN where missing or for a
+    non-iterative family), ``timed_out`` True, False or None.
+    """
+    studies = read_table(run_dir, "studies.csv", STUDIES_REQUIRED, optional=True)
+    if studies is None:
+        return None
+    studies["candidate"] = studies["candidate"].astype(str)
+    if "repeat" not in studies.columns:
+        studies["repeat"] = 0
+    for col in CURVE_COLUMNS + ("at_budget", "best_value"):
+        studies[col] = pd.to_numeric(studies[col], errors="coerce") if col in studies.columns else math.nan
+    studies["timed_out"] = (studies["timed_out"].map(flag).astype(object) if "timed_out" in studies.columns
+                            else None)
+    return studies
 
 
 def read_trials(run_dir: Path) -> pd.DataFrame | None:
@@ -107,6 +169,15 @@ def read_trials(run_dir: Path) -> pd.DataFrame | None:
     if trials is not None:
         trials["candidate"] = trials["candidate"].astype(str)
     return trials
+
+
+def profile_of(manifest: dict) -> tuple[str, dict]:
+    """(profile name, its settings) from a manifest: ``profile_name`` and the ``profile``
+    dict, or ``profile`` given as a name; ``("", {})`` when it records none."""
+    profile = manifest.get("profile")
+    settings = dict(profile) if isinstance(profile, dict) else {}
+    name = manifest.get("profile_name") or settings.get("name") or (profile if isinstance(profile, str) else "")
+    return str(name or ""), settings
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -155,6 +226,7 @@ class RunFiles:
     manifest: dict
     predictions: pd.DataFrame | None
     trials: pd.DataFrame | None
+    studies: pd.DataFrame | None = None
 
 
 def read_run(run_dir: Path) -> RunFiles:
@@ -162,4 +234,4 @@ def read_run(run_dir: Path) -> RunFiles:
     run_dir = Path(run_dir)
     return RunFiles(path=run_dir, leaderboard=read_leaderboard(run_dir), comparisons=read_comparisons(run_dir),
                     manifest=read_manifest(run_dir), predictions=read_test_predictions(run_dir),
-                    trials=read_trials(run_dir))
+                    trials=read_trials(run_dir), studies=read_studies(run_dir))
