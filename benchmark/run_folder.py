@@ -1,7 +1,9 @@
 """The run folder: where a run's files go, its manifest, and how an earlier run is found again.
 
-    rd = RunDir(results_dir() / new_run_name(results_dir()))
+    name = new_run_name(results_dir())
+    rd = RunDir(results_dir() / name, run_id=new_run_id(name))
     rd.part("xgboost", 0, 1)               # parts/xgboost__r0_f1.parquet, written atomically
+    rd.run_id                              # the run's identity in study names (manifest "run_id")
     rd.write_json("manifest.json", manifest(...))
     cfg, path = restore_config(cfg, results_dir())    # --resume: the earlier run's settings
 
@@ -14,6 +16,7 @@ import datetime as dt
 import json
 import os
 import platform
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +50,17 @@ class RunConfig:
 
 
 class RunDir:
-    """A run's folder: ``parts/`` holds one finished candidate x repeat x outer fold each."""
+    """A run's folder: ``parts/`` holds one finished candidate x repeat x outer fold each.
 
-    def __init__(self, path: Path) -> None:
+    ``run_id`` is the run's identity in the Optuna storage (``study.study_name``): the folder
+    name and a random suffix, kept in the manifest and reused by ``--resume``, so two runs
+    sharing one ``--storage`` never read each other's trials, even with the same folder name.
+    """
+
+    def __init__(self, path: Path, run_id: str | None = None) -> None:
         self.path = path
         self.parts = path / "parts"
+        self.run_id = run_id or path.name
 
     def part(self, cand: str, r: int, f: int, ext: str = "parquet") -> Path:
         return self.parts / f"{cand}__r{r}_f{f}.{ext}"
@@ -97,6 +106,11 @@ def new_run_name(base: Path) -> str:
     return name
 
 
+def new_run_id(name: str) -> str:
+    """A run's identity in study names: its folder name and 8 random hex digits."""
+    return f"{name}-{secrets.token_hex(4)}"
+
+
 def restore_config(cfg: RunConfig, base: Path) -> tuple[RunConfig, Path]:
     """For --resume: the earlier run's settings (from its manifest), command-line extras kept."""
     if cfg.run:
@@ -131,14 +145,30 @@ def write_folds(run_path: Path, cohort: Cohort, folds: list[Fold], inner_of_fold
 
 
 def manifest(run_path: Path, cfg: RunConfig, profile: Profile, cohort: Cohort, n_in_file: int, device: str,
-             candidates: list[str]) -> dict:
-    """The run's manifest.json: command, settings, profile, versions, hardware, dataset fingerprint."""
+             candidates: list[str], run_id: str | None = None) -> dict:
+    """The run's manifest.json: command, settings, profile, versions, hardware, dataset fingerprint.
+
+    ``budget`` is the profile per modality: trials per study and each network kind's epoch cap.
+    ``status`` is running, complete or failed (with ``reason``, one line: ``mark_failed``).
+    """
     return {
-        "run": run_path.name, "command": cfg.command, "config": cfg.__dict__, "profile_name": profile.name,
-        "profile": profile.as_dict(), "seed": cfg.seed, "versions": versions(), "hardware": hardware(device),
+        "run": run_path.name, "run_id": run_id or run_path.name, "command": cfg.command, "config": cfg.__dict__,
+        "profile_name": profile.name, "profile": profile.as_dict(), "budget": profile.budget(),
+        "seed": cfg.seed, "versions": versions(), "hardware": hardware(device),
         "dataset": {"name": cohort.name, "fingerprint": cohort.fingerprint, "n_patients": cohort.n_patients,
                     "n_pos": int(cohort.y.sum()), "synthetic": cohort.oracle is not None,
                     "n_patients_in_file": n_in_file},
         "candidates": candidates, "storage": "optuna.db" if cfg.storage is None else "external",
         "started": dt.datetime.now().isoformat(timespec="seconds"), "status": "running",
     }
+
+
+def mark_failed(man: dict, exc: BaseException) -> dict:
+    """``man`` with status failed, when the run stopped, and the reason in one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):
+        reason = "interrupted (KeyboardInterrupt)" + (f": {text}" if text else "")
+    man.update(status="failed", reason=reason[:500], stopped=dt.datetime.now().isoformat(timespec="seconds"))
+    return man

@@ -7,7 +7,8 @@
 
 The protocol and the data flow are described in docs/design.md. Each finished unit is
 written to ``parts/`` at once, so ``--resume`` reuses it; unfinished studies continue from
-the Optuna storage.
+the Optuna storage. A run that stops with an error (or Ctrl-C) leaves ``manifest.json``
+with ``status: failed`` and the reason in one line.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from benchmark.data.splits import Fold, outer_folds, stratified_subsample
 from benchmark.errors import UserError
 from benchmark.fold_runner import FoldRunner, Progress, oracle_rows
 from benchmark.paths import results_dir
-from benchmark.run_folder import RunConfig, RunDir, manifest, new_run_name, restore_config, write_folds
+from benchmark.run_folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
+                                  write_folds)
 from benchmark.run_plan import (build_plan, default_dataset, default_profile, inner_fold_list, pick_device,
                                 resolve_candidates)
 from benchmark.search.spaces import Candidate, Profile, get_profile
@@ -46,9 +48,14 @@ def _load_cohort(cfg: RunConfig) -> Cohort:
 
 
 def base_context(device: str, profile: Profile, seed: int) -> TrialContext:
-    """What every fit of the run shares: device, profile caps, threads; ``fit_context`` adds the rest."""
+    """What every fit of the run shares: device, profile caps, threads; ``fit_context`` adds the rest.
+
+    ``max_epochs`` here is the image-network cap; each candidate's own cap is
+    ``profile.epoch_cap(modality, uses_images)``, set per unit by the fold runner.
+    """
     threads = os.cpu_count() or 1
-    return TrialContext(device=device, seed=seed, max_epochs=profile.max_epochs, image_size=profile.image_size,
+    return TrialContext(device=device, seed=seed, max_epochs=profile.epoch_cap("image", True),
+                        image_size=profile.image_size,
                         extra={"n_jobs": threads, "n_threads": threads, "mc_passes": profile.mc_passes,
                                "max_image_samples": profile.max_image_samples})
 
@@ -93,35 +100,44 @@ def run(cfg: RunConfig) -> Path:
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
     plan = build_plan(cands, folds)
 
-    rd = RunDir(run_path)
-    rd.parts.mkdir(parents=True, exist_ok=True)
     storage = cfg.storage or f"sqlite:///{(run_path / 'optuna.db').resolve()}"
-    man = manifest(run_path, cfg, profile, cohort, n_in_file, device, [c.name for c in cands])
     man_path = run_path / "manifest.json"
+    run_id, started = new_run_id(run_path.name), None
     if cfg.resume and man_path.exists():
         old = json.loads(man_path.read_text())
         if old["dataset"]["fingerprint"] != cohort.fingerprint:
             raise UserError(f"--resume: the dataset changed since run {run_path.name} started (fingerprint differs); "
                             f"start a new run")
-        man["started"] = old.get("started", man["started"])
+        # the same identity, so the run's studies continue (a run from before run ids: its folder name)
+        run_id, started = old.get("run_id", run_path.name), old.get("started")
+    rd = RunDir(run_path, run_id=run_id)
+    rd.parts.mkdir(parents=True, exist_ok=True)
+    man = manifest(run_path, cfg, profile, cohort, n_in_file, device, [c.name for c in cands], run_id=run_id)
+    man["started"] = started or man["started"]
     rd.write_json("manifest.json", man)
-    write_folds(run_path, cohort, folds, lambda f: inner_fold_list(cohort.y, f, profile, cfg.seed))
-
-    print(f"run {run_path.name}: {len(cands)} candidates x {len(folds)} outer folds, profile {profile.name}, "
-          f"device {device}, {cohort.n_patients} patients ({int(cohort.y.sum())} AFF)", flush=True)
-    t0 = time.monotonic()
-    progress = Progress(len(plan) * (profile.n_trials + 1))
-    fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
-                    calibration=cfg.calibration, ctx_base=base_context(device, profile, cfg.seed),
-                    candidates={c.name: c for c in cands})
-    studies = [fr.run_unit(unit) for unit in plan]
-    finish_run(rd, cohort, folds, studies, cands, profile, storage, man, time.monotonic() - t0)
+    try:
+        write_folds(run_path, cohort, folds, lambda f: inner_fold_list(cohort.y, f, profile, cfg.seed))
+        print(f"run {run_path.name}: {len(cands)} candidates x {len(folds)} outer folds, profile {profile.name}, "
+              f"device {device}, {cohort.n_patients} patients ({int(cohort.y.sum())} AFF)", flush=True)
+        t0 = time.monotonic()
+        progress = Progress(sum(profile.trials_for(u.candidate.modality) + 1 for u in plan))
+        fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
+                        calibration=cfg.calibration, ctx_base=base_context(device, profile, cfg.seed),
+                        candidates={c.name: c for c in cands})
+        studies = [fr.run_unit(unit) for unit in plan]
+        # A storage of the run's own holds only its studies; a shared one (--storage) is read by run id.
+        finish_run(rd, cohort, folds, studies, cands, profile, storage, man, time.monotonic() - t0,
+                   run_id=None if cfg.storage is None else run_id)
+    except BaseException as exc:   # any stop, Ctrl-C included: the manifest says failed, and why
+        rd.write_json("manifest.json", mark_failed(man, exc))
+        raise
     return run_path
 
 
 def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict],
-               cands: list[Candidate], profile: Profile, storage: str, manifest: dict, wall_s: float) -> None:
-    """Gather the parts into the run's tables and build the report."""
+               cands: list[Candidate], profile: Profile, storage: str, manifest: dict, wall_s: float,
+               run_id: str | None = None) -> None:
+    """Gather the parts into the run's tables and build the report (trials.csv: ``run_id``'s studies)."""
     from benchmark.evaluate.compare import compare_candidates
     from benchmark.evaluate.leaderboard import build_leaderboard
     from benchmark.evaluate.uncertainty import add_uncertainty
@@ -136,7 +152,7 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
     st.insert(1, "family", st["candidate"].map(lambda n: fam[n][0]))
     st.insert(2, "modality", st["candidate"].map(lambda n: fam[n][1]))
     st.to_csv(rd.path / "studies.csv", index=False)
-    pd.DataFrame(trials_frame(storage)).to_csv(rd.path / "trials.csv", index=False)
+    pd.DataFrame(trials_frame(storage, run_id=run_id)).to_csv(rd.path / "trials.csv", index=False)
     board, fold_metrics = build_leaderboard(pred, studies=st, n_boot=profile.bootstrap, seed=manifest["seed"])
     board.to_csv(rd.path / "leaderboard.csv", index=False)
     fold_metrics.to_csv(rd.path / "fold_metrics.csv", index=False)
@@ -144,6 +160,7 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
     comparisons.to_csv(rd.path / "comparisons.csv", index=False)
     manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
                     status="complete")
+    manifest.pop("reason", None)
     rd.write_json("manifest.json", manifest)
     from benchmark.report.html import build_report
 

@@ -13,9 +13,9 @@ from benchmark.run_plan import build_plan, resolve_candidates
 
 
 def test_plan_is_one_unit_per_candidate_and_fold_and_consumers_come_after_what_they_need():
-    cands, _ = resolve_candidates(RunConfig(candidates=["late_average", "embed_xgboost"]))
+    cands, _ = resolve_candidates(RunConfig(candidates=["late_average", "late_stacking"]))
     names = [c.name for c in cands]
-    assert names[-2:] == ["late_average", "embed_xgboost"] and set(names[:-2]) == {"resnet18", "xgboost"}
+    assert names[-2:] == ["late_average", "late_stacking"] and set(names[:-2]) == {"resnet18", "xgboost"}
     folds = outer_folds(np.array([0, 1] * 20), n_folds=2, repeats=2, seed=0)
     plan = build_plan(cands, folds)
     assert len(plan) == len(cands) * 4 and len({u.key for u in plan}) == len(plan)

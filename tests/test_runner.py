@@ -158,3 +158,39 @@ def test_unknown_suite_is_a_one_line_error(tmp_path, capsys):
     assert main(["run", "--suite", "nope", "--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: suite 'nope' is unknown") and "\n" not in err
+
+
+@pytest.mark.parametrize("stop", [RuntimeError("disk full\nsecond line"), KeyboardInterrupt()])
+def test_a_run_that_stops_leaves_a_failed_manifest_with_the_reason(tmp_path, monkeypatch, stop):
+    from benchmark.fold_runner import FoldRunner
+
+    calls = {"n": 0}
+    real = FoldRunner.run_unit
+
+    def run_unit(self, unit):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise stop
+        return real(self, unit)
+
+    monkeypatch.setattr(FoldRunner, "run_unit", run_unit)
+    data = write_register_dataset(tmp_path / "data")
+    with pytest.raises(type(stop)):
+        run(_cfg(tmp_path, data, write_spaces(tmp_path / "spaces", n_trials=1), run="stopped"))
+    man = json.loads((tmp_path / "results" / "stopped" / "manifest.json").read_text())
+    assert man["status"] == "failed"
+    assert man["reason"] == ("RuntimeError: disk full" if isinstance(stop, RuntimeError)
+                             else "interrupted (KeyboardInterrupt)")
+    monkeypatch.setattr(FoldRunner, "run_unit", real)     # --resume finishes it: complete, no reason
+    run(_cfg(tmp_path, data, write_spaces(tmp_path / "spaces", n_trials=1), run="stopped", resume=True))
+    man2 = json.loads((tmp_path / "results" / "stopped" / "manifest.json").read_text())
+    assert man2["status"] == "complete" and "reason" not in man2 and man2["run_id"] == man["run_id"]
+
+
+def test_manifest_records_the_run_id_and_each_modality_budget(tmp_path):
+    data = write_register_dataset(tmp_path / "data")
+    run_dir = run(_cfg(tmp_path, data, write_spaces(tmp_path / "spaces", n_trials=2), run="budget"))
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["run_id"].startswith("budget-") and len(man["run_id"]) > len("budget-")
+    assert man["budget"]["register"] == {"n_trials": 2, "max_epochs": 2}
+    assert man["budget"]["fusion"]["max_epochs_image_networks"] == 2 and man["budget"]["study_timeout_s"] == 600

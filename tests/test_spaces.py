@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmark.errors import UserError
-from benchmark.search.spaces import get_profile, load_candidate, load_candidates, load_suites, suite_members
+from benchmark.search.spaces import get_profile, load_candidate, load_candidates, load_profiles, load_suites, suite_members
 
 
 def _write(tmp_path: Path, text: str, name: str = "cand.yaml") -> Path:
@@ -79,3 +80,47 @@ def test_bad_profile_key_names_file_and_key(tmp_path):
     _write(tmp_path, "smoke: {n_trails: 3}\n", "profiles.yaml")
     with pytest.raises(UserError, match="profile 'smoke' has unknown key 'n_trails'"):
         get_profile("smoke", [tmp_path])
+
+
+def test_profile_budgets_may_differ_by_modality(tmp_path):
+    base = {k: v for k, v in get_profile("smoke").as_dict().items() if k != "name"}
+    _write(tmp_path, yaml.safe_dump({
+        "mine": {**base, "n_trials": {"register": 6, "image": 2, "fusion": 3}, "max_epochs": {"image": 8, "register": 50}},
+        "fixed_caps": {**base, "n_trials": 4, "max_epochs": 5},
+        "fusion_cap": {**base, "max_epochs": {"image": 8, "register": 50, "fusion": 12}}}), "profiles.yaml")
+    prof = get_profile("mine", [tmp_path])
+    assert [prof.trials_for(m) for m in ("register", "image", "fusion")] == [6, 2, 3]
+    assert prof.epoch_cap("image", True) == 8
+    assert prof.epoch_cap("register", False) == 50                 # the MLP: the register cap, not the image one
+    assert prof.epoch_cap("fusion", True) == 8 and prof.epoch_cap("fusion", False) == 50
+    assert prof.n_trials == 6 and prof.as_dict()["n_trials"] == {"register": 6, "image": 2, "fusion": 3}
+    fixed = get_profile("fixed_caps", [tmp_path])
+    assert {fixed.trials_for(m) for m in ("register", "image", "fusion")} == {4}
+    assert fixed.epoch_cap("register", False) == fixed.epoch_cap("fusion", True) == 5
+    assert fixed.as_dict()["n_trials"] == 4 and fixed.as_dict()["max_epochs"] == 5
+    assert get_profile("fusion_cap", [tmp_path]).epoch_cap("fusion", True) == 12
+    budget = prof.budget()
+    assert budget["register"] == {"n_trials": 6, "max_epochs": 50}
+    assert budget["fusion"]["max_epochs_image_networks"] == 8 and budget["fusion"]["max_epochs_other_networks"] == 50
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("{register: 6, image: 2}", "key 'n_trials' lacks modality 'fusion'"),
+    ("{register: 6, image: 2, fusion: 2, audio: 1}", "'audio' is not a modality"),
+    ("{register: 6, image: 0, fusion: 2}", "key n_trials.image must be a positive whole number"),
+    ("six", "key 'n_trials' must be a positive whole number or a mapping by modality"),
+])
+def test_bad_per_modality_budget_names_file_and_key(tmp_path, value, needle):
+    path = _write(tmp_path, f"quick: {{n_trials: {value}}}\n", "profiles.yaml")
+    with pytest.raises(UserError) as err:
+        get_profile("quick", [tmp_path])
+    assert needle in str(err.value) and str(path) in str(err.value) and "profile 'quick'" in str(err.value)
+
+
+def test_builtin_budgets_are_trials_and_the_time_limit_only_a_safety_net():
+    for prof in load_profiles().values():
+        assert prof.study_timeout_s is None or prof.study_timeout_s >= 3600, prof.name
+    quick = get_profile("quick")
+    # CNN trials on a CPU are costly: fewer of them; the MLP is not held to the CNN's epoch cap
+    assert quick.trials_for("image") < quick.trials_for("register")
+    assert quick.epoch_cap("register", False) > quick.epoch_cap("image", True)

@@ -27,7 +27,6 @@ parameters when a file is loaded. Every problem is a ``UserError`` naming the fi
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,13 +88,23 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Profile:
+    """A run's budget. Trials and epoch caps may differ by modality (``trials_for``, ``epoch_cap``).
+
+    In ``profiles.yaml`` ``n_trials`` is a number for every modality or a mapping
+    ``{register: 6, image: 1, fusion: 2}`` (all three); ``max_epochs`` is a number (or null:
+    no cap) or a mapping with ``image`` and ``register`` and optionally ``fusion``. Without a
+    ``fusion`` cap a fusion network that trains on images gets the image cap and one that does
+    not gets the register cap. ``n_trials`` and ``max_epochs`` are the largest values (the
+    number itself when one number is given), for readers that want one number.
+    """
+
     name: str
     outer_folds: int
     inner_folds: int
     repeats: int
-    n_trials: int
-    study_timeout_s: float
-    max_epochs: int
+    trials: dict                  # modality -> finished trials per study (every modality)
+    study_timeout_s: float | None  # a safety net, not the budget: a study that hits it says so
+    epochs: dict                  # "image", "register" (and "fusion" when given) -> epoch cap or None
     image_size: int
     max_patients: int | None
     bootstrap: int
@@ -103,8 +112,92 @@ class Profile:
     max_image_samples: int | None = None
     description: str = ""
 
+    @property
+    def n_trials(self) -> int:
+        return max(self.trials.values())
+
+    @property
+    def max_epochs(self) -> int | None:
+        caps = list(self.epochs.values())
+        return None if any(c is None for c in caps) else max(caps)
+
+    def trials_for(self, modality: str) -> int:
+        """Finished trials every study of a ``modality`` candidate runs (the budget)."""
+        if modality not in self.trials:
+            raise UserError(f"modality {modality!r} is unknown; use one of {', '.join(MODALITIES)}")
+        return self.trials[modality]
+
+    def epoch_cap(self, modality: str, uses_images: bool) -> int | None:
+        """The epoch cap of one network: image networks the image cap, others the register cap.
+
+        A fusion network gets the profile's ``fusion`` cap when one is given, else the image cap
+        when it trains on images and the register cap when it does not. None: no cap.
+        """
+        if modality not in MODALITIES:
+            raise UserError(f"modality {modality!r} is unknown; use one of {', '.join(MODALITIES)}")
+        if modality == "fusion" and "fusion" in self.epochs:
+            return self.epochs["fusion"]
+        if modality == "image" or (modality == "fusion" and uses_images):
+            return self.epochs["image"]
+        return self.epochs["register"]
+
+    def budget(self) -> dict:
+        """Per modality: trials per study and each network kind's epoch cap (for the manifest)."""
+        out: dict = {}
+        for m in MODALITIES:
+            row: dict = {"n_trials": self.trials_for(m)}
+            if m == "register":
+                row["max_epochs"] = self.epoch_cap(m, False)
+            elif m == "image":
+                row.update(max_epochs=self.epoch_cap(m, True), max_image_samples=self.max_image_samples)
+            else:
+                row.update(max_epochs_image_networks=self.epoch_cap(m, True),
+                           max_epochs_other_networks=self.epoch_cap(m, False),
+                           max_image_samples=self.max_image_samples)
+            out[m] = row
+        out["study_timeout_s"] = self.study_timeout_s
+        return out
+
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        """The profile as ``profiles.yaml`` writes it (one number where every modality agrees)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("trials", "epochs")}
+        out["n_trials"] = _collapse(self.trials, MODALITIES)
+        out["max_epochs"] = _collapse(self.epochs, ("image", "register"))
+        return out
+
+
+def _collapse(values: dict, keys: tuple):
+    """One value when every entry (and the required ``keys``) agree, else the mapping."""
+    distinct = {values[k] for k in values}
+    return next(iter(distinct)) if len(distinct) == 1 and set(values) == set(keys) else dict(values)
+
+
+def _positive(value, allow_none: bool = False) -> bool:
+    if value is None:
+        return allow_none
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _per_modality(path: Path, name: str, key: str, value, required: tuple, allow_none: bool) -> dict:
+    """``n_trials`` / ``max_epochs``: one value for every modality, or a mapping by modality."""
+    what = "a positive whole number" + (" or null" if allow_none else "")
+    example = "{register: 6, image: 1, fusion: 2}" if key == "n_trials" else "{register: 50, image: 8}"
+    if not isinstance(value, dict):
+        if not _positive(value, allow_none):
+            raise UserError(f"{path}: profile {name!r} key {key!r} must be {what} or a mapping by modality "
+                            f"like {example}, got {value!r}")
+        return {m: value for m in required}
+    for m, v in value.items():
+        if m not in MODALITIES:
+            raise UserError(f"{path}: profile {name!r} key {key!r}: {m!r} is not a modality; "
+                            f"use {', '.join(MODALITIES)}")
+        if not _positive(v, allow_none):
+            raise UserError(f"{path}: profile {name!r} key {key}.{m} must be {what}, got {v!r}")
+    missing = [m for m in required if m not in value]
+    if missing:
+        raise UserError(f"{path}: profile {name!r} key {key!r} lacks modality {missing[0]!r}; "
+                        f"give {', '.join(required)} (e.g. {example}) or one number")
+    return dict(value)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -349,9 +442,15 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
             missing = PROFILE_KEYS - set(merged)
             if missing:
                 raise UserError(f"{path}: profile {name!r} lacks key {sorted(missing)[0]!r}")
-            for key in ("outer_folds", "inner_folds", "repeats", "n_trials", "max_epochs", "image_size", "bootstrap"):
+            for key in ("outer_folds", "inner_folds", "repeats", "image_size", "bootstrap"):
                 if not isinstance(merged[key], int) or merged[key] < (2 if "folds" in key else 1):
                     raise UserError(f"{path}: profile {name!r} key {key!r} must be a positive whole number, got {merged[key]!r}")
+            timeout = merged["study_timeout_s"]
+            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+                raise UserError(f"{path}: profile {name!r} key 'study_timeout_s' must be a positive number of "
+                                f"seconds (a safety net; the budget is n_trials) or null, got {timeout!r}")
+            merged["trials"] = _per_modality(path, name, "n_trials", merged["n_trials"], MODALITIES, False)
+            merged["epochs"] = _per_modality(path, name, "max_epochs", merged["max_epochs"], ("image", "register"), True)
             profiles[str(name)] = Profile(**{k: merged[k] for k in Profile.__dataclass_fields__})
     return profiles
 
@@ -382,8 +481,8 @@ def command(args: argparse.Namespace) -> int:
         print(f"  {name:<18} {', '.join(suite_members(name, cands, suites))}")
     print("profiles:")
     for prof in load_profiles(args.spaces).values():
-        budget = f"{prof.outer_folds}x{prof.inner_folds} folds, {prof.n_trials} trials, {prof.image_size} px"
-        if not math.isinf(prof.study_timeout_s or math.inf):
-            budget += f", {prof.study_timeout_s:g} s/study"
+        trials = "/".join(str(prof.trials_for(m)) for m in MODALITIES)
+        budget = (f"{prof.outer_folds}x{prof.inner_folds} folds, {trials} trials ({'/'.join(MODALITIES)}), "
+                  f"{prof.image_size} px")
         print(f"  {prof.name:<18} {budget}  {prof.description}")
     return 0

@@ -6,9 +6,19 @@ Trials are asked and told one at a time with a sampler re-seeded from (study see
 of finished trials), so an interrupted study resumed from its storage draws exactly the
 trials an uninterrupted one would have drawn.
 
+The budget is ``n_trials`` finished trials, the same on every machine. ``timeout_s`` is only
+a safety net: the search time of every run of the study counts (kept in the study's user
+attributes, so ``--resume`` does not restart the clock), and a study stopped by it says so
+(``StudyResult.timed_out``).
+
     res = run_study(cand, make_view, cohort.y, inner, storage="sqlite:///optuna.db",
-                    study_name="xgboost:r0:f0", n_trials=8, timeout_s=600, seed=1, ctx_base=ctx)
+                    study_name=study_name("20250101-120000-1a2b3c4d", "xgboost", 0, 0), n_trials=8,
+                    timeout_s=14400, seed=1, ctx_base=ctx)
     res.best_params, res.best_value, res.best_models      # the bag: the best trial's inner-fold models
+    res.timed_out                                         # True only when the safety net fired
+
+Study names carry the run's identity (``study_name``), so runs sharing one storage never
+read each other's trials; ``trials_frame(storage, run_id)`` lists one run's trials.
 
 ``make_view(positions, labels)`` gives the ``PatientData`` of cohort positions (labels only
 where ``labels`` is true); ``inner`` are the outer-train part's inner folds. Every model
@@ -20,11 +30,14 @@ from __future__ import annotations
 
 import gc
 import json
+import math
+import re
 import time
 import traceback
 import zlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
+from urllib.parse import quote, unquote
 
 import numpy as np
 import optuna
@@ -38,6 +51,44 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STEP_STRIDE = 10_000   # steps of inner fold k are k*STEP_STRIDE + epoch; the fold score goes last
 INTERRUPTED = "interrupted (process stopped during the trial)"
+ELAPSED_ATTR = "search_s"   # study user attribute: seconds of trials run so far, over every run of the study
+_clock = time.monotonic     # the search clock (tests replace it)
+
+
+def study_name(run_id: str, candidate: str, repeat: int, fold: int) -> str:
+    """The study of one work unit of one run: ``<run id>:<candidate>:r<repeat>:f<fold>``.
+
+    The run id and the candidate name are percent-encoded (``:`` becomes ``%3A``), so a name
+    always splits into exactly four parts; ``parse_study_name`` reverses it.
+    """
+    if not run_id:
+        raise ValueError("study_name needs the run's id (manifest 'run_id')")
+    return f"{quote(str(run_id), safe='')}:{quote(str(candidate), safe='')}:r{int(repeat)}:f{int(fold)}"
+
+
+_UNIT = re.compile(r"r(\d+)")
+_FOLD = re.compile(r"f(\d+)")
+
+
+def parse_study_name(name: str) -> tuple[str | None, str, int, int] | None:
+    """(run id, candidate, repeat, outer fold) of a study name; None for a study of no run.
+
+    Names made by ``study_name`` have four parts; names of the old format
+    (``<candidate>:r<repeat>:f<fold>``, no run) give run id None.
+    """
+    parts = name.split(":")
+    if len(parts) == 4:
+        run, cand, r, f = parts
+        mr, mf = _UNIT.fullmatch(r), _FOLD.fullmatch(f)
+        if mr and mf and run and cand:
+            return unquote(run), unquote(cand), int(mr.group(1)), int(mf.group(1))
+    parts = name.rsplit(":", 2)
+    if len(parts) == 3:
+        cand, r, f = parts
+        mr, mf = _UNIT.fullmatch(r), _FOLD.fullmatch(f)
+        if mr and mf and cand:
+            return None, cand, int(mr.group(1)), int(mf.group(1))
+    return None
 
 
 def score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
@@ -85,6 +136,8 @@ class StudyResult:
     notes: list[str] = field(default_factory=list)
     best_models: list | None = None   # the best trial's inner-fold models, when trained in this process
     best_valid_preds: list | None = None   # and their predictions on their inner-validation folds
+    timed_out: bool = False   # the time limit (a safety net) stopped the study before n_trials finished trials
+    search_s: float = 0.0     # seconds of trials so far, over every run of the study
 
 
 def _short(exc: BaseException) -> str:
@@ -105,7 +158,7 @@ def run_study(
     storage: str,
     study_name: str,
     n_trials: int,
-    timeout_s: float,
+    timeout_s: float | None,
     seed: int,
     ctx_base: TrialContext,
     metric: str = "auc",
@@ -114,7 +167,11 @@ def run_study(
     on_trial: Callable[[int, float | None, str], None] | None = None,
     keep_models: bool = True,
 ) -> StudyResult:
-    """Run (or continue) the study until it holds ``n_trials`` finished trials or time is up."""
+    """Run (or continue) the study until it holds ``n_trials`` finished trials.
+
+    ``timeout_s`` (None: no limit) is a safety net over the search time of every run of this
+    study: once it is spent no further trial starts, and the result has ``timed_out`` set.
+    """
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
                                 load_if_exists=True, sampler=_sampler(seed), pruner=pruner)
@@ -129,13 +186,21 @@ def run_study(
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     if cand.start and not finished() and not waiting:
         study.enqueue_trial(cand.start)   # a known-good default first: a short budget still gets it
-    start = time.monotonic()
-    views = [(make_view(f.train, True), make_view(f.test, True)) for f in inner]
+    spent = float(study.user_attrs.get(ELAPSED_ATTR, 0.0))   # earlier runs of this study count too
+    limit = math.inf if timeout_s is None else float(timeout_s)
+    timed_out = False
+    # The scoring fold is handed to no fit and carries no labels: early stopping, epoch and
+    # boosting-round choice come from the fit's own training part (``valid`` is None).
+    views = [(make_view(f.train, True), make_view(f.test, False)) for f in inner]
     kept: dict = {"value": -np.inf, "number": None, "models": None}
     while True:
         done = finished()
-        if len(done) >= n_trials or time.monotonic() - start > timeout_s:
+        if len(done) >= n_trials:
             break
+        if spent >= limit:
+            timed_out = True
+            break
+        t_trial = _clock()
         # A sampler seeded by the number of finished trials: resume draws what a fresh run would.
         study.sampler = _sampler(stable_seed(seed, len(done)))
         trial = study.ask()
@@ -148,7 +213,7 @@ def run_study(
             for k, ((tr, va), fold) in enumerate(zip(views, inner)):
                 model = cand.build(params)
                 ctx = fit_context(ctx_base, seed, repeat, outer_index, k, trial=trial)
-                model.fit(tr, va, ctx)
+                model.fit(tr, None, ctx)
                 p_va = model.predict_proba(va)
                 s = score(metric, y[fold.test], p_va)
                 preds.append(p_va)
@@ -187,6 +252,8 @@ def run_study(
             del models
             gc.collect()
             _free_gpu()
+        spent += _clock() - t_trial
+        study.set_user_attr(ELAPSED_ATTR, round(spent, 3))
         if on_trial:
             on_trial(trial.number, value, state)
 
@@ -197,25 +264,33 @@ def run_study(
     notes = [t.user_attrs["notes"] for t in done if "notes" in t.user_attrs]
     if not complete:
         return StudyResult(None, float("nan"), len(done), len(failed),
-                           len(done) - len(complete) - len(failed), reasons, notes)
+                           len(done) - len(complete) - len(failed), reasons, notes,
+                           timed_out=timed_out, search_s=spent)
     best = max(complete, key=lambda t: (t.value, -t.number))
     # The bag is the best trial's inner-fold models: reuse them when this process trained them
     # (same params and seeds as a refit would use), otherwise the runner refits.
     reuse = kept["number"] == best.number
     return StudyResult(dict(best.params), float(best.value), len(done), len(failed),
                        len(done) - len(complete) - len(failed), reasons, notes,
-                       kept["models"] if reuse else None, kept.get("preds") if reuse else None)
+                       kept["models"] if reuse else None, kept.get("preds") if reuse else None,
+                       timed_out=timed_out, search_s=spent)
 
 
-def trials_frame(storage: str) -> "list[dict]":
-    """All trials of all studies in a storage, as rows of trials.csv."""
+def trials_frame(storage: str, run_id: str | None = None) -> "list[dict]":
+    """The trials of one run's studies in a storage (``run_id`` None: of every study), as rows of trials.csv.
+
+    Studies whose names ``parse_study_name`` does not read (another tool's) are left out.
+    """
     rows = []
-    for summary in optuna.study.get_all_study_summaries(storage):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        cand, r, f = summary.study_name.rsplit(":", 2)
+    for name in optuna.study.get_all_study_names(storage):   # creation order: the plan's
+        parsed = parse_study_name(name)
+        if parsed is None or (run_id is not None and parsed[0] != run_id):
+            continue
+        _, cand, r, f = parsed
+        study = optuna.load_study(study_name=name, storage=storage)
         for t in study.get_trials(deepcopy=False):
             rows.append({
-                "candidate": cand, "repeat": int(r[1:]), "outer_fold": int(f[1:]), "trial": t.number,
+                "candidate": cand, "repeat": r, "outer_fold": f, "trial": t.number,
                 "state": t.state.name, "value": t.value,
                 "duration_s": t.duration.total_seconds() if t.duration else None,
                 "params": json.dumps(t.params, sort_keys=True, default=str),
