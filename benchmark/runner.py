@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.candidates.base import TrialContext
+from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.calibration import METHODS as CAL_METHODS
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold, outer_folds, stratified_subsample
@@ -61,7 +61,8 @@ def base_context(device: str, profile: Profile, seed: int) -> TrialContext:
 
 
 def _check_modalities(cfg: RunConfig, cands: list[Candidate], cohort: Cohort) -> None:
-    if any(c.modality != "register" for c in cands) and not cohort.has_images:
+    needs_images = [c for c in cands if c.modality == "image" or get_family(c.family).uses_images]
+    if needs_images and not cohort.has_images:
         raise UserError(f"{cfg.data}: the cohort has no images but the run includes image/fusion candidates; "
                         f"use --suite register or add images to the dataset file")
     if any(c.modality != "image" for c in cands) and not cohort.has_register:
