@@ -301,7 +301,7 @@ class FoldRunner:
             scores = []
             for k, (f, model) in enumerate(zip(inner, models)):
                 p = oof_preds[k] if share >= 1 and oof_preds is not None else model.predict_at(make_view(f.test, False), share)
-                scores.append(score(self.metric, y[f.test], p))
+                scores.append(float("nan") if p is None else score(self.metric, y[f.test], p))
             out[f"curve_{int(100 * share)}"] = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
         flags = [m.still_improving() for m in models]
         if all(f is not None for f in flags):

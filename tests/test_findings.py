@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -345,6 +346,31 @@ def test_without_oracles_models_that_levelled_off_get_no_caveat(make_run):
     text = write_findings(make_run(oracle=False))
     assert "still improving" not in _answer(text, "Q1") + _answer(text, "Q3")
     assert "had levelled off by the end of its training budget" in _section(text, "Q1")
+
+
+def _best_image(text: str) -> str:
+    return re.search(r"\*\*(\w+)\*\*", _answer(text, "Q1")).group(1)
+
+
+def test_an_early_stopped_model_is_not_still_improving_because_its_curve_rises(make_run, tmp_path):
+    """Up to the kept round or epoch a curve rises by construction; early stopping (at_budget 0) decides."""
+    run = _copy(make_run, tmp_path, oracle=False)
+    best = _best_image(write_findings(make_run(oracle=False)))
+    _edit(run, "studies.csv", lambda d: d["candidate"].eq(best), curve_25=0.6, curve_50=0.7, curve_100=0.85,
+          at_budget=0.0)
+    text = write_findings(run)
+    assert "still improving" not in _answer(text, "Q1")
+    assert f"{best} had levelled off" in _section(text, "Q1")
+
+
+def test_a_budget_too_short_for_a_curve_is_unknown_not_levelled_off(make_run, tmp_path):
+    """A one-epoch CNN without early stopping: no 25 / 50 % point, so nothing is claimed either way."""
+    run = _copy(make_run, tmp_path, oracle=False)
+    best = _best_image(write_findings(make_run(oracle=False)))
+    _edit(run, "studies.csv", lambda d: d["candidate"].eq(best), curve_25=np.nan, curve_50=np.nan, at_budget=np.nan)
+    text = write_findings(run)
+    assert f"Whether {best} was still improving is unknown" in _section(text, "Q1")
+    assert f"{best} had levelled off" not in text
 
 
 # ---------------------------------------------------------------- uncertainty

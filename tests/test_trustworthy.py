@@ -139,3 +139,21 @@ def test_studies_carry_the_learning_curve_of_iterative_bags(tmp_path):
         assert rows[["curve_25", "curve_50", "curve_100"]].notna().all().all(), name
         np.testing.assert_allclose(rows["curve_100"], rows["best_value"], atol=1e-9)
         assert rows["at_budget"].between(0, 1).all()
+
+
+def test_a_one_epoch_network_keeps_its_learning_curve_in_steps(tmp_path):
+    """25 / 50 % of the budget are optimiser steps, so a one-epoch fit still has a curve;
+    a budget of one step has no earlier point (None, not the final model)."""
+    from benchmark.candidates.base import TrialContext, get_family
+    from test_fusion import toy_cohort
+
+    data, _ = toy_cohort(n=300)
+    ctx = TrialContext(seed=0, extra={"n_threads": 1})
+    fam = get_family("mlp")(max_epochs=1, batch_size=16, patience=None, hidden=8, n_layers=1).fit(data, None, ctx)
+    assert set(fam.snapshots_) == {0.25, 0.5}
+    final = fam.predict_proba(data)
+    assert not np.allclose(fam.predict_at(data, 0.25), final)
+    np.testing.assert_array_equal(fam.predict_at(data, 1.0), final)
+    np.testing.assert_array_equal(fam.predict_proba(data), final)         # the snapshot did not replace the model
+    one_step = get_family("mlp")(max_epochs=1, batch_size=0, patience=None, hidden=8, n_layers=1).fit(data, None, ctx)
+    assert one_step.predict_at(data, 0.25) is None

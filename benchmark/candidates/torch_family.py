@@ -189,6 +189,7 @@ class TorchFamily(Family):
                     vsrc.release()
         self.model_ = result.model
         self.snapshots_, self.epoch_budget_ = result.snapshots, result.epochs
+        self.trained_share_ = result.steps / max(1, result.total_steps)
         self.stopped_early_ = None if vsrc is None or not tc.patience else len(result.history) < result.epochs
         self.best_epoch_ = result.best_epoch
         self.batch_size_ = result.batch_size
@@ -236,11 +237,12 @@ class TorchFamily(Family):
         return np.stack([self.patient_probs(logits, owner, data) for logits in passes])
 
     def predict_at(self, data, share: float) -> np.ndarray | None:
-        """The network after ``share`` of its epoch budget (weights kept during training); the
-        returned model when training ended before that epoch or ``share`` >= 1."""
+        """The network after ``share`` of its step budget (weights kept during training); the
+        returned model when ``share`` >= 1 or training ended (early stopping) before that step;
+        None when the budget was too short to keep that point."""
         snap = self.snapshots_.get(share) if share < 1 else None
         if snap is None:
-            return self.predict_proba(data)
+            return self.predict_proba(data) if share >= 1 or self.trained_share_ < share else None
         current = self.model_
         model = copy.deepcopy(current)
         model.load_state_dict(snap)

@@ -155,7 +155,7 @@ class TrainConfig:
     target: str = "y"                       # batch key of the float 0/1 labels
     max_samples: int | None = None          # budget: samples seen per fit (whole epochs, at least one)
     drop_last: bool = True                  # drop an epoch's last partial batch (False: keep it if >= 2 samples)
-    snapshots: tuple[float, ...] = (0.25, 0.5)   # shares of the epoch budget whose weights are kept (learning curve)
+    snapshots: tuple[float, ...] = (0.25, 0.5)   # shares of the step budget whose weights are kept (learning curve)
 
 
 @dataclass
@@ -166,7 +166,9 @@ class TrainResult:
     batch_size: int                          # after any out-of-memory halving
     history: list[dict] = field(default_factory=list)   # per epoch: loss, score, train_s, samples
     epochs: int = 0                          # the epoch budget of this fit (after the sample cap)
-    snapshots: dict = field(default_factory=dict)   # share of the budget -> weights (CPU) after that epoch
+    snapshots: dict = field(default_factory=dict)   # share of the step budget -> weights (CPU) at that step
+    steps: int = 0                           # optimiser steps taken
+    total_steps: int = 0                     # the step budget (epochs x steps per epoch)
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
@@ -261,8 +263,15 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
 
     best_state, best_score, best_epoch, bad = None, -math.inf, -1, 0
     history: list[dict] = []
-    snap_at = {max(1, round(f * epochs)) - 1: f for f in cfg.snapshots}   # epoch index -> share
+    total_steps = steps_per_epoch * epochs
+    # optimiser step -> share of the budget whose weights are kept (before the last step only)
+    snap_at: dict[int, list[float]] = {}
+    for f in cfg.snapshots:
+        at = max(1, round(f * total_steps))
+        if at < total_steps:
+            snap_at.setdefault(at, []).append(f)
     snapshots: dict = {}
+    step = 0
     for epoch in range(epochs):
         model.train()
         t0 = time.perf_counter()
@@ -291,6 +300,10 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
             sched.step()
+            step += 1
+            if step in snap_at:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                snapshots.update({f: state for f in snap_at[step]})
             loss_sum += loss.detach()
             n_batches += 1
             seen += int(target.shape[0])
@@ -301,8 +314,6 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
         score = float(evaluate(model, eval_bs)) if evaluate is not None else math.nan
         history.append({"epoch": epoch, "loss": mean_loss, "score": score, "train_s": train_s,
                         "samples": seen, "batch_size": batch_size})
-        if epoch in snap_at and epoch < epochs - 1:
-            snapshots[snap_at[epoch]] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if evaluate is None:
             continue
         ctx.report(epoch, score)
@@ -319,7 +330,8 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
     model.eval()
     return TrainResult(model=model, best_epoch=best_epoch,
                        best_score=best_score if best_epoch >= 0 else math.nan,
-                       batch_size=batch_size, history=history, epochs=epochs, snapshots=snapshots)
+                       batch_size=batch_size, history=history, epochs=epochs, snapshots=snapshots,
+                       steps=step, total_steps=total_steps)
 
 
 # ----------------------------------------------------------------------------- inference

@@ -31,9 +31,10 @@ and the caveat that changes its meaning. The rules behind each claim:
   said to be one an under-trained single model may explain, and, when the joint oracle is
   within ``CEILING_TIE`` of that oracle (the other modality adds almost nothing at the
   Bayes limit), to be explained by it and not by complementary modalities. Without
-  oracle rows: a best single model whose inner score still rose by more than
-  ``STILL_RISING`` from 50 % to 100 % of its training budget, or with more than
-  ``AT_BUDGET_SHARE`` of its bag still improving at the end, was still improving
+  oracle rows: a best single model with more than ``AT_BUDGET_SHARE`` of its bag still
+  improving at the end of its budget (early stopping did not fire), or, for a model without
+  early stopping (``at_budget`` NaN), whose inner score still rose by more than
+  ``STILL_RISING`` from 50 % to 100 % of its training budget, was still improving
   (``studies.csv``), so the gain may reflect under-training. The same two tests give the
   caveat of the Q1 answer (the best image model far below its oracle, or still improving).
 - Uncertainty is called lower with fusion only when the mean-entropy row is *better* and
@@ -302,7 +303,10 @@ class _Run:
         if row is None or st is None or st.empty:
             return pd.DataFrame()
         s = st[st["candidate"].eq(str(row["candidate"]))]
-        rising = (s["curve_100"] - s["curve_50"]) > STILL_RISING
+        # Early stopping decides where a model with an ``at_budget`` share stopped learning: its
+        # curve up to the kept epoch or round rises by construction, so only the share counts.
+        # The curve speaks for models without early stopping (at_budget NaN, e.g. CNNs).
+        rising = ((s["curve_100"] - s["curve_50"]) > STILL_RISING) & s["at_budget"].isna()
         busy = s["at_budget"] > AT_BUDGET_SHARE
         return s[rising.fillna(False) | busy.fillna(False)]
 
@@ -345,11 +349,16 @@ class _Run:
             return []
         name = str(row["candidate"])
         rising = self.still_improving(row)
-        if rising.empty:
-            return [f"- {name} had levelled off by the end of its training budget in every outer fold (inner score "
-                    f"rising by at most {STILL_RISING} from 50 to 100 % of the budget, at most half of the bag still "
-                    "improving)."]
-        return [f"- {name} was still improving when its training budget ran out ({self.curve_text(rising)})."]
+        if not rising.empty:
+            return [f"- {name} was still improving when its training budget ran out ({self.curve_text(rising)})."]
+        s = self.studies[self.studies["candidate"].eq(name)]
+        told = s["at_budget"].notna() | s["curve_50"].notna()
+        if not told.all():   # e.g. a one-epoch budget: no point of the curve before its end
+            return [f"- Whether {name} was still improving is unknown: its training budget was too short for a "
+                    "learning curve in some outer fold."]
+        return [f"- {name} had levelled off by the end of its training budget in every outer fold (early stopping "
+                f"ended at least half of the bag before its budget, or, without early stopping, the inner score rose "
+                f"by at most {STILL_RISING} from 50 to 100 % of the budget)."]
 
 
 # ---------------------------------------------------------------- the sections
@@ -594,9 +603,10 @@ def _fusion_caveat(run: _Run, fusion: pd.Series) -> tuple[str, list[str]]:
     if not lines:
         lines = ["- Whether the single models reached what they could is unknown: the run has no oracle rows and "
                  "studies.csv has no learning curves."]
-    head = ("Were the single models still improving? (learning curves from studies.csv: still improving when the inner "
-            f"score rose by more than {STILL_RISING} from 50 to 100 % of the budget, or more than half of the bag "
-            "was still improving at the end)")
+    head = ("Were the single models still improving? (learning curves from studies.csv: still improving when more "
+            "than half of the bag was still improving at the end of its budget (early stopping did not fire), or, "
+            f"for a model without early stopping, when the inner score rose by more than {STILL_RISING} from 50 to "
+            "100 % of the budget)")
     return clause, ["", head, ""] + lines
 
 
