@@ -469,3 +469,15 @@ def test_failed_candidate_reason_is_shown_without_dataset_path(make_run):
     text = write_findings(make_run())
     assert "convnext_tiny failed: CUDA out of memory" in text
     assert "/secret-site" not in text and "PATKEY" not in text
+
+
+def test_per_modality_budgets_read_as_words_and_the_smallest_counts():
+    from benchmark.report.findings import _profile
+
+    manifest = {"profile": {"name": "mine", "outer_folds": 5, "inner_folds": 3, "image_size": 224,
+                            "n_trials": {"register": 30, "image": 10, "fusion": 10},
+                            "max_epochs": {"image": 30, "register": 200}}}
+    text = _profile(manifest)
+    assert "register 30 / image 10 / fusion 10 trials per study" in text and "{" not in text
+    assert "at most image 30 / register 200 epochs per fit" in text
+    assert "few trials" in text          # 10 image trials is below FEW_TRIALS, whatever the register gets

@@ -59,7 +59,7 @@ import pandas as pd
 
 from benchmark.protocol import ORACLE_OF, ROLES
 from benchmark.report.run_files import (
-    RunFiles, num, profile_of, read_comparisons, read_leaderboard, read_manifest, read_studies, safe_text,
+    RunFiles, budget_text, num, profile_of, read_comparisons, read_leaderboard, read_manifest, read_studies, safe_text, smallest,
 )
 
 ALPHA = 0.05  # significance level for Holm-adjusted p-values
@@ -387,13 +387,13 @@ def _profile(manifest: dict) -> str:
     if "outer_folds" in s and "inner_folds" in s:
         budget.append(f"{s['outer_folds']} x {s['inner_folds']} folds")
     if "n_trials" in s:
-        budget.append(f"{s['n_trials']} trials per study")
+        budget.append(f"{budget_text(s['n_trials'])} trials per study")
     if "image_size" in s:
         budget.append(f"{s['image_size']} px images")
     if "max_epochs" in s:
-        budget.append(f"at most {s['max_epochs']} epochs per fit")
+        budget.append(f"at most {budget_text(s['max_epochs'])} epochs per fit")
     head = f"**Profile `{safe_text(name) or 'unnamed'}`**" + (f" ({', '.join(budget)})" if budget else "")
-    size, trials = num(s.get("image_size")), num(s.get("n_trials"))
+    size, trials = num(s.get("image_size")), smallest(s.get("n_trials"))
     if name == "smoke":
         return f"{head}: a check that everything runs; its numbers mean nothing about the models."
     if name == "quick" or size < SMALL_IMAGES_PX or trials < FEW_TRIALS:

@@ -33,7 +33,7 @@ from benchmark.errors import UserError
 from benchmark.paths import results_dir
 from benchmark.report.findings import Findings, build_findings, key_comparisons
 from benchmark.report.plots import MODALITY_COLOR, answers_figure, build_figures
-from benchmark.report.run_files import num, profile_of, read_run, safe_text
+from benchmark.report.run_files import budget_text, num, profile_of, read_run, safe_text
 
 # (column, header, tooltip); metric columns get "value [lo, hi]" when lo/hi exist.
 # KEY_COLUMNS are shown by default; EXTRA_COLUMNS behind the "all columns" toggle.
@@ -210,7 +210,7 @@ def _header(manifest: dict, run_dir: Path) -> str:
     profile = profile_of(manifest)[1]
     if profile:
         keys = ("outer_folds", "inner_folds", "repeats", "n_trials", "bootstrap", "image_size", "max_epochs")
-        fields.append(("protocol", ", ".join(f"{k}={profile[k]}" for k in keys if k in profile)))
+        fields.append(("protocol", ", ".join(f"{k}={budget_text(profile[k])}" for k in keys if k in profile)))
     meta = "".join(f"<div><b>{_e(k)}</b>: {_e(safe_text(v))}</div>" for k, v in fields if v not in ("", None))
     versions = manifest.get("versions") or {}
     hardware = manifest.get("hardware") or {}

@@ -235,3 +235,18 @@ def read_run(run_dir: Path) -> RunFiles:
     return RunFiles(path=run_dir, leaderboard=read_leaderboard(run_dir), comparisons=read_comparisons(run_dir),
                     manifest=read_manifest(run_dir), predictions=read_test_predictions(run_dir),
                     trials=read_trials(run_dir), studies=read_studies(run_dir))
+
+
+def budget_text(value: object) -> str:
+    """A profile budget in words: ``6`` or, per modality, ``register 6 / image 1 / fusion 2``."""
+    if isinstance(value, dict):
+        return " / ".join(f"{safe_text(k)} {safe_text(v)}" for k, v in value.items())
+    return safe_text(value)
+
+
+def smallest(value: object) -> float:
+    """The smallest number of a budget given as one number or per modality (NaN when none)."""
+    vals = [num(v) for v in (value.values() if isinstance(value, dict) else [value])]
+    vals = [v for v in vals if v == v]
+    return min(vals) if vals else float("nan")
+
