@@ -481,3 +481,14 @@ def test_per_modality_budgets_read_as_words_and_the_smallest_counts():
     assert "register 30 / image 10 / fusion 10 trials per study" in text and "{" not in text
     assert "at most image 30 / register 200 epochs per fit" in text
     assert "few trials" in text          # 10 image trials is below FEW_TRIALS, whatever the register gets
+
+
+def test_an_auc_interval_below_chance_is_no_skill_and_two_such_models_are_not_ranked(make_run, tmp_path):
+    """Pooled out-of-fold predictions of signal-free models fall below 0.5; that is chance, not a ranking."""
+    run = _copy(make_run, tmp_path)
+    lb = pd.read_csv(run / "leaderboard.csv")
+    reg = lb["modality"].eq("register") & ~lb["is_ceiling"]
+    _edit(run, "leaderboard.csv", lambda d: reg, auc=0.44, auc_lo=0.38, auc_hi=0.49)
+    q2 = _answer(write_findings(run), "Q2")
+    assert q2.startswith("At chance: neither the neural network") and "worse" not in q2 and "better than" not in \
+        q2.replace("shown better than chance", "")

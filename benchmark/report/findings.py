@@ -161,9 +161,20 @@ def _inner(row: pd.Series) -> str:
 
 
 def _at_chance(row: pd.Series) -> bool:
-    """The AUC interval includes 0.5."""
+    """Not shown better than chance: the AUC interval includes 0.5 or lies below it.
+
+    An interval below 0.5 is no skill either: pooled out-of-fold predictions of a model
+    without signal fall below 0.5 (each fold's model leans against its test fold's share).
+    """
     lo, hi = num(row.get("auc_lo")), num(row.get("auc_hi"))
-    return not (math.isnan(lo) or math.isnan(hi)) and lo <= CHANCE_AUC <= hi
+    return not (math.isnan(lo) or math.isnan(hi)) and lo <= CHANCE_AUC
+
+
+def _chance_interval(row: pd.Series) -> str:
+    """How an at-chance AUC interval relates to 0.5, in words."""
+    if num(row.get("auc_hi")) < CHANCE_AUC:
+        return f"an interval below {CHANCE_AUC} (no better than chance)"
+    return f"an interval that includes {CHANCE_AUC}"
 
 
 # ---------------------------------------------------------------- reading one comparison row
@@ -434,7 +445,7 @@ def _q1(run: _Run) -> tuple[Answer, list[str]]:
     oof = num(best.get("sens_at_spec90_oof"))
     if _at_chance(best):
         text = (f"At chance: the best image model, **{name}** (by inner-CV score), has AUC {fmt_ci(best, 'auc')}, "
-                f"an interval that includes {CHANCE_AUC}")
+                f"{_chance_interval(best)}")
     else:
         text = f"The best image model, **{name}** (by inner-CV score), reaches AUC {fmt_ci(best, 'auc')}"
         if not math.isnan(oof):
@@ -450,7 +461,7 @@ def _q1(run: _Run) -> tuple[Answer, list[str]]:
                    "at the threshold chosen on inner out-of-fold data")
     lines.append(detail + ".")
     if _at_chance(best):
-        lines.append(f"Its AUC interval includes {CHANCE_AUC}: it is not shown to be better than chance.")
+        lines.append(f"Its AUC has {_chance_interval(best)}: it is not shown to be better than chance.")
     sens = _sens90(best)
     if sens:
         lines.append(sens)
@@ -506,7 +517,12 @@ def _q2(run: _Run) -> tuple[Answer, list[str]]:
     mlp = best_by_inner(reg[reg.apply(_is_mlp, axis=1)])
     tree = best_by_inner(reg[reg.apply(_is_tree, axis=1)])
     row = _q2_row(run, mlp)
-    if row is not None:
+    if mlp is not None and tree is not None and _at_chance(mlp) and _at_chance(tree):
+        # Two models without skill: their paired difference says nothing about register data.
+        text = (f"At chance: neither the neural network **{mlp['candidate']}** (AUC {fmt_ci(mlp, 'auc')}) nor the best "
+                f"trees, **{tree['candidate']}** (AUC {fmt_ci(tree, 'auc')}), is shown better than chance, so "
+                "comparing them says nothing about what register data hold")
+    elif row is not None:
         text = _q2_sentence(row)
     elif mlp is not None and tree is not None:
         text = (f"No paired test: comparisons.csv has no row of the neural network **{mlp['candidate']}** (AUC "
@@ -516,9 +532,9 @@ def _q2(run: _Run) -> tuple[Answer, list[str]]:
         missing = "MLP" if mlp is None else "tree"
         text = f"Cannot be answered: the run has no {missing} candidate with test predictions"
     best = run.best["register"]
-    if best is not None and _at_chance(best):
+    if best is not None and _at_chance(best) and not text.startswith("At chance"):
         text += (f"; register data alone are at chance here: the best register model, **{best['candidate']}**, has AUC "
-                 f"{fmt_ci(best, 'auc')}, an interval that includes {CHANCE_AUC}")
+                 f"{fmt_ci(best, 'auc')}, {_chance_interval(best)}")
     answer = Answer("q2", QUESTIONS["q2"], text + ".")
 
     if mlp is not None:
