@@ -23,7 +23,8 @@ from benchmark.errors import yaml_problem
 TOP_KEYS = {"name", "register", "id_column", "label", "images", "drop_columns", "categorical",
             "missing_images", "orphan_images", "oracle", "cache_dir", "description", "synthetic"}
 LABEL_KEYS = {"column", "positive", "negative"}
-IMAGE_KEYS = {"root", "manifest", "pattern", "path_column", "patient_column"}
+IMAGE_KEYS = {"root", "manifest", "pattern", "path_column", "patient_column", "allowed_roots", "max_megapixels"}
+DEFAULT_MAX_MEGAPIXELS = 100.0   # the same default as benchmark.data.dicom
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class ImageSpec:
     pattern: str | None = None
     path_column: str = "path"
     patient_column: str = "patient_id"
+    allowed_roots: tuple[Path, ...] = ()        # folders besides root that image paths may lead into
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # largest declared image size decoded (see dicom.py)
 
 
 @dataclass(frozen=True)
@@ -176,10 +179,25 @@ def parse_spec(path: Path, probs: Problems) -> DatasetSpec | None:
                         probs.add(f"{path}, key 'images.pattern': the regex needs a named group (?P<patient_id>...)")
                 except re.error as exc:
                     probs.add(f"{path}, key 'images.pattern': not a valid regular expression ({exc})")
+            allowed = []
+            raw_allowed = raw_images.get("allowed_roots") or []
+            if isinstance(raw_allowed, str):
+                raw_allowed = [raw_allowed]
+            if not isinstance(raw_allowed, list) or not all(isinstance(v, str) for v in raw_allowed):
+                probs.add(f"{path}, key 'images.allowed_roots': expected a list of folders, e.g. [/data/xrays]")
+            else:
+                for k, raw_root in enumerate(raw_allowed):
+                    allowed.append(existing(f"images.allowed_roots[{k}]", raw_root, directory=True))
+            max_mp = raw_images.get("max_megapixels", DEFAULT_MAX_MEGAPIXELS)
+            if isinstance(max_mp, bool) or not isinstance(max_mp, (int, float)) or not max_mp > 0:
+                probs.add(f"{path}, key 'images.max_megapixels': expected a positive number of megapixels, "
+                          f"e.g. {DEFAULT_MAX_MEGAPIXELS:g}")
+                max_mp = DEFAULT_MAX_MEGAPIXELS
             images = ImageSpec(
                 root=root or base, manifest=manifest, pattern=pattern,
                 path_column=text("images.path_column", raw_images.get("path_column"), default="path"),
                 patient_column=text("images.patient_column", raw_images.get("patient_column"), default="patient_id"),
+                allowed_roots=tuple(p for p in allowed if p is not None), max_megapixels=float(max_mp),
             )
 
     if doc.get("register") is None and raw_images is None:

@@ -30,12 +30,26 @@ Problems raise ``ImageError`` (a ``UserError``) whose message says what is wrong
 names the file: file names and tag values may carry patient identifiers, so the caller adds
 the location it knows (a manifest row). ``check_image`` is the cheap version of the same
 checks (header only, no decoding) that the loader runs on every file.
+
+Bounded decoding. Before any pixel is decoded, the size the file declares is checked
+against a limit (``images.max_megapixels`` in the dataset file, default
+``DEFAULT_MAX_MEGAPIXELS``): rows x columns x frames x samples per pixel, counted double for
+32-bit data (x bits/16 above 16 bits). DICOM headers are read without the pixel data; a
+deflated DICOM is inflated only as far as its header (and its inflated size is capped), so a
+small file that declares a huge image costs kilobytes, not gigabytes. Pillow images are
+opened lazily and their size checked before ``load()``; Pillow's own
+``DecompressionBombWarning``/``Error`` become the same one-line ``ImageError``. Pillow
+formats only ever decode their first frame, so their frames are not counted.
+``set_max_megapixels`` sets the limit of this process (``image_index`` sets it from the
+dataset file; decoding workers get it passed along).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +72,44 @@ _DECODER_PACKAGES = {
 }
 
 
+DEFAULT_MAX_MEGAPIXELS = 100.0
+_HEADER_CAP = 64 << 20     # a deflated DICOM header (all but the pixel data) may inflate to this much
+_INFLATE_SLACK = 16 << 20  # inflated bytes allowed beyond the declared pixel data (other elements)
+_max_megapixels = DEFAULT_MAX_MEGAPIXELS
+
+
 class ImageError(UserError):
     """An image that cannot be used; the message names the problem, not the file."""
+
+
+def set_max_megapixels(value: float | None) -> None:
+    """The largest image (declared size, see module doc) this process decodes; None: the default."""
+    global _max_megapixels
+    _max_megapixels = DEFAULT_MAX_MEGAPIXELS if value is None else float(value)
+
+
+def max_megapixels() -> float:
+    """The limit ``set_max_megapixels`` set (``DEFAULT_MAX_MEGAPIXELS`` unless changed)."""
+    return _max_megapixels
+
+
+def check_declared_size(width: int, height: int, frames: int = 1, samples: int = 1, bits: int = 8,
+                        limit: float | None = None) -> None:
+    """Raise ``ImageError`` when the declared size is above ``limit`` megapixels (module doc)."""
+    limit = _max_megapixels if limit is None else float(limit)
+    mp = width * height * max(frames, 1) * max(samples, 1) * max(1.0, bits / 16) / 1e6
+    if mp <= limit:
+        return
+    parts = [f"{width} x {height} pixels"]
+    if frames > 1:
+        parts.append(f"{frames} frames")
+    if samples > 1:
+        parts.append(f"{samples} samples per pixel")
+    parts.append(f"{bits} bits")
+    raise ImageError(
+        f"the image declares {' x '.join(parts)} ({mp:,.0f} megapixels), above the limit of {limit:g} megapixels; "
+        "it was not decoded. Export it smaller, or raise images.max_megapixels in the dataset file if it is genuine"
+    )
 
 
 def image_kind(path: str | os.PathLike) -> str:
@@ -103,16 +153,21 @@ def check_image(path: str | os.PathLike) -> None:
     except OSError as exc:
         raise ImageError(f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
     if kind == "pillow":
-        from PIL import Image
-
         try:
-            with Image.open(path) as im:
-                im.verify()
+            with _open_pillow(path) as im:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    im.verify()
+        except ImageError:
+            raise
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types
             raise ImageError(f"not a readable image ({type(exc).__name__})") from None
         return
+    if _deflated_header(path) is not None:
+        return  # header and size checked; the rest only decoding can tell
     ds = _dcmread(path, defer_size=1024)
     _check_pixel_module(ds)
+    _check_dicom_size(ds)
     raw = ds.get_item("PixelData", keep_deferred=True)
     if raw is None:
         return  # float pixel data: nothing cheap to check
@@ -154,8 +209,115 @@ def _dcmread(path, **kwargs):
         raise ImageError(f"unreadable DICOM ({type(exc).__name__}); the file may be truncated or not DICOM") from None
 
 
-def _check_pixel_module(ds) -> None:
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+def _check_dicom_size(ds) -> None:
+    """The declared size of ``ds`` against the limit, before any pixel is decoded."""
+    def num(key, default):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom warns about invalid IS values
+                value = ds.get(key, default)
+                return int(value) if value not in (None, "") else default
+        except (TypeError, ValueError):
+            return default
+
+    check_declared_size(num("Columns", 0), num("Rows", 0), num("NumberOfFrames", 1),
+                        num("SamplesPerPixel", 1), num("BitsAllocated", 16))
+
+
+def _deflated_header(path):
+    """For a Deflated Explicit VR Little Endian file: its header (without pixel data), checked
+    against the size limit while inflating as little as possible; None for any other file.
+
+    pydicom inflates the whole file into memory before reading it (a 0.5 MB file can declare
+    and inflate to 0.5 GB), so the header is inflated here in steps, and the rest of the data
+    is only counted (capped at the declared pixel data plus ``_INFLATE_SLACK``).
+    """
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        with open(path, "rb") as fp:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if read_preamble(fp, True) is None:
+                    return None
+                meta = _read_file_meta_info(fp)
+            if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+                return None
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            buf = bytearray()
+            pending = b""
+            done = False
+
+            def more(n: int) -> None:  # inflate up to n more bytes into buf
+                nonlocal pending, done
+                want = len(buf) + n
+                while len(buf) < want and not done:
+                    if not pending:
+                        pending = fp.read(1 << 16)
+                        if not pending:
+                            buf.extend(inflater.flush())
+                            done = True
+                            break
+                    buf.extend(inflater.decompress(pending, want - len(buf)))
+                    pending = inflater.unconsumed_tail
+                    if inflater.eof:
+                        done = True
+
+            step = 1 << 16
+            while True:
+                more(step - len(buf))
+                pixel = []
+
+                def stop(tag, vr, length):
+                    if int(tag) in (0x7FE00010, 0x7FE00009, 0x7FE00008):
+                        pixel.append(length)
+                        return True
+                    return False
+
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        ds = read_dataset(io.BytesIO(bytes(buf)), False, True, stop_when=stop)
+                except Exception:  # noqa: BLE001 - a header cut short; inflate more (or give up below)
+                    ds = None
+                if ds is not None and (pixel or done):
+                    break
+                if done:
+                    raise ImageError("unreadable deflated DICOM; the file may be truncated or not DICOM")
+                if len(buf) >= _HEADER_CAP:
+                    raise ImageError(f"deflated DICOM whose header inflates to more than {_HEADER_CAP >> 20} MB; "
+                                     "export the image again without deflate compression")
+                step = min(len(buf) * 4, _HEADER_CAP)
+            ds.file_meta = meta
+            _check_pixel_module(ds, pixels_seen=bool(pixel))
+            _check_dicom_size(ds)
+            try:
+                from pydicom.pixels.utils import get_expected_length
+
+                expected = int(get_expected_length(ds))
+            except Exception:  # noqa: BLE001 - inconsistent header; decoding will tell
+                expected = 0
+            cap = len(buf) + expected + _INFLATE_SLACK
+            total = len(buf)
+            del buf[:]
+            while not done:
+                n = len(buf)
+                more(1 << 20)
+                total += len(buf) - n
+                del buf[:]
+                if total > cap:
+                    raise ImageError(f"deflated DICOM that inflates to more than {cap >> 20} MB although its header "
+                                     "declares a smaller image; export the image again")
+            return ds
+    except ImageError:
+        raise
+    except (OSError, zlib.error, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise ImageError(f"unreadable DICOM ({type(exc).__name__}); the file may be truncated or not DICOM") from None
+
+
+def _check_pixel_module(ds, pixels_seen: bool = False) -> None:
+    if not pixels_seen and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise ImageError("DICOM without pixel data: the file is truncated, or it is not an image (a report, plan or structure set)")
     for key in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if key not in ds:
@@ -186,8 +348,10 @@ def _missing_decoder(ts) -> ImageError:
 def _read_dicom(path) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
+    _deflated_header(path)  # raises before pydicom inflates a too-large deflated file
     ds = _dcmread(path)
     _check_pixel_module(ds)
+    _check_dicom_size(ds)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "excess padding removed"
@@ -300,11 +464,40 @@ def percentile_window(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- Pillow
 
+_PIL_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+
+
+def _open_pillow(path):
+    """``Image.open`` (lazy) with the declared size checked first; Pillow's bomb checks as ``ImageError``."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:
+            # Pillow refuses above 2 x its MAX_IMAGE_PIXELS before the size can be read; open
+            # again (still lazy: header only) without its limit, so that ours decides
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    try:
+        w, h = im.size
+        check_declared_size(w, h, 1, len(im.getbands()), _PIL_BITS.get(im.mode, 8))
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
 def _read_pillow(path) -> np.ndarray:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
+        with _open_pillow(path) as im, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = ImageOps.exif_transpose(im)
             im.load()
             mode = im.mode

@@ -24,7 +24,9 @@ no path, file name or tag value. Files are written to a temporary name and renam
 interrupted run leaves no partial cache behind.
 
 Decoding uses a pool of ``workers`` processes (default ``min(2, cpu_count)``) once there
-are at least ``PARALLEL_MIN`` images to decode.
+are at least ``PARALLEL_MIN`` images to decode. Each worker decodes under this process's
+image size limit (``benchmark.data.dicom.set_max_megapixels``, set from the dataset file's
+``images.max_megapixels``), passed along so that it holds with 'spawn' too.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.dicom import READER_VERSION, ImageError, read_image
+from benchmark.data.dicom import READER_VERSION, ImageError, max_megapixels, read_image, set_max_megapixels
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir as default_cache_dir
 
@@ -199,7 +201,8 @@ def _decode_into(arr: np.ndarray, paths: list[str], rows: list[int], size: int, 
         for path, row in zip(paths, rows):
             arr[row] = _decode_or_raise(path, size, row, n_total)
         return
-    chunks = [(paths[i:i + CHUNK], rows[i:i + CHUNK], size, n_total) for i in range(0, len(paths), CHUNK)]
+    limit = max_megapixels()
+    chunks = [(paths[i:i + CHUNK], rows[i:i + CHUNK], size, n_total, limit) for i in range(0, len(paths), CHUNK)]
     with process_pool(workers) as pool:
         for rows_done, block, error in pool.map(_decode_chunk, chunks):
             if error is not None:
@@ -218,8 +221,9 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
 
 
-def _decode_chunk(task: tuple[list[str], list[int], int, int]):
-    paths, rows, size, n_total = task
+def _decode_chunk(task: tuple[list[str], list[int], int, int, float]):
+    paths, rows, size, n_total, limit = task
+    set_max_megapixels(limit)  # a spawned worker starts with the default
     block = np.empty((len(paths), size, size), dtype=np.uint8)
     try:
         for k, (path, row) in enumerate(zip(paths, rows)):

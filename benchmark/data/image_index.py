@@ -8,6 +8,10 @@ patient; with ``images.pattern`` every file under the root whose relative path f
 matches the regex is an image of the patient in its ``patient_id`` group. Every file's
 header is then checked without decoding (``benchmark.data.dicom.check_image``); a marker in
 the cache skips the checks when the same list of files passed before.
+
+Image paths stay inside the dataset: every path is resolved (``..``, ``~``, absolute paths and
+symbolic links) and one that leads outside ``images.root`` and ``images.allowed_roots`` is
+refused, naming its manifest row (or its position, for a pattern), before anything opens it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from benchmark.data.tables import columns_text, id_text, read_table
 from benchmark.errors import where
 from benchmark.paths import cache_dir as default_cache_dir
 
-CHECKS_VERSION = "1"
+CHECKS_VERSION = "2"   # 2: declared image size checked against images.max_megapixels
 _MAX_LISTED = 20          # image problems listed one by one before they are summed up
 
 
@@ -42,12 +46,32 @@ class ImageIndex:
 
 def read_images(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     """The image index of ``spec.images``, every file checked; None when it is unusable."""
+    from benchmark.data.dicom import set_max_megapixels
+
     im = spec.images
+    set_max_megapixels(im.max_megapixels)
     imgs = _from_manifest(spec, probs) if im.manifest is not None else _from_pattern(spec, probs)
     if imgs is None:
         return None
     _check_image_files(spec, imgs, probs)
     return imgs
+
+
+def _roots(spec: DatasetSpec) -> list[str]:
+    """``images.root`` and ``images.allowed_roots``, symbolic links resolved."""
+    return [os.path.normcase(os.path.realpath(r)) for r in (spec.images.root, *spec.images.allowed_roots)]
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    """Whether ``path`` (symbolic links resolved) lies in one of ``roots``; nothing is opened."""
+    real = os.path.normcase(os.path.realpath(path))
+    return any(real == r or os.path.commonpath([real, r]) == r for r in roots)
+
+
+def _outside_text(spec: DatasetSpec, why: str) -> str:
+    where_ok = "images.root or images.allowed_roots" if spec.images.allowed_roots else "images.root"
+    return (f"the image path leads outside {where_ok} ({why}); it was not opened. Move the image under images.root, "
+            f"or add its folder to images.allowed_roots in {spec.path.name}")
 
 
 def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
@@ -68,7 +92,8 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     rels = id_text(df[im.path_column])
     paths, wheres, seen = [], [], {}
     n_before = len(probs.items)
-    absent = []
+    absent, outside = [], 0
+    roots = _roots(spec)
     for i, (pid, rel) in enumerate(zip(pids, rels)):
         loc = where(im.manifest, first_row + i, im.path_column)
         wheres.append(loc)
@@ -78,8 +103,18 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
             probs.add(f"{loc}: the image path is empty; fill it in or remove the row")
             paths.append("")
             continue
-        p = os.path.normpath(os.path.join(im.root, os.path.expanduser(rel)))
+        expanded = os.path.expanduser(rel)
+        p = os.path.normpath(os.path.join(im.root, expanded))
         paths.append(p)
+        if not _inside(p, roots):
+            outside += 1
+            if outside <= _MAX_LISTED:
+                why = ("an absolute path" if os.path.isabs(expanded) else
+                       "'..' leads out of the folder" if not any(os.path.commonpath([os.path.normcase(p), r]) == r
+                                                                for r in roots) else
+                       "a symbolic link points out of the folder")
+                probs.add(f"{loc}: {_outside_text(spec, why)}")
+            continue
         if p in seen:
             probs.add(f"{im.manifest}, rows {first_row + seen[p]} and {first_row + i}, column {im.path_column!r}: "
                       "the same image is listed twice; list each image once")
@@ -87,6 +122,9 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
             seen[p] = i
         if not os.path.isfile(p):
             absent.append(i)
+    if outside > _MAX_LISTED:
+        probs.add(f"{im.manifest}: {outside - _MAX_LISTED} more image paths lead outside images.root "
+                  f"(only the first {_MAX_LISTED} are listed)")
     if absent:
         more = f" ({len(absent)} images in all)" if len(absent) > 1 else ""
         probs.add(f"{wheres[absent[0]]}: image file not found under {im.root}{more}; fix the path (relative to images.root) "
@@ -113,6 +151,7 @@ def _from_pattern(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
                 files.append(os.path.join(dirpath, fn))
     pids, paths, rels, labels = [], [], [], []
     unmatched = 0
+    roots = _roots(spec)
     for p in files:
         rel = Path(os.path.relpath(p, im.root)).as_posix()
         m = rx.fullmatch(rel)
@@ -131,6 +170,14 @@ def _from_pattern(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
         probs.warn(f"{im.root}: {unmatched} files do not match images.pattern and were ignored")
     n = len(paths)
     wheres = [f"{im.root} (images.pattern), file {k + 1} of {n} in sorted order" for k in range(n)]
+    outside = [k for k, p in enumerate(paths) if not _inside(p, roots)]
+    for k in outside[:_MAX_LISTED]:
+        probs.add(f"{wheres[k]}: {_outside_text(spec, 'a symbolic link points out of the folder')}")
+    if len(outside) > _MAX_LISTED:
+        probs.add(f"{im.root}: {len(outside) - _MAX_LISTED} more files lead outside images.root "
+                  f"(only the first {_MAX_LISTED} are listed)")
+    if outside:
+        return None
     return ImageIndex(pids, paths, wheres, labels if spec.register is None else None, im.root, rels, unmatched)
 
 
@@ -140,7 +187,8 @@ def _check_image_files(spec: DatasetSpec, imgs: ImageIndex, probs: Problems) -> 
     from benchmark.data.image_cache import image_digests
 
     digests = image_digests(imgs.paths)
-    key = hashlib.sha256(f"checks\0{CHECKS_VERSION}\0".encode() + digests.tobytes()).hexdigest()[:32]
+    limit = spec.images.max_megapixels
+    key = hashlib.sha256(f"checks\0{CHECKS_VERSION}\0{limit!r}\0".encode() + digests.tobytes()).hexdigest()[:32]
     marker = (spec.cache_dir or default_cache_dir()) / "checks" / f"{key}.ok"
     if marker.exists():
         return
