@@ -256,10 +256,13 @@ def test_text_in_numeric_column_names_row_column_and_categorical(tiny_dataset):
 
 def test_undeclared_text_column_is_an_error_until_listed_as_categorical(tiny_dataset):
     ds = tiny_dataset(images=None)
-    ds.update_yaml(drop_columns=[])   # the planted 'name' column is now a feature
-    expect_error(ds.yaml, "column 'name'", "numeric column")
-    ds.update_yaml(categorical=["sex", "site", "name"])
-    assert "name" in load_dataset(ds.yaml).register.columns
+    ds.update_yaml(categorical=["site"])   # the text column 'sex' is now undeclared
+    expect_error(ds.yaml, "column 'sex'", "numeric column")
+    ds.update_yaml(categorical=["sex", "site"])
+    assert "sex" in load_dataset(ds.yaml).register.columns
+    # an identifier is refused even when listed as a category (tests/test_register_safety.py)
+    ds.update_yaml(drop_columns=[], categorical=["sex", "site", "name"])
+    expect_error(ds.yaml, "column 'name'", "identifier", "drop_columns")
 
 
 def test_missing_id_or_label_column(tiny_dataset):

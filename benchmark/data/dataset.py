@@ -17,12 +17,19 @@ The dataset file (paths are relative to it)::
       # path_column: file             # ... or other names for those two columns
       # pattern: "(?P<patient_id>[^/]+)/.*\\.dcm"   # instead of a manifest: a regex matched
       #                                 against each path relative to root (full match)
-    drop_columns: [personnummer]      # identifiers and anything else that is not a feature
+    drop_columns: [personnummer]      # identifiers and anything else that is not a feature; a column that
+    #                                   looks like one (name, personal number, e-mail, phone, a text unique
+    #                                   per patient) is refused until it is listed here
     categorical: [site]               # non-numeric feature columns (text anywhere else is an error)
     missing_images: drop              # patients with no image: drop (default, with a warning) | fail
     orphan_images: drop               # images whose patient has no register row: drop | fail
     oracle: oracle.csv                # optional: id column + oracle_register/_image/_both
     cache_dir: ~/.cache/aff-benchmark # optional; default $AFF_BENCHMARK_CACHE or ~/.cache/aff-benchmark
+    register_format: {separator: ";", decimal: ",", encoding: utf-16}   # optional, each key too:
+    #                                   what detection got wrong (default: separator from the header,
+    #                                   decimal ',' with ';' else '.', encoding from a BOM, else UTF-8,
+    #                                   cp1252, latin-1); ignored for Parquet
+    manifest_format: {separator: ","} # the same for the images manifest CSV
 
 Either ``register`` or ``images`` may be left out. Without a register the label comes from
 the manifest (a ``label.column`` there, one value per patient) or from a named group
@@ -73,6 +80,24 @@ class DatasetWarning(UserWarning):
     """Something was dropped or ignored while loading; the data are still usable."""
 
 
+def warn(msg: str) -> None:
+    """Issue a ``DatasetWarning``; it prints as one line, ``warning: <file>: <what>``, without a source path."""
+    warnings.warn(msg, DatasetWarning, stacklevel=3)
+
+
+_plain_formatwarning = warnings.formatwarning
+
+
+def _formatwarning(message, category, filename, lineno, line=None):
+    if isinstance(category, type) and issubclass(category, DatasetWarning):
+        return f"warning: {' '.join(str(message).split())}\n"
+    return _plain_formatwarning(message, category, filename, lineno, line)
+
+
+if getattr(warnings.formatwarning, "__name__", "") != "_formatwarning":
+    warnings.formatwarning = _formatwarning  # dataset warnings print as one clean line; others as before
+
+
 @dataclass
 class Inspection:
     """Everything ``validate`` reports: the cohort (None when unusable) and what was found."""
@@ -104,7 +129,7 @@ def load_dataset(path: str | Path, *, missing: str | None = None) -> Cohort:
             first += f" ({more} more problem{'s' if more > 1 else ''}: run `python -m benchmark validate {path}` to list them)"
         raise UserError(first)
     for msg in ins.warnings:
-        warnings.warn(msg, DatasetWarning, stacklevel=2)
+        warn(msg)
     assert ins.cohort is not None
     return ins.cohort
 
@@ -165,7 +190,7 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
                 probs.add(f"{imgs.where[orphans[0]]}: {msg} (this is the first); add the patients to the register or set "
                           f"orphan_images: drop in {spec.path.name}")
             else:
-                probs.warn(f"{msg}; they were dropped (orphan_images: drop)")
+                probs.warn(f"{imgs.source}: {msg}; they were dropped (orphan_images: drop)")
                 dropped_images += len(orphans)
         has_image = np.zeros(len(ids), dtype=bool)
         has_image[owner[owner >= 0]] = True
@@ -177,7 +202,8 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
                 probs.add(f"{first}: {len(without)} patients have no image (this is the first); add their images or set "
                           f"missing_images: drop in {spec.path.name}")
             else:
-                probs.warn(f"{len(without)} patients have no image; they were dropped (missing_images: drop)")
+                probs.warn(f"{spec.register if reg is not None else imgs.source}: {len(without)} patients have no "
+                           "image; they were dropped (missing_images: drop)")
                 keep &= has_image
                 dropped_patients += len(without)
         if probs.items:

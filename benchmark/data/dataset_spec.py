@@ -12,6 +12,7 @@ none of them. The format itself is documented once, in ``benchmark.data.dataset`
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,21 @@ import yaml
 from benchmark.errors import yaml_problem
 
 TOP_KEYS = {"name", "register", "id_column", "label", "images", "drop_columns", "categorical",
-            "missing_images", "orphan_images", "oracle", "cache_dir", "description", "synthetic"}
+            "missing_images", "orphan_images", "oracle", "cache_dir", "description", "synthetic",
+            "register_format", "manifest_format"}
 LABEL_KEYS = {"column", "positive", "negative"}
+FORMAT_KEYS = {"separator", "decimal", "encoding"}
 IMAGE_KEYS = {"root", "manifest", "pattern", "path_column", "patient_column", "allowed_roots", "max_megapixels"}
 DEFAULT_MAX_MEGAPIXELS = 100.0   # the same default as benchmark.data.dicom
+
+
+@dataclass(frozen=True)
+class TableFormat:
+    """What the user says about a CSV file (``register_format`` / ``manifest_format``); None: detect it."""
+
+    separator: str | None = None
+    decimal: str | None = None
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class DatasetSpec:
     cache_dir: Path | None = None
     description: str = ""
     synthetic: bool = False
+    register_format: TableFormat = TableFormat()
+    manifest_format: TableFormat = TableFormat()
 
 
 class Problems:
@@ -81,6 +95,9 @@ class Problems:
 
 def parse_spec(path: Path, probs: Problems) -> DatasetSpec | None:
     """The dataset file at ``path`` as a ``DatasetSpec``; None (with problems added) when it is unusable."""
+    if path.is_dir():
+        probs.add(f"{path}: is a folder, not a file; give the path to the dataset YAML file inside it")
+        return None
     if not path.is_file():
         probs.add(f"{path}: dataset file not found; give the path to a dataset YAML file (see README, 'Bring your own data')")
         return None
@@ -126,7 +143,11 @@ def parse_spec(path: Path, probs: Problems) -> DatasetSpec | None:
             return None
         p = (base / Path(raw).expanduser()).resolve()
         ok = p.is_dir() if directory else p.is_file()
-        if not ok:
+        if not ok and directory and p.exists():
+            probs.add(f"{path}, key {key!r}: {raw!r} is a file, not a folder; give the folder that holds the images")
+        elif not ok and not directory and p.is_dir():
+            probs.add(f"{path}, key {key!r}: {raw!r} is a folder, not a file; give the path to the file itself")
+        elif not ok:
             kind = "folder" if directory else "file"
             probs.add(f"{path}, key {key!r}: {kind} {raw!r} not found (relative paths are relative to the dataset file)")
         return p
@@ -216,10 +237,50 @@ def parse_spec(path: Path, probs: Problems) -> DatasetSpec | None:
         missing_images=choice("missing_images"), orphan_images=choice("orphan_images"),
         oracle=oracle, cache_dir=cache_dir, description=text("description", doc.get("description"), default="") or "",
         synthetic=synthetic,
+        register_format=_table_format(path, "register_format", doc.get("register_format"), probs),
+        manifest_format=_table_format(path, "manifest_format", doc.get("manifest_format"), probs),
     )
     if len(probs.items) > n_before:
         return None
     return DatasetSpec(**spec_kwargs)
+
+
+_SEPARATOR_WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def _table_format(path: Path, key: str, raw, probs: Problems) -> TableFormat:
+    """``register_format`` / ``manifest_format``: {separator, decimal, encoding}, each optional."""
+    if raw is None:
+        return TableFormat()
+    example = f'e.g. {key}: {{separator: ";", decimal: ",", encoding: utf-16}}'
+    if not isinstance(raw, dict):
+        probs.add(f"{path}, key {key!r}: expected a mapping of separator, decimal and encoding, {example}")
+        return TableFormat()
+    for k in sorted(set(map(str, raw)) - FORMAT_KEYS):
+        probs.add(f"{path}, key '{key}.{k}': unknown key; the keys are {', '.join(sorted(FORMAT_KEYS))}")
+    sep = raw.get("separator")
+    if sep is not None:
+        sep = _SEPARATOR_WORDS.get(str(sep).lower(), sep) if isinstance(sep, str) else sep
+        if not isinstance(sep, str) or len(sep) != 1 or sep.isalnum() or sep in "\"'\n\r.":
+            probs.add(f"{path}, key '{key}.separator': expected one character such as \",\" \";\" or tab, quoted, "
+                      f"{example}")
+            sep = None
+    dec = raw.get("decimal")
+    if dec is not None:
+        if dec not in (".", ","):
+            probs.add(f"{path}, key '{key}.decimal': expected \".\" or \",\" (quoted), {example}")
+            dec = None
+        elif dec == sep:
+            probs.add(f"{path}, key {key!r}: the separator and the decimal mark are both {dec!r}; they must differ")
+            dec = None
+    enc = raw.get("encoding")
+    if enc is not None:
+        try:
+            enc = codecs.lookup(str(enc)).name
+        except LookupError:
+            probs.add(f"{path}, key '{key}.encoding': unknown encoding; use e.g. utf-8, utf-16, cp1252 or latin-1")
+            enc = None
+    return TableFormat(separator=sep, decimal=dec, encoding=enc)
 
 
 def norm_label(v) -> str:
