@@ -260,3 +260,21 @@ def test_dataset_warnings_print_as_one_clean_line(tiny_dataset):
     assert "register.csv: 1 patients have no image" in text and ".py" not in text and "DatasetWarning" not in text
     other = warnings.formatwarning("x", RuntimeWarning, "f.py", 3)   # other warnings keep their usual form
     assert "RuntimeWarning" in other
+
+
+def test_manifest_format_is_applied_to_the_images_manifest(tiny_dataset):
+    """A pipe-separated manifest is not detected, and is read once manifest_format declares it."""
+    import yaml
+
+    from benchmark.data.dataset import load_dataset
+    from benchmark.errors import UserError
+
+    ds = tiny_dataset()
+    ds.manifest.write_text(ds.manifest.read_text().replace(",", "|"))
+    with pytest.raises(UserError):
+        load_dataset(ds.yaml)
+    doc = yaml.safe_load(ds.yaml.read_text())
+    doc["manifest_format"] = {"separator": "|"}
+    ds.yaml.write_text(yaml.safe_dump(doc))
+    cohort = load_dataset(ds.yaml)
+    assert cohort.has_images and len(cohort.images) > 0

@@ -76,7 +76,8 @@ def _outside_text(spec: DatasetSpec, why: str) -> str:
 
 def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     im = spec.images
-    df, first_row = read_table(im.manifest, probs, what="manifest")
+    df, first_row = read_table(im.manifest, probs, what="manifest", fmt=spec.manifest_format,
+                               fmt_key="manifest_format", yaml_name=spec.path.name)
     if df is None:
         return None
     need = [im.path_column, im.patient_column]
