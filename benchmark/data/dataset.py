@@ -17,6 +17,8 @@ The dataset file (paths are relative to it)::
       # path_column: file             # ... or other names for those two columns
       # pattern: "(?P<patient_id>[^/]+)/.*\\.dcm"   # instead of a manifest: a regex matched
       #                                 against each path relative to root (full match)
+      # allowed_roots: [/data/xrays]  # other folders image paths may lead into (else refused, never opened)
+      # max_megapixels: 100           # larger declared images are refused from their header, never decoded
     drop_columns: [personnummer]      # identifiers and anything else that is not a feature; a column that
     #                                   looks like one (name, personal number, e-mail, phone, a text unique
     #                                   per patient) is refused until it is listed here
