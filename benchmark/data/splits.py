@@ -28,15 +28,25 @@ class Fold:
     test: np.ndarray
 
 
+class FoldError(UserError):
+    """A fold cannot get a patient of each class; ``short`` is the class that is short (1 or 0)."""
+
+    def __init__(self, message: str, short: int) -> None:
+        super().__init__(message)
+        self.short = short
+
+
 def _check(y: np.ndarray, n_folds: int, what: str) -> None:
     if n_folds < 2:
         raise UserError(f"{what}: need at least 2 folds, got {n_folds}; raise outer_folds/inner_folds in the profile")
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=2)
     if counts.min() < n_folds:
-        cls = "positive (AFF)" if counts[1] < counts[0] else "negative"
-        raise UserError(
+        short = 1 if counts[1] < counts[0] else 0
+        cls = "positive (AFF)" if short else "negative"
+        raise FoldError(
             f"{what}: only {counts.min()} {cls} patients for {n_folds} folds; every fold needs at "
-            f"least one of each class: use fewer folds (profile outer_folds/inner_folds) or more patients"
+            f"least one of each class: use fewer folds (profile outer_folds/inner_folds) or more patients",
+            short,
         )
 
 
@@ -80,3 +90,41 @@ def stratified_subsample(y: np.ndarray, n: int | None, seed: int = 0) -> np.ndar
         k = max(1, int(round(n * len(idx) / len(y))))
         keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
     return np.sort(np.concatenate(keep))
+
+
+def run_folds(y: np.ndarray, *, outer: int, inner: int, repeats: int = 1, max_patients: int | None = None,
+              seed: int = 0) -> tuple[np.ndarray, list[Fold], list[list[Fold]]]:
+    """The folds a run makes: (kept positions, outer folds, inner folds of each outer fold).
+
+    The runner's steps in its order: the ``max_patients`` subsample, the outer folds over the
+    kept patients, the inner folds of each outer-train part. A UserError when a fold lacks a
+    class. ``validate`` calls this to say whether (and from how many positives) a profile runs.
+    """
+    keep = stratified_subsample(np.asarray(y), max_patients, seed=seed)
+    yk = np.asarray(y)[keep]
+    outer_list = outer_folds(yk, n_folds=outer, repeats=repeats, seed=seed)
+    inner_list = [inner_folds(yk, f.train, n_folds=inner, seed=seed, repeat=f.repeat, outer_index=f.index)
+                  for f in outer_list]
+    return keep, outer_list, inner_list
+
+
+def min_positives(n_neg: int, *, outer: int, inner: int, repeats: int = 1, max_patients: int | None = None,
+                  seed: int = 0, upto: int = 5000) -> int | None:
+    """The fewest positive patients, beside ``n_neg`` negatives, for which ``run_folds`` succeeds.
+
+    Found by trying ``run_folds`` itself (so the answer follows the splitting code); None when
+    the negatives are too few (more positives would not help) or no count up to ``upto`` works.
+
+    >>> min_positives(100, outer=2, inner=2)
+    4
+    """
+    for n_pos in range(2, upto + 1):
+        y = np.r_[np.ones(n_pos, dtype=np.int64), np.zeros(n_neg, dtype=np.int64)]
+        try:
+            run_folds(y, outer=outer, inner=inner, repeats=repeats, max_patients=max_patients, seed=seed)
+        except FoldError as exc:
+            if exc.short == 0:
+                return None
+            continue
+        return n_pos
+    return None

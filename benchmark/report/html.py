@@ -14,6 +14,11 @@ score) and the rest behind a toggle; then the figures::
 
     from benchmark.report.html import build_report
     html_path = build_report(Path("results/quick-1"))   # results/quick-1/leaderboard.html
+
+A run whose manifest status is not ``complete`` (``running``: still going or killed;
+``failed``: stopped, with its reason) is refused with one line that says how to resume it,
+unless ``partial=True`` (``report RUN --partial``): then what its stored tables hold is
+drawn, and the page and ``findings.md`` say PARTIAL at the top.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from benchmark.errors import UserError
 from benchmark.paths import results_dir
 from benchmark.report.findings import Findings, build_findings, key_comparisons
 from benchmark.report.plots import MODALITY_COLOR, answers_figure, build_figures
-from benchmark.report.run_files import budget_text, num, profile_of, read_run, safe_text
+from benchmark.report.run_files import budget_text, num, profile_of, read_manifest, read_run, safe_text
 
 # (column, header, tooltip); metric columns get "value [lo, hi]" when lo/hi exist.
 # KEY_COLUMNS are shown by default; EXTRA_COLUMNS behind the "all columns" toggle.
@@ -101,6 +106,7 @@ td.info{white-space:normal;max-width:360px}
 .badge{font-size:10px;border:1px solid #999;border-radius:3px;padding:0 3px;margin-left:4px;font-style:normal;color:#555}
 .badge.failed{border-color:#b22;color:#b22}
 .caption{color:#555;font-size:13px;margin:2px 0 6px}.note{color:#b22}
+.partial{font-size:16px;font-weight:600;color:#fff;background:#b22;border-radius:4px;padding:6px 10px;margin:6px 0}
 .tablewrap{overflow-x:auto;max-height:80vh}
 button.toggle{font-size:13px;margin:0 0 6px;padding:3px 10px;cursor:pointer}
 """
@@ -331,23 +337,63 @@ def _figures_html(specs) -> str:
 # ---------------------------------------------------------------- the page
 
 
-def build_report(run_dir: Path) -> Path:
-    """Write ``run_dir/leaderboard.html`` and ``run_dir/findings.md``; return the HTML path."""
+COMPLETE = ("complete", "finished")   # "finished": what hand-written and older test manifests say
+
+
+def run_status(manifest: dict) -> tuple[str, str]:
+    """(status, reason) from a manifest; ("", "") when it records none (no manifest, or an old run)."""
+    return str(manifest.get("status") or ""), safe_text(manifest.get("reason"), limit=300)
+
+
+def incomplete_text(run_dir: Path, manifest: dict) -> str | None:
+    """One line on a run that is not complete (None when it is, or says nothing): status, reason, how to resume."""
+    status, reason = run_status(manifest)
+    if not status or status in COMPLETE:
+        return None
+    name = manifest.get("run") or Path(run_dir).name
+    what = {"running": "still running, or stopped without a trace (killed)"}.get(status, reason or "no reason recorded")
+    return f"run {name} is {status} ({what})"
+
+
+def partial_markdown(markdown: str, note: str) -> str:
+    """``findings.md`` marked PARTIAL: its title and a first line saying why."""
+    title, _, rest = markdown.partition("\n")
+    return f"{title} (PARTIAL)\n\n**PARTIAL: {note}.**\n{rest}"
+
+
+def build_report(run_dir: Path, partial: bool = False) -> Path:
+    """Write ``run_dir/leaderboard.html`` and ``run_dir/findings.md``; return the HTML path.
+
+    A run that is not complete is a UserError, unless ``partial``: then the stored tables are
+    drawn and both files are marked PARTIAL at the top.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} not found; give a run folder path or a run name under results/")
+    manifest = read_manifest(run_dir)
+    state = incomplete_text(run_dir, manifest)
+    name = manifest.get("run") or run_dir.name
+    resume = f"resume it with `python -m benchmark run --resume --run {name}`"
+    if state and not partial:
+        raise UserError(f"{state}; {resume}, or draw what it stored with `python -m benchmark report {name} --partial`")
+    if state and not (run_dir / "leaderboard.csv").is_file():
+        raise UserError(f"{state} and stopped before writing leaderboard.csv, so there is nothing to draw; {resume}")
     run = read_run(run_dir)
     lb, manifest = run.leaderboard, run.manifest
     findings = build_findings(lb, run.comparisons, manifest, run.studies)
-    (run_dir / "findings.md").write_text(findings.markdown(), encoding="utf-8")
+    note = (f"{state}; this page shows only the tables it stored before that, not a finished benchmark; {resume}"
+            if state else "")
+    markdown = findings.markdown()
+    (run_dir / "findings.md").write_text(partial_markdown(markdown, note) if note else markdown, encoding="utf-8")
     specs = build_figures(run)
+    banner = f'<p class="partial" id="partial">PARTIAL: {_e(note)}.</p>' if note else ""
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(manifest.get('run', run_dir.name))}: AFF/NFF leaderboard</title>
+<html lang="en"><head><meta charset="utf-8"><title>{'PARTIAL ' if note else ''}{_e(manifest.get('run', run_dir.name))}: AFF/NFF leaderboard</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
-<header>{_header(manifest, run_dir)}</header>
+<header>{banner}{_header(manifest, run_dir)}</header>
 {answers_html(findings, key_comparisons(lb, run.comparisons))}
 <section class="findings" id="findings">{detail_html(findings)}</section>
 <h2 id="leaderboard-section">Leaderboard</h2>
@@ -383,10 +429,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder, or a run name under results/")
     parser.add_argument("--results", "--results-dir", dest="results_dir", type=Path, default=None,
                         help="where run names are looked up (default: $AFF_BENCHMARK_RESULTS or results/, as for run)")
+    parser.add_argument("--partial", action="store_true",
+                        help="draw a run that is not complete (failed or still running) from what it stored; "
+                             "the page and findings.md are marked PARTIAL")
 
 
 def command(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run, args.results_dir)
-    out = build_report(run_dir)
-    print(f"wrote {out} and {out.with_name('findings.md')}")
+    out = build_report(run_dir, partial=args.partial)
+    state = incomplete_text(run_dir, read_manifest(run_dir))
+    print(f"wrote {out} and {out.with_name('findings.md')}" + (f" (PARTIAL: {state})" if state else ""))
     return 0
