@@ -40,8 +40,8 @@ def test_a_failed_run_is_refused_in_one_line_with_its_reason_and_how_to_resume(f
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: run stopped is failed ({REASON} in <path>); resume it with "
-                   "`python -m benchmark run --resume --run stopped`, or draw what it stored with "
-                   "`python -m benchmark report stopped --partial`\n")
+                   f"`python -m benchmark run --resume --run {run}`, or draw what it stored with "
+                   f"`python -m benchmark report {run} --partial`\n")
     assert not (run / "findings.md").exists() or "PARTIAL" not in (run / "findings.md").read_text()
 
 
@@ -65,7 +65,8 @@ def test_partial_draws_what_exists_and_marks_page_and_findings_at_the_top(fake_r
     assert md[2].startswith(f"**PARTIAL: run stopped is failed ({REASON} in <path>); this page shows only the tables")
 
 
-def test_partial_without_tables_says_there_is_nothing_to_draw(tmp_path):
+def test_partial_without_tables_says_there_is_nothing_to_draw(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFF_BENCHMARK_RESULTS", str(tmp_path))   # a run under the results folder: its name
     run = tmp_path / "early"
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"run": "early", "status": "failed", "reason": REASON}))

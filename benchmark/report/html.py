@@ -373,6 +373,8 @@ def build_report(run_dir: Path, partial: bool = False) -> Path:
     manifest = read_manifest(run_dir)
     state = incomplete_text(run_dir, manifest)
     name = manifest.get("run") or run_dir.name
+    if not (run_dir.parent.resolve() == results_dir().resolve() and run_dir.name == name):
+        name = str(run_dir)   # not under the default results folder: the hints name its path
     resume = f"resume it with `python -m benchmark run --resume --run {name}`"
     if state and not partial:
         raise UserError(f"{state}; {resume}, or draw what it stored with `python -m benchmark report {name} --partial`")
