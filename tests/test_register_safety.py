@@ -278,3 +278,15 @@ def test_manifest_format_is_applied_to_the_images_manifest(tiny_dataset):
     ds.yaml.write_text(yaml.safe_dump(doc))
     cohort = load_dataset(ds.yaml)
     assert cohort.has_images and len(cohort.images) > 0
+
+
+@pytest.mark.parametrize("text, says", [("", "the dataset file is empty"), ("# only a comment\n", "the dataset file is empty"),
+                                        ("- a\n- b\n", "found a list")])
+def test_an_empty_or_listless_dataset_file_says_so(tmp_path, text, says):
+    from benchmark.data.dataset import load_dataset
+    from benchmark.errors import UserError
+
+    path = tmp_path / "dataset.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=says):
+        load_dataset(path)

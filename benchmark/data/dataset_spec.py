@@ -109,8 +109,13 @@ def parse_spec(path: Path, probs: Problems) -> DatasetSpec | None:
     except UnicodeDecodeError:
         probs.add(f"{path}: not a UTF-8 text file; save the dataset file as UTF-8")
         return None
+    if doc is None:
+        probs.add(f"{path}: the dataset file is empty; write its keys (name, register, label, images, ...), "
+                  "see README, 'Bring your own data'")
+        return None
     if not isinstance(doc, dict):
-        probs.add(f"{path}: expected a mapping of keys (name, register, label, images, ...), found {type(doc).__name__}")
+        kind = {"list": "a list", "str": "a single text"}.get(type(doc).__name__, type(doc).__name__)
+        probs.add(f"{path}: expected a mapping of keys (name, register, label, images, ...), found {kind}")
         return None
     base = path.parent.resolve()
     n_before = len(probs.items)
