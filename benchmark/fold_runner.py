@@ -71,6 +71,10 @@ class FoldRunner:
         self.cands = candidates
         # (modality, repeat, fold) -> (inner-CV score, name) of the best image / register candidate so far
         self.best: dict = {}
+        # (n_patients,) True for patients with at least one image (image inputs say nothing for the rest)
+        self.has_images = np.zeros(cohort.n_patients, dtype=bool)
+        if cohort.has_images:
+            self.has_images[cohort.images["patient"].unique()] = True
 
     def inner(self, fold: Fold) -> list[Fold]:
         """The inner folds of an outer fold: the same for the search, the bag, embeddings and folds.csv."""
@@ -110,45 +114,48 @@ class FoldRunner:
             return
         self.best[key] = (row["best_value"], cand.name)
 
-    def upstream_for(self, cand: Candidate, fold: Fold, member: int | None = None) -> pd.DataFrame | None:
-        """Predictions of consumed candidates, indexed by cohort position.
+    def read_inputs(self, cand: Candidate, fold: Fold) -> list[tuple[str, str, pd.DataFrame]]:
+        """(role or name, candidate, its part indexed by position) of every consumed input.
 
-        Outer-train patients get the consumed bag's inner out-of-fold values, outer-test
-        patients the value of the consumed bag's member ``member`` (its combined prediction
-        when None): fusion member k combines member k of each input, so the inputs'
-        disagreement carries through to the fusion's uncertainty. Nothing comes from a model
-        trained on the patient. A consumed role without a finished candidate in this fold
-        raises ``MissingInput``.
+        A consumed role without a finished candidate in this fold raises ``MissingInput``.
         """
-        if not cand.consumes:
-            return None
-        cols = []
+        out = []
         for up in cand.consumes:
             name = self.best_name(up, fold) if up in ROLES else up
             path = None if name is None else self.rd.part(name, fold.repeat, fold.index)
             if path is None or not path.exists():
                 raise MissingInput(f"its input {up} has no finished candidate in repeat {fold.repeat} "
                                    f"fold {fold.index + 1}")
-            df = pd.read_parquet(path).set_index("position")
+            out.append((up, name, pd.read_parquet(path).set_index("position")))
+        return out
+
+    def upstream_for(self, cand: Candidate, fold: Fold, member: int | None = None,
+                     inputs: list | None = None) -> pd.DataFrame | None:
+        """Predictions of consumed candidates, indexed by cohort position.
+
+        Outer-train patients get the consumed bag's inner out-of-fold values, outer-test
+        patients the value of the consumed bag's member ``member`` (its combined prediction
+        when None): fusion member k combines member k of each input, so the inputs'
+        disagreement carries through to the fusion's uncertainty. Nothing comes from a model
+        trained on the patient. ``inputs`` are ``read_inputs``' parts (read when not given).
+        """
+        if not cand.consumes:
+            return None
+        inputs = self.read_inputs(cand, fold) if inputs is None else inputs
+        cols = []
+        for up, name, df in inputs:
             prob, raw = df["prob"].copy(), df["prob_raw"].copy()
             if member is not None:
                 test = (df["set"] == "test").to_numpy()
                 prob[test] = _member(df.loc[test, "members"], member)
                 raw[test] = _member(df.loc[test, "members_raw"] if "members_raw" in df else df.loc[test, "members"], member)
             if self.cands[name].modality == "image":   # no image, nothing to say (not the prevalence)
-                none = ~self._has_images()[df.index.to_numpy()]
+                none = ~self.has_images[df.index.to_numpy()]
                 prob[none], raw[none] = np.nan, np.nan
             cols.append(source_frame(up, prob, raw, index=df.index))
         out = pd.concat(cols, axis=1)
-        out.attrs["sources"] = {up: (self.best_name(up, fold) if up in ROLES else up) for up in cand.consumes}
+        out.attrs["sources"] = {up: name for up, name, _ in inputs}
         return out
-
-    def _has_images(self) -> np.ndarray:
-        """(n_patients,) True for patients with at least one image."""
-        has = np.zeros(self.cohort.n_patients, dtype=bool)
-        if self.cohort.has_images:
-            has[self.cohort.images["patient"].unique()] = True
-        return has
 
     def run_unit(self, unit: WorkUnit) -> dict:
         """Search, refit the bag, calibrate, write the part; returns the studies.csv row."""
@@ -167,14 +174,12 @@ class FoldRunner:
         inner = self.inner(fold)
         label = f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{profile.outer_folds}"
         try:
-            upstream = self.upstream_for(cand, fold)
+            inputs = self.read_inputs(cand, fold)   # each consumed part read once per unit
         except MissingInput as exc:   # a failed input fails this fusion candidate's fold, not the run
             self.progress.unit_done(profile.trials_for(cand.modality) + 1)
             self.progress.say(f"{label} FAILED: {exc}")
-            return {"candidate": cand.name, "repeat": fold.repeat, "outer_fold": fold.index,
-                    "best_value": float("nan"), "n_trials": 0, "n_failed": 0, "n_pruned": 0,
-                    "status": "failed", "info": f"input missing: {exc}", "wall_s": 0.0, "best_params": "null"}
-        make_view = self._view_maker(cand, upstream)
+            return _row(cand, fold, status="failed", info=f"input missing: {exc}", best_params="null")
+        make_view = self._view_maker(cand, self.upstream_for(cand, fold, inputs=inputs))
         seed = self.study_seed(cand.name, fold)
         state = {"best": None}
 
@@ -191,10 +196,9 @@ class FoldRunner:
                         study_name=study_name(rd.run_id, cand.name, fold.repeat, fold.index), n_trials=n_trials,
                         timeout_s=profile.study_timeout_s, seed=seed, ctx_base=self._context(cand),
                         metric=self.metric, repeat=fold.repeat, outer_index=fold.index, on_trial=on_trial)
-        row = {"candidate": cand.name, "repeat": fold.repeat, "outer_fold": fold.index,
-               "best_value": res.best_value, "n_trials": res.n_trials, "n_failed": res.n_failed,
-               "n_pruned": res.n_pruned, "status": "ok", "info": "", "wall_s": 0.0,
-               "best_params": json.dumps(res.best_params, default=str), "timed_out": bool(res.timed_out)}
+        row = _row(cand, fold, best_value=res.best_value, n_trials=res.n_trials, n_failed=res.n_failed,
+                   n_pruned=res.n_pruned, best_params=json.dumps(res.best_params, default=str),
+                   timed_out=bool(res.timed_out))
         if res.best_params is None:
             reasons = pd.Series(res.fail_reasons or ["no trial finished in the time budget"]).value_counts()
             row.update(status="failed", info=f"every trial failed: {reasons.index[0]} ({reasons.iloc[0]}x)")
@@ -203,7 +207,7 @@ class FoldRunner:
         else:
             try:
                 models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
-                self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds)
+                self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs)
                 row.update(self._curve(inner, models, make_view, res.best_valid_preds))
                 self._record_best(cand, row)
                 res.best_models = res.best_valid_preds = None
@@ -238,7 +242,7 @@ class FoldRunner:
         return models
 
     def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,
-                     oof_preds: list | None = None) -> None:
+                     oof_preds: list | None = None, inputs: list | None = None) -> None:
         """OOF + outer-test predictions of the bag, calibrated on the OOF part; written as a part.
 
         Every candidate's members are its K inner-fold models (one deterministic prediction
@@ -248,7 +252,8 @@ class FoldRunner:
         (``calibration.bag_prediction``). MC-dropout passes, when the profile asks, are kept
         apart in ``mc_members`` (calibrated), not mixed into the members.
         ``oof_preds`` are the members' predictions on their inner-validation folds when the
-        search already made them (not computed twice).
+        search already made them (not computed twice); ``inputs`` are the consumed parts
+        (``read_inputs``), read once per unit.
         """
         y = self.cohort.y
         oof_prob = np.full(len(y), np.nan)
@@ -257,7 +262,7 @@ class FoldRunner:
         for k, (f, model) in enumerate(zip(inner, models)):
             oof_prob[f.test] = oof_preds[k] if oof_preds is not None else model.predict_proba(make_view(f.test, False))
             oof_fold[f.test] = k
-            view = self._member_view(cand, fold, k, make_view)
+            view = self._member_view(cand, fold, k, make_view, inputs)
             raw_members.append(np.asarray(model.predict_proba(view), dtype=np.float64))
             if self.profile.mc_passes and type(model).predict_members is not Family.predict_members:
                 mc.append(np.asarray(model.predict_members(view), dtype=np.float64))
@@ -297,22 +302,32 @@ class FoldRunner:
         out["at_budget"] = float("nan")
         if type(models[0]).predict_at is Family.predict_at:
             return out
-        for share in CURVE_SHARES:
-            scores = []
-            for k, (f, model) in enumerate(zip(inner, models)):
-                p = oof_preds[k] if share >= 1 and oof_preds is not None else model.predict_at(make_view(f.test, False), share)
-                scores.append(float("nan") if p is None else score(self.metric, y[f.test], p))
-            out[f"curve_{int(100 * share)}"] = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
+        scores = np.full((len(CURVE_SHARES), len(inner)), np.nan)
+        for k, (f, model) in enumerate(zip(inner, models)):
+            view = make_view(f.test, False)   # built once per fold, for every share
+            for j, share in enumerate(CURVE_SHARES):
+                p = oof_preds[k] if share >= 1 and oof_preds is not None else model.predict_at(view, share)
+                if p is not None:
+                    scores[j, k] = score(self.metric, y[f.test], p)
+        for j, share in enumerate(CURVE_SHARES):
+            row = scores[j]
+            out[f"curve_{int(100 * share)}"] = float(np.nanmean(row)) if np.isfinite(row).any() else float("nan")
         flags = [m.still_improving() for m in models]
         if all(f is not None for f in flags):
             out["at_budget"] = float(np.mean(flags))
         return out
 
-    def _member_view(self, cand: Candidate, fold: Fold, k: int, make_view):
+    def _member_view(self, cand: Candidate, fold: Fold, k: int, make_view, inputs: list | None):
         """The outer-test part as bag member ``k`` sees it (its inputs' member ``k`` for fusion)."""
         if not cand.consumes:
             return make_view(fold.test, False)
-        return self._view_maker(cand, self.upstream_for(cand, fold, member=k))(fold.test, False)
+        return self._view_maker(cand, self.upstream_for(cand, fold, member=k, inputs=inputs))(fold.test, False)
+
+
+def _row(cand: Candidate, fold: Fold, **fields) -> dict:
+    """A studies.csv row of one unit: ``fields`` over the defaults of a unit that ran no trial."""
+    return {"candidate": cand.name, "repeat": fold.repeat, "outer_fold": fold.index, "best_value": float("nan"),
+            "n_trials": 0, "n_failed": 0, "n_pruned": 0, "status": "ok", "info": "", "wall_s": 0.0, **fields}
 
 
 class MissingInput(RuntimeError):
