@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 
-from benchmark.data import validate
 from benchmark.data.splits import min_positives, run_folds
 from benchmark.errors import UserError
-
-
-def run_validate(capsys, *args) -> tuple[int, str]:
-    parser = argparse.ArgumentParser()
-    validate.add_arguments(parser)
-    code = validate.command(parser.parse_args([str(a) for a in args]))
-    out = capsys.readouterr()
-    return code, out.out + out.err
+from test_validate import run_validate
 
 
 def test_min_positives_is_what_run_folds_accepts():
