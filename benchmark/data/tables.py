@@ -30,6 +30,15 @@ _BINARY = ((b"PK\x03\x04", "an Excel workbook (.xlsx) or another zip file"),
            (b"\xd0\xcf\x11\xe0", "an old Excel workbook (.xls)"), (b"PAR1", "a Parquet file"))
 
 
+SNIFF_BYTES = 4096   # a NUL byte in the first this many bytes: UTF-16 text or a binary file, not a CSV
+SEPARATORS = (",", ";", "\t")
+
+
+def sniff_separator(header: str, declared: str | None = None) -> str:
+    """The declared separator, else the one of ``SEPARATORS`` the header line holds most often."""
+    return declared or max(SEPARATORS, key=header.count)
+
+
 def read_table(path: Path, probs: Problems, *, what: str, fmt: TableFormat | None = None,
                fmt_key: str = "register_format", yaml_name: str = "the dataset file") -> tuple[pd.DataFrame | None, int]:
     """A CSV (all cells as text) or Parquet file; returns (table, spreadsheet row of data row 0).
@@ -78,7 +87,7 @@ def read_table(path: Path, probs: Problems, *, what: str, fmt: TableFormat | Non
         probs.add(empty)
         return None, 2
     header = next((line for line in text.splitlines() if line.strip()), "")
-    sep = fmt.separator or max([",", ";", "\t"], key=header.count)
+    sep = sniff_separator(header, fmt.separator)
     names = [c.strip() for c in next(csv.reader([header], delimiter=sep), [])]
     dups = sorted({c for c in names if names.count(c) > 1})
     if dups:
@@ -127,8 +136,8 @@ def _decode(raw: bytes, path: Path, what: str, fmt: TableFormat, fmt_key: str, y
             probs.add(f"{path}: this is {kind}, not a CSV text file; save the {what} as 'CSV UTF-8' (or Parquet, "
                       "named .parquet)")
             return None
-    if b"\x00" in raw[:4096]:
-        head = raw[:4096]
+    if b"\x00" in raw[:SNIFF_BYTES]:
+        head = raw[:SNIFF_BYTES]
         odd_zero, even_zero = head[1::2].count(0), head[0::2].count(0)
         half = len(head) // 2
         if odd_zero > 0.4 * half and even_zero < 0.05 * half:

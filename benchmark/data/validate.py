@@ -34,6 +34,7 @@ import numpy as np
 from benchmark.data.dataset import Inspection, inspect_dataset
 from benchmark.data.image_cache import process_pool
 from benchmark.data.splits import min_positives, run_folds
+from benchmark.data.tables import SNIFF_BYTES, sniff_separator
 from benchmark.errors import UserError, where
 
 PARALLEL_MIN = 64
@@ -189,7 +190,7 @@ def register_warnings(ins: Inspection) -> list[str]:
     if spec is None or c is None or not c.has_register or spec.register is None:
         return []
     name = Path(spec.register).name
-    out = _nul_warning(Path(spec.register), name)
+    out = _nul_warning(Path(spec.register), name, spec.register_format.separator)
     reg = c.register
     miss = reg.isna().mean() if len(reg) else reg.isna().sum()
     empty = [col for col in reg.columns if miss[col] >= 1.0]
@@ -216,11 +217,12 @@ def _listed(cols: list, line, name: str, what: str) -> list[str]:
     return out
 
 
-def _nul_warning(path: Path, name: str) -> list[str]:
+def _nul_warning(path: Path, name: str, separator: str | None = None) -> list[str]:
     """NUL bytes in a CSV register: one line with the count and the first one's row and column.
 
-    The loader (``tables.read_table``) looks at the first 4 KiB only: a NUL there is its
-    problem (or UTF-16 text it decodes); one further down is read into a cell, and this says where.
+    The loader (``tables.read_table``) looks at the first ``SNIFF_BYTES`` only: a NUL there is
+    its problem (or UTF-16 text it decodes); one further down is read into a cell, and this
+    says where (columns split as the loader splits them: ``sniff_separator``).
     """
     if path.suffix.lower() in (".parquet", ".pq") or not path.is_file():
         return []
@@ -228,13 +230,13 @@ def _nul_warning(path: Path, name: str) -> list[str]:
     count = raw.count(b"\0")
     if not count:
         return []
-    if count > len(raw) // 5 or b"\0" in raw[:4096]:
+    if count > len(raw) // 5 or b"\0" in raw[:SNIFF_BYTES]:
         return []   # UTF-16 text (the loader decodes it) or a binary file (the loader's problem)
     first = raw.index(b"\0")
     row = raw.count(b"\n", 0, first) + 1
     line_start = raw.rfind(b"\n", 0, first) + 1
     header = raw.split(b"\n", 1)[0].decode("latin-1").rstrip("\r")
-    sep = max([",", ";", "\t"], key=header.count)
+    sep = sniff_separator(header, separator)
     names = [h.strip().strip('"') for h in header.split(sep)]
     k = raw[line_start:first].decode("latin-1").count(sep)
     place = where(name, row, names[k] if k < len(names) and row > 1 else None)
