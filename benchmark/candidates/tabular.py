@@ -153,7 +153,7 @@ class BoostedTrees(LibraryFamily):
 
 @register_family("xgboost")
 class XGBoostFamily(BoostedTrees):
-    """XGBoost with native categoricals and missing values, early stopping on ``valid``.
+    """XGBoost with native categoricals and missing values, early stopping on the stop part (``valid``, else a holdout).
 
     Params (all optional): ``n_estimators`` (cap; default 2000), ``early_stopping_rounds``
     (50), ``learning_rate``, ``max_depth``, ``min_child_weight``, ``subsample``,
@@ -192,7 +192,7 @@ class XGBoostFamily(BoostedTrees):
 
 @register_family("lightgbm")
 class LightGBMFamily(BoostedTrees):
-    """LightGBM with native categoricals and missing values, early stopping on ``valid``.
+    """LightGBM with native categoricals and missing values, early stopping on the stop part (``valid``, else a holdout).
 
     Params (all optional): ``n_estimators`` (cap; default 2000), ``early_stopping_rounds``
     (50), ``learning_rate``, ``num_leaves``, ``max_depth``, ``min_child_samples``,
