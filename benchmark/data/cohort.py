@@ -22,7 +22,7 @@ import pandas as pd
 @dataclass
 class Cohort:
     name: str
-    y: np.ndarray                      # (n,) int8, 1 = AFF (positive), 0 = NFF
+    y: np.ndarray                      # (n,) int8, 1 = AFF (positive), 0 = NFF; -1 when not labelled
     register: pd.DataFrame | None      # (n, p) features only; numeric float64, categoricals as 'category'
     images: pd.DataFrame | None        # columns: patient (int position), path (absolute str); private
     keys: np.ndarray                   # (n,) str, output-safe stable patient keys
@@ -31,6 +31,7 @@ class Cohort:
     fingerprint: str = ""              # hash of the inputs (files' contents and settings)
     source: Path | None = None         # the dataset file
     cache_dir: Path | None = None      # where decoded images are cached
+    labelled: bool = True              # False: a dataset to predict on, without labels (y is all -1)
     _pixels: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -73,7 +74,7 @@ class Cohort:
             register=None if self.register is None else self.register.iloc[patients].reset_index(drop=True),
             images=images, keys=self.keys[patients], categorical=list(self.categorical),
             oracle=None if self.oracle is None else self.oracle.iloc[patients].reset_index(drop=True),
-            fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir)
+            fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir, labelled=self.labelled)
 
     def view(self, patients: np.ndarray, *, labels: bool, image_size: int | None = None,
              upstream: pd.DataFrame | None = None) -> "PatientData":

@@ -10,7 +10,8 @@ The dataset file (paths are relative to it)::
     name: my-aff-cohort
     register: register.csv            # CSV (',' ';' or tab) or Parquet, one row per patient
     id_column: patient_id             # default patient_id
-    label: {column: group, positive: AFF, negative: NFF}   # negative optional; 1/0 works too
+    label: {column: group, positive: AFF, negative: NFF}   # negative optional; 1/0 works too; the
+    #                                   whole key may be left out in a dataset to predict on (see below)
     images:
       root: images/                   # DICOM (.dcm or no suffix), PNG, JPEG, TIFF, BMP
       manifest: images.csv            # columns path, patient_id (path relative to root) ...
@@ -36,6 +37,15 @@ The dataset file (paths are relative to it)::
 Either ``register`` or ``images`` may be left out. Without a register the label comes from
 the manifest (a ``label.column`` there, one value per patient) or from a named group
 ``label`` in the pattern.
+
+``label`` is required for ``validate`` and ``run``. A dataset that a trained model is applied
+to (``load_dataset(path, labels="optional")``, as ``predict`` does) may leave it out: its
+patients are then unlabelled (``Cohort.labelled`` False, ``Cohort.y`` all -1). When such a
+file does give ``label``, the label column must exist and every cell be filled, as always,
+but one class only is allowed (a warning says that AUC and the other metrics needing both
+classes will be missing). ``load_dataset(..., categorical=[...])`` adds columns treated as
+if listed under ``categorical`` (e.g. those the model was trained with as categories);
+names not in the register are ignored.
 
 Everything is checked before anything is returned; problems are gathered (so that
 ``python -m benchmark validate`` can list them all) and ``load_dataset`` raises the first as
@@ -117,13 +127,22 @@ class Inspection:
 
 # ============================================================================ public API
 
-def load_dataset(path: str | Path, *, missing: str | None = None) -> Cohort:
+def load_dataset(path: str | Path, *, missing: str | None = None, labels: str = "required",
+                 categorical: tuple[str, ...] | list[str] = ()) -> Cohort:
     """Load and validate the dataset file at ``path``; ``UserError`` on the first problem.
 
     ``missing`` ('drop' or 'fail') overrides the file's ``missing_images`` setting. Dropped
     patients or images are reported with a ``DatasetWarning`` giving their count.
+    ``labels="optional"`` (a dataset to predict on) accepts a file without ``label``: the
+    cohort then has ``labelled`` False and ``y`` all -1; a labelled file may hold one class
+    (a warning). ``categorical`` names more categorical columns, united with the file's
+    list; those not in the register are ignored.
+
+        >>> new = load_dataset("new-hospital.yaml", labels="optional", categorical=["site"])  # doctest: +SKIP
+        >>> new.labelled, set(new.y.tolist())                                                # doctest: +SKIP
+        (False, {-1})
     """
-    ins = inspect_dataset(path, missing=missing)
+    ins = inspect_dataset(path, missing=missing, labels=labels, categorical=categorical)
     if ins.problems:
         first = ins.problems[0]
         more = len(ins.problems) - 1
@@ -136,37 +155,45 @@ def load_dataset(path: str | Path, *, missing: str | None = None) -> Cohort:
     return ins.cohort
 
 
-def load_dataset_file(path: str | Path) -> DatasetSpec:
-    """Parse and check the YAML file only (keys, types, that the named paths exist)."""
+def load_dataset_file(path: str | Path, *, labels: str = "required") -> DatasetSpec:
+    """Parse and check the YAML file only (keys, types, that the named paths exist).
+
+    ``labels`` as for ``load_dataset``.
+    """
     probs = Problems()
-    spec = parse_spec(Path(path), probs)
+    spec = parse_spec(Path(path), probs, labels=labels)
     if probs.items:
         raise UserError(probs.items[0])
     assert spec is not None
     return spec
 
 
-def inspect_dataset(path: str | Path, *, missing: str | None = None) -> Inspection:
-    """Check everything and gather all problems instead of stopping at the first."""
+def inspect_dataset(path: str | Path, *, missing: str | None = None, labels: str = "required",
+                    categorical: tuple[str, ...] | list[str] = ()) -> Inspection:
+    """Check everything and gather all problems instead of stopping at the first; keywords as for ``load_dataset``."""
+    if isinstance(categorical, str):
+        categorical = (categorical,)
+    categorical = tuple(str(c) for c in categorical)
     probs = Problems()
-    spec = parse_spec(Path(path), probs)
+    spec = parse_spec(Path(path), probs, labels=labels)
     if spec is None:
         return Inspection(None, None, probs.items, probs.warnings)
     if missing is not None:
         if missing not in ("drop", "fail"):
             raise ValueError(f"missing must be 'drop' or 'fail', got {missing!r}")
         spec = dataclasses.replace(spec, missing_images=missing)
-    reg = read_register(spec, probs) if spec.register is not None else None
+    reg = read_register(spec, probs, extra_categorical=categorical) if spec.register is not None else None
     imgs = read_images(spec, probs) if spec.images is not None else None
     if (spec.register is not None and reg is None) or (spec.images is not None and imgs is None) or probs.items:
         return Inspection(spec, None, probs.items, probs.warnings,
                           unmatched_files=imgs.unmatched if imgs is not None else 0)
-    return _assemble(spec, reg, imgs, probs)
+    return _assemble(spec, reg, imgs, probs, labels_required=labels == "required")
 
 
 # ============================================================================ assembly
 
-def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, probs: Problems) -> Inspection:
+def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, probs: Problems, *,
+              labels_required: bool = True) -> Inspection:
     dropped_patients = dropped_images = 0
     if reg is not None:
         ids, y = reg.ids, reg.y
@@ -221,7 +248,7 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
     kept = np.flatnonzero(keep)
     y = y[kept]
     where_text = str(spec.register if spec.register is not None else imgs.source)
-    if not check_classes(y, spec, where_text, probs):
+    if spec.label is not None and not check_classes(y, spec, where_text, probs, required=labels_required):
         return Inspection(spec, None, probs.items, probs.warnings)
     kept_ids = [ids[i] for i in kept]
     oracle = _read_oracle(spec, kept_ids, probs) if spec.oracle is not None else None
@@ -229,7 +256,7 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
         return Inspection(spec, None, probs.items, probs.warnings)
 
     register = None
-    categorical: list[str] = []
+    categorical: list[str] = []   # the register's categorical columns (the file's list and the caller's)
     if reg is not None:
         register = reg.features.iloc[kept].reset_index(drop=True)
         categorical = list(reg.categorical)
@@ -241,23 +268,28 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
     keys = np.array([f"P{i + 1:0{width}d}" for i in range(n)])
     cohort = Cohort(
         name=spec.name, y=y.astype(np.int8), register=register, images=images, keys=keys,
-        categorical=categorical, oracle=oracle, fingerprint=_fingerprint(spec, img_rel, img_paths),
-        source=spec.path, cache_dir=spec.cache_dir or default_cache_dir(),
+        categorical=categorical, oracle=oracle,
+        fingerprint=_fingerprint(spec, img_rel, img_paths, [c for c in categorical if c not in spec.categorical]),
+        source=spec.path, cache_dir=spec.cache_dir or default_cache_dir(), labelled=spec.label is not None,
     )
-    names = (spec.label.positive, spec.label.negative or "other")
+    names = ("positive", "negative")
+    if spec.label is not None:
+        names = (spec.label.positive, spec.label.negative or "other")
     return Inspection(spec, cohort, probs.items, probs.warnings, image_where=img_where or [], label_names=names,
                       dropped_patients=dropped_patients, dropped_images=dropped_images,
                       unmatched_files=imgs.unmatched if imgs is not None else 0)
 
 
 def _patients_from_images(spec: DatasetSpec, imgs: ImageIndex, probs: Problems):
-    """Image-only cohort: patients in order of first appearance, one label per patient."""
+    """Image-only cohort: patients in order of first appearance, one label per patient (-1 without a label)."""
     ids: list[str] = []
     first: dict[str, int] = {}
     for i, pid in enumerate(imgs.patient_ids):
         if pid not in first:
             first[pid] = i
             ids.append(pid)
+    if spec.label is None:
+        return ids, np.full(len(ids), -1, dtype=np.int8), np.ones(len(ids), dtype=bool)
     y_img = parse_labels(imgs.labels, spec, lambda i: f"{imgs.where[i]} (label)", probs)
     if y_img is None:
         return ids, None, None
@@ -298,8 +330,10 @@ def _read_oracle(spec: DatasetSpec, ids: list[str], probs: Problems) -> pd.DataF
     return pd.DataFrame(out)
 
 
-def _fingerprint(spec: DatasetSpec, rel: list[str] | None, paths: list[str] | None) -> str:
-    """Hash of the dataset file, register/manifest/oracle bytes and the image list (path, size)."""
+def _fingerprint(spec: DatasetSpec, rel: list[str] | None, paths: list[str] | None,
+                 extra_categorical: list[str]) -> str:
+    """Hash of the dataset file, register/manifest/oracle bytes, the image list (path, size) and the
+    columns made categorical by the caller beyond the file's list (none: the hash of the file alone)."""
     h = hashlib.sha256(b"aff-dataset-v1\0")
     for f in (spec.path, spec.register, spec.images.manifest if spec.images else None, spec.oracle):
         h.update(b"\0file\0")
@@ -308,6 +342,8 @@ def _fingerprint(spec: DatasetSpec, rel: list[str] | None, paths: list[str] | No
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
     h.update(f"\0settings\0{spec.missing_images}\0{spec.orphan_images}\0".encode())
+    if extra_categorical:
+        h.update(("\0categorical\0" + "\0".join(extra_categorical) + "\0").encode())
     for r, p in zip(rel or [], paths or []):
         h.update(f"{r}\0{os.path.getsize(p)}\n".encode())
     return h.hexdigest()[:20]

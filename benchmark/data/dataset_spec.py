@@ -3,9 +3,13 @@
     >>> from benchmark.data.dataset_spec import Problems, parse_spec
     >>> probs = Problems()
     >>> spec = parse_spec(Path("data/my-cohort.yaml"), probs)   # doctest: +SKIP
+    >>> spec = parse_spec(Path("new-patients.yaml"), probs, labels="optional")  # doctest: +SKIP
+    >>> spec.label is None                                 # doctest: +SKIP
+    True
 
 ``parse_spec`` checks keys, types and that the named files and folders exist; it reads
-none of them. The format itself is documented once, in ``benchmark.data.dataset``.
+none of them. ``label`` is required unless ``labels="optional"`` (a dataset to predict
+on); without it ``DatasetSpec.label`` is None. The format itself is documented once, in ``benchmark.data.dataset``.
 ``norm_label`` is the one spelling of a label value, shared by the file's
 ``label.positive``/``label.negative`` and the label cells (``register_table``).
 """
@@ -63,7 +67,7 @@ class DatasetSpec:
 
     path: Path
     name: str
-    label: LabelSpec
+    label: LabelSpec | None             # None: no 'label' key (only with labels="optional")
     register: Path | None = None
     id_column: str = "patient_id"
     images: ImageSpec | None = None
@@ -93,8 +97,17 @@ class Problems:
         self.warnings.append(msg)
 
 
-def parse_spec(path: Path, probs: Problems) -> DatasetSpec | None:
-    """The dataset file at ``path`` as a ``DatasetSpec``; None (with problems added) when it is unusable."""
+LABEL_MODES = ("required", "optional")
+
+
+def parse_spec(path: Path, probs: Problems, *, labels: str = "required") -> DatasetSpec | None:
+    """The dataset file at ``path`` as a ``DatasetSpec``; None (with problems added) when it is unusable.
+
+    ``labels="optional"`` accepts a file without a ``label`` key (``spec.label`` is then None);
+    a ``label`` key that is there is checked as always.
+    """
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be 'required' or 'optional', got {labels!r}")
     if path.is_dir():
         probs.add(f"{path}: is a folder, not a file; give the path to the dataset YAML file inside it")
         return None
@@ -170,7 +183,9 @@ def parse_spec(path: Path, probs: Problems) -> DatasetSpec | None:
 
     label = None
     raw_label = doc.get("label")
-    if not isinstance(raw_label, dict):
+    if raw_label is None and labels == "optional":
+        pass  # an unlabelled dataset: patients to predict
+    elif not isinstance(raw_label, dict):
         probs.add(f"{path}, key 'label': required, e.g. label: {{column: group, positive: AFF}}")
     else:
         for key in sorted(set(map(str, raw_label)) - LABEL_KEYS):

@@ -38,7 +38,7 @@ class ImageIndex:
     patient_ids: list[str]       # per image
     paths: list[str]             # absolute
     where: list[str]             # per image: location for messages (manifest row or listing position)
-    labels: list | None          # per image raw label (image-only cohorts)
+    labels: list | None          # per image raw label (image-only cohorts with a label; else None)
     source: Path                 # manifest file or root folder
     rel: list[str]               # paths relative to root, for the fingerprint
     unmatched: int = 0
@@ -80,8 +80,9 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
                                fmt_key="manifest_format", yaml_name=spec.path.name)
     if df is None:
         return None
+    image_labels = spec.register is None and spec.label is not None
     need = [im.path_column, im.patient_column]
-    if spec.register is None:
+    if image_labels:
         need.append(spec.label.column)
     missing = [c for c in need if c not in df.columns]
     for c in missing:
@@ -132,7 +133,7 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
                   "or remove the row")
     if len(probs.items) > n_before:
         return None
-    labels = df[spec.label.column].tolist() if spec.register is None else None
+    labels = df[spec.label.column].tolist() if image_labels else None
     rel_list = [os.path.relpath(p, im.root) for p in paths]
     return ImageIndex(pids, paths, wheres, labels, im.manifest, rel_list)
 
@@ -140,7 +141,8 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
 def _from_pattern(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     im = spec.images
     rx = re.compile(im.pattern)
-    if spec.register is None and "label" not in rx.groupindex:
+    image_labels = spec.register is None and spec.label is not None
+    if image_labels and "label" not in rx.groupindex:
         probs.add(f"{spec.path}, key 'images.pattern': an image-only cohort without a manifest needs a named group "
                   "(?P<label>...) in the pattern, or a manifest with a label column")
         return None
@@ -162,7 +164,7 @@ def _from_pattern(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
         pids.append(m.group("patient_id").strip())
         paths.append(os.path.normpath(p))
         rels.append(rel)
-        labels.append(m.group("label") if "label" in rx.groupindex else None)
+        labels.append(m.group("label") if image_labels else None)
     if not paths:
         probs.add(f"{spec.path}, key 'images.pattern': no file under {im.root} matches the pattern "
                   f"({len(files)} files looked at; the regex must match the whole path relative to root)")
@@ -179,7 +181,7 @@ def _from_pattern(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
                   f"(only the first {_MAX_LISTED} are listed)")
     if outside:
         return None
-    return ImageIndex(pids, paths, wheres, labels if spec.register is None else None, im.root, rels, unmatched)
+    return ImageIndex(pids, paths, wheres, labels if image_labels else None, im.root, rels, unmatched)
 
 
 def _check_image_files(spec: DatasetSpec, imgs: ImageIndex, probs: Problems) -> None:

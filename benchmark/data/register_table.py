@@ -4,8 +4,10 @@
     >>> reg.ids[:2], reg.features.dtypes, reg.y   # doctest: +SKIP
 
 ``read_register`` checks the id column (no empty or repeated id), turns every other column
-not dropped into a float feature (or a category when listed under ``categorical``) and the
-label column into 1/0 with ``parse_labels``, which image-only cohorts use as well.
+not dropped into a float feature (or a category when listed under ``categorical``, or among
+the caller's ``extra_categorical`` where present) and the label column into 1/0 with
+``parse_labels``, which image-only cohorts use as well. A spec without a label (a dataset
+to predict on) gives -1 for every patient.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ class Register:
     """The register as read: ids and labels per row, features without the id, label and dropped columns."""
 
     ids: list[str]
-    y: np.ndarray | None    # None when the label column has problems
+    y: np.ndarray | None    # None when the label column has problems; all -1 when the spec has no label
     features: pd.DataFrame
     first_row: int          # spreadsheet row of data row 0
     categorical: list[str]
 
 
-def read_register(spec: DatasetSpec, probs: Problems) -> Register | None:
-    """Read and check ``spec.register``; None when it cannot be read or lacks the id or label column."""
+def read_register(spec: DatasetSpec, probs: Problems, *, extra_categorical: tuple[str, ...] = ()) -> Register | None:
+    """Read and check ``spec.register``; None when it cannot be read or lacks the id or label column.
+
+    ``extra_categorical``: more categorical columns besides the file's ``categorical`` (those
+    not in the register are ignored, unlike the file's own list).
+    """
     path = spec.register
     df, first_row = read_table(path, probs, what="register", fmt=spec.register_format, fmt_key="register_format",
                                yaml_name=spec.path.name)
@@ -44,8 +50,9 @@ def read_register(spec: DatasetSpec, probs: Problems) -> Register | None:
         return None
     cols = list(df.columns)
     fatal = False
-    for key, col in (("id_column", spec.id_column), ("label.column", spec.label.column)):
-        if col not in cols:
+    label_col = spec.label.column if spec.label is not None else None
+    for key, col in (("id_column", spec.id_column), ("label.column", label_col)):
+        if col is not None and col not in cols:
             probs.add(f"{path}: column {col!r} ({key} in {spec.path.name}) not found; the columns are {columns_text(cols)}")
             fatal = True
     for key in ("drop_columns", "categorical"):
@@ -56,9 +63,9 @@ def read_register(spec: DatasetSpec, probs: Problems) -> Register | None:
         return None
     ids = id_text(df[spec.id_column])
     _check_ids(ids, path, spec.id_column, first_row, probs)
-    drop = set(spec.drop_columns) | {spec.id_column, spec.label.column}
+    drop = set(spec.drop_columns) | {spec.id_column} | ({label_col} if label_col is not None else set())
     feats = [c for c in cols if c not in drop]
-    categorical = [c for c in feats if c in set(spec.categorical)]
+    categorical = [c for c in feats if c in set(spec.categorical) | set(extra_categorical)]
     out = {}
     for col in feats:
         if _refuse_identifier(df[col], col, path, spec.path.name, probs):
@@ -66,7 +73,10 @@ def read_register(spec: DatasetSpec, probs: Problems) -> Register | None:
             continue
         out[col] = _feature(df[col], col, col in categorical, path, first_row, df.attrs, spec.path.name, probs)
     features = pd.DataFrame(out, index=pd.RangeIndex(len(df)))
-    y = parse_labels(df[spec.label.column].tolist(), spec, lambda i: where(path, first_row + i, spec.label.column), probs)
+    if label_col is None:
+        y = np.full(len(df), -1, dtype=np.int8)
+    else:
+        y = parse_labels(df[label_col].tolist(), spec, lambda i: where(path, first_row + i, label_col), probs)
     return Register(ids=ids, y=y, features=features, first_row=first_row, categorical=categorical)
 
 
@@ -265,11 +275,21 @@ def parse_labels(values: list, spec: DatasetSpec, locate, probs: Problems) -> np
     return y
 
 
-def check_classes(y: np.ndarray, spec: DatasetSpec, where_text: str, probs: Problems) -> bool:
-    """False (with a problem added) when ``y`` holds one class only."""
+def check_classes(y: np.ndarray, spec: DatasetSpec, where_text: str, probs: Problems, *,
+                  required: bool = True) -> bool:
+    """False (with a problem added) when ``y`` holds one class only.
+
+    ``required=False`` (external validation, ``labels="optional"``): one class is allowed,
+    with a warning that the metrics needing both classes will be missing.
+    """
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == len(y):
         have = "positive" if n_pos else "negative"
+        if not required:
+            probs.warn(f"{where_text}: all {len(y)} patients have the {have} label (one class only); metrics that "
+                       f"need both classes (AUC) will be missing: check label.positive ({spec.label.positive!r}) "
+                       f"in {spec.path.name} if that is not what you expect")
+            return True
         probs.add(f"{where_text}: all {len(y)} patients have the {have} label (one class only); the benchmark needs "
                   f"both classes: check label.positive ({spec.label.positive!r}) in {spec.path.name}")
         return False
