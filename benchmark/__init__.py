@@ -8,3 +8,15 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+
+def load_model(path, device: str = "cpu"):
+    """The exported model in a bundle folder (``python -m benchmark export``); see ``benchmark.export``.
+
+        from benchmark import load_model
+        m = load_model("results/<run>/bundles/late_stacking")
+        table = m.predict("new-hospital.yaml")       # or a Cohort from benchmark.data.dataset.load_dataset
+    """
+    from benchmark.export.bundle import load_model as _load
+
+    return _load(path, device=device)

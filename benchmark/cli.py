@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,list,report,synth,validate}``.
+"""Command line: ``python -m benchmark {run,list,report,synth,validate,export,predict}``.
 
 Each sub-command lives in the module of its stage; this file only wires them. A module
 contributes ``add_arguments(parser)`` and ``command(args) -> int``. ``UserError`` is
@@ -20,6 +20,8 @@ COMMANDS = {
     "report": ("benchmark.report.html", "rebuild leaderboard.html from a run's stored files"),
     "synth": ("benchmark.data.synth", "write a synthetic AFF/NFF cohort"),
     "validate": ("benchmark.data.validate", "check a dataset file and print a summary"),
+    "export": ("benchmark.export.export", "train a run's candidate on the whole cohort and write a model bundle"),
+    "predict": ("benchmark.export.predict", "predict new patients with a bundle (external validation with labels)"),
 }
 
 

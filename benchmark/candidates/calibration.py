@@ -98,11 +98,14 @@ def member_scale_ratio(z: np.ndarray) -> float:
     return float(np.clip(var_single / var_mean, 1.0, z.shape[0]))
 
 
-def bag_prediction(cal: Calibrator, raw_members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bag_prediction(cal: Calibrator, raw_members: np.ndarray, *, r: float | None = None,
+                   mu: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prob, prob_raw, members) of test patients from the bag's raw member predictions (K, n).
 
     ``prob`` is the calibrated single-member-equivalent mean (module docstring); ``prob_raw``
     the sigmoid of the mean logit; ``members`` each member calibrated on its own (K, n).
+    ``r`` and ``mu`` fixed in advance (an exported model: a patient's prediction must not
+    depend on who else is in the batch) replace the estimates from these patients.
     """
     raw = np.atleast_2d(np.asarray(raw_members, dtype=np.float64))
     z = _logit(raw)
@@ -111,7 +114,9 @@ def bag_prediction(cal: Calibrator, raw_members: np.ndarray) -> tuple[np.ndarray
     members = cal.transform(raw)
     if cal.fitted_method == "none":
         return prob_raw, prob_raw, members
-    r = member_scale_ratio(z)
-    mu = float(np.mean(z[np.isfinite(z)])) if np.isfinite(z).any() else 0.0
+    if r is None:
+        r = member_scale_ratio(z)
+    if mu is None:
+        mu = float(np.mean(z[np.isfinite(z)])) if np.isfinite(z).any() else 0.0
     z_star = mu + r * (z_bar - mu)
     return cal.transform(expit(z_star)), prob_raw, members

@@ -47,11 +47,17 @@ from benchmark.candidates.torch_train import cpu_threads, resolve_device, torch_
 from benchmark.errors import UserError
 
 ENCODER_SEED = 0           # the random initialisation used when no weights are given
+BUNDLE_TAG = "bundle:"     # ``pretrained_`` of an encoder whose weights came from an exported bundle
 _ENCODERS: dict[tuple, tuple[torch.nn.Module, tuple[float, float]]] = {}
 _FEATURES: dict[tuple, dict[str, np.ndarray]] = {}   # encoder key -> {patient key: features}
 
 
 def _encoder(arch: str, pretrained: Any, device: torch.device):
+    if isinstance(pretrained, str) and pretrained.startswith(BUNDLE_TAG):   # restored from a bundle
+        key = (arch, pretrained, str(device))
+        if key not in _ENCODERS:
+            raise RuntimeError(f"encoder {pretrained} was not registered (load the bundle again)")
+        return key, None, _ENCODERS[key]
     weights = resolve_weights(arch, pretrained)
     key = (arch, str(weights), str(device))
     if key not in _ENCODERS:
@@ -170,6 +176,28 @@ class _EmbedTrees(Family):
 
     def predict_proba(self, data) -> np.ndarray:
         return self.model_.predict_proba(self._augment(data))
+
+    # -- bundles (benchmark.export.codec): the frozen encoder's weights travel with the trees
+
+    def bundle_extra(self, writer, path: str) -> dict:
+        _, _, (net, stats) = _encoder(self.encoder_, self.pretrained_, resolve_device(self.device_))
+        return {"encoder": writer.tensors(f"{path}.encoder", net.state_dict()), "stats": list(stats)}
+
+    def bundle_restore(self, reader, extra: dict) -> None:
+        """Register the bundle's encoder (random-init architecture + its weights) for ``_embed``."""
+        data = reader.file(extra["encoder"])
+        dev = resolve_device(reader.device)
+        tag = BUNDLE_TAG + hashlib.blake2b(data, digest_size=16).hexdigest()
+        key = (self.encoder_, tag, str(dev))
+        if key not in _ENCODERS:
+            net = build_timm_model(self.encoder_, weights=None, seed=ENCODER_SEED)
+            net.load_state_dict(reader.tensors(extra["encoder"]))
+            net = net.to(dev).eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+            _ENCODERS[key] = (net, tuple(float(v) for v in extra["stats"]))
+        self.pretrained_, self.device_ = tag, str(dev)
+        self.threads_ = cpu_threads({}) if dev.type == "cpu" and not self.threads_ else self.threads_
 
     def predict_at(self, data, share: float) -> np.ndarray:
         return self.model_.predict_at(self._augment(data), share)

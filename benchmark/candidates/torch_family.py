@@ -198,6 +198,28 @@ class TorchFamily(Family):
         self._free()
         return self
 
+    # -- bundles (benchmark.export.codec): weights as safetensors, the network rebuilt from the settings
+
+    bundle_skip: ClassVar[tuple[str, ...]] = ("model_", "snapshots_", "_notes", "history_")
+
+    def bundle_extra(self, writer, path: str) -> dict:
+        return {"weights": writer.tensors(path, self.model_.state_dict())}
+
+    def bundle_restore(self, reader, extra: dict) -> None:
+        """Rebuild the network from the settings (random init, no weight file needed) and load
+        the bundle's weights; the model runs on ``reader.device``."""
+        self._notes, self.snapshots_, self.history_ = [], {}, []
+        self.device_ = resolve_device(reader.device)
+        if self.device_.type == "cpu":
+            self.n_threads_ = self.n_threads_ or cpu_threads({})
+        else:
+            self.n_threads_ = None
+        s = {**self.settings(), "pretrained": False}
+        with torch_threads(self.n_threads_):
+            net = self.network(s, None, TrialContext(device=str(self.device_), seed=self.seed_))()
+            net.load_state_dict(reader.tensors(extra["weights"]))
+        self.model_ = net.to(self.device_).eval()
+
     # -- predict
 
     def patient_probs(self, logits: np.ndarray, owner: np.ndarray, data) -> np.ndarray:

@@ -123,6 +123,7 @@ class Inspection:
     dropped_patients: int = 0
     dropped_images: int = 0
     unmatched_files: int = 0
+    ids: list[str] = field(default_factory=list, repr=False)   # the cohort's own ids (never printed; predict --keep-ids)
 
 
 # ============================================================================ public API
@@ -131,7 +132,8 @@ def load_dataset(path: str | Path, *, missing: str | None = None, labels: str = 
                  categorical: tuple[str, ...] | list[str] = ()) -> Cohort:
     """Load and validate the dataset file at ``path``; ``UserError`` on the first problem.
 
-    ``missing`` ('drop' or 'fail') overrides the file's ``missing_images`` setting. Dropped
+    ``missing`` ('drop', 'fail', or 'keep': patients without images stay, for a model with a
+    missing-image fallback) overrides the file's ``missing_images`` setting. Dropped
     patients or images are reported with a ``DatasetWarning`` giving their count.
     ``labels="optional"`` (a dataset to predict on) accepts a file without ``label``: the
     cohort then has ``labelled`` False and ``y`` all -1; a labelled file may hold one class
@@ -179,8 +181,8 @@ def inspect_dataset(path: str | Path, *, missing: str | None = None, labels: str
     if spec is None:
         return Inspection(None, None, probs.items, probs.warnings)
     if missing is not None:
-        if missing not in ("drop", "fail"):
-            raise ValueError(f"missing must be 'drop' or 'fail', got {missing!r}")
+        if missing not in ("drop", "fail", "keep"):
+            raise ValueError(f"missing must be 'drop', 'fail' or 'keep', got {missing!r}")
         spec = dataclasses.replace(spec, missing_images=missing)
     reg = read_register(spec, probs, extra_categorical=categorical) if spec.register is not None else None
     imgs = read_images(spec, probs) if spec.images is not None else None
@@ -230,6 +232,9 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
             if spec.missing_images == "fail":
                 probs.add(f"{first}: {len(without)} patients have no image (this is the first); add their images or set "
                           f"missing_images: drop in {spec.path.name}")
+            elif spec.missing_images == "keep":   # prediction: the model's missing-image fallback applies
+                probs.warn(f"{spec.register if reg is not None else imgs.source}: {len(without)} patients have no "
+                           "image; they are kept (missing_images: keep)")
             else:
                 probs.warn(f"{spec.register if reg is not None else imgs.source}: {len(without)} patients have no "
                            "image; they were dropped (missing_images: drop)")
@@ -277,7 +282,7 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
         names = (spec.label.positive, spec.label.negative or "other")
     return Inspection(spec, cohort, probs.items, probs.warnings, image_where=img_where or [], label_names=names,
                       dropped_patients=dropped_patients, dropped_images=dropped_images,
-                      unmatched_files=imgs.unmatched if imgs is not None else 0)
+                      unmatched_files=imgs.unmatched if imgs is not None else 0, ids=kept_ids)
 
 
 def _patients_from_images(spec: DatasetSpec, imgs: ImageIndex, probs: Problems):

@@ -1,0 +1,276 @@
+"""``python -m benchmark export RUN [--candidate NAME] [--out DIR]``: the winner, trained on everyone.
+
+The run's nested cross-validation estimated how well a *procedure* does: search the
+candidate's space on inner folds, bag the best trial's inner-fold models, calibrate on
+their out-of-fold predictions. Export applies that same procedure (the run's profile,
+seed, calibration and metric) once more, to the whole cohort:
+
+1. the inner folds are folds of all patients; the Optuna study searches on them;
+2. the bag is the best trial's K inner-fold models;
+3. the calibrator is fitted on their out-of-fold predictions (every patient once);
+4. conformal thresholds (90 %, 95 %, per class) and the decision threshold (90 %
+   specificity) come from the calibrated out-of-fold predictions;
+5. a fusion candidate exports its inputs with it (each through 1-4, in the run's order);
+   a consumed role (best_image, best_register) is the candidate the run chose for it in
+   most outer folds (ties: the higher mean inner score); the choice is not searched again.
+
+The run's nested-CV figures are the performance claim for this procedure; the bundle's
+model card says so. The bundle is written by ``benchmark.export.bundle``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import logit
+
+from benchmark.candidates.base import get_family
+from benchmark.candidates.calibration import Calibrator, member_scale_ratio
+from benchmark.candidates.fusion_inputs import source_frame
+from benchmark.data.splits import Fold, stratified_subsample
+from benchmark.errors import UserError
+from benchmark.evaluate.conformal import fit_thresholds
+from benchmark.evaluate.metrics import threshold_at_spec
+from benchmark.export.model import LEVELS, Component, ExportedModel
+from benchmark.export.schema import schema_of
+from benchmark.protocol import ROLES
+from benchmark.run_folder import RunConfig, RunDir, versions
+from benchmark.search.spaces import Candidate, get_profile
+from benchmark.search.study import run_study, stable_seed
+
+SPECIFICITY = 0.90   # the exported decision threshold's specificity on the out-of-fold predictions
+_EPS = 1e-6
+
+
+def default_candidate(run_dir: Path) -> str:
+    """The best fusion candidate by mean inner-CV score, else the best single one."""
+    st = _studies(run_dir)
+    ok = st[st["status"] != "failed"]
+    if ok.empty:
+        raise UserError(f"{run_dir}: no candidate finished in this run; nothing to export")
+    score = ok.groupby("candidate").agg(best=("best_value", "mean"), modality=("modality", "first"))
+    fusion = score[score["modality"] == "fusion"]
+    pick = fusion if len(fusion) else score
+    return str(pick["best"].idxmax())
+
+
+def _studies(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "studies.csv"
+    if not path.exists():
+        raise UserError(f"{run_dir}: no studies.csv; export needs a finished run (run it to the end or --resume it)")
+    return pd.read_csv(path)
+
+
+def role_choice(run_dir: Path, role: str, modality_of: dict[str, str]) -> str:
+    """The candidate a run chose for ``role`` in most outer folds (ties: higher mean inner score)."""
+    st = _studies(run_dir)
+    st = st[(st["status"] != "failed") & st["candidate"].map(lambda c: modality_of.get(c) == ROLES[role])]
+    if st.empty:
+        raise UserError(f"{run_dir}: no {ROLES[role]} candidate finished, so {role} cannot be exported")
+    winners = st.loc[st.groupby(["repeat", "outer_fold"])["best_value"].idxmax(), "candidate"]
+    counts = winners.value_counts()
+    mean = st.groupby("candidate")["best_value"].mean()
+    top = [c for c in counts.index if counts[c] == counts.max()]
+    return max(top, key=lambda c: mean[c])
+
+
+def _order(name: str, cands: dict[str, Candidate], run_dir: Path) -> list[tuple[str, dict[str, str]]]:
+    """(candidate, {consumed role/name: candidate}) in computing order, ``name`` last."""
+    modality_of = {c.name: c.modality for c in cands.values()}
+    out: list[tuple[str, dict[str, str]]] = []
+
+    def visit(n: str, path: tuple) -> None:
+        if n in path:
+            raise UserError(f"candidate {n!r} consumes itself through {' -> '.join(path)}")
+        if any(n == done for done, _ in out):
+            return
+        cand = cands[n]
+        sources = {}
+        for up in cand.consumes:
+            src = role_choice(run_dir, up, modality_of) if up in ROLES else up
+            visit(src, path + (n,))
+            sources[up] = src
+        out.append((n, sources))
+
+    visit(name, ())
+    return out
+
+
+def export(run_dir: Path, candidate: str | None = None, out: Path | None = None, device: str = "auto") -> Path:
+    """Train ``candidate``'s procedure on the run's whole cohort and write the bundle; returns its folder."""
+    from benchmark.data.dataset import load_dataset
+    from benchmark.export.bundle import write_bundle
+    from benchmark.run_plan import pick_device, resolve_candidates
+    from benchmark.runner import base_context
+
+    run_dir = Path(run_dir)
+    man_path = run_dir / "manifest.json"
+    if not man_path.exists():
+        raise UserError(f"{run_dir}: not a run folder (no manifest.json); give a folder under results/")
+    man = json.loads(man_path.read_text())
+    if man.get("status") != "complete":
+        raise UserError(f"{run_dir}: the run is {man.get('status', 'unfinished')}; export needs a complete run "
+                        "(continue it with run --resume)")
+    cfg = RunConfig(**{**man["config"], "resume": False})
+    name = candidate or default_candidate(run_dir)
+    _, allc = resolve_candidates(cfg)
+    if name not in allc:
+        raise UserError(f"--candidate {name!r} is not a candidate of this run; the run has "
+                        f"{', '.join(man.get('candidates', []))}")
+    out = Path(out) if out else run_dir / "bundles" / name
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
+    device = pick_device(device)
+    profile = get_profile(man["profile_name"], cfg.spaces)
+    cohort = load_dataset(cfg.data)
+    cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
+    if cohort.fingerprint != man["dataset"]["fingerprint"]:
+        raise UserError(f"{cfg.data}: the dataset changed since run {run_dir.name} (fingerprint differs); "
+                        "export needs the run's data")
+    order = _order(name, allc, run_dir)
+    print(f"export {name} from run {run_dir.name}: profile {profile.name}, seed {cfg.seed}, {cohort.n_patients} "
+          f"patients ({int(cohort.y.sum())} AFF); components: {', '.join(n for n, _ in order)}", flush=True)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="aff-export-") as tmp:
+        trainer = _Trainer(cohort, profile, cfg, device, Path(tmp), base_context(device, profile, cfg.seed))
+        comps = [trainer.component(allc[n], sources, run_dir) for n, sources in order]
+    y, oof = cohort.y, trainer.oof[name][0]
+    conformal = {lv: [float(q) for q in fit_thresholds(y, oof, alpha=1 - int(lv) / 100)] for lv in LEVELS}
+    threshold = float(threshold_at_spec(y, oof, SPECIFICITY))
+    reads_register = any(_reads_register(c) for c in comps)
+    image_size = max((c.image_size for c in comps if c.image_size is not None), default=None)
+    meta = {
+        "candidate": name, "family": allc[name].family, "modality": allc[name].modality,
+        "run": run_dir.name, "run_id": man.get("run_id"), "profile": profile.name, "seed": cfg.seed,
+        "calibration": cfg.calibration, "metric": cfg.metric, "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "versions": versions(), "device": device, "export_wall_s": round(time.monotonic() - t0, 1),
+        "synthetic": bool(man["dataset"].get("synthetic")), "dataset_name": cohort.name,
+        "components": [{"name": c.name, "family": c.family, "modality": c.modality, "members": len(c.members),
+                        "sources": c.sources, "best_params": trainer.params[c.name], "r": c.r} for c in comps],
+        "threshold_text": f"{threshold:.4f}: {int(SPECIFICITY * 100)} % specificity on the calibrated out-of-fold "
+                          "predictions of the whole cohort",
+    }
+    model = ExportedModel(comps, conformal, threshold, schema_of(cohort, reads_register=reads_register,
+                                                                    image_size=image_size), meta)
+    path = write_bundle(model, out, cohort=cohort, run_dir=run_dir, oof=trainer.oof[name])
+    print(f"bundle: {path}  ({time.monotonic() - t0:.0f} s)", flush=True)
+    return path
+
+
+def _reads_register(comp: Component) -> bool:
+    fam = get_family(comp.family)
+    return comp.modality == "register" or (comp.modality == "fusion" and fam.uses_images)
+
+
+class _Trainer:
+    """Runs each component's procedure on the whole cohort and keeps its out-of-fold predictions."""
+
+    def __init__(self, cohort, profile, cfg: RunConfig, device: str, tmp: Path, ctx_base) -> None:
+        from benchmark.fold_runner import FoldRunner, Progress
+
+        self.cohort, self.profile, self.cfg = cohort, profile, cfg
+        n = cohort.n_patients
+        self.fold = Fold(repeat=0, index=0, train=np.arange(n), test=np.zeros(0, dtype=np.int64))
+        self.storage = f"sqlite:///{(tmp / 'export.db').resolve()}"
+        self.fr = FoldRunner(cohort, profile, RunDir(tmp, run_id="export"), self.storage, Progress(1), seed=cfg.seed,
+                             metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx_base, candidates={})
+        self.oof: dict[str, tuple[np.ndarray, np.ndarray]] = {}     # name -> (calibrated, raw) for every patient
+        self.params: dict[str, dict] = {}
+        self.modality: dict[str, str] = {}
+        self.has_images = self.fr.has_images
+
+    def upstream(self, sources: dict[str, str], modality_of: dict[str, str]) -> pd.DataFrame | None:
+        if not sources:
+            return None
+        idx = np.arange(self.cohort.n_patients)
+        cols = []
+        for role, name in sources.items():
+            prob, raw = (a.copy() for a in self.oof[name])
+            if modality_of[name] == "image":
+                prob[~self.has_images], raw[~self.has_images] = np.nan, np.nan
+            cols.append(source_frame(role, prob, raw, index=idx))
+        return pd.concat(cols, axis=1)
+
+    def component(self, cand: Candidate, sources: dict[str, str], run_dir: Path) -> Component:
+        from benchmark.run_plan import inner_fold_list
+
+        t0 = time.monotonic()
+        self.fr.cands[cand.name] = cand
+        self.modality[cand.name] = cand.modality
+        fam = get_family(cand.family)
+        make_view = self.fr._view_maker(cand, self.upstream(sources, self.modality))
+        inner = inner_fold_list(self.cohort.y, self.fold, self.profile, self.cfg.seed)
+        seed = stable_seed(self.cfg.seed, cand.name, "export")
+        n_trials = self.profile.trials_for(cand.modality)
+
+        def on_trial(number: int, value: float | None, st: str) -> None:
+            shown = f"{self.cfg.metric}={value:.3f}" if value is not None else st.lower()
+            print(f"[{cand.name}] whole cohort: trial {number + 1}/{n_trials} {shown}", flush=True)
+
+        res = run_study(cand, make_view, self.cohort.y, inner, storage=self.storage, study_name=f"export:{cand.name}",
+                        n_trials=n_trials, timeout_s=self.profile.study_timeout_s, seed=seed,
+                        ctx_base=self.fr._context(cand), metric=self.cfg.metric, on_trial=on_trial)
+        if res.best_params is None:
+            raise UserError(f"export of {cand.name}: every trial failed on the whole cohort "
+                            f"({(res.fail_reasons or ['no trial finished'])[0]})")
+        models = self.fr._bag(cand, self.fold, inner, res.best_params, make_view, seed, res.best_models)
+        y = self.cohort.y
+        oof = np.full(len(y), np.nan)
+        for k, (f, m) in enumerate(zip(inner, models)):
+            oof[f.test] = res.best_valid_preds[k] if res.best_valid_preds is not None else m.predict_proba(make_view(f.test, False))
+        cal = Calibrator(self.cfg.calibration).fit(oof, y)
+        self.oof[cand.name] = (cal.transform(oof), oof)
+        self.params[cand.name] = res.best_params
+        z = logit(np.clip(oof, _EPS, 1 - _EPS))
+        mu = float(np.mean(z[np.isfinite(z)]))
+        image_size = self.profile.image_size if fam.uses_images else None
+        print(f"[{cand.name}] whole cohort: inner-CV {self.cfg.metric} {res.best_value:.3f}, "
+              f"{len(models)} members, {time.monotonic() - t0:.0f} s", flush=True)
+        return Component(cand.name, cand.family, cand.modality, list(models), cal, run_scale_ratio(run_dir, cand.name),
+                         mu, dict(sources), image_size)
+
+
+def run_scale_ratio(run_dir: Path, name: str) -> float:
+    """The median over the run's outer folds of the bag's ``r`` on its outer-test patients (1 when unknown)."""
+    rs = []
+    for part in sorted((run_dir / "parts").glob(f"{name}__r*_f*.parquet")):
+        df = pd.read_parquet(part, columns=["set", "members_raw"] if _has_col(part, "members_raw") else ["set", "members"])
+        cells = df.loc[df["set"] == "test"].iloc[:, 1]
+        if cells.empty:
+            continue
+        k = min(len(m) for m in cells)
+        raw = np.array([[float(m[j]) for m in cells] for j in range(k)])
+        rs.append(member_scale_ratio(logit(np.clip(raw, _EPS, 1 - _EPS))))
+    return float(np.median(rs)) if rs else 1.0
+
+
+def _has_col(path: Path, col: str) -> bool:
+    import pyarrow.parquet as pq
+
+    return col in pq.read_schema(path).names
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder (or its name under results/)")
+    p.add_argument("--candidate", default=None, help="candidate to export (default: the best fusion candidate by "
+                                                      "inner-CV score, else the best single one)")
+    p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default: RUN/bundles/<candidate>)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--results", default=None, metavar="DIR", help="where run folders are (default: results/)")
+
+
+def command(args: argparse.Namespace) -> int:
+    from benchmark.report.html import resolve_run
+
+    run_dir = resolve_run(args.run, Path(args.results) if args.results else None)
+    export(run_dir, args.candidate, Path(args.out) if args.out else None, device=args.device)
+    return 0
