@@ -47,7 +47,10 @@ class BundleFormatError(ValueError):
 
 
 def _class_name(obj: Any) -> str:
-    cls = type(obj)
+    return _class_name_of(type(obj))
+
+
+def _class_name_of(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
@@ -115,7 +118,7 @@ class Writer:
         if mod.startswith("xgboost"):
             raw = obj.get_booster().save_raw("ubj")
             return {"__xgboost__": self.file(f"trees/{_safe(path)}.ubj", raw)}
-        if mod.startswith("lightgbm"):
+        if mod.startswith("lightgbm") or isinstance(obj, LightGBMModel):   # a restored one exports again
             booster = getattr(obj, "booster_", obj)
             text = booster.model_to_string(num_iteration=-1)
             best = getattr(obj, "best_iteration_", None)
@@ -212,6 +215,9 @@ class Reader:
                                     "(a different package version?)") from None
         if not isinstance(obj_cls, type):
             raise BundleFormatError(f"{name} named by the bundle is not a class")
+        if _class_name_of(obj_cls) != name:   # e.g. "benchmark.x:np.ndarray": a foreign class through a package module
+            raise BundleFormatError(f"the model tree names class {name}, which is {_class_name_of(obj_cls)}; "
+                                    f"a bundle may hold only {PACKAGE}* classes and the listed scikit-learn estimators")
         obj = obj_cls.__new__(obj_cls)
         obj.__dict__.update(self.decode(node["state"]))
         if name.endswith(":IsotonicRegression"):
