@@ -38,6 +38,20 @@ def test_planted_identifiers_appear_in_no_output_file(tiny_dataset, tmp_path):
     assert {"leaderboard.csv", "leaderboard.html", "predictions.parquet", "trials.csv", "folds.csv",
             "manifest.json", "optuna.db", "findings.md"} <= names
     planted = [NAME, ID_PREFIX, *ds.ids]
+    assert_clean(files, planted)
+    # the exported bundle and what predict writes (P-keys, aggregates) hold none either
+    from benchmark.export.export import export
+    from benchmark.export.predict import predict
+
+    bundle = export(Path(out), "late", tmp_path / "bundle", device="cpu")
+    predict(bundle, ds.yaml, tmp_path / "pred")
+    files = [p for d in (bundle, tmp_path / "pred") for p in Path(d).rglob("*") if p.is_file()]
+    assert {"model_card.md", "bundle.json", "model.json", "predictions.csv", "validation.html"} <= {p.name for p in files}
+    assert_clean(files, planted)
+
+
+def assert_clean(files: list[Path], planted: list[str]) -> None:
+    """No planted identifier in any file's name or bytes (UTF-8 or UTF-16)."""
     for f in files:
         data = f.read_bytes()
         for p in planted:

@@ -129,6 +129,11 @@ def model_card(model: ExportedModel, *, cohort=None, run_dir: Path | None = None
             "every outer-test patient was predicted by a model trained, searched and calibrated without them. The "
             "exported model was trained on all patients by that procedure, so these figures estimate its "
             "performance on new patients like these; they were not measured on the exported model itself.", ""]
+    if m.get("member_patients_run") and m.get("member_patients_export"):
+        out += [f"Each bag member of the run trained on about {m['member_patients_run']} patients, each member of "
+                f"this model on about {m['member_patients_export']}. Where a model is still learning from more "
+                "data (see the run's learning curves), the estimate below is conservative: the exported model "
+                "may do better, which only external validation can show.", ""]
     if board is not None:
         out += ["| metric | estimate [95 % CI] |", "|---|---|"]
         for key, label in (("auc", "AUC"), ("ap", "average precision"), ("brier", "Brier score"),

@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +104,21 @@ def _order(name: str, cands: dict[str, Candidate], run_dir: Path) -> list[tuple[
     return out
 
 
-def export(run_dir: Path, candidate: str | None = None, out: Path | None = None, device: str = "auto") -> Path:
-    """Train ``candidate``'s procedure on the run's whole cohort and write the bundle; returns its folder."""
-    from benchmark.data.dataset import load_dataset
-    from benchmark.export.bundle import write_bundle
-    from benchmark.run_plan import pick_device, resolve_candidates
-    from benchmark.runner import base_context
+@dataclass
+class Exported:
+    """What ``build_export`` made: the model (in memory), the cohort it was trained on, the final
+    component's out-of-fold predictions (calibrated, raw) over every patient."""
 
-    run_dir = Path(run_dir)
+    model: ExportedModel
+    cohort: object
+    oof: tuple[np.ndarray, np.ndarray]
+    run_dir: Path
+
+
+def _run_settings(run_dir: Path, candidate: str | None):
+    """(manifest, run config, candidate name, every candidate) of a complete run (UserError otherwise)."""
+    from benchmark.run_plan import resolve_candidates
+
     man_path = run_dir / "manifest.json"
     if not man_path.exists():
         raise UserError(f"{run_dir}: not a run folder (no manifest.json); give a folder under results/")
@@ -121,12 +129,20 @@ def export(run_dir: Path, candidate: str | None = None, out: Path | None = None,
     cfg = RunConfig(**{**man["config"], "resume": False})
     name = candidate or default_candidate(run_dir)
     _, allc = resolve_candidates(cfg)
-    if name not in allc:
+    if name not in allc or name not in set(_studies(run_dir)["candidate"]):
         raise UserError(f"--candidate {name!r} is not a candidate of this run; the run has "
                         f"{', '.join(man.get('candidates', []))}")
-    out = Path(out) if out else run_dir / "bundles" / name
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
+    return man, cfg, name, allc
+
+
+def build_export(run_dir: Path, candidate: str | None = None, device: str = "auto") -> Exported:
+    """Train ``candidate``'s procedure (default: ``default_candidate``) on the run's whole cohort."""
+    from benchmark.data.dataset import load_dataset
+    from benchmark.run_plan import pick_device
+    from benchmark.runner import base_context
+
+    run_dir = Path(run_dir)
+    man, cfg, name, allc = _run_settings(run_dir, candidate)
     device = pick_device(device)
     profile = get_profile(man["profile_name"], cfg.spaces)
     cohort = load_dataset(cfg.data)
@@ -156,10 +172,26 @@ def export(run_dir: Path, candidate: str | None = None, out: Path | None = None,
                         "sources": c.sources, "best_params": trainer.params[c.name], "r": c.r} for c in comps],
         "threshold_text": f"{threshold:.4f}: {int(SPECIFICITY * 100)} % specificity on the calibrated out-of-fold "
                           "predictions of the whole cohort",
+        # patients each bag member trained on: in the run's nested CV, and here (the whole cohort)
+        "member_patients_run": int(round(cohort.n_patients * (1 - 1 / profile.outer_folds) * (1 - 1 / profile.inner_folds))),
+        "member_patients_export": int(round(cohort.n_patients * (1 - 1 / profile.inner_folds))),
     }
-    model = ExportedModel(comps, conformal, threshold, schema_of(cohort, reads_register=reads_register,
-                                                                    image_size=image_size), meta)
-    path = write_bundle(model, out, cohort=cohort, run_dir=run_dir, oof=trainer.oof[name])
+    schema = schema_of(cohort, reads_register=reads_register, image_size=image_size)
+    return Exported(ExportedModel(comps, conformal, threshold, schema, meta), cohort, trainer.oof[name], run_dir)
+
+
+def export(run_dir: Path, candidate: str | None = None, out: Path | None = None, device: str = "auto") -> Path:
+    """Train ``candidate``'s procedure on the run's whole cohort and write the bundle; returns its folder."""
+    from benchmark.export.bundle import write_bundle
+
+    run_dir = Path(run_dir)
+    t0 = time.monotonic()
+    _, _, name, _ = _run_settings(run_dir, candidate)
+    out = Path(out) if out else run_dir / "bundles" / name
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
+    ex = build_export(run_dir, name, device)
+    path = write_bundle(ex.model, out, cohort=ex.cohort, run_dir=run_dir, oof=ex.oof)
     print(f"bundle: {path}  ({time.monotonic() - t0:.0f} s)", flush=True)
     return path
 
