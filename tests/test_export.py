@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -199,3 +200,53 @@ def test_export_refuses_unfinished_runs_and_unknown_candidates(exported, tmp_pat
     (bad / "manifest.json").write_text(json.dumps({**man, "status": "failed"}))
     with pytest.raises(UserError, match="the run is failed; export needs a complete run"):
         build_export(bad, "stack", device="cpu")
+
+
+TINY_CNN = """
+name: tiny_cnn
+family: timm_cnn
+modality: image
+fixed: {arch: test_resnet, epochs: 2, batch_size: 8, patience: 5}
+space:
+  lr: {type: float, low: 0.0005, high: 0.005, log: true}
+"""
+LATE = """
+name: late
+family: late_average
+modality: fusion
+consumes: [best_image, best_register]
+space:
+  weight: {type: float, low: 0.0, high: 1.0}
+"""
+
+
+def test_patients_without_images_are_kept_and_marked(tiny_dataset, tmp_path):
+    from benchmark.export.export import export
+
+    ds = tiny_dataset(n_pos=8, n_neg=12)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2, extra={"tiny_cnn": TINY_CNN, "late": LATE})
+    out = run(RunConfig(candidates=["logreg", "tiny_cnn", "late"], data=str(ds.yaml), profile="tiny", device="cpu",
+                        spaces=[str(spaces)], results_dir=str(tmp_path / "results"), run="img"))
+    bundle = export(Path(out), None, tmp_path / "bundle", device="cpu")      # default: the fusion candidate
+    assert json.loads((bundle / "bundle.json").read_text())["candidate"] == "late"
+    man = ds.read_manifest()
+    ds.write_manifest(man[~man["patient_id"].isin(ds.ids[:3])])               # three patients lose their images
+    model = load_model(bundle)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        table = model.predict(ds.yaml)
+    assert len(table) == 20
+    assert table["missing"].tolist()[:3] == ["image"] * 3 and set(table["missing"][3:]) == {""}
+    assert np.isfinite(table["prob"]).all()
+    assert model.schema["images"]["kinds"] == ["dicom", "png"] and model.schema["images"]["size"] == 16
+
+
+def test_another_image_kind_is_refused_unless_accepted(tiny_cohort):
+    from benchmark.export.schema import conform
+
+    schema = {"register": None, "images": {"size": 16, "kinds": ["dicom"]}}
+    with pytest.raises(UserError, match="the images are png but the model was trained on dicom images"):
+        conform(tiny_cohort, schema)
+    assert conform(tiny_cohort, schema, accept_image_kind=True).n_patients == tiny_cohort.n_patients
+    with pytest.raises(UserError, match="the model reads images but the dataset has none"):
+        conform(dataclasses.replace(tiny_cohort, images=None), schema)
