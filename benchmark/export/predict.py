@@ -58,7 +58,9 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
                 "bundle_created": model.meta.get("created"), "cohort": cohort.name,
                 "threshold_text": model.meta.get("threshold_text", "").replace("/", " per "),
                 "training_summary": f"trained on {model.meta.get('dataset_name')} (run {model.meta.get('run')}, "
-                                    f"profile {model.meta.get('profile')})"}
+                                    f"profile {model.meta.get('profile')}); each member on about "
+                                    f"{model.meta.get('member_patients_export')} patients, in the nested CV on about "
+                                    f"{model.meta.get('member_patients_run')}"}
         written["validation_csv"], written["validation_html"] = write_validation(out, ext, cv, meta)
         written["auc"] = ext.get("auc")
     written["n"] = len(table)
