@@ -250,3 +250,15 @@ def test_another_image_kind_is_refused_unless_accepted(tiny_cohort):
     assert conform(tiny_cohort, schema, accept_image_kind=True).n_patients == tiny_cohort.n_patients
     with pytest.raises(UserError, match="the model reads images but the dataset has none"):
         conform(dataclasses.replace(tiny_cohort, images=None), schema)
+
+
+def test_a_family_from_another_package_is_refused_at_export_in_one_line(tmp_path):
+    from benchmark.export.export import export
+
+    data = write_register_dataset(tmp_path / "d", n=80, n_pos=20)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2)
+    out = run(RunConfig(candidates=["probe"], data=str(data), profile="tiny", device="cpu", spaces=[str(spaces)],
+                        results_dir=str(tmp_path / "results"), run="p"))
+    with pytest.raises(UserError, match="probe cannot be exported: .*objects of class fake_families:ProbeFamily"):
+        export(Path(out), "probe", tmp_path / "bundle", device="cpu")
+    assert not (tmp_path / "bundle").exists() and not list(tmp_path.glob(".bundle.partial-*"))

@@ -83,7 +83,10 @@ def write_bundle(model: ExportedModel, out: Path, *, cohort=None, run_dir: Path 
     from benchmark.export.card import cv_figures, model_card
 
     out = Path(out)
-    tree, w = encode_model(model)
+    try:
+        tree, w = encode_model(model)
+    except BundleFormatError as exc:
+        raise UserError(f"{model.meta.get('candidate')} cannot be exported: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:

@@ -2,7 +2,7 @@
 
     model = load_model("results/run-1/bundles/late_stacking")     # benchmark.export.bundle
     table = model.predict("new-hospital.yaml")                     # or a loaded Cohort
-    table.columns   # patient, prob, entropy, mutual_info, set_90, set_95, missing
+    table.columns   # patient, prob, entropy, mutual_info, set_90, set_95, above_threshold, missing
 
 A model is a list of *components* in the order they are computed: the inputs a fusion
 candidate consumes first, the exported candidate last. Each component is a bag of K
