@@ -31,6 +31,24 @@ tiny:
   mc_passes: 0
 """
 
+# A tiny timm CNN and a late fusion of the best image and register candidates (tiny datasets with images).
+TINY_CNN = """
+name: tiny_cnn
+family: timm_cnn
+modality: image
+fixed: {arch: test_resnet, epochs: 2, batch_size: 8, patience: 5}
+space:
+  lr: {type: float, low: 0.0005, high: 0.005, log: true}
+"""
+LATE = """
+name: late
+family: late_average
+modality: fusion
+consumes: [best_image, best_register]
+space:
+  weight: {type: float, low: 0.0, high: 1.0}
+"""
+
 
 def write_register_dataset(root: Path, *, n: int = 150, n_pos: int = 30, seed: int = 0,
                            shuffle_labels: bool = False) -> Path:

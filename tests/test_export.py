@@ -18,7 +18,7 @@ from benchmark.export.bundle import write_bundle
 from benchmark.export.export import build_export, default_candidate
 from benchmark.export.schema import SchemaWarning, load_for_prediction
 from benchmark.runner import RunConfig, run
-from runner_helpers import write_register_dataset, write_spaces
+from runner_helpers import LATE, TINY_CNN, write_register_dataset, write_spaces
 
 STACK = """
 name: stack
@@ -201,23 +201,6 @@ def test_export_refuses_unfinished_runs_and_unknown_candidates(exported, tmp_pat
     with pytest.raises(UserError, match="the run is failed; export needs a complete run"):
         build_export(bad, "stack", device="cpu")
 
-
-TINY_CNN = """
-name: tiny_cnn
-family: timm_cnn
-modality: image
-fixed: {arch: test_resnet, epochs: 2, batch_size: 8, patience: 5}
-space:
-  lr: {type: float, low: 0.0005, high: 0.005, log: true}
-"""
-LATE = """
-name: late
-family: late_average
-modality: fusion
-consumes: [best_image, best_register]
-space:
-  weight: {type: float, low: 0.0, high: 1.0}
-"""
 
 
 def test_patients_without_images_are_kept_and_marked(tiny_dataset, tmp_path):

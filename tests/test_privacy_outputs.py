@@ -5,28 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.runner import RunConfig, run
-from runner_helpers import write_spaces
+from runner_helpers import LATE, TINY_CNN, write_spaces
 
 NAME = "Lindqvist"
 ID_PREFIX = "19380612-"
-
-TINY_CNN = """
-name: tiny_cnn
-family: timm_cnn
-modality: image
-fixed: {arch: test_resnet, epochs: 2, batch_size: 8, patience: 5}
-space:
-  lr: {type: float, low: 0.0005, high: 0.005, log: true}
-"""
-LATE = """
-name: late
-family: late_average
-modality: fusion
-consumes: [best_image, best_register]
-space:
-  weight: {type: float, low: 0.0, high: 1.0}
-"""
-
 
 def test_planted_identifiers_appear_in_no_output_file(tiny_dataset, tmp_path):
     ds = tiny_dataset(n_pos=8, n_neg=12, planted_name=NAME, id_prefix=ID_PREFIX, oracle=True)
