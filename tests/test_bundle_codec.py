@@ -219,3 +219,19 @@ def test_encoding_refuses_an_open_file_naming_its_path(tmp_path):
         fam.log_ = [fh]
         with pytest.raises(BundleFormatError, match=r"c2\.m0\.log_\[0\]"):
             Writer().encode(fam, "c2.m0")
+
+
+@pytest.mark.parametrize("method", ["platt", "temperature", "isotonic", "none"])
+def test_calibrators_round_trip_bit_identically(method):
+    from benchmark.candidates.calibration import Calibrator, bag_prediction
+
+    rng = np.random.default_rng(0)
+    p = rng.beta(2, 5, 400)
+    y = (rng.random(400) < p ** 0.7).astype(int)
+    cal = Calibrator(method).fit(p, y)
+    restored = round_trip(cal, "c0.calibrator")
+    q = np.concatenate([rng.random(50), [0.0, 1.0, np.nan]])
+    assert np.array_equal(cal.transform(q), restored.transform(q), equal_nan=True)
+    members = rng.random((3, 20))
+    for a, b in zip(bag_prediction(cal, members, r=1.7, mu=-1.0), bag_prediction(restored, members, r=1.7, mu=-1.0)):
+        assert np.array_equal(a, b)
