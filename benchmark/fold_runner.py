@@ -207,7 +207,8 @@ class FoldRunner:
         else:
             try:
                 models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
-                self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs)
+                full = self._refit_full(cand, fold, inner, res.best_params, make_view, seed) if profile.refit_full else None
+                self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs, full=full)
                 row.update(self._curve(inner, models, make_view, res.best_valid_preds))
                 self._record_best(cand, row)
                 res.best_models = res.best_valid_preds = None
@@ -241,8 +242,17 @@ class FoldRunner:
             models.append(model.fit(make_view(f.train, True), None, ctx))
         return models
 
+    def _refit_full(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int):
+        """The best params trained once more on the whole outer-train part (AutoGluon's ``refit_full``).
+
+        Its own seed (inner index K), no validation part: iterative families stop early on a
+        holdout of their own training part as in the bag; CNNs train the searched epochs.
+        """
+        ctx = fit_context(self._context(cand), seed, fold.repeat, fold.index, len(inner))
+        return cand.build(params).fit(make_view(fold.train, True), None, ctx)
+
     def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,
-                     oof_preds: list | None = None, inputs: list | None = None) -> None:
+                     oof_preds: list | None = None, inputs: list | None = None, full=None) -> None:
         """OOF + outer-test predictions of the bag, calibrated on the OOF part; written as a part.
 
         Every candidate's members are its K inner-fold models (one deterministic prediction
@@ -254,6 +264,12 @@ class FoldRunner:
         ``oof_preds`` are the members' predictions on their inner-validation folds when the
         search already made them (not computed twice); ``inputs`` are the consumed parts
         (``read_inputs``), read once per unit.
+
+        ``full`` (profile ``refit_full``): a model refitted on the whole outer-train part. It
+        then predicts the outer-test patients (``prob`` = the calibrator applied to its
+        prediction, ``prob_raw`` its prediction); the bag still gives the out-of-fold
+        predictions, the calibrator and the members (uncertainty). A fusion's refit reads its
+        inputs' ``prob``, i.e. their refits.
         """
         y = self.cohort.y
         oof_prob = np.full(len(y), np.nan)
@@ -270,6 +286,9 @@ class FoldRunner:
         tr = fold.train
         cal = Calibrator(self.calibration).fit(oof_prob[tr], y[tr])
         test_prob, test_raw, cal_members = bag_prediction(cal, raw)
+        if full is not None:
+            test_raw = np.asarray(full.predict_proba(make_view(fold.test, False)), dtype=np.float64)
+            test_prob = cal.transform(test_raw)
         keys, fam = self.cohort.keys, cand.family
         oof_cal = cal.transform(oof_prob[tr])
         rows = pd.DataFrame({

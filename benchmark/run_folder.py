@@ -46,6 +46,7 @@ class RunConfig:
     metric: str = "auc"
     results_dir: str | None = None
     command: str = ""
+    deterministic: bool = False     # bit-identical reruns on a GPU, at some cost in speed
 
 
 

@@ -47,7 +47,7 @@ def _load_cohort(cfg: RunConfig) -> Cohort:
     return load_dataset(path)
 
 
-def base_context(device: str, profile: Profile, seed: int) -> TrialContext:
+def base_context(device: str, profile: Profile, seed: int, deterministic: bool = False) -> TrialContext:
     """What every fit of the run shares: device, profile caps, threads; ``fit_context`` adds the rest.
 
     ``max_epochs`` here is the image-network cap; each candidate's own cap is
@@ -57,7 +57,7 @@ def base_context(device: str, profile: Profile, seed: int) -> TrialContext:
     return TrialContext(device=device, seed=seed, max_epochs=profile.epoch_cap("image", True),
                         image_size=profile.image_size,
                         extra={"n_jobs": threads, "n_threads": threads, "mc_passes": profile.mc_passes,
-                               "max_image_samples": profile.max_image_samples})
+                               "max_image_samples": profile.max_image_samples, "deterministic": deterministic})
 
 
 def _check_modalities(cfg: RunConfig, cands: list[Candidate], cohort: Cohort) -> None:
@@ -84,6 +84,8 @@ def run(cfg: RunConfig) -> Path:
     cfg, run_path = _run_path(cfg)
     if cfg.calibration not in CAL_METHODS:
         raise UserError(f"--calibration {cfg.calibration}: use one of {', '.join(CAL_METHODS)}")
+    if cfg.deterministic:   # cuBLAS reads this when CUDA starts; torch_train.configure_determinism does the rest
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(cfg.device)
     if cfg.profile is None:
         cfg.profile = default_profile(device)
@@ -123,7 +125,7 @@ def run(cfg: RunConfig) -> Path:
         t0 = time.monotonic()
         progress = Progress(sum(profile.trials_for(u.candidate.modality) + 1 for u in plan))
         fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
-                        calibration=cfg.calibration, ctx_base=base_context(device, profile, cfg.seed),
+                        calibration=cfg.calibration, ctx_base=base_context(device, profile, cfg.seed, cfg.deterministic),
                         candidates={c.name: c for c in cands})
         studies = [fr.run_unit(unit) for unit in plan]
         # A storage of the run's own holds only its studies; a shared one (--storage) is read by run id.
@@ -196,13 +198,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", default="platt", choices=list(CAL_METHODS))
     p.add_argument("--metric", default="auc", choices=["auc", "ap", "neg_log_loss"], help="objective metric")
     p.add_argument("--results", default=None, metavar="DIR", help="where run folders go (default: results/)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="identical reruns on a GPU too (deterministic cuDNN/cuBLAS algorithms; slower)")
 
 
 def command(args: argparse.Namespace) -> int:
     cfg = RunConfig(suite=args.suite, candidates=args.candidates.split(",") if args.candidates else None,
                     data=args.data, profile=args.profile, device=args.device, storage=args.storage, run=args.run,
                     resume=args.resume, seed=args.seed, spaces=args.spaces, calibration=args.calibration,
-                    metric=args.metric, results_dir=args.results,
+                    metric=args.metric, results_dir=args.results, deterministic=args.deterministic,
                     command="python -m benchmark " + " ".join(sys.argv[1:]))
     run(cfg)
     return 0

@@ -58,6 +58,7 @@ def encode_model(model: ExportedModel) -> tuple[dict, Writer]:
             "image_size": c.image_size, "r": w.encode(c.r, f"c{i}.r"), "mu": w.encode(c.mu, f"c{i}.mu"),
             "calibrator": w.encode(c.calibrator, f"c{i}.calibrator"),
             "members": [w.encode(m, f"c{i}.m{k}") for k, m in enumerate(c.members)],
+            "full": None if c.full is None else w.encode(c.full, f"c{i}.full"),
         })
     tree = {"components": comps, "conformal": w.encode(model.conformal, "conformal"),
             "threshold": w.encode(model.threshold, "threshold")}
@@ -71,7 +72,7 @@ def decode_model(tree: dict, reader: Reader, schema: dict, meta: dict) -> Export
             name=node["name"], family=node["family"], modality=node["modality"],
             members=[reader.decode(m) for m in node["members"]], calibrator=reader.decode(node["calibrator"]),
             r=float(reader.decode(node["r"])), mu=float(reader.decode(node["mu"])), sources=dict(node["sources"]),
-            image_size=node["image_size"]))
+            image_size=node["image_size"], full=None if node.get("full") is None else reader.decode(node["full"])))
     return ExportedModel(comps, reader.decode(tree["conformal"]), float(reader.decode(tree["threshold"])), schema, meta)
 
 

@@ -6,7 +6,9 @@ their out-of-fold predictions. Export applies that same procedure (the run's pro
 seed, calibration and metric) once more, to the whole cohort:
 
 1. the inner folds are folds of all patients; the Optuna study searches on them;
-2. the bag is the best trial's K inner-fold models;
+2. the bag is the best trial's K inner-fold models (and, when the profile says
+   ``refit_full``, one more model of the best params on every patient, which then gives the
+   prediction while the bag gives the uncertainty, as in the run);
 3. the calibrator is fitted on their out-of-fold predictions (every patient once);
 4. conformal thresholds (90 %, 95 %, per class) and the decision threshold (90 %
    specificity) come from the calibrated out-of-fold predictions;
@@ -155,7 +157,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
           f"patients ({int(cohort.y.sum())} AFF); components: {', '.join(n for n, _ in order)}", flush=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aff-export-") as tmp:
-        trainer = _Trainer(cohort, profile, cfg, device, Path(tmp), base_context(device, profile, cfg.seed))
+        trainer = _Trainer(cohort, profile, cfg, device, Path(tmp), base_context(device, profile, cfg.seed, cfg.deterministic))
         comps = [trainer.component(allc[n], sources, run_dir) for n, sources in order]
     y, oof = cohort.y, trainer.oof[name][0]
     conformal = {lv: [float(q) for q in fit_thresholds(y, oof, alpha=1 - int(lv) / 100)] for lv in LEVELS}
@@ -257,6 +259,8 @@ class _Trainer:
         oof = np.full(len(y), np.nan)
         for k, (f, m) in enumerate(zip(inner, models)):
             oof[f.test] = res.best_valid_preds[k] if res.best_valid_preds is not None else m.predict_proba(make_view(f.test, False))
+        full = (self.fr._refit_full(cand, self.fold, inner, res.best_params, make_view, seed)
+                if self.profile.refit_full else None)
         cal = Calibrator(self.cfg.calibration).fit(oof, y)
         self.oof[cand.name] = (cal.transform(oof), oof)
         self.params[cand.name] = res.best_params
@@ -266,7 +270,7 @@ class _Trainer:
         print(f"[{cand.name}] whole cohort: inner-CV {self.cfg.metric} {res.best_value:.3f}, "
               f"{len(models)} members, {time.monotonic() - t0:.0f} s", flush=True)
         return Component(cand.name, cand.family, cand.modality, list(models), cal, run_scale_ratio(run_dir, cand.name),
-                         mu, dict(sources), image_size)
+                         mu, dict(sources), image_size, full)
 
 
 def run_scale_ratio(run_dir: Path, name: str) -> float:

@@ -11,7 +11,9 @@ out-of-fold predictions, and the two constants that turn the members' mean into 
 single-member-equivalent prediction (``calibration.bag_prediction``: ``r`` from the run's
 outer-test parts, ``mu`` the mean out-of-fold logit), fixed at export so that a patient's
 prediction never depends on who else is in the batch. A fusion member k reads member k of
-each of its inputs, as in the run. The last component's probability gets the conformal
+each of its inputs, as in the run. With the profile's ``refit_full`` a component also holds
+one model trained on every patient, which gives its probability (the bag still gives the
+members, hence the uncertainty). The last component's probability gets the conformal
 sets (thresholds fitted on its calibrated out-of-fold predictions) and the decision
 threshold (90 % specificity on the same).
 """
@@ -46,6 +48,7 @@ class Component:
     mu: float                      # mean member logit (fixed)
     sources: dict[str, str] = field(default_factory=dict)   # consumed role or name -> component name
     image_size: int | None = None  # images resized to this for this component (None: no images)
+    full: object = None            # profile refit_full: a model of the best params trained on every patient
 
     def to_state(self) -> dict:
         return dict(vars(self))
@@ -83,22 +86,28 @@ class ExportedModel:
         if cohort.has_images:
             has_image[cohort.images["patient"].unique()] = True
         for comp in self.components:
-            raw = []
-            for k, model in enumerate(comp.members):
+            def view(k: int | None):
+                """The patients as member ``k`` (None: the refitted model) sees them."""
                 upstream = None
                 if comp.sources:
                     cols = []
                     for role, name in comp.sources.items():
                         src, kind = out[name], self._modality(name)
-                        prob, praw = _member(src.members, k), _member(src.members_raw, k)
+                        if k is None:
+                            prob, praw = src.prob, src.prob_raw
+                        else:
+                            prob, praw = _member(src.members, k), _member(src.members_raw, k)
                         if kind == "image":   # no image, nothing to say (as in the run)
                             prob, praw = np.where(has_image, prob, np.nan), np.where(has_image, praw, np.nan)
                         cols.append(source_frame(role, prob, praw, index=positions))
                     upstream = pd.concat(cols, axis=1)
-                view = cohort.view(positions, labels=False, image_size=comp.image_size, upstream=upstream)
-                raw.append(np.asarray(model.predict_proba(view), dtype=np.float64))
-            raw = np.stack(raw)
+                return cohort.view(positions, labels=False, image_size=comp.image_size, upstream=upstream)
+
+            raw = np.stack([np.asarray(m.predict_proba(view(k)), dtype=np.float64) for k, m in enumerate(comp.members)])
             prob, prob_raw, members = bag_prediction(comp.calibrator, raw, r=comp.r, mu=comp.mu)
+            if comp.full is not None:   # refit_full: the refitted model predicts, the bag gives the uncertainty
+                prob_raw = np.asarray(comp.full.predict_proba(view(None)), dtype=np.float64)
+                prob = comp.calibrator.transform(prob_raw)
             out[comp.name] = ComponentOutput(prob, prob_raw, members, raw)
         return out
 

@@ -46,9 +46,9 @@ PARAM_KEYS = {
 }
 PROFILE_KEYS = {
     "description", "outer_folds", "inner_folds", "repeats", "n_trials", "study_timeout_s",
-    "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes", "max_image_samples",
+    "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes", "max_image_samples", "refit_full",
 }
-OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None}
+OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None, "refit_full": False}
 RESERVED_FILES = {"suites.yaml", "profiles.yaml"}
 
 
@@ -111,6 +111,7 @@ class Profile:
     mc_passes: int
     max_image_samples: int | None = None
     description: str = ""
+    refit_full: bool = False      # the outer-test part is predicted by a model refitted on all outer-train
 
     @property
     def n_trials(self) -> int:
@@ -449,6 +450,8 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
             if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
                 raise UserError(f"{path}: profile {name!r} key 'study_timeout_s' must be a positive number of "
                                 f"seconds (a safety net; the budget is n_trials) or null, got {timeout!r}")
+            if not isinstance(merged["refit_full"], bool):
+                raise UserError(f"{path}: profile {name!r} key 'refit_full' must be true or false, got {merged['refit_full']!r}")
             merged["trials"] = _per_modality(path, name, "n_trials", merged["n_trials"], MODALITIES, False)
             merged["epochs"] = _per_modality(path, name, "max_epochs", merged["max_epochs"], ("image", "register"), True)
             profiles[str(name)] = Profile(**{k: merged[k] for k in Profile.__dataclass_fields__})
