@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,19 +35,76 @@ CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learnin
 
 
 class Progress:
-    """One line per trial: candidate, fold, trial, elapsed and an estimate of the time left."""
+    """One line per trial: candidate, fold, trial, elapsed and an estimate of the time left.
 
-    def __init__(self, total_units: int) -> None:
-        self.total, self.done, self.start = max(total_units, 1), 0, time.monotonic()
+    Without ``costs`` every trial and refit counts as one equal step. With ``costs`` (unit key
+    -> (seconds per trial, trials, seconds of the refit), the plan's estimate: ``benchmark.plan``)
+    each step weighs its unit's estimated cost, and the time left is the estimated cost left
+    times the observed pace (elapsed / estimated cost done), blended with the plan's own
+    figures while little is done (``PRIOR_SHARE`` of the total acts as work done at the
+    planned pace)::
+
+        p = Progress(4, costs={("logreg", 0, 0): (1.0, 1, 0.0), ("cnn", 0, 0): (100.0, 1, 0.0)})
+        p.begin(("logreg", 0, 0)); p.unit_done()      # 1 of 101 estimated seconds done
+        p.left_s()      # about 91 at once: the CNN's 100 s are still to go (counting steps: half done)
+
+    ``begin(key, reused=True)`` takes a unit reused from an earlier run out of the work (it
+    costs no time now, so it must not speed up the pace).
+    """
+
+    PRIOR_SHARE = 0.1
+
+    def __init__(self, total_units: int, costs: dict | None = None, clock=time.monotonic) -> None:
+        self.total, self.done, self.clock = max(total_units, 1), 0, clock
+        self.start = clock()
+        self.costs = costs
+        self.total_cost = sum(t * n + r for t, n, r in costs.values()) if costs else 0.0
+        self.done_cost, self.key, self.reused, self.unit_spent, self.ticks = 0.0, None, False, 0.0, 0
+
+    def begin(self, key, reused: bool = False) -> None:
+        """The unit ``key`` starts now (its steps weigh its costs); ``reused``: it is not run again."""
+        self._close()
+        self.key, self.reused, self.unit_spent, self.ticks = key, reused, 0.0, 0
+        if reused and self.costs and key in self.costs:
+            t, n, r = self.costs[key]
+            self.total_cost -= t * n + r
+
+    def _close(self) -> None:
+        """The unit that ran before: whatever of its estimate was not ticked off is done too (a failure)."""
+        if self.costs and self.key in self.costs and not self.reused:
+            t, n, r = self.costs[self.key]
+            self.done_cost += max(0.0, t * n + r - self.unit_spent)
+        self.key = None
 
     def unit_done(self, n: int = 1) -> None:
         self.done += n
+        if not self.costs or self.key not in self.costs or self.reused:
+            return
+        t, trials, r = self.costs[self.key]
+        for _ in range(n):
+            step = t if self.ticks < trials else r
+            step = min(step, t * trials + r - self.unit_spent)
+            self.ticks += 1
+            self.unit_spent += step
+            self.done_cost += step
+
+    def left_s(self) -> float | None:
+        """Seconds left: the observed pace over the estimated cost left (None: nothing to go on)."""
+        el = self.clock() - self.start
+        if self.costs:
+            left_cost = max(0.0, self.total_cost - self.done_cost)
+            prior = self.PRIOR_SHARE * self.total_cost
+            pace = (el + prior) / (self.done_cost + prior) if self.done_cost + prior > 0 else 1.0
+            return left_cost * pace
+        if self.done == 0:
+            return None
+        return el / self.done * (self.total - self.done)
 
     def eta(self) -> str:
-        el = time.monotonic() - self.start
-        if self.done == 0:
+        el = self.clock() - self.start
+        left = self.left_s()
+        if left is None:
             return f"{_fmt(el)} elapsed"
-        left = el / self.done * (self.total - self.done)
         return f"{_fmt(el)} elapsed, ~{_fmt(left)} left"
 
     def say(self, msg: str) -> None:
@@ -83,10 +141,69 @@ class FoldRunner:
     def study_seed(self, name: str, fold: Fold) -> int:
         return stable_seed(self.seed, name, fold.repeat, fold.index)
 
-    def _context(self, cand: Candidate) -> TrialContext:
-        """The run's context with this candidate's epoch cap (image and register networks differ)."""
+    def _context(self, cand: Candidate, warm: dict | None = None) -> TrialContext:
+        """The run's context with this candidate's epoch cap (image and register networks differ)
+        and, for a family that starts from another candidate's weights, where they are (``warm``)."""
         fam = get_family(cand.family)
-        return replace(self.ctx_base, max_epochs=self.profile.epoch_cap(cand.modality, fam.uses_images))
+        ctx = replace(self.ctx_base, max_epochs=self.profile.epoch_cap(cand.modality, fam.uses_images))
+        if warm is not None:
+            ctx = replace(ctx, extra={**ctx.extra, "warm_start": warm})
+        return ctx
+
+    # ---- warm starts: a family with ``warm_start_role`` starts from that role's weights --------
+
+    def _warm_roles(self) -> set[str]:
+        """Roles some candidate of the run starts from (their members' weights are kept)."""
+        return {role for c in self.cands.values()
+                if (role := getattr(get_family(c.family), "warm_start_role", None)) and c.fixed.get("warm_start", True)}
+
+    def _weights_path(self, name: str, fold: Fold, tag: str) -> Path:
+        return self.rd.part(name, fold.repeat, fold.index, f"w{tag}.safetensors")
+
+    def save_warm_weights(self, cand: Candidate, fold: Fold, models: list, full=None) -> None:
+        """Keep the backbone weights of each member (and the refit) of a candidate a later one may start from."""
+        wanted = {ROLES[r] for r in self._warm_roles() if r in ROLES}
+        if cand.modality not in wanted or not hasattr(models[0], "warm_start_state"):
+            return
+        from safetensors.torch import save_file
+
+        meta = {"members": [], "full": None}
+        for tag, model in [(str(k), m) for k, m in enumerate(models)] + ([("full", full)] if full is not None else []):
+            arch, state = model.warm_start_state()
+            path = self._weights_path(cand.name, fold, tag)
+            self.rd.write_atomic(path, lambda q, st=state: save_file({k: v.detach().cpu().contiguous()
+                                                                      for k, v in st.items()}, str(q)))
+            meta["arch"] = arch
+            if tag == "full":
+                meta["full"] = path.name
+            else:
+                meta["members"].append(path.name)
+        self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index, "weights.json"),
+                             lambda q: q.write_text(json.dumps(meta)))
+
+    def warm_start_for(self, cand: Candidate, fold: Fold, source: str | None = None) -> dict | None:
+        """Where ``cand`` starts from in this fold: ``{"arch", "members": [paths], "full": path}`` or None.
+
+        ``source`` is the candidate playing the family's ``warm_start_role`` (default: the fold's
+        choice). Member k starts from the source's member k, trained on the same inner-train
+        patients, so no network starts from weights that saw the patients that score it; the
+        refit starts from the source's refit. Weights of the role's other candidates in this
+        fold are deleted then (they are no longer needed).
+        """
+        role = getattr(get_family(cand.family), "warm_start_role", None)
+        if role is None or not cand.fixed.get("warm_start", True):
+            return None
+        source = source or self.best_name(role, fold)
+        meta_path = None if source is None else self.rd.part(source, fold.repeat, fold.index, "weights.json")
+        if meta_path is None or not meta_path.exists():
+            return None
+        meta = json.loads(meta_path.read_text())
+        for other in self.cands.values():
+            if other.modality == ROLES.get(role) and other.name != source:
+                for p in self.rd.parts.glob(f"{other.name}__r{fold.repeat}_f{fold.index}.w*.safetensors"):
+                    p.unlink(missing_ok=True)
+        return {"source": source, "arch": meta["arch"], "members": [str(self.rd.parts / m) for m in meta["members"]],
+                "full": None if meta["full"] is None else str(self.rd.parts / meta["full"])}
 
     def _view_maker(self, cand: Candidate, upstream: pd.DataFrame | None):
         fam = get_family(cand.family)
@@ -181,6 +298,7 @@ class FoldRunner:
             return _row(cand, fold, status="failed", info=f"input missing: {exc}", best_params="null")
         make_view = self._view_maker(cand, self.upstream_for(cand, fold, inputs=inputs))
         seed = self.study_seed(cand.name, fold)
+        ctx_base = self._context(cand, self.warm_start_for(cand, fold))
         state = {"best": None}
 
         def on_trial(number: int, value: float | None, st: str) -> None:
@@ -194,7 +312,7 @@ class FoldRunner:
         n_trials = profile.trials_for(cand.modality)
         res = run_study(cand, make_view, y, inner, storage=self.storage,
                         study_name=study_name(rd.run_id, cand.name, fold.repeat, fold.index), n_trials=n_trials,
-                        timeout_s=profile.study_timeout_s, seed=seed, ctx_base=self._context(cand),
+                        timeout_s=profile.study_timeout_s, seed=seed, ctx_base=ctx_base,
                         metric=self.metric, repeat=fold.repeat, outer_index=fold.index, on_trial=on_trial)
         row = _row(cand, fold, best_value=res.best_value, n_trials=res.n_trials, n_failed=res.n_failed,
                    n_pruned=res.n_pruned, best_params=json.dumps(res.best_params, default=str),
@@ -206,9 +324,11 @@ class FoldRunner:
             self.progress.say(f"{label} FAILED: {row['info']}")
         else:
             try:
-                models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models)
-                full = self._refit_full(cand, fold, inner, res.best_params, make_view, seed) if profile.refit_full else None
+                models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models, ctx_base)
+                full = (self._refit_full(cand, fold, inner, res.best_params, make_view, seed, ctx_base)
+                        if profile.refit_full else None)
                 self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs, full=full)
+                self.save_warm_weights(cand, fold, models, full)
                 row.update(self._curve(inner, models, make_view, res.best_valid_preds))
                 self._record_best(cand, row)
                 res.best_models = res.best_valid_preds = None
@@ -227,7 +347,7 @@ class FoldRunner:
         return row
 
     def _bag(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
-             trained: list | None = None) -> list:
+             trained: list | None = None, ctx_base: TrialContext | None = None) -> list:
         """The bag: the best params trained once per inner fold (or the search's own models).
 
         ``trained`` are the best trial's models from the search (same params, same seeds), used
@@ -238,17 +358,18 @@ class FoldRunner:
         models = []
         for k, f in enumerate(inner):
             model = cand.build(params)
-            ctx = fit_context(self._context(cand), seed, fold.repeat, fold.index, k)
+            ctx = fit_context(ctx_base or self._context(cand), seed, fold.repeat, fold.index, k)
             models.append(model.fit(make_view(f.train, True), None, ctx))
         return models
 
-    def _refit_full(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int):
+    def _refit_full(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
+                    ctx_base: TrialContext | None = None):
         """The best params trained once more on the whole outer-train part (AutoGluon's ``refit_full``).
 
         Its own seed (inner index K), no validation part: iterative families stop early on a
         holdout of their own training part as in the bag; CNNs train the searched epochs.
         """
-        ctx = fit_context(self._context(cand), seed, fold.repeat, fold.index, len(inner))
+        ctx = fit_context(ctx_base or self._context(cand), seed, fold.repeat, fold.index, len(inner))
         return cand.build(params).fit(make_view(fold.train, True), None, ctx)
 
     def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,

@@ -52,3 +52,35 @@ class SlowProbeFamily(ProbeFamily):
 
         time.sleep(float(os.environ.get("AFF_PROBE_SLEEP", "0")))
         return super().fit(train, valid, ctx)
+
+
+class WarmSourceFamily(ProbeFamily):
+    """ProbeFamily whose 'weights' are the positions it trained on (a warm-start source)."""
+
+    def fit(self, train, valid, ctx):
+        self._seen = sorted(int(p) for p in train.patients)
+        return super().fit(train, valid, ctx)
+
+    def warm_start_state(self):
+        import torch
+
+        return "fake_arch", {"patients": torch.tensor(self._seen, dtype=torch.int64)}
+
+
+class WarmFusionFamily(ProbeFamily):
+    """ProbeFamily that starts from the best image candidate's weights and logs what they saw."""
+
+    warm_start_role = "best_image"
+
+    def fit(self, train, valid, ctx):
+        from safetensors.torch import load_file
+
+        ws, k = ctx.extra.get("warm_start"), ctx.extra.get("inner_index")
+        if ws is not None:
+            path = ws["members"][k] if k < len(ws["members"]) else ws["full"]
+            seen = load_file(path)["patients"].tolist()
+            with open(os.environ["AFF_WARM_LOG"], "a") as fh:
+                fh.write(json.dumps({"k": k, "source": ws["source"], "arch": ws["arch"], "source_seen": seen,
+                                     "own": sorted(int(p) for p in train.patients),
+                                     "search": ctx.trial is not None}) + "\n")
+        return super().fit(train, valid, ctx)

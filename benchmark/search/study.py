@@ -119,10 +119,14 @@ def fit_seed(seed: int, repeat: int, outer: int, inner: int) -> int:
 
 
 def fit_context(base: TrialContext, seed: int, repeat: int, outer: int, inner: int, trial=None) -> TrialContext:
-    """The context of the model trained on inner fold ``inner``: ``base`` with its own seed, trial and lists."""
+    """The context of the model trained on inner fold ``inner``: ``base`` with its own seed, trial and lists.
+
+    ``extra["inner_index"]`` says which inner fold it is (K: the refit on the whole part), so
+    a family can start from the weights of another model trained on the same patients.
+    """
     return replace(base, seed=fit_seed(seed, repeat, outer, inner), trial=trial,
                    step_offset=inner * STEP_STRIDE if trial is not None else 0,
-                   extra=dict(base.extra), history=[], notes=[])
+                   extra={**base.extra, "inner_index": inner}, history=[], notes=[])
 
 
 @dataclass

@@ -1,0 +1,56 @@
+"""Warm starts: a fusion member starts from the image member trained on the same patients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.runner import RunConfig, run
+from runner_helpers import write_spaces
+
+SOURCE = """
+name: {name}
+family: fake_families:WarmSourceFamily
+modality: image
+space:
+  C: {{type: float, low: 0.01, high: 10, log: true}}
+"""
+FUSION = """
+name: warm
+family: fake_families:WarmFusionFamily
+modality: fusion
+consumes: [best_image]
+space:
+  C: {type: float, low: 0.01, high: 10, log: true}
+"""
+
+
+def test_each_fusion_fit_starts_from_the_image_model_of_its_own_training_patients(tiny_dataset, tmp_path, monkeypatch):
+    ds = tiny_dataset(n_pos=10, n_neg=14)
+    monkeypatch.setenv("AFF_WARM_LOG", str(tmp_path / "warm.jsonl"))
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=2,
+                          extra={"src_a": SOURCE.format(name="src_a"), "src_b": SOURCE.format(name="src_b"),
+                                 "warm": FUSION})
+    (spaces / "profiles.yaml").write_text((spaces / "profiles.yaml").read_text() + "  refit_full: true\n")
+    out = Path(run(RunConfig(candidates=["src_a", "src_b", "warm"], data=str(ds.yaml), profile="tiny", device="cpu",
+                             spaces=[str(spaces)], results_dir=str(tmp_path / "r"), run="w")))
+    log = [json.loads(line) for line in (tmp_path / "warm.jsonl").read_text().splitlines()]
+    # 2 outer folds x (2 trials x 2 inner folds + the refit on all of outer-train)
+    assert len(log) == 2 * (2 * 2 + 1)
+    for entry in log:
+        assert entry["source_seen"] == entry["own"], entry      # same patients: none that scores the fusion
+        assert entry["arch"] == "fake_arch"
+    assert sum(e["k"] == 2 and not e["search"] for e in log) == 2   # the refits start from the source's refit
+    # the fold's best image candidate is the source; the other's weights are gone
+    studies = pd.read_csv(out / "studies.csv")
+    folds = pd.read_csv(out / "folds.csv")
+    for f in (0, 1):
+        train = {int(k[1:]) - 1 for k in folds[(folds.outer_fold == f) & (folds.part == "train")].patient}
+        rows = studies[(studies.outer_fold == f) & studies.candidate.isin(["src_a", "src_b"])]
+        best = rows.loc[rows.best_value.idxmax(), "candidate"]
+        assert {e["source"] for e in log if set(e["own"]) <= train} == {best}
+        other = ({"src_a", "src_b"} - {best}).pop()
+        assert not list((out / "parts").glob(f"{other}__r0_f{f}.w*.safetensors"))
+        assert len(list((out / "parts").glob(f"{best}__r0_f{f}.w*.safetensors"))) == 3   # 2 members + refit
