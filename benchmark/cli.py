@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,list,report,synth,validate,export,predict}``.
+"""Command line: ``python -m benchmark {run,plan,list,report,synth,validate,export,predict}``.
 
 Each sub-command lives in the module of its stage; this file only wires them. A module
 contributes ``add_arguments(parser)`` and ``command(args) -> int``. ``UserError`` is
@@ -16,6 +16,7 @@ from benchmark.errors import UserError
 # sub-command -> (module, one-line help)
 COMMANDS = {
     "run": ("benchmark.runner", "tune and evaluate candidates, write results/<run>/"),
+    "plan": ("benchmark.plan", "count a run's units, trials, fits and images and estimate its time, without training"),
     "list": ("benchmark.search.spaces", "list candidates, suites and profiles"),
     "report": ("benchmark.report.html", "rebuild leaderboard.html from a run's stored files"),
     "synth": ("benchmark.data.synth", "write a synthetic AFF/NFF cohort"),

@@ -122,12 +122,17 @@ def run(cfg: RunConfig) -> Path:
         write_folds(run_path, cohort, folds, lambda f: inner_fold_list(cohort.y, f, profile, cfg.seed))
         print(f"run {run_path.name}: {len(cands)} candidates x {len(folds)} outer folds, profile {profile.name}, "
               f"device {device}, {cohort.n_patients} patients ({int(cohort.y.sum())} AFF)", flush=True)
+        costs = _cost_estimate(cands, profile, cohort, plan, device)
         t0 = time.monotonic()
-        progress = Progress(sum(profile.trials_for(u.candidate.modality) + 1 for u in plan))
+        progress = Progress(sum(profile.trials_for(u.candidate.modality) + 1 for u in plan), costs=costs)
         fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
                         calibration=cfg.calibration, ctx_base=base_context(device, profile, cfg.seed, cfg.deterministic),
                         candidates={c.name: c for c in cands})
-        studies = [fr.run_unit(unit) for unit in plan]
+        studies = []
+        for unit in plan:   # each unit's steps weigh its estimated cost; a reused unit is no work now
+            reused = rd.part(*unit.key).exists() and rd.part(*unit.key, "json").exists()
+            progress.begin(unit.key, reused=reused)
+            studies.append(fr.run_unit(unit))
         # A storage of the run's own holds only its studies; a shared one (--storage) is read by run id.
         finish_run(rd, cohort, folds, studies, cands, profile, storage, man, time.monotonic() - t0,
                    run_id=None if cfg.storage is None else run_id)
@@ -135,6 +140,24 @@ def run(cfg: RunConfig) -> Path:
         rd.write_json("manifest.json", mark_failed(man, exc))
         raise
     return run_path
+
+
+def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str) -> dict | None:
+    """Print the plan's estimate (``benchmark.plan``) and return the per-unit costs for ``Progress``.
+
+    An estimate that cannot be made is one line, never a failed run: progress then counts trials.
+    """
+    from benchmark.plan import run_estimate
+
+    try:
+        priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True))
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as exc:   # the estimate is advice; the run goes on without it
+        print(f"cost estimate: not available ({type(exc).__name__}: {str(exc)[:120]}); progress counts trials",
+              flush=True)
+        return None
+    return None if priced is None else priced.progress_costs()
 
 
 def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict],

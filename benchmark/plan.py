@@ -1,0 +1,698 @@
+"""Cost you can see before you pay it: the run plan's work, counted and priced, without training.
+
+    python -m benchmark plan --suite all --profile quick                      # measures this CPU (cached)
+    python -m benchmark plan --suite image --profile standard --device-profile h200
+
+``build_cost_plan`` resolves the candidates, the cohort size after ``max_patients`` and the
+profile's folds exactly as ``run`` does, then counts per candidate: work units, trials, fits
+(trials x inner folds per unit; the bag reuses the best trial's models, so it adds no fit,
+only prediction passes; ``refit_full`` adds one fit per unit) and the images seen in
+training. A priced plan (``price``) turns that into seconds::
+
+    plan = build_cost_plan(cfg, profile, cohort)
+    costs = cpu_costs(plan) if device_profile == "cpu" else h200_costs(plan)
+    priced = price(plan, costs)
+    priced.total_s, priced.unit_s[("resnet18", 0, 1)]        # the run's and one unit's estimate
+
+Epochs of a network fit: the candidate's ``fixed`` value; else the first trial (the
+``start`` trial) takes its ``start`` value and later trials the space's upper bound (a
+ceiling: the search draws lower values too); else the family default. The profile's epoch
+cap applies, then its per-fit sample budget (``max_image_samples``: whole epochs, at least
+one, as ``torch_train`` does). Register networks (the MLP) stop early on their own holdout,
+so their measured fit time already holds their epochs.
+
+Per-image costs: ``h200`` reads ``H200_IMAGES_PER_S`` (../shared/device/README.md: bf16, 224 px
+batch 256 and 512 px batch 64), interpolated in pixel count between the two sizes and scaled
+by pixel count outside them; an architecture not in the table takes the nearest one by
+parameter count (the plan says so); an evaluation image costs ``EVAL_SHARE`` of a training
+image. ``cpu`` measures this machine (``calibrate``): a few training steps and one prediction
+pass of each architecture with the harness's own ``timm_cnn`` code at the profile's image
+size and the candidate's batch, one fusion network against its backbone (the overhead every
+neural fusion family gets), and one fit of each register family on a synthetic table of the
+fit's size. Results are cached in ``cache_dir()/cost_calibration.json`` keyed by what they
+depend on (architecture, size, batch, threads, device, torch version), so ``run`` reuses them.
+Register families are measured on the CPU for the ``h200`` profile too (they run on the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import UserError
+from benchmark.paths import cache_dir
+from benchmark.protocol import MODALITIES
+
+EVAL_SHARE = 1 / 3            # an evaluation image costs this share of a training image (h200 table)
+HOLDOUT = 0.15                # share of a fit's training part held out for early stopping (preprocess)
+CURVE_PASSES = 2              # learning-curve predictions at 25 % and 50 % of the budget (fold_runner)
+LATE_FIT_S = 0.05             # a late-fusion fit on two columns (not measured)
+CACHE_FILE = "cost_calibration.json"
+CAL_STEPS = 3                 # timed training steps per architecture (after one warm-up epoch)
+
+# Images per second of a bare timm training loop on one H200 (bf16 autocast, channels_last, AdamW),
+# from ../shared/device/README.md: {image side: images/s} at batch 256 (224 px) and 64 (512 px).
+H200_IMAGES_PER_S = {
+    "resnet18": {224: 13253, 512: 2621},
+    "resnet50": {224: 4703, 512: 924},
+    "efficientnet_b0": {224: 5145, 512: 1022},
+    "convnext_tiny": {224: 3063, 512: 608},
+    "densenet121": {512: 571},
+}
+# Millions of parameters (timm, one input channel, one logit): the nearest-architecture fallback.
+PARAMS_M = {"resnet18": 11.17, "resnet50": 23.5, "efficientnet_b0": 4.01, "convnext_tiny": 27.82,
+            "densenet121": 6.95, "convnext_nano": 14.95, "test_resnet": 0.37}
+FUSION_OVERHEAD_H200 = 1.15   # a fusion network's image cost against its backbone (not measured on the GPU)
+
+
+# ---- the plan: counts ---------------------------------------------------------------------------
+
+@dataclass
+class CandidatePlan:
+    """What one candidate costs in work: counts per unit and over the run, and what prices it."""
+
+    name: str
+    modality: str
+    family: str
+    kind: str                     # cnn | fusion_net | embed | table | late
+    arch: str | None
+    batch: int | None
+    units: int
+    trials: int                   # per unit
+    fits: int                     # per unit: trials x inner folds (+ 1 with refit_full)
+    train_images: list[int]       # per fit of each trial (images seen in training), trial order
+    trial_eval_images: list[int]  # per trial: images predicted by its K fits (inner-validation, holdout)
+    bag_eval_images: int          # per unit: images the bag predicts (outer test, MC passes, curve, refit)
+    fit_rows: int                 # patients in one fit's training part
+    epoch_cap: int | None = None  # the profile's epoch cap for this candidate's networks
+    epochs: list[int] = field(default_factory=list)   # per trial, after the caps
+
+    @property
+    def images_seen(self) -> int:
+        """Images seen in training over the whole run (every fit of every unit)."""
+        return self.units * self.inner * sum(self.train_images) + self.units * self.refit_images
+
+    inner: int = 1
+    refit_images: int = 0
+
+
+@dataclass
+class CostPlan:
+    profile: str
+    n_patients: int
+    images_per_patient: float
+    outer: int
+    inner: int
+    repeats: int
+    image_size: int
+    candidates: list[CandidatePlan]
+    unit_keys: dict[str, list[tuple[str, int, int]]]   # candidate -> the plan's unit keys
+
+
+def _network_epochs(cand, fam_cls, trials: int, cap: int | None) -> list[int]:
+    """Epochs per trial: fixed, else start (first trial) and the space's upper bound, else the default."""
+    key = getattr(fam_cls, "epochs_param", "epochs")
+    if key in cand.fixed:
+        raw = [int(cand.fixed[key])] * trials
+    else:
+        spec = cand.space.get(key)
+        high = None
+        if spec is not None:
+            high = max(spec["choices"]) if spec["type"] == "categorical" else int(spec["high"])
+        default = int((fam_cls.defaults or {}).get(key) or 1)
+        high = high if high is not None else default
+        first = int(cand.start.get(key, high))
+        raw = [first] + [high] * (trials - 1)
+    return [min(e, cap) if cap else e for e in raw]
+
+
+def _batch(cand, fam_cls) -> int:
+    for src in (cand.fixed, cand.start):
+        if "batch_size" in src:
+            return int(src["batch_size"])
+    return int((fam_cls.defaults or {}).get("batch_size") or 32)
+
+
+def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: float,
+                    units: list | None = None) -> CostPlan:
+    """Count every candidate's units, trials, fits and images (no training, no timing).
+
+    ``units``: the run plan (``run_plan.build_plan``); when None the counts assume one unit per
+    candidate x outer fold x repeat, which is what ``build_plan`` makes.
+    """
+    from benchmark.candidates.base import get_family
+    from benchmark.candidates.fusion_embed import _EmbedTrees
+    from benchmark.candidates.fusion_nets import NeuralFusion
+    from benchmark.candidates.torch_family import ImageFamily, TorchFamily
+
+    K, outer = profile.inner_folds, profile.outer_folds
+    n_out_train = n_patients * (outer - 1) / outer
+    n_fit = n_out_train * (K - 1) / K
+    n_valid = n_out_train / K
+    n_test = n_patients / outer
+    ipp = images_per_patient
+    refit = bool(getattr(profile, "refit_full", False))
+    keys: dict[str, list] = {}
+    if units is not None:
+        for u in units:
+            keys.setdefault(u.candidate.name, []).append(u.key)
+    out = []
+    for cand in cands:
+        fam = get_family(cand.family)
+        trials = profile.trials_for(cand.modality)
+        n_units = len(keys[cand.name]) if units is not None else outer * profile.repeats
+        if issubclass(fam, NeuralFusion):
+            kind = "fusion_net"
+        elif issubclass(fam, ImageFamily):
+            kind = "cnn"
+        elif issubclass(fam, _EmbedTrees):
+            kind = "embed"
+        elif cand.consumes:
+            kind = "late"
+        else:
+            kind = "table"
+        arch = None
+        if kind in ("cnn", "fusion_net"):
+            arch = cand.fixed.get("arch") or (fam.defaults or {}).get("arch")
+        elif kind == "embed":
+            arch = cand.fixed.get("encoder") or (fam.defaults or {}).get("encoder")
+        train_images: list[int] = [0] * trials
+        trial_eval: list[int] = [0] * trials
+        epochs: list[int] = []
+        eval_imgs = 0.0
+        refit_images = 0
+        if kind in ("cnn", "fusion_net"):
+            part = 1 - HOLDOUT if kind == "fusion_net" else 1.0   # fusion nets hold out 15 % to stop early
+            n_imgs = int(round(n_fit * ipp * part))
+            epochs = _network_epochs(cand, fam, trials, profile.epoch_cap(cand.modality, True))
+            if profile.max_image_samples:
+                epochs = [max(1, min(e, profile.max_image_samples // max(n_imgs, 1))) for e in epochs]
+            train_images = [e * n_imgs for e in epochs]
+            hold = n_fit * ipp * HOLDOUT if kind == "fusion_net" else 0.0
+            # search: each fit predicts its inner-validation fold (+ its holdout every epoch)
+            trial_eval = [int(round(K * (n_valid * ipp + hold * e))) for e in epochs]
+            # the bag: K members predict the outer test part (and MC passes), the curve re-predicts
+            eval_imgs = K * n_test * ipp * (1 + profile.mc_passes) + K * CURVE_PASSES * n_valid * ipp
+            if refit:
+                refit_images = int(round(epochs[0] * n_out_train * ipp * part))
+                eval_imgs += n_test * ipp
+        out.append(CandidatePlan(
+            name=cand.name, modality=cand.modality, family=cand.family, kind=kind, arch=arch,
+            batch=_batch(cand, fam) if issubclass(fam, TorchFamily) else None, units=n_units, trials=trials,
+            fits=trials * K + (1 if refit else 0), train_images=train_images,
+            trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
+            fit_rows=int(round(n_fit)), epoch_cap=profile.epoch_cap(cand.modality, fam.uses_images), epochs=epochs, inner=K, refit_images=refit_images))
+    return CostPlan(profile=profile.name, n_patients=n_patients, images_per_patient=ipp, outer=outer, inner=K,
+                    repeats=profile.repeats, image_size=profile.image_size, candidates=out, unit_keys=keys)
+
+
+# ---- per-image and per-fit costs ----------------------------------------------------------------
+
+@dataclass
+class Costs:
+    """Seconds per training image and per evaluation image by architecture, seconds per table fit."""
+
+    source: str                                   # one line: where the figures come from
+    train_s: dict[str, float] = field(default_factory=dict)     # arch -> s per training image
+    eval_s: dict[str, float] = field(default_factory=dict)      # arch -> s per evaluated image
+    fit_s: dict[str, float] = field(default_factory=dict)       # candidate -> s per fit (table, embed trees)
+    fusion_overhead: float = FUSION_OVERHEAD_H200
+    notes: list[str] = field(default_factory=list)
+    calibration_s: float = 0.0                    # seconds spent measuring now (0: all cached)
+
+
+def h200_images_per_s(arch: str, size: int) -> tuple[float, str | None]:
+    """Training images/s of ``arch`` at ``size`` px on an H200, and a note when another arch stood in.
+
+    Time per image is interpolated linearly in pixel count between the table's two sizes and
+    scaled by pixel count outside them (one size only: scaled from it).
+    """
+    note = None
+    if arch not in H200_IMAGES_PER_S:
+        if arch in PARAMS_M:
+            m = PARAMS_M[arch]
+        else:
+            import timm
+
+            net = timm.create_model(arch, in_chans=1, num_classes=1)
+            m = sum(p.numel() for p in net.parameters()) / 1e6
+        near = min(H200_IMAGES_PER_S, key=lambda a: abs(PARAMS_M[a] - m))
+        note = f"{arch} is not in the H200 table: priced as {near} (nearest by parameters, {PARAMS_M[near]:.1f} M vs {m:.1f} M)"
+        arch = near
+    pts = sorted((s * s, 1.0 / r) for s, r in H200_IMAGES_PER_S[arch].items())
+    p = size * size
+    if p <= pts[0][0]:
+        t = pts[0][1] * p / pts[0][0]
+    elif p >= pts[-1][0]:
+        t = pts[-1][1] * p / pts[-1][0]
+    else:
+        (p0, t0), (p1, t1) = pts[0], pts[-1]
+        t = t0 + (t1 - t0) * (p - p0) / (p1 - p0)
+    return 1.0 / t, note
+
+
+def _image_archs(plan: CostPlan) -> dict[str, int]:
+    """Architectures that train or embed images, with a typical batch (the largest asked)."""
+    out: dict[str, int] = {}
+    for c in plan.candidates:
+        if c.arch and c.kind in ("cnn", "fusion_net", "embed"):
+            out[c.arch] = max(out.get(c.arch, 0), c.batch or 64)
+    return out
+
+
+def h200_costs(plan: CostPlan, *, measure_tables: bool = True, log: Callable[[str], None] = print) -> Costs:
+    """Per-image costs from the H200 table; register fits measured on this CPU (cached)."""
+    costs = Costs(source="H200 table (../shared/device/README.md, bare bf16 loop; eval = 1/3 of a training image); "
+                         "register fits measured on this CPU")
+    for arch in _image_archs(plan):
+        r, note = h200_images_per_s(arch, plan.image_size)
+        costs.train_s[arch], costs.eval_s[arch] = 1.0 / r, EVAL_SHARE / r
+        if note:
+            costs.notes.append(note)
+    if measure_tables:
+        _table_costs(plan, costs, log)
+    return costs
+
+
+# ---- calibration on this machine ---------------------------------------------------------------
+
+def _cache_path() -> Path:
+    return cache_dir() / CACHE_FILE
+
+
+def _load_cache() -> dict:
+    try:
+        return json.loads(_cache_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _store(key: str, value: dict) -> None:
+    """Add one measurement to the cache (read again first: another process may have added some)."""
+    path = _cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = _load_cache()
+    data[key] = value
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _threads() -> int:
+    return os.cpu_count() or 1
+
+
+def _torch_key(device: str) -> str:
+    import torch
+
+    return f"{_threads()}t|{device}|torch{torch.__version__}"
+
+
+def image_key(arch: str, size: int, batch: int, device: str = "cpu", kind: str = "cnn") -> str:
+    return f"{kind}|{arch}|{size}px|b{batch}|{_torch_key(device)}"
+
+
+def _synthetic_images(n: int, size: int, seed: int = 0):
+    from benchmark.data.cohort import PatientData
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.2).astype(np.int64)
+    y[:2] = [0, 1]
+    reg = pd.DataFrame(rng.normal(size=(n, 8)), columns=[f"v{i}" for i in range(8)])
+    return PatientData(patients=np.arange(n), register=reg,
+                       images=rng.integers(0, 256, (n, size, size), dtype=np.uint8),
+                       image_owner=np.arange(n), y=y)
+
+
+def measure_image(arch: str, size: int, batch: int, *, family: str = "timm_cnn", steps: int = CAL_STEPS,
+                  device: str = "cpu") -> dict:
+    """Seconds per training image (the second of two epochs of ``steps`` batches) and per predicted image."""
+    from benchmark.candidates.base import TrialContext, get_family
+
+    n = batch * steps
+    data = _synthetic_images(n, size)
+    ctx = TrialContext(device=device, seed=0, max_epochs=2, image_size=size, extra={"n_threads": _threads()})
+    params = dict(arch=arch, pretrained=False, batch_size=batch, epochs=2, patience=None)
+    fam = get_family(family)(**params)
+    t0 = time.perf_counter()
+    fam.fit(data, data if family != "timm_cnn" else None, ctx)   # fusion nets: no holdout split of a tiny set
+    epoch = fam.history_[-1]
+    t1 = time.perf_counter()
+    fam.predict_proba(data)
+    t_eval = time.perf_counter() - t1
+    return {"train_s": epoch["train_s"] / max(1, epoch["samples"]), "eval_s": t_eval / n,
+            "measured_s": round(time.perf_counter() - t0, 2)}
+
+
+def _synthetic_table(rows: int, cols: int, prevalence: float, seed: int = 0):
+    """A register-like table (numeric, 10 % missing, two planted columns) of the fit's size."""
+    from benchmark.data.cohort import PatientData
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(rows) < prevalence).astype(np.int64)
+    y[:4] = [0, 1, 0, 1]
+    x = rng.normal(size=(rows, cols)).astype(np.float32)
+    x[:, 0] += 1.5 * y
+    x[:, 1] -= y
+    x[rng.random((rows, cols)) < 0.1] = np.nan
+    x[:, 0] = np.nan_to_num(x[:, 0])
+    reg = pd.DataFrame(x, columns=[f"v{i}" for i in range(cols)])
+    return PatientData(patients=np.arange(rows), register=reg, images=None, image_owner=None, y=y)
+
+
+def table_key(plan_c: CandidatePlan, cols: int, params: dict) -> str:
+    import zlib
+
+    h = zlib.crc32(json.dumps(params, sort_keys=True, default=str).encode())
+    return f"fit|{plan_c.name}|{plan_c.family}|{plan_c.fit_rows}x{cols}|e{plan_c.epoch_cap}|{h:08x}|{_torch_key('cpu')}"
+
+
+def _table_params(cand) -> tuple[str, dict]:
+    """(family to fit, params): the candidate's fixed + start; an embed family's own tree family."""
+    from benchmark.candidates.base import get_family
+    from benchmark.candidates.fusion_embed import _EmbedTrees
+
+    params = {**cand.fixed, **cand.start}
+    family = cand.family
+    if issubclass(get_family(family), _EmbedTrees):
+        family = family.removeprefix("embed_")
+        params = {k: v for k, v in params.items() if k not in ("n_components", "encoder", "pretrained")}
+    return family, params
+
+
+def measure_table_fit(family: str, params: dict, rows: int, cols: int, prevalence: float = 0.2,
+                      epoch_cap: int | None = None) -> dict:
+    """Seconds of one fit (and one prediction of a fifth as many rows) on a synthetic table."""
+    from benchmark.candidates.base import TrialContext, get_family
+
+    from benchmark.candidates.torch_family import TorchFamily
+
+    data = _synthetic_table(rows, cols, prevalence)
+    ctx = TrialContext(device="cpu", seed=0, max_epochs=epoch_cap, extra={"n_jobs": _threads(), "n_threads": _threads()})
+    if issubclass(get_family(family), TorchFamily):   # torch's first use in a process is slow: not a fit's cost
+        small = _synthetic_table(32, cols, 0.5)
+        get_family(family)(**params).fit(small, None, replace(ctx, max_epochs=1))
+    t0 = time.perf_counter()
+    model = get_family(family)(**params).fit(data, None, ctx)
+    model.predict_proba(data.subset(np.arange(max(2, rows // 5))))
+    return {"fit_s": time.perf_counter() - t0}
+
+
+# set by build_costs' caller: cohort facts the table calibration needs
+_TABLE_SHAPE: dict = {"cols": 64, "prevalence": 0.2, "cands": {}}
+
+
+def _table_costs(plan: CostPlan, costs: Costs, log: Callable[[str], None]) -> None:
+    cache = _load_cache()
+    cols, prev = _TABLE_SHAPE["cols"], _TABLE_SHAPE["prevalence"]
+    for c in plan.candidates:
+        if c.kind not in ("table", "embed"):
+            continue
+        cand = _TABLE_SHAPE["cands"].get(c.name)
+        if cand is None:
+            continue
+        family, params = _table_params(cand)
+        if ":" in family:   # a user's family from another package: not fitted behind the user's back
+            costs.notes.append(f"{c.name}: a family from outside the harness ({family}) is not measured; priced at 0 s")
+            costs.fit_s[c.name] = 0.0
+            continue
+        key = table_key(c, cols + (8 if c.kind == "embed" else 0), params)
+        if key not in cache:
+            log(f"  calibrating {c.name}: one fit on a {c.fit_rows} x {cols} synthetic table ...")
+            t0 = time.perf_counter()
+            try:
+                hit = measure_table_fit(family, params, c.fit_rows, cols + (8 if c.kind == "embed" else 0), prev,
+                                        c.epoch_cap)
+            except (KeyboardInterrupt, UserError):
+                raise
+            except Exception as exc:   # a family that cannot fit a synthetic table: priced as free, said so
+                costs.notes.append(f"{c.name}: not measured ({type(exc).__name__}: {str(exc)[:80]}); priced at 0 s")
+                costs.fit_s[c.name] = 0.0
+                continue
+            _store(key, hit)
+            cache[key] = hit
+            costs.calibration_s += time.perf_counter() - t0
+        costs.fit_s[c.name] = float(cache[key]["fit_s"])
+
+
+def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print) -> Costs:
+    """Measure (or read from the cache) this machine's costs for every architecture and family of the plan."""
+    import torch
+
+    costs = Costs(source=f"measured on this machine (cpu, {_threads()} threads, torch {torch.__version__}); "
+                         f"cached in {_cache_path()}")
+    cache = _load_cache()
+    archs = _image_archs(plan)
+    size = plan.image_size
+    for arch, batch in archs.items():
+        key = image_key(arch, size, batch)
+        if key not in cache:
+            log(f"  calibrating {arch} at {size} px, batch {batch} ({CAL_STEPS} training steps, one prediction pass) ...")
+            t0 = time.perf_counter()
+            cache[key] = measure_image(arch, size, batch)
+            _store(key, cache[key])
+            costs.calibration_s += time.perf_counter() - t0
+        costs.train_s[arch], costs.eval_s[arch] = cache[key]["train_s"], cache[key]["eval_s"]
+    nets = [c for c in plan.candidates if c.kind == "fusion_net"]
+    if nets:   # one fusion network against its backbone: the overhead of every neural fusion family
+        c = nets[0]
+        key = image_key(c.arch, size, c.batch or 64, kind=c.family)
+        if key not in cache:
+            log(f"  calibrating {c.family} ({c.arch} backbone) at {size} px ...")
+            t0 = time.perf_counter()
+            cache[key] = measure_image(c.arch, size, c.batch or 64, family=c.family)
+            _store(key, cache[key])
+            costs.calibration_s += time.perf_counter() - t0
+        costs.fusion_overhead = max(1.0, cache[key]["train_s"] / costs.train_s[c.arch])
+        costs.notes.append(f"neural fusion: {costs.fusion_overhead:.2f}x the image cost of its backbone "
+                           f"(measured on {c.family})")
+    _table_costs(plan, costs, log)
+    return costs
+
+
+# ---- pricing -----------------------------------------------------------------------------------
+
+@dataclass
+class Priced:
+    plan: CostPlan
+    costs: Costs
+    per_candidate: dict[str, dict]               # name -> trial_s, refit_s, unit_s, total_s
+    unit_s: dict[tuple[str, int, int], tuple[float, float]]   # unit key -> (s per trial, s of the refit)
+
+    @property
+    def total_s(self) -> float:
+        return sum(v["total_s"] for v in self.per_candidate.values())
+
+    def progress_costs(self) -> dict:
+        """Unit key -> (seconds per trial, trials, seconds of the refit): ``fold_runner.Progress``'s weights."""
+        trials = {c.name: c.trials for c in self.plan.candidates}
+        return {k: (t, trials[k[0]], r) for k, (t, r) in self.unit_s.items()}
+
+    def modality_s(self) -> dict[str, float]:
+        out = {m: 0.0 for m in MODALITIES}
+        for c in self.plan.candidates:
+            out[c.modality] += self.per_candidate[c.name]["total_s"]
+        return out
+
+
+TRIAL_OVERHEAD_S = 0.1    # Optuna's ask/tell (SQLite) of one trial
+UNIT_OVERHEAD_S = 1.0     # a unit's study set-up, views, calibration and part file (smoke run, 2 CPU cores)
+
+
+def price(plan: CostPlan, costs: Costs) -> Priced:
+    """Seconds per trial, per refit and in all for every candidate of ``plan`` at ``costs``."""
+    per: dict[str, dict] = {}
+    unit_s: dict = {}
+    encoders_done: set = set()
+    total_images = plan.n_patients * plan.images_per_patient
+    for c in plan.candidates:
+        refit_s, first_s = 0.0, 0.0
+        if c.kind in ("cnn", "fusion_net"):
+            over = costs.fusion_overhead if c.kind == "fusion_net" else 1.0
+            tr, ev = costs.train_s[c.arch] * over, costs.eval_s[c.arch] * over
+            trial_list = [c.inner * n * tr + m * ev + TRIAL_OVERHEAD_S
+                          for n, m in zip(c.train_images, c.trial_eval_images)]
+            refit_s = c.bag_eval_images * ev + c.refit_images * tr
+        elif c.kind == "embed":
+            fit = costs.fit_s.get(c.name, 0.0)
+            trial_list = [c.inner * fit + TRIAL_OVERHEAD_S] * c.trials
+            if c.arch not in encoders_done:   # every image embedded once per run and encoder
+                encoders_done.add(c.arch)
+                first_s = total_images * costs.eval_s.get(c.arch, 0.0)
+        elif c.kind == "late":
+            trial_list = [c.inner * LATE_FIT_S + TRIAL_OVERHEAD_S] * c.trials
+        else:
+            fit = costs.fit_s.get(c.name, 0.0)
+            trial_list = [c.inner * fit + TRIAL_OVERHEAD_S] * c.trials
+            refit_s = fit if c.fits > c.trials * c.inner else 0.0
+        refit_s += UNIT_OVERHEAD_S
+        trial_s = sum(trial_list) / max(1, len(trial_list))
+        unit = sum(trial_list) + refit_s
+        keys = plan.unit_keys.get(c.name) or [(c.name, 0, i) for i in range(c.units)]
+        for i, k in enumerate(keys):
+            extra = first_s / c.trials if i == 0 else 0.0
+            unit_s[k] = (trial_s + extra, refit_s)
+        per[c.name] = {"trial_s": trial_s, "refit_s": refit_s, "unit_s": unit, "total_s": unit * c.units + first_s}
+    return Priced(plan, costs, per, unit_s)
+
+
+# ---- from a run's settings -----------------------------------------------------------------------
+
+def images_per_patient(cohort) -> float:
+    if not cohort.has_images or cohort.n_patients == 0:
+        return 0.0
+    return float(len(cohort.images)) / cohort.n_patients
+
+
+def plan_for_run(cands: list, profile, cohort, units: list) -> CostPlan:
+    """The cost plan of a run whose cohort is already subsampled (``max_patients``) and planned."""
+    reg = cohort.register
+    cols = 64 if reg is None else max(1, reg.shape[1])
+    _TABLE_SHAPE.update(cols=cols, prevalence=float(np.mean(cohort.y)) if len(cohort.y) else 0.2,
+                        cands={c.name: c for c in cands})
+    return build_cost_plan(cands, profile, cohort.n_patients, images_per_patient(cohort), units)
+
+
+def missing_calibration(plan: CostPlan) -> list[str]:
+    """What a CPU pricing of ``plan`` would have to measure now (nothing: every figure is cached)."""
+    cache = _load_cache()
+    out = [a for a, b in _image_archs(plan).items() if image_key(a, plan.image_size, b) not in cache]
+    nets = [c for c in plan.candidates if c.kind == "fusion_net"]
+    if nets and image_key(nets[0].arch, plan.image_size, nets[0].batch or 64, kind=nets[0].family) not in cache:
+        out.append(nets[0].family)
+    for c in plan.candidates:
+        cand = _TABLE_SHAPE["cands"].get(c.name)
+        if c.kind in ("table", "embed") and cand is not None:
+            family, params = _table_params(cand)
+            if ":" not in family and table_key(c, _TABLE_SHAPE["cols"] + (8 if c.kind == "embed" else 0), params) not in cache:
+                out.append(c.name)
+    return out
+
+
+def costs_for(plan: CostPlan, device_profile: str, log: Callable[[str], None] = print) -> Costs:
+    if device_profile == "h200":
+        return h200_costs(plan, log=log)
+    if device_profile == "cpu":
+        return cpu_costs(plan, log=log)
+    raise UserError(f"--device-profile {device_profile}: use cpu or h200")
+
+
+def fmt_s(s: float) -> str:
+    """``42s``, ``13m05s``, ``2h07m``, ``3d04h``."""
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}" if x < 1e7 else f"{x:.2e}"
+
+
+def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -> str:
+    """The printed plan: a row per candidate (or per modality only), the total and where costs come from."""
+    plan, costs = priced.plan, priced.costs
+    lines = [f"plan: profile {plan.profile}, {plan.n_patients} patients ({plan.images_per_patient:.2f} images each), "
+             f"{plan.outer} outer x {plan.inner} inner folds x {plan.repeats} repeat(s), {plan.image_size} px; "
+             f"device profile {device_profile}"]
+    if per_candidate:
+        lines.append(f"  {'candidate':<16} {'modality':<9} {'units':>5} {'trials':>6} {'fits':>6} "
+                     f"{'images seen':>13} {'est. time':>10}")
+        for c in plan.candidates:
+            p = priced.per_candidate[c.name]
+            fits = c.units * c.fits
+            lines.append(f"  {c.name:<16} {c.modality:<9} {c.units:>5} {c.units * c.trials:>6} {fits:>6} "
+                         f"{_n(c.images_seen):>13} {fmt_s(p['total_s']):>10}")
+    mod = priced.modality_s()
+    lines.append("  by modality: " + ", ".join(f"{m} {fmt_s(s)}" for m, s in mod.items() if s > 0))
+    lines.append(f"  estimated total: {fmt_s(priced.total_s)} (an estimate; bag predictions included, "
+                 f"report and bootstrap not)")
+    lines.append(f"  costs: {costs.source}")
+    for note in costs.notes:
+        lines.append(f"  note: {note}")
+    if costs.calibration_s:
+        lines.append(f"  calibration took {costs.calibration_s:.0f}s (cached for next time)")
+    return "\n".join(lines)
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="all", help="suite to plan (register, image, fusion, all, or your own)")
+    p.add_argument("--candidates", default=None, help="comma-separated candidate names (instead of --suite)")
+    p.add_argument("--data", default=None, metavar="DATASET.yaml", help="dataset file (default: the synthetic cohort)")
+    p.add_argument("--profile", default=None, help="budget profile (default: quick on CPU, standard on GPU)")
+    p.add_argument("--spaces", action="append", default=[], metavar="DIR", help="extra folder of candidate files")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device-profile", default=None, choices=["cpu", "h200"],
+                   help="per-image costs: cpu measures this machine (cached), h200 reads the stored H200 table "
+                        "(default: h200 with a CUDA GPU, else cpu)")
+
+
+def command(args: argparse.Namespace) -> int:
+    from benchmark.data.splits import outer_folds, stratified_subsample
+    from benchmark.run_folder import RunConfig
+    from benchmark.run_plan import build_plan, default_profile, pick_device, resolve_candidates
+    from benchmark.search.spaces import get_profile
+
+    device = pick_device("auto")
+    dp = args.device_profile or ("h200" if device == "cuda" else "cpu")
+    cfg = RunConfig(suite=args.suite, candidates=args.candidates.split(",") if args.candidates else None,
+                    data=args.data, profile=args.profile or default_profile(device), spaces=args.spaces,
+                    seed=args.seed)
+    profile = get_profile(cfg.profile, cfg.spaces)
+    cands, _ = resolve_candidates(cfg)
+    cohort = load_run_cohort(cfg)
+    cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
+    folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
+    plan = plan_for_run(cands, profile, cohort, build_plan(cands, folds))
+    costs = costs_for(plan, dp)
+    print(render(price(plan, costs), dp))
+    return 0
+
+
+def load_run_cohort(cfg):
+    from benchmark.data.dataset import load_dataset
+    from benchmark.run_plan import default_dataset
+
+    return load_dataset(Path(cfg.data) if cfg.data else default_dataset())
+
+
+def run_estimate(cands: list, profile, cohort, units: list, device: str,
+                 log: Callable[[str], None] = print) -> Priced | None:
+    """The estimate ``run`` prints first (per modality and in all); None when it would cost too long to price.
+
+    A GPU run prices with the H200 table. A CPU run reuses the cached calibration; what is
+    missing is measured now when the images are small (<= ``RUN_CALIBRATE_MAX_PX``: a few seconds
+    per architecture); at larger sizes on the CPU ``run`` does not spend minutes measuring
+    and says to run ``plan`` first, and the progress line falls back to counting trials.
+    """
+    plan = plan_for_run(cands, profile, cohort, units)
+    dp = "h200" if device == "cuda" else "cpu"
+    if dp == "cpu":
+        missing = missing_calibration(plan)
+        if missing and plan.image_size > RUN_CALIBRATE_MAX_PX and any(c.kind != "table" for c in plan.candidates):
+            log(f"cost estimate: no cached calibration at {plan.image_size} px for {', '.join(missing)}; "
+                f"run `python -m benchmark plan` with the same options first (it measures and caches); "
+                f"progress counts trials meanwhile")
+            return None
+        if missing:
+            log(f"cost estimate: calibrating {', '.join(missing)} on this machine once (cached for later runs) ...")
+    priced = price(plan, costs_for(plan, dp, log=log))
+    log(render(priced, dp, per_candidate=False).replace("plan:", "cost estimate:", 1))
+    return priced
+
+
+RUN_CALIBRATE_MAX_PX = 64
