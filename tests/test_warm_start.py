@@ -54,3 +54,13 @@ def test_each_fusion_fit_starts_from_the_image_model_of_its_own_training_patient
         other = ({"src_a", "src_b"} - {best}).pop()
         assert not list((out / "parts").glob(f"{other}__r0_f{f}.w*.safetensors"))
         assert len(list((out / "parts").glob(f"{best}__r0_f{f}.w*.safetensors"))) == 3   # 2 members + refit
+
+    # export does the same on the whole cohort, from the source the run chose most often
+    from benchmark.export.export import build_export
+
+    (tmp_path / "warm.jsonl").unlink()
+    ex = build_export(out, "warm", device="cpu")
+    log = [json.loads(line) for line in (tmp_path / "warm.jsonl").read_text().splitlines()]
+    assert len(log) == 2 * 2 + 1 and all(e["source_seen"] == e["own"] for e in log)
+    assert {e["source"] for e in log} == {ex.model.final.sources["best_image"]}
+    assert max(len(e["own"]) for e in log) == 24                    # the refit saw every patient

@@ -158,6 +158,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aff-export-") as tmp:
         trainer = _Trainer(cohort, profile, cfg, device, Path(tmp), base_context(device, profile, cfg.seed, cfg.deterministic))
+        trainer.fr.cands.update({n: allc[n] for n, _ in order})   # so that warm-start sources keep their weights
         comps = [trainer.component(allc[n], sources, run_dir) for n, sources in order]
     y, oof = cohort.y, trainer.oof[name][0]
     conformal = {lv: [float(q) for q in fit_thresholds(y, oof, alpha=1 - int(lv) / 100)] for lv in LEVELS}
@@ -213,6 +214,7 @@ class _Trainer:
         n = cohort.n_patients
         self.fold = Fold(repeat=0, index=0, train=np.arange(n), test=np.zeros(0, dtype=np.int64))
         self.storage = f"sqlite:///{(tmp / 'export.db').resolve()}"
+        (tmp / "parts").mkdir(exist_ok=True)   # warm-start weights of the components, while they train
         self.fr = FoldRunner(cohort, profile, RunDir(tmp, run_id="export"), self.storage, Progress(1), seed=cfg.seed,
                              metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx_base, candidates={})
         self.oof: dict[str, tuple[np.ndarray, np.ndarray]] = {}     # name -> (calibrated, raw) for every patient
@@ -236,7 +238,8 @@ class _Trainer:
         from benchmark.run_plan import inner_fold_list
 
         t0 = time.monotonic()
-        self.fr.cands[cand.name] = cand
+        role = getattr(get_family(cand.family), "warm_start_role", None)
+        ctx_base = self.fr._context(cand, self.fr.warm_start_for(cand, self.fold, source=sources.get(role)))
         self.modality[cand.name] = cand.modality
         fam = get_family(cand.family)
         make_view = self.fr._view_maker(cand, self.upstream(sources, self.modality))
@@ -250,17 +253,18 @@ class _Trainer:
 
         res = run_study(cand, make_view, self.cohort.y, inner, storage=self.storage, study_name=f"export:{cand.name}",
                         n_trials=n_trials, timeout_s=self.profile.study_timeout_s, seed=seed,
-                        ctx_base=self.fr._context(cand), metric=self.cfg.metric, on_trial=on_trial)
+                        ctx_base=ctx_base, metric=self.cfg.metric, on_trial=on_trial)
         if res.best_params is None:
             raise UserError(f"export of {cand.name}: every trial failed on the whole cohort "
                             f"({(res.fail_reasons or ['no trial finished'])[0]})")
-        models = self.fr._bag(cand, self.fold, inner, res.best_params, make_view, seed, res.best_models)
+        models = self.fr._bag(cand, self.fold, inner, res.best_params, make_view, seed, res.best_models, ctx_base)
         y = self.cohort.y
         oof = np.full(len(y), np.nan)
         for k, (f, m) in enumerate(zip(inner, models)):
             oof[f.test] = res.best_valid_preds[k] if res.best_valid_preds is not None else m.predict_proba(make_view(f.test, False))
-        full = (self.fr._refit_full(cand, self.fold, inner, res.best_params, make_view, seed)
+        full = (self.fr._refit_full(cand, self.fold, inner, res.best_params, make_view, seed, ctx_base)
                 if self.profile.refit_full else None)
+        self.fr.save_warm_weights(cand, self.fold, models, full)   # for a later component that starts from it
         cal = Calibrator(self.cfg.calibration).fit(oof, y)
         self.oof[cand.name] = (cal.transform(oof), oof)
         self.params[cand.name] = res.best_params
