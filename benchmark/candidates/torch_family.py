@@ -41,6 +41,7 @@ from benchmark.candidates.scoring import safe_auc, sigmoid
 from benchmark.candidates.batches import BatchSource
 from benchmark.candidates.torch_train import (
     TrainConfig,
+    configure_determinism,
     cpu_threads,
     free_memory,
     predict_outputs,
@@ -125,6 +126,8 @@ class TorchFamily(Family):
 
     def _setup(self, ctx: TrialContext) -> None:
         self.device_ = resolve_device(ctx.device)
+        # before the samples reach the GPU, so CUBLAS_WORKSPACE_CONFIG can still take effect
+        configure_determinism(bool(ctx.extra.get("deterministic", False)), self.device_)
         self.seed_ = int(ctx.seed)
         self.mc_passes_ = int(ctx.extra.get("mc_passes") or 0)
         self.n_threads_ = cpu_threads(ctx.extra) if self.device_.type == "cpu" else None

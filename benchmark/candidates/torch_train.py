@@ -17,7 +17,41 @@ free memory (``BatchSource``); otherwise batches are gathered into pinned memory
 background thread and copied asynchronously. ``prepare(batch, generator)`` turns raw
 tensors into model inputs on the device (normalise; augment when ``generator`` is given),
 so the hot path has no per-sample Python. bf16 autocast on CUDA (fp16 + GradScaler where
-bf16 is missing), channels_last, fused AdamW, one host sync per epoch.
+bf16 is missing), channels_last, fused AdamW. One host sync per epoch: no step reads a
+tensor back (the loss is summed on the device and read after the epoch; learning-curve
+weight snapshots are cloned on the device and copied to the host after the epoch). The one
+exception is the fp16 path, where ``GradScaler.step`` reads its inf/NaN flag every step.
+
+Auxiliary losses: a model may define ``pop_aux_loss()`` (the fusion nets do), returning a
+scalar tensor from its last training forward or None; the loop adds it to the BCE before
+the backward, so a GradScaler scales it, unscales its gradients and skips the step on
+inf/NaN exactly as for the main loss. The epoch's ``loss`` in ``history`` is that sum.
+
+Determinism (``configure_determinism``; ``ctx.extra["deterministic"]``, the ``--deterministic``
+flag): what is bit-identical between two runs with the same data, seed, profile and batch
+size (a batch halved by an out-of-memory retry is another computation):
+
+- CPU, either setting: weights and predictions are bit-identical for the same thread count,
+  machine and torch build (CPU kernels sum in an order fixed by the thread count; another
+  thread count may change the last bits). The switch also makes the few CPU ops with a
+  parallel accumulation (``index_put`` with accumulate, tensor-list indexing backward)
+  deterministic, so on and off may differ from each other in the last bits.
+- GPU, switch on: ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN
+  autotuning off, ``cudnn.deterministic``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8``. Convolutions,
+  matmuls (cuBLAS), ``index_add``/``index_copy``/``index_select`` backward, ``scatter_add``,
+  ``gather`` and embedding backward then use deterministic kernels, and bf16 autocast rounds
+  the same way each time, so runs on the same GPU model, driver, CUDA/cuDNN and torch
+  versions are bit-identical. ``warn_only``: an op without a deterministic CUDA kernel warns
+  instead of failing the trial. The harness's models meet one: ``AdaptiveAvgPool2d``
+  backward (timm's global average pooling), where a 1x1 output gives each input exactly one
+  gradient term, so there is no summation order to vary. Another GPU model or library
+  version is not covered.
+- GPU, switch off (the default, for speed): cuDNN autotuning (``cudnn.benchmark``) times
+  candidate kernels per input shape and may pick others in another run; atomics in
+  ``scatter``/``index_add``, embedding backward and some convolution backward kernels sum in
+  a varying order. Results then differ in the last bits between runs, can drift apart over
+  epochs (early stopping may pick another epoch) and agree in metrics only up to training
+  noise.
 
 Robustness: CUDA out of memory restarts the fit with half the batch (noted in
 ``ctx.notes``); a NaN/inf loss raises ``NonFiniteLoss``; ``ctx.report(epoch, score)`` after
@@ -32,6 +66,7 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
@@ -79,6 +114,42 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+_warned_cublas = False
+
+
+def configure_determinism(deterministic: bool, device: torch.device | str) -> None:
+    """Deterministic GPU kernels (``deterministic``) or the fastest ones (see the module docstring).
+
+    True: ``torch.use_deterministic_algorithms(True, warn_only=True)``, ``cudnn.benchmark``
+    off, ``cudnn.deterministic`` on, and ``CUBLAS_WORKSPACE_CONFIG`` set when CUDA is not yet
+    initialised (else a warning, once: set it before the process first uses CUDA). False:
+    deterministic algorithms and ``cudnn.deterministic`` off, ``cudnn.benchmark`` on for a
+    CUDA device (left as it is for the CPU). The setting is process-wide; the harness calls
+    this at the start of every torch fit::
+
+        configure_determinism(ctx.extra.get("deterministic", False), torch.device("cuda"))
+    """
+    global _warned_cublas
+    device = torch.device(device)
+    if deterministic:
+        if not torch.cuda.is_initialized():
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
+        elif os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (":4096:8", ":16:8") and not _warned_cublas:
+            _warned_cublas = True
+            warnings.warn("deterministic: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG was set, so cuBLAS "
+                          "matmuls may not be deterministic; set CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment "
+                          "before starting the run", RuntimeWarning, stacklevel=2)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
 
 
 def free_memory() -> None:
@@ -241,11 +312,11 @@ def train_model(build_model: Callable[[], nn.Module], train: BatchSource, cfg: T
 def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare: Prepare, device: torch.device,
                 evaluate, batch_size: int, eval_bs: int) -> TrainResult:
     seed_everything(ctx.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    configure_determinism(bool((getattr(ctx, "extra", None) or {}).get("deterministic", False)), device)
     model = build_model().to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    pop_aux_loss = getattr(model, "pop_aux_loss", None)   # auxiliary losses, added before scaling
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     n = len(train)
     epochs = cfg.epochs
@@ -254,7 +325,7 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
     steps_per_epoch = max(1, n // batch_size if cfg.drop_last else -(-n // batch_size))
     sched = make_scheduler(opt, cfg.schedule, steps_per_epoch * epochs, cfg.warmup_frac)
     dtype = amp_dtype(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     order_gen = torch.Generator().manual_seed(int(ctx.seed))
     aug_gen = torch.Generator(device=device).manual_seed(int(ctx.seed) + 1)
     labels = train.host.get(cfg.target)
@@ -271,6 +342,7 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
         if at < total_steps:
             snap_at.setdefault(at, []).append(f)
     snapshots: dict = {}
+    pending: dict = {}
     step = 0
     for epoch in range(epochs):
         model.train()
@@ -286,6 +358,9 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits = model(batch)
             loss = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), target, pos_weight=pos_weight)
+            aux = pop_aux_loss() if pop_aux_loss is not None else None
+            if aux is not None:
+                loss = loss + aux.float()
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -301,13 +376,20 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
                 opt.step()
             sched.step()
             step += 1
-            if step in snap_at:
-                state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                snapshots.update({f: state for f in snap_at[step]})
+            if step in snap_at:   # cloned on the device now, copied to the host after the epoch
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                pending.update({f: state for f in snap_at[step]})
             loss_sum += loss.detach()
             n_batches += 1
             seen += int(target.shape[0])
         mean_loss = float((loss_sum / max(1, n_batches)).item())   # the epoch's one host sync
+        if pending:
+            on_host: dict[int, dict] = {}
+            for f, state in pending.items():
+                if id(state) not in on_host:
+                    on_host[id(state)] = {k: v.to("cpu") for k, v in state.items()}
+                snapshots[f] = on_host[id(state)]
+            pending.clear()
         train_s = time.perf_counter() - t0
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}; try a lower learning rate")
