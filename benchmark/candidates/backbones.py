@@ -16,6 +16,9 @@ the classifier is re-initialised. Named but missing weights are a ``UserError``:
     enc = TabularNet(n_numeric=10, cardinalities=[4], hidden=64, n_layers=2, dropout=0.1,
                      norm="layer", embed_dim=8, activation="relu")          # register rows -> features
     aggregate_per_patient(np.array([1., 3., 5.]), np.array([0, 0, 2]), 3)  # [2., nan, 5.]
+
+Logit layers run in fp32 under autocast (``Float32Linear``, ``float32_classifier``): bf16
+logits have 8 significant bits and tie patients at the AUC's resolution.
 """
 
 from __future__ import annotations
@@ -191,6 +194,64 @@ def _check_loaded(arch: str, model: nn.Module, weights: Path, opts: dict, seed: 
 
 
 
+# ----------------------------------------------------------------------------- fp32 logit layers
+
+class _Float32Forward:
+    """Mixin: under autocast the module's forward runs with autocast off on a float32 input (float32 output)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)  # type: ignore[misc]
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())  # type: ignore[misc]
+
+
+class Float32Linear(_Float32Forward, nn.Linear):
+    """``nn.Linear`` that stays float32 under autocast (same parameters and state-dict keys)."""
+
+
+_FLOAT32_CLASSES: dict[type, type] = {nn.Linear: Float32Linear}
+
+
+def as_float32(module: nn.Module) -> nn.Module:
+    """Make ``module`` (in place) run in float32 under autocast; its parameters and state-dict keys stay.
+
+        head = as_float32(nn.Linear(512, 1))     # head(bf16 features) -> float32 logits
+    """
+    cls = type(module)
+    if issubclass(cls, _Float32Forward):
+        return module
+    if cls not in _FLOAT32_CLASSES:
+        _FLOAT32_CLASSES[cls] = type(f"Float32{cls.__name__}", (_Float32Forward, cls), {"__module__": __name__})
+    module.__class__ = _FLOAT32_CLASSES[cls]
+    return module
+
+
+def float32_classifier(net: nn.Module) -> nn.Module:
+    """A timm model whose classifier (``get_classifier()``, when it has weights) runs in float32 under autocast."""
+    get = getattr(net, "get_classifier", None)
+    heads = get() if callable(get) else None
+    for head in heads if isinstance(heads, (tuple, list)) else (heads,):
+        if isinstance(head, nn.Module) and any(True for _ in head.parameters(recurse=False)):
+            as_float32(head)
+    return net
+
+
+@torch.no_grad()
+def pre_logits_width(net: nn.Module, size: int) -> int:
+    """Width of ``net.forward_head(net.forward_features(x), pre_logits=True)``, probed once on zeros.
+
+    Not always ``num_features`` (MobileNetV3, GhostNet: a 1x1 convolution after pooling widens it).
+    """
+    was_training = net.training
+    net.eval()
+    try:
+        x = torch.zeros(1, 1, int(size), int(size), device=next(net.parameters()).device)
+        return int(net.forward_head(net.forward_features(x), pre_logits=True).shape[-1])
+    finally:
+        net.train(was_training)
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 def aggregate_per_patient(values: np.ndarray, owner: np.ndarray, n_patients: int, how: str = "mean") -> np.ndarray:
@@ -236,7 +297,7 @@ class TabularNet(nn.Module):
             layers += [act(), nn.Dropout(dropout)]
             width = hidden
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 1)
+        self.head = Float32Linear(width, 1)     # float32 logits under autocast
         self.n_numeric = n_numeric
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

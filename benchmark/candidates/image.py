@@ -28,7 +28,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from benchmark.candidates.backbones import aggregate_per_patient, build_timm_model, image_stats, resolve_weights
+from benchmark.candidates.backbones import (
+    aggregate_per_patient,
+    build_timm_model,
+    float32_classifier,
+    image_stats,
+    pre_logits_width,
+    resolve_weights,
+)
 from benchmark.candidates.base import TrialContext, register_family
 from benchmark.candidates.scoring import sigmoid
 from benchmark.candidates.torch_family import ImageFamily, imbalance_weight
@@ -38,12 +45,13 @@ from benchmark.errors import UserError
 class ImageNet(nn.Module):
     """A network on images behind the batch-dict interface of ``torch_train``: logits and features.
 
-    ``embed`` uses timm's pre-logit features when the network is a timm model.
+    ``embed`` uses timm's pre-logit features when the network is a timm model. A timm
+    model's classifier runs in float32 under autocast (float32 logits, see ``float32_classifier``).
     """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net = net
+        self.net = float32_classifier(net)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(batch["image"]).reshape(-1)
@@ -105,6 +113,8 @@ class TimmCNN(ImageFamily):
         probe = build_timm_model(s["arch"], weights=weights, drop_rate=s["drop_rate"],
                                  drop_path_rate=s["drop_path_rate"], seed=self.seed_)
         self.stats_ = image_stats(probe)
+        if fit_part is not None:   # a bundle being restored keeps the width it was saved with
+            self.embed_dim_ = pre_logits_width(probe, int(fit_part.images.shape[-1]))
         return lambda: ImageNet(copy.deepcopy(probe))   # a fresh copy per attempt (out-of-memory retries)
 
     def pos_weight(self, s: dict, samples_y: np.ndarray) -> float | None:
@@ -138,5 +148,9 @@ class TimmCNN(ImageFamily):
         return np.where(np.isnan(z), self.prevalence_, sigmoid(z))
 
     def embed_dim(self) -> int:
-        net = self.model_.net
-        return int(getattr(net, "head_hidden_size", None) or getattr(net, "num_features", 0))
+        """Width of ``embed``: the pre-logit features' width, probed when the network was built."""
+        width = getattr(self, "embed_dim_", None)
+        if width is None:   # a bundle written before the width was kept
+            net = self.model_.net
+            width = int(getattr(net, "head_hidden_size", None) or getattr(net, "num_features", 0))
+        return int(width)
