@@ -91,18 +91,31 @@ def test_neural_fusion_beats_each_single_modality_input(name):
     assert auc > max(single) + 0.03, (auc, single)
 
 
-def test_auxiliary_loss_adds_its_gradient_to_the_main_loss():
-    from benchmark.candidates.fusion_nets import _AddLoss
+def test_auxiliary_loss_is_left_once_for_the_loop_to_add():
+    from benchmark.candidates.backbones import TabularNet
+    from benchmark.candidates.fusion_nets import ConcatNet, _backbone
 
-    w = torch.tensor([0.5, -1.0], requires_grad=True)
-    x, y = torch.tensor([[1.0, 2.0], [0.5, -1.0], [2.0, 0.0]]), torch.tensor([1.0, 0.0, 1.0])
+    torch.manual_seed(0)
+    net = ConcatNet(_backbone("test_resnet", None, 0.0, 0), TabularNet(2, [], hidden=8, n_layers=1, dropout=0.0,
+                    norm="none", embed_dim=4, activation="relu"), tab_dim=8, fusion_dim=8, dropout=0.0,
+                    aux_weight=0.3, pos_weight=2.0).eval()
+    has = torch.tensor([True, False, True, True])
+    batch = {"image": torch.rand(4, 1, 16, 16), "has_image": has, "tabular": torch.randn(4, 2),
+             "y": torch.tensor([1.0, 0.0, 0.0, 1.0])}
+    net(batch)
+    assert net.pop_aux_loss() is None            # evaluation: no auxiliary loss
+    net.train()
+    for m in net.modules():                      # batch norm as in evaluation, so the rows are independent
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    _, img, tab = net.fuse(batch)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    extra = (w ** 2).sum() * 0.3
-    bce(_AddLoss.apply(x @ w, extra), y).backward()
-    g1 = w.grad.clone()
-    w.grad = None
-    (bce(x @ w, y) + (w ** 2).sum() * 0.3).backward()
-    torch.testing.assert_close(g1, w.grad)
+    pw = torch.tensor(2.0)
+    want = 0.3 * (bce(net.aux_tab(tab).reshape(-1), batch["y"], pos_weight=pw)
+                  + bce(net.aux_img(img[has]).reshape(-1), batch["y"][has], pos_weight=pw))
+    net(batch)
+    torch.testing.assert_close(net.pop_aux_loss(), want)
+    assert net.pop_aux_loss() is None
 
 
 def test_film_starts_as_the_identity_and_names_a_missing_stage():

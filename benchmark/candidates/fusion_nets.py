@@ -16,7 +16,8 @@ differs in how they meet:
   (``n_tab_tokens`` made from the register features), the CLS output goes to the head.
 
 ``aux_weight`` > 0 adds per-modality auxiliary losses (an image-only and a register-only
-head, BCE each) to the main loss. Usage, as for any family::
+head, BCE each) to the main loss: a training forward leaves them for ``pop_aux_loss``, which
+``torch_train`` adds to the loss before any GradScaler scales it. Usage, as for any family::
 
     fam = get_family("film")(arch="resnet18", film_stage=3, lr=1e-3)
     fam.fit(train, valid, TrialContext(device="cuda", seed=0, max_epochs=8))
@@ -26,7 +27,12 @@ Images and patients: each image is one training sample carrying its owner's regi
 and label; a patient's logit is the mean over its images' logits. A patient without images
 is one sample whose image features are a learned "missing image" vector (for
 ``attention``: one learned missing-image token, the image tokens masked out), so it is
-scored from its register data. Training uses ``torch_train.train_model`` (device-resident
+scored from its register data. The backbone runs on every row of a batch (an image-less
+row carries a blank image whose features are then replaced with ``torch.where``): batches
+keep one shape and the forward pass needs no host sync. In training, batch-norm batch
+statistics therefore include the blank rows of a batch; in evaluation a row's output does
+not depend on the other rows. Logit layers (head, auxiliary heads, the register MLP's
+head) run in float32 under autocast. Training uses ``torch_train.train_model`` (device-resident
 data, AMP on CUDA, out-of-memory retry, per-epoch validation AUC via ``ctx.report``, early
 stopping); deterministic on the CPU for a seed.
 """
@@ -41,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.candidates.backbones import TabularNet, build_timm_model, image_stats, resolve_weights
+from benchmark.candidates.backbones import Float32Linear, TabularNet, build_timm_model, image_stats, resolve_weights
 from benchmark.candidates.base import TrialContext, register_family
 from benchmark.candidates.preprocess import TabularPreprocessor, positive_weight, register_table
 from benchmark.candidates.torch_family import ImageFamily, torch_threads
@@ -49,22 +55,27 @@ from benchmark.errors import UserError
 
 # ----------------------------------------------------------------------------- pieces
 
-class _AddLoss(torch.autograd.Function):
-    """Identity on ``logits`` whose backward also sends gradient 1 into the scalar ``extra``.
+def _blend(has: torch.Tensor, present: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    """Rows of ``present`` where ``has`` (bool, (n,)), ``missing`` (broadcast) elsewhere; no host sync."""
+    mask = has.reshape((-1,) + (1,) * (present.dim() - 1))
+    return torch.where(mask, present, missing.to(present.dtype))
 
-    The training loop minimises BCE(logits); with this, it minimises BCE(logits) + extra
-    (the auxiliary losses) without the loop knowing about them.
-    """
 
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.extra_meta = (extra.shape, extra.dtype, extra.device)
-        return logits.clone()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        shape, dtype, device = ctx.extra_meta
-        return grad, torch.ones(shape, dtype=dtype, device=device)
+@torch.no_grad()
+def probe_backbone(backbone: nn.Module, size: int) -> dict[str, int]:
+    """Widths a fusion net needs, from one zero image: ``img_dim`` (``forward_head(...,
+    pre_logits=True)``, not always ``num_features``), ``map_dim`` and ``n_tokens`` (feature-map
+    channels and positions, the attention net's tokens)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        x = torch.zeros(1, 1, int(size), int(size), device=next(backbone.parameters()).device)
+        maps = backbone.forward_features(x)
+        tokens = AttentionNet.tokens(maps)
+        return {"img_dim": int(backbone.forward_head(maps, pre_logits=True).shape[-1]),
+                "map_dim": int(tokens.shape[2]), "n_tokens": int(tokens.shape[1])}
+    finally:
+        backbone.train(was_training)
 
 
 def _backbone(arch: str, weights, drop_path_rate: float, seed: int) -> nn.Module:
@@ -77,42 +88,32 @@ class FusionNet(nn.Module):
     """Shared parts: backbone, register encoder, missing-image vector, auxiliary heads, head.
 
     Subclasses implement ``fuse(batch) -> (fused (n, fusion_dim), image vector, register vector)``; ``forward`` returns one logit
-    per sample; ``embed`` the fused features.
+    per sample; ``embed`` the fused features. ``img_dim`` is the backbone's pre-logit width
+    (``probe_backbone``; probed here on a 32 px image when not given).
     """
 
     def __init__(self, backbone: nn.Module, tabular: TabularNet, *, tab_dim: int, fusion_dim: int,
-                 dropout: float, aux_weight: float, pos_weight: float) -> None:
+                 dropout: float, aux_weight: float, pos_weight: float, img_dim: int | None = None) -> None:
         super().__init__()
         self.backbone, self.tabular = backbone, tabular
-        self.img_dim = int(backbone.num_features)
+        self.img_dim = int(img_dim) if img_dim else probe_backbone(backbone, 32)["img_dim"]
         self.tab_dim = tab_dim
         self.missing = nn.Parameter(torch.zeros(self.img_dim))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, 1))
+        self.head = nn.Sequential(nn.Dropout(dropout), Float32Linear(fusion_dim, 1))
         self.aux_weight = float(aux_weight)
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)
         if self.aux_weight > 0:
-            self.aux_img, self.aux_tab = nn.Linear(self.img_dim, 1), nn.Linear(tab_dim, 1)
+            self.aux_img, self.aux_tab = Float32Linear(self.img_dim, 1), Float32Linear(tab_dim, 1)
+        self._aux_loss: torch.Tensor | None = None
 
     # helpers for subclasses
-    def run_backbone(self, x: torch.Tensor, has: torch.Tensor, fn) -> tuple[torch.Tensor, torch.Tensor]:
-        """``fn`` on the images that exist (all of them when a training batch holds a single one,
-        which batch norm cannot take); returns (outputs, index of the samples they belong to)."""
-        idx = torch.nonzero(has, as_tuple=False).reshape(-1)
-        if self.training and idx.numel() == 1 and x.shape[0] > 1:
-            return fn(x)[idx], idx
-        return fn(x.index_select(0, idx)), idx
-
     def pooled(self, feats: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_head(feats, pre_logits=True)
 
     def image_vectors(self, batch: dict) -> torch.Tensor:
         """(n, img_dim) pooled image features; the learned missing vector where there is no image."""
-        has = batch["has_image"]
-        out = self.missing.to(batch["image"].dtype).expand(has.shape[0], -1).clone()
-        if bool(has.any()):
-            vec, idx = self.run_backbone(batch["image"], has, lambda x: self.pooled(self.backbone.forward_features(x)))
-            out = out.to(vec.dtype).index_copy(0, idx, vec)
-        return out
+        vec = self.pooled(self.backbone.forward_features(batch["image"]))
+        return _blend(batch["has_image"], vec, self.missing)
 
     def fuse(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # pragma: no cover
         """(fused, image vector, register vector) for a batch."""
@@ -122,14 +123,25 @@ class FusionNet(nn.Module):
         fused, img, tab = self.fuse(batch)
         logits = self.head(fused).reshape(-1)
         if self.training and self.aux_weight > 0 and "y" in batch:
-            y = batch["y"].float().reshape(-1)
-            has = batch["has_image"]
-            aux = F.binary_cross_entropy_with_logits(self.aux_tab(tab).reshape(-1).float(), y, pos_weight=self.pos_weight)
-            if bool(has.any()):
-                aux = aux + F.binary_cross_entropy_with_logits(
-                    self.aux_img(img[has]).reshape(-1).float(), y[has], pos_weight=self.pos_weight)
-            logits = _AddLoss.apply(logits, self.aux_weight * aux)
+            self._aux_loss = self.aux_weight * self.aux_loss(img, tab, batch)
         return logits
+
+    def aux_loss(self, img: torch.Tensor, tab: torch.Tensor, batch: dict) -> torch.Tensor:
+        """BCE of the register-only head plus BCE of the image-only head over the rows with an image
+        (0 when there are none); a masked mean, so no host sync."""
+        y = batch["y"].float().reshape(-1)
+        has = batch["has_image"].reshape(-1)
+        aux = F.binary_cross_entropy_with_logits(self.aux_tab(tab).reshape(-1), y, pos_weight=self.pos_weight)
+        per = F.binary_cross_entropy_with_logits(self.aux_img(img).reshape(-1), y, pos_weight=self.pos_weight,
+                                                 reduction="none")
+        n_img = has.sum().clamp_min(1).to(per.dtype)
+        return aux + torch.where(has, per, torch.zeros_like(per)).sum() / n_img
+
+    def pop_aux_loss(self) -> torch.Tensor | None:
+        """The weighted auxiliary loss of the last training forward (once), for the training loop
+        to add to the main loss before scaling; None when there is none."""
+        aux, self._aux_loss = self._aux_loss, None
+        return aux
 
     def embed(self, batch: dict) -> torch.Tensor:
         return self.fuse(batch)[0]
@@ -187,7 +199,7 @@ class FiLMNet(FusionNet):
         self.film = nn.Linear(self.tab_dim, 2 * channels)
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        self._cond: torch.Tensor | None = None
+        self._cond: torch.Tensor | None = None     # (n, 2C) during fuse: every row of the batch
         module.register_forward_hook(self._modulate)
         self.mix = nn.Sequential(nn.Dropout(self.head[0].p), nn.Linear(self.img_dim + self.tab_dim, d), nn.ReLU())
 
@@ -201,20 +213,12 @@ class FiLMNet(FusionNet):
 
     def fuse(self, batch):
         tab = self.tabular.features(batch["tabular"])
-        cond = self.film(tab)
-        has = batch["has_image"]
-        img = self.missing.expand(has.shape[0], -1).clone()
-        if bool(has.any()):
-            def run(x: torch.Tensor) -> torch.Tensor:
-                # x holds the rows with an image, or the whole batch (see run_backbone)
-                self._cond = cond if x.shape[0] == has.shape[0] else cond[has]
-                try:
-                    return self.pooled(self.backbone.forward_features(x))
-                finally:
-                    self._cond = None
-
-            vec, idx = self.run_backbone(batch["image"], has, run)
-            img = img.to(vec.dtype).index_copy(0, idx, vec)
+        self._cond = self.film(tab)
+        try:
+            vec = self.pooled(self.backbone.forward_features(batch["image"]))
+        finally:
+            self._cond = None
+        img = _blend(batch["has_image"], vec, self.missing)
         return self.mix(torch.cat([img, tab.to(img.dtype)], dim=1)), img, tab
 
 
@@ -222,13 +226,14 @@ class AttentionNet(FusionNet):
     """Transformer over [CLS, image tokens, register tokens]; missing images: one learned token, rest masked."""
 
     def __init__(self, backbone, tabular, *, n_tokens: int, n_tab_tokens: int, n_heads: int, n_layers: int,
-                 **kw) -> None:
+                 map_dim: int | None = None, **kw) -> None:
         super().__init__(backbone, tabular, **kw)
         d = self.head[1].in_features
         if d % n_heads:
             raise UserError(f"attention: fusion_dim {d} must be a multiple of n_heads {n_heads}; change one of them")
         self.n_tokens, self.n_tab_tokens = n_tokens, n_tab_tokens
-        self.img_proj = nn.Linear(self.img_dim, d)
+        map_dim = int(map_dim) if map_dim else probe_backbone(backbone, 32)["map_dim"]   # token width
+        self.img_proj = nn.Linear(map_dim, d)
         self.tab_proj = nn.Linear(self.tab_dim, n_tab_tokens * d)
         self.pos = nn.Parameter(torch.zeros(1, n_tokens, d))
         self.kind = nn.Parameter(torch.zeros(2, d))
@@ -250,13 +255,10 @@ class AttentionNet(FusionNet):
         tab = self.tabular.features(batch["tabular"])
         has = batch["has_image"]
         n, d, T = has.shape[0], self.img_proj.out_features, self.n_tokens
-        tok = self.missing_token.expand(n, T, d).clone()
-        img = self.missing.expand(n, -1).clone()
-        if bool(has.any()):
-            maps, idx = self.run_backbone(batch["image"], has, self.backbone.forward_features)
-            t = self.tokens(maps)
-            tok = tok.to(t.dtype).index_copy(0, idx, self.img_proj(t) + self.pos.to(t.dtype))
-            img = img.to(t.dtype).index_copy(0, idx, self.pooled(maps))
+        maps = self.backbone.forward_features(batch["image"])
+        t = self.tokens(maps)
+        tok = _blend(has, self.img_proj(t) + self.pos.to(t.dtype), self.missing_token)
+        img = _blend(has, self.pooled(maps), self.missing)
         tab_tok = self.tab_proj(tab).reshape(n, self.n_tab_tokens, d).to(tok.dtype)
         seq = torch.cat([self.cls.expand(n, -1, -1).to(tok.dtype), tok + self.kind[0].to(tok.dtype),
                          tab_tok + self.kind[1].to(tok.dtype)], dim=1)
@@ -318,8 +320,7 @@ class NeuralFusion(ImageFamily):
         with torch_threads(self.n_threads_):
             probe = _backbone(s["arch"], weights, float(s["drop_path_rate"]), self.seed_).eval()
             self.stats_ = image_stats(probe)
-            with torch.no_grad():
-                n_tokens = AttentionNet.tokens(probe.forward_features(torch.zeros(1, 1, self.size_, self.size_))).shape[1]
+            shape = probe_backbone(probe, self.size_)
             state = {k: v.clone() for k, v in probe.state_dict().items()}
             del probe
 
@@ -328,16 +329,16 @@ class NeuralFusion(ImageFamily):
             tab = TabularNet(self.pre_.n_numeric, self.pre_.cardinalities, hidden=int(s["tab_hidden"]),
                              n_layers=int(s["tab_layers"]), dropout=float(s["dropout"]), norm="layer",
                              embed_dim=int(s["tab_embed_dim"]), activation="relu")
-            kw = dict(tab_dim=int(s["tab_hidden"]), fusion_dim=int(s["fusion_dim"]), dropout=float(s["dropout"]),
-                      aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_)
-            net = self.net(backbone, tab, **kw, **self.net_kwargs(s, n_tokens))
+            kw = dict(img_dim=shape["img_dim"], tab_dim=int(s["tab_hidden"]), fusion_dim=int(s["fusion_dim"]),
+                      dropout=float(s["dropout"]), aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_)
+            net = self.net(backbone, tab, **kw, **self.net_kwargs(s, shape))
             net.backbone.load_state_dict(state)
             return net
 
         return build
 
-    def net_kwargs(self, s: dict, n_tokens: int) -> dict:
-        """The subclass's own network arguments."""
+    def net_kwargs(self, s: dict, shape: dict[str, int]) -> dict:
+        """The subclass's own network arguments (``shape``: the backbone's widths, ``probe_backbone``)."""
         return {}
 
     def pos_weight(self, s: dict, samples_y: np.ndarray) -> float | None:
@@ -376,7 +377,7 @@ class FiLMFamily(NeuralFusion):
     net = FiLMNet
     defaults = {**NeuralFusion.defaults, "film_stage": 3}
 
-    def net_kwargs(self, s: dict, n_tokens: int) -> dict:
+    def net_kwargs(self, s: dict, shape: dict[str, int]) -> dict:
         return {"film_stage": int(s["film_stage"])}
 
 
@@ -391,6 +392,6 @@ class AttentionFamily(NeuralFusion):
     net = AttentionNet
     defaults = {**NeuralFusion.defaults, "n_tab_tokens": 4, "n_heads": 4, "n_layers": 1}
 
-    def net_kwargs(self, s: dict, n_tokens: int) -> dict:
-        return {"n_tokens": n_tokens, "n_tab_tokens": int(s["n_tab_tokens"]), "n_heads": int(s["n_heads"]),
+    def net_kwargs(self, s: dict, shape: dict[str, int]) -> dict:
+        return {"n_tokens": shape["n_tokens"], "map_dim": shape["map_dim"], "n_tab_tokens": int(s["n_tab_tokens"]), "n_heads": int(s["n_heads"]),
                 "n_layers": int(s["n_layers"])}
