@@ -2,13 +2,16 @@
 
     python -m benchmark.tools.throughput                              # resnet18/50 at 224 and 512 px
     python -m benchmark.tools.throughput --device cpu --models resnet18 --sizes 64 --batch 16 --steps 3
+    python -m benchmark.tools.throughput --deterministic       # both loops with deterministic kernels
 
 For each model and size it times one training epoch of the ``timm_cnn`` family (its own
 code path: uint8 images cached in memory, moved to the device, normalised and augmented
 there, bf16 autocast, channels_last, AdamW, schedule, loss) after a warm-up epoch, and
 ``--steps`` steps of a bare loop (random tensors already on the device, same model,
 resolution, batch, autocast, channels_last and AdamW) after warm-up steps. It prints
-images per second for both and their ratio (the target on a GPU: >= 0.85).
+images per second for both and their ratio (the target on a GPU: >= 0.9). Both loops run
+with the same kernel settings: cuDNN autotuning by default, or deterministic algorithms with
+``--deterministic`` (``torch_train.configure_determinism``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.torch_train import amp_dtype, resolve_device
+from benchmark.candidates.torch_train import amp_dtype, configure_determinism, resolve_device
 from benchmark.data.cohort import PatientData
 
 
@@ -32,7 +35,7 @@ def _sync(device: torch.device) -> None:
 
 
 def harness_images_per_s(arch: str, size: int, batch: int, steps: int, device: torch.device,
-                         threads: int, aug: float) -> float:
+                         threads: int, aug: float, deterministic: bool = False) -> float:
     """Images/s of the family's second training epoch (the first warms up), ``steps`` batches long."""
     rng = np.random.default_rng(0)
     n = batch * steps
@@ -41,7 +44,7 @@ def harness_images_per_s(arch: str, size: int, batch: int, steps: int, device: t
     data = PatientData(patients=np.arange(n), register=None,
                        images=rng.integers(0, 256, (n, size, size), dtype=np.uint8),
                        image_owner=np.arange(n), y=y)
-    ctx = TrialContext(device=str(device), seed=0, max_epochs=2, image_size=size, extra={"n_threads": threads})
+    ctx = TrialContext(device=str(device), seed=0, max_epochs=2, image_size=size, extra={"n_threads": threads, "deterministic": deterministic})
     fam = get_family("timm_cnn")(arch=arch, pretrained=False, batch_size=batch, epochs=2, patience=None,
                                  aug_strength=aug, imbalance="pos_weight", schedule="cosine")
     fam.fit(data, None, ctx)
@@ -96,18 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (CPU device)")
     p.add_argument("--aug", type=float, default=1.0, help="the harness's aug_strength (0 = off)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels in both loops (default: cuDNN autotuning)")
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
+    configure_determinism(args.deterministic, device)     # before CUDA starts (cuBLAS workspace variable)
     torch.set_num_threads(args.threads)
-    torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {name}; autocast: {amp_dtype(device)}; batch {args.batch}, {args.steps} steps, aug {args.aug}")
+    print(f"device: {name}; autocast: {amp_dtype(device)}; batch {args.batch}, {args.steps} steps, aug {args.aug}; "
+          f"deterministic: {args.deterministic}")
     print(f"{'model':<18}{'px':>6}{'harness img/s':>16}{'bare img/s':>14}{'ratio':>8}")
     warmup = args.warmup if args.warmup is not None else min(args.steps, 10)
     for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
         for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
-            h = harness_images_per_s(arch, size, args.batch, args.steps, device, args.threads, args.aug)
+            h = harness_images_per_s(arch, size, args.batch, args.steps, device, args.threads, args.aug,
+                                     args.deterministic)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             b = bare_images_per_s(arch, size, args.batch, args.steps, device, warmup)
