@@ -614,7 +614,7 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
             p = priced.per_candidate[c.name]
             fits = c.units * c.fits
             lines.append(f"  {c.name:<16} {c.modality:<9} {c.units:>5} {c.units * c.trials:>6} {fits:>6} "
-                         f"{_n(c.images_seen):>13} {fmt_s(p['total_s']):>10}")
+                         f"{_n(c.images_seen) if c.kind in ('cnn', 'fusion_net') else '-':>13} {fmt_s(p['total_s']):>10}")
     mod = priced.modality_s()
     lines.append("  by modality: " + ", ".join(f"{m} {fmt_s(s)}" for m, s in mod.items() if s > 0))
     lines.append(f"  estimated total: {fmt_s(priced.total_s)} (an estimate; bag predictions included, "

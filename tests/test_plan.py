@@ -125,6 +125,7 @@ def _tiny_cnn_plan(tmp_path: Path):
 
 
 def test_cpu_calibration_is_cached_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFF_BENCHMARK_CACHE", str(tmp_path / "cache"))   # empty: other tests' runs calibrate too
     plan = _tiny_cnn_plan(tmp_path)
     first = P.cpu_costs(plan, log=lambda m: None)
     assert first.calibration_s > 0 and first.train_s["test_resnet"] > 0 and first.eval_s["test_resnet"] > 0
