@@ -64,3 +64,40 @@ def test_each_fusion_fit_starts_from_the_image_model_of_its_own_training_patient
     assert len(log) == 2 * 2 + 1 and all(e["source_seen"] == e["own"] for e in log)
     assert {e["source"] for e in log} == {ex.model.final.sources["best_image"]}
     assert max(len(e["own"]) for e in log) == 24                    # the refit saw every patient
+
+
+def test_a_fusion_network_starts_from_the_image_members_weights_and_keeps_its_architecture(tmp_path):
+    """Family side: the backbone starts as the image member (its arch replaces the fusion's own),
+    and a restored bundle rebuilds that architecture."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+    from test_bundle_codec import round_trip
+    from test_fusion import split, toy_cohort
+    from test_fusion_nets import TINY, ctx
+
+    from benchmark.candidates.base import get_family
+
+    train, test = split(toy_cohort(n=60, size=16, seed=3)[0], seed=0, frac=0.5)
+    image = get_family("timm_cnn")(arch="test_resnet", batch_size=16, epochs=1, patience=None)
+    image.fit(train, None, ctx(epochs=1))
+    arch, state = image.warm_start_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m0.safetensors"))
+    c = ctx(epochs=1)
+    c.extra.update(warm_start={"source": "img", "arch": arch, "members": [str(tmp_path / "m0.safetensors")],
+                               "full": None}, inner_index=0)
+    fam = get_family("joint_concat")(**{**TINY, "arch": "resnet18"})   # the file says resnet18 ...
+    s = fam.settings()
+    fam.configure(s)
+    fam._setup(c)
+    fam.prepare_fit(s, train, c)
+    net = fam.network(s, train, c)()
+    assert fam.arch_ == "test_resnet"                                    # ... the image member's arch wins
+    got = net.backbone.state_dict()
+    shared = [k for k in got if k in state]
+    assert len(shared) == len(got) and all(torch.equal(got[k], state[k]) for k in shared)
+    assert any("warm start: img member 0 (test_resnet)" in n for n in c.notes)
+    # trained and restored from a bundle, it is rebuilt as test_resnet, not as the file's resnet18
+    fam.fit(train, None, c)
+    again = round_trip(fam)
+    assert np.array_equal(fam.predict_proba(test), again.predict_proba(test))

@@ -297,9 +297,15 @@ class NeuralFusion(ImageFamily):
         "tab_hidden": 64, "tab_layers": 2, "tab_embed_dim": 8, "min_count": 5,
         "fusion_dim": 64, "dropout": 0.2, "aux_weight": 0.0,
         "batch_size": 64, "aug_strength": 0.5, "class_weight": "sqrt", "balanced_sampler": False,
+        "warm_start": True,
     }
-    choices: ClassVar[dict[str, tuple]] = {**ImageFamily.choices, "class_weight": ("none", "sqrt", "balanced")}
+    choices: ClassVar[dict[str, tuple]] = {**ImageFamily.choices, "class_weight": ("none", "sqrt", "balanced"),
+                                           "warm_start": (True, False)}
     net: ClassVar[type[FusionNet]]
+    # The runner hands ``ctx.extra["warm_start"]``: the weights of this role's candidate in the fold
+    # (fold_runner.warm_start_for). The backbone then starts from the image member trained on the
+    # same patients (its architecture replaces ``arch``); ``warm_start: false`` starts from ``arch``.
+    warm_start_role: ClassVar[str] = "best_image"
 
     def prepare_fit(self, s: dict, fit_part, ctx: TrialContext) -> None:
         if fit_part.images is not None and len(fit_part.images):
@@ -314,18 +320,44 @@ class NeuralFusion(ImageFamily):
         self.pos_weight_ = positive_weight(y, s["class_weight"])
         self.fusion_dim_ = int(s["fusion_dim"])
 
+    def _warm_start(self, s: dict, fit_part, ctx: TrialContext) -> tuple[str, dict | None]:
+        """(architecture, backbone weights to start from or None); a restored bundle keeps its ``arch_``."""
+        if fit_part is None:
+            return getattr(self, "arch_", s["arch"]), None
+        ws = ctx.extra.get("warm_start") if s["warm_start"] else None
+        if ws is None:
+            return s["arch"], None
+        k = int(ctx.extra.get("inner_index", 0))
+        path = ws["members"][k] if k < len(ws["members"]) else ws.get("full")
+        if not path:
+            ctx.notes.append(f"warm start: {ws['source']} has no model for fit {k}; {s['arch']} from its own init")
+            return s["arch"], None
+        from safetensors.torch import load_file
+
+        ctx.notes.append(f"warm start: {ws['source']} {'member ' + str(k) if k < len(ws['members']) else 'refit'} "
+                         f"({ws['arch']})")
+        return ws["arch"], load_file(path)
+
     def network(self, s: dict, fit_part, ctx: TrialContext):
-        weights = resolve_weights(s["arch"], s["pretrained"])
-        ctx.notes.append(f"weights: {weights.name}" if weights else "weights: random init")
+        arch, warm = self._warm_start(s, fit_part, ctx)
+        self.arch_ = arch
+        weights = None if warm is not None else resolve_weights(arch, s["pretrained"])
+        if warm is None:
+            ctx.notes.append(f"weights: {weights.name}" if weights else "weights: random init")
         with torch_threads(self.n_threads_):
-            probe = _backbone(s["arch"], weights, float(s["drop_path_rate"]), self.seed_).eval()
+            probe = _backbone(arch, weights, float(s["drop_path_rate"]), self.seed_).eval()
+            if warm is not None:
+                missing, _ = probe.load_state_dict(warm, strict=False)   # the image net's classifier is left out
+                if missing:
+                    raise RuntimeError(f"warm start: the {arch} weights lack {len(missing)} backbone tensors, e.g. "
+                                       f"{missing[0]}")
             self.stats_ = image_stats(probe)
             shape = probe_backbone(probe, self.size_)
             state = {k: v.clone() for k, v in probe.state_dict().items()}
             del probe
 
         def build() -> nn.Module:
-            backbone = _backbone(s["arch"], None, float(s["drop_path_rate"]), self.seed_)
+            backbone = _backbone(arch, None, float(s["drop_path_rate"]), self.seed_)
             tab = TabularNet(self.pre_.n_numeric, self.pre_.cardinalities, hidden=int(s["tab_hidden"]),
                              n_layers=int(s["tab_layers"]), dropout=float(s["dropout"]), norm="layer",
                              embed_dim=int(s["tab_embed_dim"]), activation="relu")

@@ -147,6 +147,10 @@ class TimmCNN(ImageFamily):
         z = aggregate_per_patient(logits, owner, len(data), self.aggregate_)
         return np.where(np.isnan(z), self.prevalence_, sigmoid(z))
 
+    def warm_start_state(self) -> tuple[str, dict]:
+        """(architecture, the timm network's weights): what a fusion network may start from."""
+        return self.settings()["arch"], self.model_.net.state_dict()
+
     def embed_dim(self) -> int:
         """Width of ``embed``: the pre-logit features' width, probed when the network was built."""
         width = getattr(self, "embed_dim_", None)
