@@ -94,6 +94,9 @@ class CandidatePlan:
     fit_rows: int                 # patients in one fit's training part
     epoch_cap: int | None = None  # the profile's epoch cap for this candidate's networks
     epochs: list[int] = field(default_factory=list)   # per trial, after the caps
+    # a warm-started fusion network takes the architecture of the fold's best image candidate,
+    # unknown before the run: it is priced at the mean cost of these (the run's image candidates)
+    warm_archs: tuple[str, ...] = ()
 
     @property
     def images_seen(self) -> int:
@@ -210,6 +213,11 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             fits=trials * K + (1 if refit else 0), train_images=train_images,
             trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
             fit_rows=int(round(n_fit)), epoch_cap=profile.epoch_cap(cand.modality, fam.uses_images), epochs=epochs, inner=K, refit_images=refit_images))
+    image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
+    for c, cand in zip(out, cands):
+        role = getattr(get_family(cand.family), "warm_start_role", None)
+        if c.kind == "fusion_net" and role == "best_image" and cand.fixed.get("warm_start", True) and image_archs:
+            c.warm_archs = image_archs
     return CostPlan(profile=profile.name, n_patients=n_patients, images_per_patient=ipp, outer=outer, inner=K,
                     repeats=profile.repeats, image_size=profile.image_size, candidates=out, unit_keys=keys)
 
@@ -517,7 +525,9 @@ def price(plan: CostPlan, costs: Costs) -> Priced:
         refit_s, first_s = 0.0, 0.0
         if c.kind in ("cnn", "fusion_net"):
             over = costs.fusion_overhead if c.kind == "fusion_net" else 1.0
-            tr, ev = costs.train_s[c.arch] * over, costs.eval_s[c.arch] * over
+            archs = c.warm_archs or (c.arch,)
+            tr = float(np.mean([costs.train_s[a] for a in archs])) * over
+            ev = float(np.mean([costs.eval_s[a] for a in archs])) * over
             trial_list = [c.inner * n * tr + m * ev + TRIAL_OVERHEAD_S
                           for n, m in zip(c.train_images, c.trial_eval_images)]
             refit_s = c.bag_eval_images * ev + c.refit_images * tr
@@ -639,6 +649,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-profile", default=None, choices=["cpu", "h200"],
                    help="per-image costs: cpu measures this machine (cached), h200 reads the stored H200 table "
                         "(default: h200 with a CUDA GPU, else cpu)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="forget this machine's cached costs and measure again (do it on an otherwise idle machine: "
+                        "costs measured under load make every later estimate too long)")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -654,6 +667,8 @@ def command(args: argparse.Namespace) -> int:
                     seed=args.seed)
     profile = get_profile(cfg.profile, cfg.spaces)
     cands, _ = resolve_candidates(cfg)
+    if args.recalibrate:
+        _cache_path().unlink(missing_ok=True)
     cohort = load_run_cohort(cfg)
     cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)

@@ -140,3 +140,21 @@ def test_cpu_calibration_is_cached_and_reused(tmp_path, monkeypatch):
     priced = P.price(plan, second)
     assert priced.total_s > 0 and set(priced.unit_s) == {("tiny_cnn", 0, 0), ("tiny_cnn", 0, 1)}
     assert "estimated total" in P.render(priced, "cpu")
+
+
+def test_a_warm_started_fusion_net_is_priced_at_the_mean_of_the_runs_image_architectures():
+    from dataclasses import replace
+
+    cands = load_candidates()
+    quick = get_profile("quick")
+    picked = [cands["resnet18"], cands["resnet50"], cands["joint_concat"], replace(cands["film"], fixed={
+        **cands["film"].fixed, "warm_start": False})]
+    plan = P.build_cost_plan(picked, quick, n_patients=4172, images_per_patient=2.5)
+    by = {c.name: c for c in plan.candidates}
+    assert by["joint_concat"].warm_archs == ("resnet18", "resnet50") and by["film"].warm_archs == ()
+    costs = P.Costs(source="test", train_s={"resnet18": 1.0, "resnet50": 3.0}, eval_s={"resnet18": 0.0, "resnet50": 0.0},
+                    fusion_overhead=1.0)
+    priced = P.price(plan, costs).per_candidate
+    # the same images: joint_concat at the mean cost (2), film at its own arch, resnet18 (1)
+    warm, cold = priced["joint_concat"]["total_s"], priced["film"]["total_s"]
+    assert warm - P.UNIT_OVERHEAD_S * 3 == pytest.approx(2 * (cold - P.UNIT_OVERHEAD_S * 3), rel=0.01)
