@@ -266,13 +266,15 @@ class FoldRunner:
                 test = (df["set"] == "test").to_numpy()
                 prob[test] = _member(df.loc[test, "members"], member)
                 raw[test] = _member(df.loc[test, "members_raw"] if "members_raw" in df else df.loc[test, "members"], member)
-            if self.cands[name].modality == "image":   # no image, nothing to say (not the prevalence)
-                none = ~self.has_images[df.index.to_numpy()]
-                prob[none], raw[none] = np.nan, np.nan
-            cols.append(source_frame(up, prob, raw, index=df.index))
+            cols.append(source_frame(up, prob, raw, index=df.index,
+                                     missing=self.no_image(name, df.index.to_numpy())))
         out = pd.concat(cols, axis=1)
         out.attrs["sources"] = {up: name for up, name, _ in inputs}
         return out
+
+    def no_image(self, name: str, positions: np.ndarray) -> np.ndarray | None:
+        """Where candidate ``name`` has nothing to say: an image candidate and patients without images."""
+        return ~self.has_images[positions] if self.cands[name].modality == "image" else None
 
     def run_unit(self, unit: WorkUnit) -> dict:
         """Search, refit the bag, calibrate, write the part; returns the studies.csv row."""
@@ -347,7 +349,7 @@ class FoldRunner:
         return row
 
     def _bag(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
-             trained: list | None = None, ctx_base: TrialContext | None = None) -> list:
+             trained: list | None, ctx_base: TrialContext) -> list:
         """The bag: the best params trained once per inner fold (or the search's own models).
 
         ``trained`` are the best trial's models from the search (same params, same seeds), used
@@ -358,18 +360,18 @@ class FoldRunner:
         models = []
         for k, f in enumerate(inner):
             model = cand.build(params)
-            ctx = fit_context(ctx_base or self._context(cand), seed, fold.repeat, fold.index, k)
+            ctx = fit_context(ctx_base, seed, fold.repeat, fold.index, k)
             models.append(model.fit(make_view(f.train, True), None, ctx))
         return models
 
     def _refit_full(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
-                    ctx_base: TrialContext | None = None):
+                    ctx_base: TrialContext):
         """The best params trained once more on the whole outer-train part (AutoGluon's ``refit_full``).
 
         Its own seed (inner index K), no validation part: iterative families stop early on a
         holdout of their own training part as in the bag; CNNs train the searched epochs.
         """
-        ctx = fit_context(ctx_base or self._context(cand), seed, fold.repeat, fold.index, len(inner))
+        ctx = fit_context(ctx_base, seed, fold.repeat, fold.index, len(inner))
         return cand.build(params).fit(make_view(fold.train, True), None, ctx)
 
     def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,
@@ -393,12 +395,9 @@ class FoldRunner:
         inputs' ``prob``, i.e. their refits.
         """
         y = self.cohort.y
-        oof_prob = np.full(len(y), np.nan)
-        oof_fold = np.full(len(y), -1)
+        oof_prob, oof_fold = self.oof_predictions(inner, models, make_view, oof_preds)
         raw_members, mc = [], []
-        for k, (f, model) in enumerate(zip(inner, models)):
-            oof_prob[f.test] = oof_preds[k] if oof_preds is not None else model.predict_proba(make_view(f.test, False))
-            oof_fold[f.test] = k
+        for k, model in enumerate(models):
             view = self._member_view(cand, fold, k, make_view, inputs)
             raw_members.append(np.asarray(model.predict_proba(view), dtype=np.float64))
             if self.profile.mc_passes and type(model).predict_members is not Family.predict_members:
@@ -429,6 +428,17 @@ class FoldRunner:
             passes = cal.transform(np.concatenate(mc, axis=0))
             rows["mc_members"] = [[] for _ in tr] + [list(map(float, col)) for col in passes.T]
         self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index), lambda q: rows.to_parquet(q, index=False))
+
+    def oof_predictions(self, inner: list[Fold], models: list, make_view,
+                        oof_preds: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(P(AFF), inner fold) of every patient an inner fold scores, by the member that did not
+        train on it (NaN / -1 elsewhere); ``oof_preds``: the search's own, when it kept them."""
+        n = self.cohort.n_patients
+        prob, which = np.full(n, np.nan), np.full(n, -1)
+        for k, (f, model) in enumerate(zip(inner, models)):
+            prob[f.test] = oof_preds[k] if oof_preds is not None else model.predict_proba(make_view(f.test, False))
+            which[f.test] = k
+        return prob, which
 
     def _curve(self, inner: list[Fold], models: list, make_view, oof_preds: list | None) -> dict:
         """The bag's learning curve: its inner-CV score at 25 / 50 / 100 % of each member's budget.

@@ -59,10 +59,17 @@ class UpstreamColumn(NamedTuple):
 
 
 def source_frame(source: str, prob, prob_raw, *, index, embeddings: np.ndarray | None = None,
-                 embedding_index=None) -> pd.DataFrame:
-    """One source's upstream columns, indexed by cohort position (embeddings joined on their own index)."""
-    frame = pd.DataFrame({UpstreamColumn(source, PROB).name: np.asarray(prob),
-                          UpstreamColumn(source, PROB_RAW).name: np.asarray(prob_raw)}, index=index)
+                 embedding_index=None, missing: np.ndarray | None = None) -> pd.DataFrame:
+    """One source's upstream columns, indexed by cohort position (embeddings joined on their own index).
+
+    ``missing`` (boolean, aligned with ``index``): rows where the source has nothing to say (an
+    image source and a patient without images); their probabilities are NaN, not the prevalence.
+    """
+    prob, prob_raw = np.array(prob, dtype=np.float64), np.array(prob_raw, dtype=np.float64)
+    if missing is not None:
+        prob[missing], prob_raw[missing] = np.nan, np.nan
+    frame = pd.DataFrame({UpstreamColumn(source, PROB).name: prob,
+                          UpstreamColumn(source, PROB_RAW).name: prob_raw}, index=index)
     if embeddings is not None:
         emb = pd.DataFrame(embeddings, index=embedding_index,
                            columns=[UpstreamColumn(source, EMB, i).name for i in range(embeddings.shape[1])])

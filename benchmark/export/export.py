@@ -157,8 +157,8 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
           f"patients ({int(cohort.y.sum())} AFF); components: {', '.join(n for n, _ in order)}", flush=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aff-export-") as tmp:
-        trainer = _Trainer(cohort, profile, cfg, device, Path(tmp), base_context(device, profile, cfg.seed, cfg.deterministic))
-        trainer.fr.cands.update({n: allc[n] for n, _ in order})   # so that warm-start sources keep their weights
+        trainer = _Trainer(cohort, profile, cfg, Path(tmp), base_context(device, profile, cfg.seed, cfg.deterministic),
+                           {n: allc[n] for n, _ in order})
         comps = [trainer.component(allc[n], sources, run_dir) for n, sources in order]
     y, oof = cohort.y, trainer.oof[name][0]
     conformal = {lv: [float(q) for q in fit_thresholds(y, oof, alpha=1 - int(lv) / 100)] for lv in LEVELS}
@@ -207,7 +207,8 @@ def _reads_register(comp: Component) -> bool:
 class _Trainer:
     """Runs each component's procedure on the whole cohort and keeps its out-of-fold predictions."""
 
-    def __init__(self, cohort, profile, cfg: RunConfig, device: str, tmp: Path, ctx_base) -> None:
+    def __init__(self, cohort, profile, cfg: RunConfig, tmp: Path, ctx_base, candidates: dict[str, Candidate]) -> None:
+        """``candidates``: every component, known up front so that warm-start sources keep their weights."""
         from benchmark.fold_runner import FoldRunner, Progress
 
         self.cohort, self.profile, self.cfg = cohort, profile, cfg
@@ -216,34 +217,26 @@ class _Trainer:
         self.storage = f"sqlite:///{(tmp / 'export.db').resolve()}"
         (tmp / "parts").mkdir(exist_ok=True)   # warm-start weights of the components, while they train
         self.fr = FoldRunner(cohort, profile, RunDir(tmp, run_id="export"), self.storage, Progress(1), seed=cfg.seed,
-                             metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx_base, candidates={})
+                             metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx_base,
+                             candidates=dict(candidates))
         self.oof: dict[str, tuple[np.ndarray, np.ndarray]] = {}     # name -> (calibrated, raw) for every patient
         self.params: dict[str, dict] = {}
-        self.modality: dict[str, str] = {}
-        self.has_images = self.fr.has_images
 
-    def upstream(self, sources: dict[str, str], modality_of: dict[str, str]) -> pd.DataFrame | None:
+    def upstream(self, sources: dict[str, str]) -> pd.DataFrame | None:
+        """The consumed components' out-of-fold predictions, as the run hands them to a fusion."""
         if not sources:
             return None
         idx = np.arange(self.cohort.n_patients)
-        cols = []
-        for role, name in sources.items():
-            prob, raw = (a.copy() for a in self.oof[name])
-            if modality_of[name] == "image":
-                prob[~self.has_images], raw[~self.has_images] = np.nan, np.nan
-            cols.append(source_frame(role, prob, raw, index=idx))
-        return pd.concat(cols, axis=1)
+        return pd.concat([source_frame(role, *self.oof[name], index=idx, missing=self.fr.no_image(name, idx))
+                          for role, name in sources.items()], axis=1)
 
     def component(self, cand: Candidate, sources: dict[str, str], run_dir: Path) -> Component:
-        from benchmark.run_plan import inner_fold_list
-
         t0 = time.monotonic()
         role = getattr(get_family(cand.family), "warm_start_role", None)
         ctx_base = self.fr._context(cand, self.fr.warm_start_for(cand, self.fold, source=sources.get(role)))
-        self.modality[cand.name] = cand.modality
         fam = get_family(cand.family)
-        make_view = self.fr._view_maker(cand, self.upstream(sources, self.modality))
-        inner = inner_fold_list(self.cohort.y, self.fold, self.profile, self.cfg.seed)
+        make_view = self.fr._view_maker(cand, self.upstream(sources))
+        inner = self.fr.inner(self.fold)
         seed = stable_seed(self.cfg.seed, cand.name, "export")
         n_trials = self.profile.trials_for(cand.modality)
 
@@ -259,9 +252,7 @@ class _Trainer:
                             f"({(res.fail_reasons or ['no trial finished'])[0]})")
         models = self.fr._bag(cand, self.fold, inner, res.best_params, make_view, seed, res.best_models, ctx_base)
         y = self.cohort.y
-        oof = np.full(len(y), np.nan)
-        for k, (f, m) in enumerate(zip(inner, models)):
-            oof[f.test] = res.best_valid_preds[k] if res.best_valid_preds is not None else m.predict_proba(make_view(f.test, False))
+        oof, _ = self.fr.oof_predictions(inner, models, make_view, res.best_valid_preds)
         full = (self.fr._refit_full(cand, self.fold, inner, res.best_params, make_view, seed, ctx_base)
                 if self.profile.refit_full else None)
         self.fr.save_warm_weights(cand, self.fold, models, full)   # for a later component that starts from it

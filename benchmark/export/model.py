@@ -97,9 +97,8 @@ class ExportedModel:
                             prob, praw = src.prob, src.prob_raw
                         else:
                             prob, praw = _member(src.members, k), _member(src.members_raw, k)
-                        if kind == "image":   # no image, nothing to say (as in the run)
-                            prob, praw = np.where(has_image, prob, np.nan), np.where(has_image, praw, np.nan)
-                        cols.append(source_frame(role, prob, praw, index=positions))
+                        cols.append(source_frame(role, prob, praw, index=positions,   # no image, nothing to say
+                                                 missing=~has_image if kind == "image" else None))
                     upstream = pd.concat(cols, axis=1)
                 return cohort.view(positions, labels=False, image_size=comp.image_size, upstream=upstream)
 

@@ -24,6 +24,7 @@ New data are conformed, one line per problem:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -110,13 +111,7 @@ def conform(cohort: Cohort, schema: dict, *, accept_image_kind: bool = False, wh
             raise UserError(f"{where}: the images are {', '.join(other)} but the model was trained on "
                             f"{', '.join(old)} images; pixel values may differ between kinds: convert them, or pass "
                             "--accept-image-kind to predict anyway")
-    out = Cohort(name=cohort.name, y=cohort.y, register=register, images=cohort.images, keys=cohort.keys,
-                 categorical=categorical, oracle=cohort.oracle, fingerprint=cohort.fingerprint, source=cohort.source,
-                 cache_dir=cohort.cache_dir)
-    for attr in ("labelled", "ids"):
-        if hasattr(cohort, attr):
-            setattr(out, attr, getattr(cohort, attr))
-    return out
+    return dataclasses.replace(cohort, register=register, categorical=categorical)
 
 
 def _conform_register(df: pd.DataFrame, columns: list[dict], where: str) -> tuple[pd.DataFrame, list[str]]:
