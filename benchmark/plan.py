@@ -655,9 +655,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from benchmark.data.splits import outer_folds, stratified_subsample
+    from benchmark.data.splits import outer_folds
     from benchmark.run_folder import RunConfig
-    from benchmark.run_plan import build_plan, default_profile, pick_device, resolve_candidates
+    from benchmark.run_plan import build_plan, default_profile, load_run_cohort, pick_device, resolve_candidates
     from benchmark.search.spaces import get_profile
 
     device = pick_device("auto")
@@ -669,20 +669,12 @@ def command(args: argparse.Namespace) -> int:
     cands, _ = resolve_candidates(cfg)
     if args.recalibrate:
         _cache_path().unlink(missing_ok=True)
-    cohort = load_run_cohort(cfg)
-    cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
+    cohort, _ = load_run_cohort(cfg, profile)
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
     plan = plan_for_run(cands, profile, cohort, build_plan(cands, folds))
     costs = costs_for(plan, dp)
     print(render(price(plan, costs), dp))
     return 0
-
-
-def load_run_cohort(cfg):
-    from benchmark.data.dataset import load_dataset
-    from benchmark.run_plan import default_dataset
-
-    return load_dataset(Path(cfg.data) if cfg.data else default_dataset())
 
 
 def run_estimate(cands: list, profile, cohort, units: list, device: str,

@@ -74,6 +74,17 @@ def default_dataset() -> Path:
     return yaml_path
 
 
+def load_run_cohort(cfg: RunConfig, profile: Profile):
+    """(the run's cohort, patients in the dataset file): ``cfg.data`` (default: the synthetic
+    cohort), subsampled to the profile's ``max_patients`` (stratified, seeded). What ``run``,
+    ``plan`` and ``export`` all train on."""
+    from benchmark.data.dataset import load_dataset
+    from benchmark.data.splits import stratified_subsample
+
+    cohort = load_dataset(Path(cfg.data) if cfg.data else default_dataset())
+    return cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed)), cohort.n_patients
+
+
 def resolve_candidates(cfg: RunConfig) -> tuple[list[Candidate], dict[str, Candidate]]:
     """The candidates to run, consumed ones first (fusion inputs are added when missing)."""
     allc = load_candidates(cfg.spaces)

@@ -26,25 +26,18 @@ import pandas as pd
 from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.calibration import METHODS as CAL_METHODS
 from benchmark.data.cohort import Cohort
-from benchmark.data.splits import Fold, outer_folds, stratified_subsample
+from benchmark.data.splits import Fold, outer_folds
 from benchmark.errors import UserError
 from benchmark.fold_runner import FoldRunner, Progress, oracle_rows
 from benchmark.paths import results_dir
 from benchmark.run_folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
                                   write_folds)
-from benchmark.run_plan import (build_plan, default_dataset, default_profile, inner_fold_list, pick_device,
-                                resolve_candidates)
+from benchmark.run_plan import (build_plan, default_dataset, default_profile, inner_fold_list, load_run_cohort,
+                                pick_device, resolve_candidates)
 from benchmark.search.spaces import Candidate, Profile, get_profile
 from benchmark.search.study import trials_frame
 
 __all__ = ["RunConfig", "run", "default_dataset"]
-
-
-def _load_cohort(cfg: RunConfig) -> Cohort:
-    from benchmark.data.dataset import load_dataset
-
-    path = Path(cfg.data) if cfg.data else default_dataset()
-    return load_dataset(path)
 
 
 def base_context(device: str, profile: Profile, seed: int, deterministic: bool = False) -> TrialContext:
@@ -93,13 +86,10 @@ def run(cfg: RunConfig) -> Path:
               f"pass --profile to choose)", flush=True)
     profile = get_profile(cfg.profile, cfg.spaces)
     cands, _ = resolve_candidates(cfg)
-    cohort = _load_cohort(cfg)
+    cohort, n_in_file = load_run_cohort(cfg, profile)
     if cfg.data is None:
         cfg.data = str(default_dataset())
     _check_modalities(cfg, cands, cohort)
-
-    n_in_file = cohort.n_patients
-    cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
     plan = build_plan(cands, folds)
 

@@ -37,7 +37,7 @@ from scipy.special import logit
 from benchmark.candidates.base import get_family
 from benchmark.candidates.calibration import Calibrator, member_scale_ratio
 from benchmark.candidates.fusion_inputs import source_frame
-from benchmark.data.splits import Fold, stratified_subsample
+from benchmark.data.splits import Fold
 from benchmark.errors import UserError
 from benchmark.evaluate.conformal import fit_thresholds
 from benchmark.evaluate.metrics import threshold_at_spec
@@ -139,16 +139,14 @@ def _run_settings(run_dir: Path, candidate: str | None):
 
 def build_export(run_dir: Path, candidate: str | None = None, device: str = "auto") -> Exported:
     """Train ``candidate``'s procedure (default: ``default_candidate``) on the run's whole cohort."""
-    from benchmark.data.dataset import load_dataset
-    from benchmark.run_plan import pick_device
+    from benchmark.run_plan import load_run_cohort, pick_device
     from benchmark.runner import base_context
 
     run_dir = Path(run_dir)
     man, cfg, name, allc = _run_settings(run_dir, candidate)
     device = pick_device(device)
     profile = get_profile(man["profile_name"], cfg.spaces)
-    cohort = load_dataset(cfg.data)
-    cohort = cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed))
+    cohort, _ = load_run_cohort(cfg, profile)
     if cohort.fingerprint != man["dataset"]["fingerprint"]:
         raise UserError(f"{cfg.data}: the dataset changed since run {run_dir.name} (fingerprint differs); "
                         "export needs the run's data")
