@@ -1,0 +1,153 @@
+"""The progress line of a run: elapsed time and an estimate of the time left, for one or several workers.
+
+Without ``costs`` every trial and refit counts as one equal step. With ``costs`` (unit key
+-> (seconds per trial, trials, seconds of the refit), the plan's estimate: ``benchmark.plan``)
+each step weighs its unit's estimated cost, and the time left is the estimated cost left
+times the observed pace (elapsed / estimated cost done), blended with the plan's own
+figures while little is done (``PRIOR_SHARE`` of the total acts as work done at the
+planned pace)::
+
+    p = Progress(4, costs={("logreg", 0, 0): (1.0, 1, 0.0), ("cnn", 0, 0): (100.0, 1, 0.0)})
+    p.begin(("logreg", 0, 0)); p.unit_done()      # 1 of 101 estimated seconds done
+    p.left_s()      # about 91 at once: the CNN's 100 s are still to go (counting steps: half done)
+
+Several units at once (``workers`` > 1, ``run --workers N``): the plan's costs are seconds
+of one process, so the planned pace is ``1 / workers`` seconds of wall per estimated second
+(the prior is that pace); each open unit keeps its own ticks::
+
+    p = Progress(8, costs=costs, workers=2)
+    p.begin(a); p.begin(b)                # both open: with workers > 1 a unit stays open until end()
+    p.unit_done(key=b); p.unit_done(key=a)
+    p.end(a)                              # what a's estimate still held counts as done (a failure, a timeout)
+
+``begin`` of a unit that is open (workers > 1: a retry of a unit whose worker died) starts it
+over: its ticks so far are taken back, as that work has to be done again.
+
+With ``workers == 1`` ``begin`` of a new unit closes the open one, as the sequential runner
+expects, and ``unit_done()`` without a key ticks the unit begun last.
+
+``begin(key, reused=True)`` takes a unit reused from an earlier run out of the work (it
+costs no time now, so it must not speed up the pace).
+
+What the estimate does not see: work in flight (a trial counts when it ends, so with N
+workers up to N trials' work is done but not yet counted), and the run's tail, when fewer
+units are left than workers (the pace of a full pool is assumed to the end; ``plan
+--workers`` predicts the makespan with the tail).
+
+Not thread-safe: one thread (the runner's driver) makes every call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class _Open:
+    """One open unit: estimated seconds ticked off, steps ticked, reused from an earlier run."""
+
+    spent: float = 0.0
+    ticks: int = 0
+    reused: bool = False
+
+
+class Progress:
+    """One line per trial: candidate, fold, trial, elapsed and an estimate of the time left (module doc)."""
+
+    PRIOR_SHARE = 0.1
+
+    def __init__(self, total_units: int, costs: dict | None = None, clock=time.monotonic, workers: int = 1) -> None:
+        self.total, self.done, self.clock = max(total_units, 1), 0, clock
+        self.workers = max(1, int(workers))
+        self.start = clock()
+        self.costs = costs
+        self.total_cost = sum(t * n + r for t, n, r in costs.values()) if costs else 0.0
+        self.done_cost = 0.0
+        self.open: dict = {}          # key -> _Open, in the order begun
+        self.last = None              # the unit begun most recently (unit_done's default)
+
+    def begin(self, key, reused: bool = False) -> None:
+        """The unit ``key`` starts now (its steps weigh its costs); ``reused``: it is not run again.
+
+        With one worker the unit open before is closed (sequential runs never say ``end``).
+        """
+        if self.workers == 1:
+            for k in list(self.open):
+                self.end(k)
+        elif key in self.open:        # begun again (a retry in a new worker): the first attempt's work is lost
+            self._forget(key)
+        self.open[key] = _Open(reused=reused)
+        self.last = key
+        if reused and self.costs and key in self.costs:
+            t, n, r = self.costs[key]
+            self.total_cost -= t * n + r
+
+    def _forget(self, key) -> None:
+        """Undo an open unit's ticks (its cost is all still to do; the time it took stays in the pace)."""
+        st = self.open.pop(key)
+        if self.costs and key in self.costs:
+            if st.reused:
+                t, n, r = self.costs[key]
+                self.total_cost += t * n + r
+            else:
+                self.done_cost -= st.spent
+
+    def end(self, key=None) -> None:
+        """The unit ``key`` (None: the one begun last) is over: what of its estimate was not ticked off
+        (a failed unit, trials cut by a timeout) counts as done."""
+        key = self.last if key is None else key
+        st = self.open.pop(key, None)
+        if st is None:
+            return
+        if self.costs and key in self.costs and not st.reused:
+            t, n, r = self.costs[key]
+            self.done_cost += max(0.0, t * n + r - st.spent)
+        if key == self.last:
+            self.last = None
+
+    def unit_done(self, n: int = 1, key=None) -> None:
+        """``n`` steps (trials, then the refit) of unit ``key`` (None: the one begun last) are done."""
+        self.done += n
+        key = self.last if key is None else key
+        st = self.open.get(key)
+        if st is None or st.reused or not self.costs or key not in self.costs:
+            return
+        t, trials, r = self.costs[key]
+        for _ in range(n):
+            step = t if st.ticks < trials else r
+            step = min(step, t * trials + r - st.spent)
+            st.ticks += 1
+            st.spent += step
+            self.done_cost += step
+
+    def left_s(self) -> float | None:
+        """Seconds left: the observed pace over the estimated cost left (None: nothing to go on).
+
+        The prior (``PRIOR_SHARE`` of the estimated total) is work done at the planned pace,
+        which on ``workers`` processes is ``1 / workers`` seconds of wall per estimated second.
+        """
+        el = self.clock() - self.start
+        if self.costs:
+            left_cost = max(0.0, self.total_cost - self.done_cost)
+            prior = self.PRIOR_SHARE * self.total_cost
+            pace = (el + prior / self.workers) / (self.done_cost + prior) if self.done_cost + prior > 0 else 1.0
+            return left_cost * pace
+        if self.done == 0:
+            return None
+        return el / self.done * (self.total - self.done)
+
+    def eta(self) -> str:
+        el = self.clock() - self.start
+        left = self.left_s()
+        if left is None:
+            return f"{_fmt(el)} elapsed"
+        return f"{_fmt(el)} elapsed, ~{_fmt(left)} left"
+
+    def say(self, msg: str) -> None:
+        print(f"{msg}  [{self.eta()}]", flush=True)
+
+
+def _fmt(s: float) -> str:
+    s = int(s)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
