@@ -14,6 +14,15 @@ training. A priced plan (``price``) turns that into seconds::
     priced = price(plan, costs)
     priced.total_s, priced.unit_s[("resnet18", 0, 1)]        # the run's and one unit's estimate
 
+On several workers (``plan --workers N --gpus G --gpu-share S``, ``run --workers``) the run
+takes its *makespan*: ``makespan`` simulates list scheduling of the run plan's units (a unit
+waits for its ``needs``, holds one of N worker slots and, for a family that trains on the GPU,
+S of one GPU) at the priced durations, and gives every unit's start and end, the critical
+path and lower bounds::
+
+    sched = priced.makespan(units, workers=8, gpus=8, gpu_share=0.25)
+    sched.makespan, sched.speedup, sched.critical_s, sched.start[key], sched.end[key]
+
 Epochs of a network fit: the candidate's ``fixed`` value; else the first trial (the
 ``start`` trial) takes its ``start`` value and later trials the space's upper bound (a
 ceiling: the search draws lower values too); else the family default. The profile's epoch
@@ -97,6 +106,8 @@ class CandidatePlan:
     # a warm-started fusion network takes the architecture of the fold's best image candidate,
     # unknown before the run: it is priced at the mean cost of these (the run's image candidates)
     warm_archs: tuple[str, ...] = ()
+    # its family trains on the GPU (``uses_gpu``): on a GPU run a unit takes a share of a GPU
+    on_gpu: bool = False
 
     @property
     def images_seen(self) -> int:
@@ -135,6 +146,19 @@ def _network_epochs(cand, fam_cls, trials: int, cap: int | None) -> list[int]:
         first = int(cand.start.get(key, high))
         raw = [first] + [high] * (trials - 1)
     return [min(e, cap) if cap else e for e in raw]
+
+
+def uses_gpu(fam_cls) -> bool:
+    """Whether a family's units take a GPU share on a GPU run: its ``trains_on_gpu`` flag where the
+    family declares one, else every torch family (CNNs, the MLP, the fusion networks) and the
+    embedding families (a frozen CNN encoder feeds their trees)."""
+    from benchmark.candidates.fusion_embed import _EmbedTrees
+    from benchmark.candidates.torch_family import TorchFamily
+
+    flag = getattr(fam_cls, "trains_on_gpu", None)
+    if flag is not None:
+        return bool(flag)
+    return isinstance(fam_cls, type) and issubclass(fam_cls, (TorchFamily, _EmbedTrees))
 
 
 def _batch(cand, fam_cls) -> int:
@@ -212,7 +236,8 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             batch=_batch(cand, fam) if issubclass(fam, TorchFamily) else None, units=n_units, trials=trials,
             fits=trials * K + (1 if refit else 0), train_images=train_images,
             trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
-            fit_rows=int(round(n_fit)), epoch_cap=profile.epoch_cap(cand.modality, fam.uses_images), epochs=epochs, inner=K, refit_images=refit_images))
+            fit_rows=int(round(n_fit)), epoch_cap=profile.epoch_cap(cand.modality, fam.uses_images), epochs=epochs, inner=K, refit_images=refit_images,
+            on_gpu=uses_gpu(fam)))
     image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
     for c, cand in zip(out, cands):
         role = getattr(get_family(cand.family), "warm_start_role", None)
@@ -494,15 +519,29 @@ class Priced:
     costs: Costs
     per_candidate: dict[str, dict]               # name -> trial_s, refit_s, unit_s, total_s
     unit_s: dict[tuple[str, int, int], tuple[float, float]]   # unit key -> (s per trial, s of the refit)
+    schedule: "Schedule | None" = None           # run_estimate's makespan on several workers, when asked
 
     @property
     def total_s(self) -> float:
         return sum(v["total_s"] for v in self.per_candidate.values())
 
     def progress_costs(self) -> dict:
-        """Unit key -> (seconds per trial, trials, seconds of the refit): ``fold_runner.Progress``'s weights."""
+        """Unit key -> (seconds per trial, trials, seconds of the refit): ``progress.Progress``'s weights."""
         trials = {c.name: c.trials for c in self.plan.candidates}
         return {k: (t, trials[k[0]], r) for k, (t, r) in self.unit_s.items()}
+
+    def unit_durations(self) -> dict[tuple[str, int, int], float]:
+        """Unit key -> its estimated seconds in one process (trials x seconds per trial + the refit)."""
+        return {k: t * n + r for k, (t, n, r) in self.progress_costs().items()}
+
+    def gpu_units(self) -> set[tuple[str, int, int]]:
+        """Keys of the units that use a GPU on a GPU run (``uses_gpu``: networks and image encoders)."""
+        return {k for c in self.plan.candidates if c.on_gpu for k in _unit_keys(self.plan, c)}
+
+    def makespan(self, units: list, workers: int = 1, gpus: int = 0, gpu_share: float = 1.0,
+                 **kw) -> "Schedule":
+        """``makespan`` of the run plan ``units`` at these durations (``kw``: ``util``, ``order``)."""
+        return makespan(units, self.unit_durations(), workers, gpus, gpu_share, self.gpu_units().__contains__, **kw)
 
     def modality_s(self) -> dict[str, float]:
         out = {m: 0.0 for m in MODALITIES}
@@ -546,12 +585,248 @@ def price(plan: CostPlan, costs: Costs) -> Priced:
         refit_s += UNIT_OVERHEAD_S
         trial_s = sum(trial_list) / max(1, len(trial_list))
         unit = sum(trial_list) + refit_s
-        keys = plan.unit_keys.get(c.name) or [(c.name, 0, i) for i in range(c.units)]
-        for i, k in enumerate(keys):
+        for i, k in enumerate(_unit_keys(plan, c)):
             extra = first_s / c.trials if i == 0 else 0.0
             unit_s[k] = (trial_s + extra, refit_s)
         per[c.name] = {"trial_s": trial_s, "refit_s": refit_s, "unit_s": unit, "total_s": unit * c.units + first_s}
     return Priced(plan, costs, per, unit_s)
+
+
+def _unit_keys(plan: CostPlan, c: CandidatePlan) -> list:
+    return plan.unit_keys.get(c.name) or [(c.name, 0, i) for i in range(c.units)]
+
+
+# ---- the makespan on N workers and G GPUs -------------------------------------------------------
+
+# k network units sharing one GPU each run at 1 / max(1, k * GPU_SHARE_UTIL) of their priced speed.
+# 1.0: no gain and no loss (the GPU's throughput is split between them). The priced speeds are a
+# saturating training loop (the H200 table: batch 256 at 224 px), and concurrent fits on one GPU
+# were never measured; a fit that leaves the GPU idle (small batches, data loading, evaluation)
+# would gain from sharing (util < 1), memory and cache contention would lose (util > 1).
+GPU_SHARE_UTIL = 1.0
+SCHEDULE_ORDERS = ("critical", "longest", "plan")
+
+
+@dataclass
+class Schedule:
+    """A simulated run of the plan on ``workers`` slots and ``gpus`` GPUs: start and end of every unit."""
+
+    start: dict                   # unit key -> seconds from the run's start
+    end: dict                     # unit key -> seconds
+    gpu: dict                     # unit key -> the GPU it shares (None: no GPU)
+    makespan: float               # the last end
+    total_s: float                # the sum of the durations (the sequential run)
+    critical_s: float             # the longest chain through ``needs``: no schedule is shorter
+    critical_chain: list          # the keys of that chain, first to last
+    workers: int
+    gpus: int
+    gpu_share: float
+    util: float
+    order: str
+
+    @property
+    def speedup(self) -> float:
+        return self.total_s / self.makespan if self.makespan > 0 else 1.0
+
+    @property
+    def per_gpu(self) -> int:
+        """Network units one GPU holds at once."""
+        return int(1.0 / self.gpu_share + 1e-9) if self.gpus else 0
+
+    gpu_total_s: float = 0.0      # the sum of the GPU units' durations (0 without GPUs)
+
+    @property
+    def gpu_bound(self) -> float:
+        """The GPU units' work over the GPUs at their best throughput (k units at once, each at
+        1 / max(1, k x util) speed); 0 without GPUs."""
+        if not self.gpus or not self.gpu_total_s:
+            return 0.0
+        best = max(k / max(1.0, k * self.util) for k in range(1, self.per_gpu + 1))
+        return self.gpu_total_s / (self.gpus * best)
+
+    @property
+    def lower_bound(self) -> float:
+        """No schedule is shorter: the critical path, the total work over the worker slots, the GPU work over the GPUs."""
+        return max(self.critical_s, self.total_s / self.workers, self.gpu_bound)
+
+
+def critical_path(units: list, durations: dict) -> tuple[float, list]:
+    """(seconds, keys) of the longest chain of ``units`` through their ``needs`` at ``durations``."""
+    order, needs, _ = _graph(units)
+    top: dict = {}
+    before: dict = {}
+    for k in order:
+        prev = max(needs[k], key=lambda n: top[n], default=None)
+        top[k] = float(durations.get(k, 0.0)) + (top[prev] if prev is not None else 0.0)
+        before[k] = prev
+    if not top:
+        return 0.0, []
+    k = max(order, key=lambda x: top[x])
+    best, chain = top[k], []
+    while k is not None:
+        chain.append(k)
+        k = before[k]
+    return best, chain[::-1]
+
+
+def _graph(units: list) -> tuple[list, dict, dict]:
+    """(keys in a dependency order, needs per key, dependants per key); needs outside ``units`` are
+    taken as met (reused or not part of this run). A cycle is an error."""
+    keys = [u.key for u in units]
+    present = set(keys)
+    if len(present) != len(keys):
+        raise ValueError("makespan: two units with one key")
+    needs = {u.key: tuple(n for n in dict.fromkeys(u.needs) if n in present) for u in units}
+    after: dict = {k: [] for k in keys}
+    for k, ns in needs.items():
+        for n in ns:
+            after[n].append(k)
+    left = {k: len(ns) for k, ns in needs.items()}
+    order = [k for k in keys if not left[k]]
+    for k in order:                      # Kahn's algorithm, plan order among the ready
+        for s in after[k]:
+            left[s] -= 1
+            if not left[s]:
+                order.append(s)
+    if len(order) != len(keys):
+        raise ValueError("makespan: the units' needs form a cycle")
+    return order, needs, after
+
+
+def makespan(units: list, durations: dict, workers: int = 1, gpus: int = 0, gpu_share: float = 1.0,
+             is_gpu_unit=None, *, util: float = GPU_SHARE_UTIL, order: str = "critical") -> Schedule:
+    """Simulate list scheduling of the run plan ``units`` (``run_plan.WorkUnit``s: ``key``, ``needs``).
+
+    ``durations``: unit key -> seconds in one process, alone (``Priced.unit_durations``; a key
+    missing: 0 s). A unit starts when every unit it ``needs`` has ended, a worker slot is free
+    (``workers``: units at once, ``run --workers``) and, for a GPU unit (``is_gpu_unit(key)``)
+    when ``gpus`` > 0, a GPU holds fewer than ``floor(1 / gpu_share)`` units: it takes the
+    least-loaded such GPU. Without GPUs every unit runs on a worker slot at its priced speed
+    (slots are assumed not to slow each other). ``k`` units sharing a GPU each run at
+    ``1 / max(1, k * util)`` of their speed (``GPU_SHARE_UTIL``). A unit that must wait for a
+    GPU lets the next ready unit take the free slot.
+
+    ``order`` among the ready units: ``critical`` (default) the longest chain from the unit to the
+    end of the plan first (its own duration plus its longest chain of dependants: inputs of a
+    fusion unit go before an equally long unit nothing waits for), ``longest`` its own duration
+    first, ``plan`` plan order; ties in plan order.
+    """
+    if workers < 1:
+        raise ValueError(f"workers {workers}: at least 1")
+    if gpus < 0:
+        raise ValueError(f"gpus {gpus}: 0 or more")
+    if gpus and not 0 < gpu_share <= 1:
+        raise ValueError(f"gpu_share {gpu_share}: a share of one GPU, in (0, 1]")
+    if util <= 0:
+        raise ValueError(f"util {util}: positive")
+    if order not in SCHEDULE_ORDERS:
+        raise ValueError(f"order {order!r}: one of {', '.join(SCHEDULE_ORDERS)}")
+    import heapq
+
+    topo, needs, after = _graph(units)
+    pos = {u.key: i for i, u in enumerate(units)}
+    dur = {k: max(0.0, float(durations.get(k, 0.0))) for k in pos}
+    test = is_gpu_unit if callable(is_gpu_unit) else (lambda k: is_gpu_unit is not None and k in is_gpu_unit)
+    on_gpu_unit = {k: bool(gpus) and bool(test(k)) for k in pos}
+    per_gpu = int(1.0 / gpu_share + 1e-9) if gpus else 0
+    chain: dict = {}
+    for k in reversed(topo):
+        chain[k] = dur[k] + max((chain[s] for s in after[k]), default=0.0)
+    rank = {"critical": lambda k: (-chain[k], pos[k]), "longest": lambda k: (-dur[k], pos[k]),
+            "plan": lambda k: (pos[k],)}[order]
+
+    start, end, gpu_of = {}, {}, {}
+    left_needs = {k: len(ns) for k, ns in needs.items()}
+    ready = [(rank(k), k) for k in pos if not left_needs[k]]
+    heapq.heapify(ready)
+    remaining = dict(dur)
+    running: dict = {}                   # key -> GPU index or None
+    load = [0] * gpus
+    t = 0.0
+    while ready or running:
+        waiting = []
+        while ready and len(running) < workers:
+            item = heapq.heappop(ready)
+            k = item[1]
+            g = None
+            if on_gpu_unit[k]:
+                free = [i for i in range(gpus) if load[i] < per_gpu]
+                if not free:
+                    waiting.append(item)
+                    continue
+                g = min(free, key=lambda i: (load[i], i))
+                load[g] += 1
+            running[k], start[k], gpu_of[k] = g, t, g
+        for item in waiting:
+            heapq.heappush(ready, item)
+        if not running:                  # cannot happen: a free GPU or slot always exists here
+            raise RuntimeError("makespan: nothing can run")
+        rate = {k: 1.0 if g is None else 1.0 / max(1.0, load[g] * util) for k, g in running.items()}
+        first = min(running, key=lambda k: (remaining[k] / rate[k], pos[k]))
+        dt = remaining[first] / rate[first]
+        t += dt
+        done = [first]
+        for k in running:
+            remaining[k] -= dt * rate[k]
+            if k != first and remaining[k] <= 1e-9 * max(1.0, dur[k]):
+                done.append(k)
+        for k in done:
+            remaining[k] = 0.0
+            g = running.pop(k)
+            if g is not None:
+                load[g] -= 1
+            end[k] = t
+            for s in after[k]:
+                left_needs[s] -= 1
+                if not left_needs[s]:
+                    heapq.heappush(ready, (rank(s), s))
+    cp, cchain = critical_path(units, dur)
+    return Schedule(start=start, end=end, gpu=gpu_of, makespan=max(end.values(), default=0.0),
+                    total_s=sum(dur.values()), critical_s=cp, critical_chain=cchain, workers=workers,
+                    gpus=gpus, gpu_share=gpu_share if gpus else 1.0, util=util, order=order,
+                    gpu_total_s=sum(d for k, d in dur.items() if on_gpu_unit[k]))
+
+
+def _unit_name(key) -> str:
+    name, rep, fold = key
+    return f"{name} r{rep} f{fold}"
+
+
+def render_schedule(s: Schedule, device_profile: str | None = None) -> str:
+    """The makespan lines of the printed plan: time on N workers / G GPUs, speed-up, the bounds and the model."""
+    where = f"{s.workers} worker{'s' if s.workers != 1 else ''}"
+    if s.gpus:
+        share = (f"a GPU unit takes {s.gpu_share:g} of a GPU, up to {s.per_gpu} per GPU"
+                 if s.per_gpu > 1 else "a GPU unit takes a whole GPU")
+        where += f" and {s.gpus} GPU{'s' if s.gpus != 1 else ''} ({share})"
+    else:
+        where += ", no GPU"
+    chain = " -> ".join(_unit_name(k) for k in s.critical_chain)
+    bounds = f"the total over the workers {fmt_s(s.total_s / s.workers)}"
+    if s.gpus:
+        bounds += f", the GPU units' total over the GPUs {fmt_s(s.gpu_bound)}"
+    lines = [f"  makespan on {where}: {fmt_s(s.makespan)}, a speed-up of {s.speedup:.1f}x over the sequential "
+             f"{fmt_s(s.total_s)}",
+             f"  critical path {fmt_s(s.critical_s)} ({chain})",
+             f"  lower bound {fmt_s(s.lower_bound)} (no schedule is shorter: the critical path, {bounds})"]
+    ordered = {"critical": "with the longest chain to the end first", "longest": "longest first",
+               "plan": "in plan order"}[s.order]
+    lines.append(f"  schedule model: list scheduling; a unit starts once the units it reads have ended, ready units "
+                 f"{ordered}; every unit holds one worker and runs at its priced one-process speed (workers are "
+                 f"assumed not to slow each other)")
+    if s.gpus:
+        lines.append(f"  GPU model: a GPU unit (its family trains on the GPU: the networks, embed_* encoders) also takes {s.gpu_share:g} of the "
+                     f"least-loaded GPU with room; k units on one GPU each run at 1/max(1, k x {s.util:g}) of their speed"
+                     + (" (no gain, no loss: the costs are a saturating training loop, and concurrent fits on one "
+                        "GPU were never measured)" if s.util == 1.0 else ""))
+    if device_profile == "h200" and not s.gpus and s.workers > 1:
+        lines.append("  note: GPU units are priced at H200 speed but no GPU is given (--gpus 0)")
+    if device_profile == "cpu" and s.workers > 1:
+        lines.append(f"  note: CPU costs were measured by one process on {_threads()} threads; {s.workers} workers "
+                     f"sharing those cores run slower than this says")
+    if device_profile == "cpu" and s.gpus:
+        lines.append("  note: GPU units are priced at this CPU's speed (device profile cpu); on a GPU they run faster")
+    return "\n".join(lines)
 
 
 # ---- from a run's settings -----------------------------------------------------------------------
@@ -652,6 +927,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recalibrate", action="store_true",
                    help="forget this machine's cached costs and measure again (do it on an otherwise idle machine: "
                         "costs measured under load make every later estimate too long)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="also predict the makespan with N units at once (run --workers N); default 1")
+    p.add_argument("--gpus", type=int, default=None, metavar="G",
+                   help="GPUs for the makespan (default: 1 with --device-profile h200, 0 with cpu)")
+    p.add_argument("--gpu-share", type=float, default=1.0, metavar="S",
+                   help="share of a GPU one GPU unit (a network, an image encoder) takes: 1/S of them share a GPU; default 1.0")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -662,6 +943,8 @@ def command(args: argparse.Namespace) -> int:
 
     device = pick_device("auto")
     dp = args.device_profile or ("h200" if device == "cuda" else "cpu")
+    gpus = args.gpus if args.gpus is not None else (1 if dp == "h200" else 0)
+    _check_scale(args.workers, gpus, args.gpu_share)
     cfg = RunConfig(suite=args.suite, candidates=args.candidates.split(",") if args.candidates else None,
                     data=args.data, profile=args.profile or default_profile(device), spaces=args.spaces,
                     seed=args.seed)
@@ -671,15 +954,31 @@ def command(args: argparse.Namespace) -> int:
         _cache_path().unlink(missing_ok=True)
     cohort, _ = load_run_cohort(cfg, profile)
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
-    plan = plan_for_run(cands, profile, cohort, build_plan(cands, folds))
+    units = build_plan(cands, folds)
+    plan = plan_for_run(cands, profile, cohort, units)
     costs = costs_for(plan, dp)
-    print(render(price(plan, costs), dp))
+    priced = price(plan, costs)
+    print(render(priced, dp))
+    print(render_schedule(priced.makespan(units, args.workers, gpus, args.gpu_share), dp))
     return 0
 
 
+def _check_scale(workers: int, gpus: int, gpu_share: float) -> None:
+    if workers < 1:
+        raise UserError(f"--workers {workers}: at least 1")
+    if gpus < 0:
+        raise UserError(f"--gpus {gpus}: 0 or more")
+    if not 0 < gpu_share <= 1:
+        raise UserError(f"--gpu-share {gpu_share}: a share of one GPU, more than 0 and at most 1 (0.25: four units per GPU)")
+
+
 def run_estimate(cands: list, profile, cohort, units: list, device: str,
-                 log: Callable[[str], None] = print) -> Priced | None:
+                 log: Callable[[str], None] = print, *, workers: int = 1, gpus: int = 0,
+                 gpu_share: float = 1.0) -> Priced | None:
     """The estimate ``run`` prints first (per modality and in all); None when it would cost too long to price.
+
+    With ``workers`` > 1 it also prints the makespan on ``workers`` slots and ``gpus`` GPUs
+    (``makespan``) and keeps it in the returned ``Priced.schedule``.
 
     A GPU run prices with the H200 table. A CPU run reuses the cached calibration; what is
     missing is measured now when the images are small (<= ``RUN_CALIBRATE_MAX_PX``: a few seconds
@@ -699,6 +998,9 @@ def run_estimate(cands: list, profile, cohort, units: list, device: str,
             log(f"cost estimate: calibrating {', '.join(missing)} on this machine once (cached for later runs) ...")
     priced = price(plan, costs_for(plan, dp, log=log))
     log(render(priced, dp, per_candidate=False).replace("plan:", "cost estimate:", 1))
+    if workers > 1:
+        priced.schedule = priced.makespan(units, workers, gpus, gpu_share)
+        log(render_schedule(priced.schedule, dp))
     return priced
 
 

@@ -1,8 +1,11 @@
-"""The cost plan: counts that match a run, the H200 table, the cached calibration, an honest ETA."""
+"""The cost plan: counts that match a run, the H200 table, the cached calibration, an honest ETA,
+the makespan on several workers and GPUs."""
 
 from __future__ import annotations
 
 import json
+import random
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmark import plan as P
-from benchmark.fold_runner import Progress
+from benchmark.progress import Progress
 from benchmark.runner import RunConfig, run
 from benchmark.search.spaces import get_profile, load_candidates
 from runner_helpers import TINY_CNN, write_register_dataset, write_spaces
@@ -158,3 +161,134 @@ def test_a_warm_started_fusion_net_is_priced_at_the_mean_of_the_runs_image_archi
     # the same images: joint_concat at the mean cost (2), film at its own arch, resnet18 (1)
     warm, cold = priced["joint_concat"]["total_s"], priced["film"]["total_s"]
     assert warm - P.UNIT_OVERHEAD_S * 3 == pytest.approx(2 * (cold - P.UNIT_OVERHEAD_S * 3), rel=0.01)
+
+
+# ---- the makespan on N workers / G GPUs ----------------------------------------------------------
+
+U = namedtuple("U", "key needs")
+
+
+def _two_folds():
+    """Per fold: an input a (10 s), an input b (20 s), a fusion f (5 s) that reads both."""
+    units, dur = [], {}
+    for fold in (0, 1):
+        a, b, f = ("a", 0, fold), ("b", 0, fold), ("f", 0, fold)
+        units += [U(a, ()), U(b, ()), U(f, (a, b))]
+        dur.update({a: 10.0, b: 20.0, f: 5.0})
+    return units, dur
+
+
+def test_makespan_of_a_fusion_plan_on_one_and_two_workers():
+    units, dur = _two_folds()
+    one = P.makespan(units, dur, workers=1)
+    assert one.makespan == pytest.approx(70) and one.speedup == pytest.approx(1)
+    two = P.makespan(units, dur, workers=2)
+    # longest chain first: both b at 0-20, both a at 20-30, both fusions at 30-35
+    assert two.makespan == pytest.approx(35) and two.speedup == pytest.approx(2)
+    assert two.start[("b", 0, 0)] == two.start[("b", 0, 1)] == 0 and two.start[("f", 0, 1)] == pytest.approx(30)
+    assert two.critical_s == pytest.approx(25) and two.critical_chain == [("b", 0, 0), ("f", 0, 0)]
+    # plan order: a0 b0 | a1 at 10 | f0 and b1 at 20 | f1 waits for b1 until 40
+    plain = P.makespan(units, dur, workers=2, order="plan")
+    assert plain.makespan == pytest.approx(45) and plain.start[("f", 0, 1)] == pytest.approx(40)
+    for s in (one, two, plain):   # a unit starts only after everything it reads has ended
+        assert all(s.start[u.key] >= s.end[n] - 1e-9 for u in units for n in u.needs)
+
+
+def test_gpu_share_packs_network_units_on_one_gpu():
+    g1, g2, c = ("cnn", 0, 0), ("cnn", 0, 1), ("logreg", 0, 0)
+    units, dur = [U(g1, ()), U(g2, ())], {g1: 10.0, g2: 10.0}
+    whole = P.makespan(units, dur, workers=2, gpus=1, gpu_share=1.0, is_gpu_unit={g1, g2})
+    assert whole.start[g2] == pytest.approx(10) and whole.makespan == pytest.approx(20)
+    half = P.makespan(units, dur, workers=2, gpus=1, gpu_share=0.5, is_gpu_unit={g1, g2})
+    assert half.start == {g1: 0.0, g2: 0.0} and half.gpu == {g1: 0, g2: 0}
+    assert half.makespan == pytest.approx(20)             # util 1: sharing gains nothing, loses nothing
+    fits = P.makespan(units, dur, workers=2, gpus=1, gpu_share=0.5, is_gpu_unit={g1, g2}, util=0.5)
+    assert fits.makespan == pytest.approx(10)             # two half-busy fits: both at full speed
+    two_gpus = P.makespan(units, dur, workers=2, gpus=2, gpu_share=0.5, is_gpu_unit={g1, g2})
+    assert two_gpus.gpu == {g1: 0, g2: 1} and two_gpus.makespan == pytest.approx(10)   # least-loaded GPU
+    # a unit waiting for the GPU leaves its worker slot to a CPU unit
+    mixed = P.makespan(units + [U(c, ())], {**dur, c: 10.0}, workers=2, gpus=1, is_gpu_unit={g1, g2})
+    assert mixed.start[c] == 0 and mixed.makespan == pytest.approx(20) and mixed.gpu[c] is None
+    # no GPU: network units are ordinary units on the workers
+    assert P.makespan(units, dur, workers=2, gpus=0, is_gpu_unit={g1, g2}).makespan == pytest.approx(10)
+
+
+def test_makespan_respects_its_lower_bounds():
+    rng = random.Random(0)
+    for trial in range(30):
+        units, dur, gpu = [], {}, set()
+        for fold in range(rng.randint(1, 4)):
+            inputs = [(f"in{i}", 0, fold) for i in range(rng.randint(1, 5))]
+            for k in inputs:
+                units.append(U(k, ()))
+            for j in range(rng.randint(0, 3)):
+                units.append(U((f"fu{j}", 0, fold), tuple(rng.sample(inputs, rng.randint(1, len(inputs))))))
+        for u in units:
+            dur[u.key] = rng.choice([0.0, rng.uniform(0.1, 100.0)])
+            if rng.random() < 0.5:
+                gpu.add(u.key)
+        workers, gpus = rng.randint(1, 6), rng.randint(0, 3)
+        s = P.makespan(units, dur, workers, gpus, rng.choice([1.0, 0.5, 0.25]), gpu, util=rng.choice([0.5, 1.0]),
+                       order=rng.choice(P.SCHEDULE_ORDERS))
+        assert s.makespan >= s.critical_s - 1e-6
+        assert s.makespan >= sum(dur.values()) / workers - 1e-6
+        assert s.makespan >= s.lower_bound - 1e-6
+        assert set(s.end) == set(dur)
+        assert all(s.start[u.key] >= s.end[n] - 1e-9 for u in units for n in u.needs)
+        assert all(s.end[k] - s.start[k] >= dur[k] - 1e-6 for k in dur)    # never faster than alone
+
+
+def test_makespan_refuses_a_cycle_and_bad_settings():
+    a, b = ("a", 0, 0), ("b", 0, 0)
+    with pytest.raises(ValueError, match="cycle"):
+        P.makespan([U(a, (b,)), U(b, (a,))], {a: 1.0, b: 1.0})
+    with pytest.raises(ValueError, match="gpu_share"):
+        P.makespan([U(a, ())], {a: 1.0}, workers=1, gpus=1, gpu_share=0.0)
+    assert P.makespan([U(a, (("gone", 0, 0),))], {a: 1.0}).makespan == 1.0   # a need outside the plan is met
+
+
+def test_priced_offers_unit_durations_and_gpu_units():
+    cands = load_candidates()
+    quick = get_profile("quick")
+    plan = P.build_cost_plan([cands["logreg"], cands["mlp"], cands["resnet18"], cands["embed_xgboost"]], quick,
+                             n_patients=1000, images_per_patient=2.0)
+    costs = P.Costs(source="test", train_s={"resnet18": 1e-3}, eval_s={"resnet18": 1e-4},
+                    fit_s={"logreg": 0.5, "mlp": 2.0, "embed_xgboost": 1.0})
+    priced = P.price(plan, costs)
+    dur = priced.unit_durations()
+    assert sum(dur.values()) == pytest.approx(priced.total_s)
+    assert {k[0] for k in priced.gpu_units()} == {"mlp", "resnet18", "embed_xgboost"}
+
+
+def test_plan_cli_prints_the_makespan(tmp_path, capsys):
+    from benchmark.cli import main
+
+    data = write_register_dataset(tmp_path / "data", n=120, n_pos=30)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=3)
+    argv = ["plan", "--candidates", "probe", "--data", str(data), "--spaces", str(spaces), "--profile", "tiny",
+            "--device-profile", "cpu"]
+    assert main(argv + ["--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated total:" in out and "makespan on 2 workers, no GPU:" in out and "speed-up of" in out
+    assert "critical path" in out and "lower bound" in out and "schedule model:" in out
+    assert main(argv + ["--workers", "2", "--gpus", "1", "--gpu-share", "0.5"]) == 0
+    assert "up to 2 per GPU" in capsys.readouterr().out
+    assert main(argv + ["--gpu-share", "0"]) == 2
+
+
+def test_run_estimate_prints_the_makespan_with_several_workers(tmp_path):
+    from benchmark.data.dataset import load_dataset
+    from benchmark.data.splits import outer_folds
+    from benchmark.run_plan import build_plan
+
+    data = write_register_dataset(tmp_path / "data", n=120, n_pos=30)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=3)
+    cohort, profile = load_dataset(data), get_profile("tiny", [spaces])
+    cands = [load_candidates([spaces])["probe"]]
+    units = build_plan(cands, outer_folds(cohort.y, n_folds=3, repeats=1, seed=0))
+    lines: list[str] = []
+    priced = P.run_estimate(cands, profile, cohort, units, "cpu", log=lines.append)   # the old call
+    assert priced.schedule is None and not any("makespan" in line for line in lines)
+    priced = P.run_estimate(cands, profile, cohort, units, "cpu", log=lines.append, workers=3)
+    assert priced.schedule.makespan == pytest.approx(max(priced.unit_durations().values()))   # 3 units at once
+    assert any("makespan on 3 workers, no GPU" in line for line in lines)
