@@ -214,3 +214,64 @@ def tiny_cohort(tiny_dataset):
     from benchmark.data.dataset import load_dataset
 
     return load_dataset(tiny_dataset().yaml)
+
+
+# --- PostgreSQL (the storage backends' tests) -------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a PostgreSQL database the tests may create databases in.
+
+    ``$AFF_TEST_POSTGRES_URL`` when set (CI starts one with ``tests/postgres_server.py``),
+    else a throwaway server of this session (stopped at its end), else the test is skipped.
+    """
+    import os
+
+    url = os.environ.get("AFF_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    import shutil
+    import tempfile
+    import uuid
+
+    import postgres_server
+
+    # Under the system temp folder, not tmp_path: the server's user must reach it (pytest's are 0700 root).
+    datadir = Path(tempfile.gettempdir()) / f"aff-pg-{uuid.uuid4().hex[:10]}"
+    try:
+        url = postgres_server.start(datadir)
+    except (postgres_server.PostgresUnavailable, OSError) as exc:
+        shutil.rmtree(datadir, ignore_errors=True)
+        pytest.skip(f"PostgreSQL cannot be started here: {exc}")
+    try:
+        yield url
+    finally:
+        try:
+            postgres_server.stop(datadir)
+        finally:
+            shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_pg_database(postgres_url):
+    """The URL of a new, empty database of its own (dropped after the test), on ``postgres_url``'s server."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    from benchmark.search.storage import close_storage
+
+    name = f"aff_{uuid.uuid4().hex[:12]}"
+    server = "postgresql://" + postgres_url.split("://", 1)[1]   # libpq's form (no SQLAlchemy driver)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+    yield url
+    close_storage(url)
+    try:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg.Error:
+        pass

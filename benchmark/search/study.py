@@ -20,6 +20,12 @@ attributes, so ``--resume`` does not restart the clock), and a study stopped by 
 Study names carry the run's identity (``study_name``), so runs sharing one storage never
 read each other's trials; ``trials_frame(storage, run_id)`` lists one run's trials.
 
+``storage`` is a spec for ``storage.open_storage``: an ``sqlite:///`` URL, a journal file path
+(parallel workers on one machine) or a ``postgresql://`` URL (workers on many machines). On
+PostgreSQL a daemon thread records the running trial's heartbeat every ``HEARTBEAT_S``
+seconds; every trial records the process that ran it (user attribute ``worker``,
+``host:pid``).
+
 ``make_view(positions, labels)`` gives the ``PatientData`` of cohort positions (labels only
 where ``labels`` is true); ``inner`` are the outer-train part's inner folds. Every model
 of the search and of a refit gets its ``TrialContext`` from ``fit_context``: the same seed
@@ -30,10 +36,15 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
+import os
 import re
+import socket
+import threading
 import time
 import traceback
+import warnings
 import zlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -46,6 +57,7 @@ from sklearn.metrics import roc_auc_score, average_precision_score, log_loss
 from benchmark.candidates.base import TrialContext
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
+from benchmark.search.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -177,10 +189,17 @@ def run_study(
     study: once it is spent no further trial starts, and the result has ``timed_out`` set.
     """
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+    store = open_storage(storage)
+    study = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
                                 load_if_exists=True, sampler=_sampler(seed), pruner=pruner)
+    if _heartbeat_interval(store):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)   # RUNNING trials whose process stopped beating
     # Trials left RUNNING by an interrupted process: close them as failed, not counted. Every
     # failure this loop records carries a fail_reason, so a FAIL without one was interrupted.
+    # A study belongs to one work unit, which one process runs at a time: a RUNNING trial
+    # here is always from a process that is gone, however fresh its heartbeat.
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
@@ -207,8 +226,16 @@ def run_study(
         t_trial = _clock()
         # A sampler seeded by the number of finished trials: resume draws what a fresh run would.
         study.sampler = _sampler(stable_seed(seed, len(done)))
-        trial = study.ask()
-        params = cand.sample(trial)
+        with warnings.catch_warnings():   # Optuna expects heartbeats with study.optimize; we beat ourselves
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = study.ask()
+        trial.set_user_attr("worker", worker_id())
+        beat = _Heartbeat(store, trial._trial_id)   # stopped when the trial ends (the finally below)
+        try:
+            params = cand.sample(trial)
+        except BaseException:
+            beat.stop()
+            raise
         scores = []
         models = []
         preds = []
@@ -253,6 +280,7 @@ def run_study(
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             value, state = None, "FAIL: " + reason
         finally:
+            beat.stop()
             del models
             gc.collect()
             _free_gpu()
@@ -286,12 +314,13 @@ def trials_frame(storage: str, run_id: str | None = None) -> "list[dict]":
     Studies whose names ``parse_study_name`` does not read (another tool's) are left out.
     """
     rows = []
-    for name in optuna.study.get_all_study_names(storage):   # creation order: the plan's
+    store = open_storage(storage)
+    for name in optuna.study.get_all_study_names(store):   # creation order: the plan's
         parsed = parse_study_name(name)
         if parsed is None or (run_id is not None and parsed[0] != run_id):
             continue
         _, cand, r, f = parsed
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=store)
         for t in study.get_trials(deepcopy=False):
             rows.append({
                 "candidate": cand, "repeat": r, "outer_fold": f, "trial": t.number,
@@ -307,6 +336,54 @@ def _interrupted(t) -> bool:
     """A failed trial without a reason: the process stopped during it (closed on resume)."""
     reason = t.user_attrs.get("fail_reason")
     return t.state == optuna.trial.TrialState.FAIL and (reason is None or reason == INTERRUPTED)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process: each trial's user attribute ``worker``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _heartbeat_interval(store) -> int | None:
+    """Seconds between heartbeats of a running trial; None when the storage keeps none (SQLite, journal)."""
+    if isinstance(store, optuna.storages.RDBStorage):
+        return store.get_heartbeat_interval()
+    return None
+
+
+class _Heartbeat:
+    """Records ``trial_id``'s heartbeat now and then every interval from a daemon thread, until ``stop``.
+
+    A process that dies stops beating; ``fail_stale_trials`` then fails its trial after the
+    storage's grace period. A failed beat (the server away for a moment) is logged and retried.
+    """
+
+    def __init__(self, store, trial_id: int) -> None:
+        self._stop = threading.Event()
+        self._thread = None
+        interval = _heartbeat_interval(store)
+        if not interval:
+            return
+        self._store, self._trial_id = store, trial_id
+        self._beat()   # at once, so the trial has a heartbeat from its start
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True,
+                                        name=f"optuna-heartbeat-{trial_id}")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            self._store.record_heartbeat(self._trial_id)
+        except Exception as exc:  # the trial goes on; the next beat retries
+            logging.getLogger(__name__).warning(f"heartbeat of trial {self._trial_id} failed: {_short(exc)}")
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+            self._thread = None
 
 
 def _free_gpu() -> None:
