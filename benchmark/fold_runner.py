@@ -25,95 +25,14 @@ from benchmark.candidates.fusion_inputs import source_frame
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
+from benchmark.progress import Progress
 from benchmark.protocol import ORACLE_COLUMNS, ROLES
 from benchmark.run_folder import RunDir
-from benchmark.run_plan import WorkUnit, inner_fold_list
+from benchmark.run_plan import WorkUnit, inner_fold_list, warm_start_role
 from benchmark.search.spaces import Candidate, Profile
 from benchmark.search.study import fit_context, run_study, score, stable_seed, study_name
 
 CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learning curve (studies.csv)
-
-
-class Progress:
-    """One line per trial: candidate, fold, trial, elapsed and an estimate of the time left.
-
-    Without ``costs`` every trial and refit counts as one equal step. With ``costs`` (unit key
-    -> (seconds per trial, trials, seconds of the refit), the plan's estimate: ``benchmark.plan``)
-    each step weighs its unit's estimated cost, and the time left is the estimated cost left
-    times the observed pace (elapsed / estimated cost done), blended with the plan's own
-    figures while little is done (``PRIOR_SHARE`` of the total acts as work done at the
-    planned pace)::
-
-        p = Progress(4, costs={("logreg", 0, 0): (1.0, 1, 0.0), ("cnn", 0, 0): (100.0, 1, 0.0)})
-        p.begin(("logreg", 0, 0)); p.unit_done()      # 1 of 101 estimated seconds done
-        p.left_s()      # about 91 at once: the CNN's 100 s are still to go (counting steps: half done)
-
-    ``begin(key, reused=True)`` takes a unit reused from an earlier run out of the work (it
-    costs no time now, so it must not speed up the pace).
-    """
-
-    PRIOR_SHARE = 0.1
-
-    def __init__(self, total_units: int, costs: dict | None = None, clock=time.monotonic) -> None:
-        self.total, self.done, self.clock = max(total_units, 1), 0, clock
-        self.start = clock()
-        self.costs = costs
-        self.total_cost = sum(t * n + r for t, n, r in costs.values()) if costs else 0.0
-        self.done_cost, self.key, self.reused, self.unit_spent, self.ticks = 0.0, None, False, 0.0, 0
-
-    def begin(self, key, reused: bool = False) -> None:
-        """The unit ``key`` starts now (its steps weigh its costs); ``reused``: it is not run again."""
-        self._close()
-        self.key, self.reused, self.unit_spent, self.ticks = key, reused, 0.0, 0
-        if reused and self.costs and key in self.costs:
-            t, n, r = self.costs[key]
-            self.total_cost -= t * n + r
-
-    def _close(self) -> None:
-        """The unit that ran before: whatever of its estimate was not ticked off is done too (a failure)."""
-        if self.costs and self.key in self.costs and not self.reused:
-            t, n, r = self.costs[self.key]
-            self.done_cost += max(0.0, t * n + r - self.unit_spent)
-        self.key = None
-
-    def unit_done(self, n: int = 1) -> None:
-        self.done += n
-        if not self.costs or self.key not in self.costs or self.reused:
-            return
-        t, trials, r = self.costs[self.key]
-        for _ in range(n):
-            step = t if self.ticks < trials else r
-            step = min(step, t * trials + r - self.unit_spent)
-            self.ticks += 1
-            self.unit_spent += step
-            self.done_cost += step
-
-    def left_s(self) -> float | None:
-        """Seconds left: the observed pace over the estimated cost left (None: nothing to go on)."""
-        el = self.clock() - self.start
-        if self.costs:
-            left_cost = max(0.0, self.total_cost - self.done_cost)
-            prior = self.PRIOR_SHARE * self.total_cost
-            pace = (el + prior) / (self.done_cost + prior) if self.done_cost + prior > 0 else 1.0
-            return left_cost * pace
-        if self.done == 0:
-            return None
-        return el / self.done * (self.total - self.done)
-
-    def eta(self) -> str:
-        el = self.clock() - self.start
-        left = self.left_s()
-        if left is None:
-            return f"{_fmt(el)} elapsed"
-        return f"{_fmt(el)} elapsed, ~{_fmt(left)} left"
-
-    def say(self, msg: str) -> None:
-        print(f"{msg}  [{self.eta()}]", flush=True)
-
-
-def _fmt(s: float) -> str:
-    s = int(s)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 # ---- one candidate x outer fold -------------------------------------------------------------
@@ -154,8 +73,7 @@ class FoldRunner:
 
     def _warm_roles(self) -> set[str]:
         """Roles some candidate of the run starts from (their members' weights are kept)."""
-        return {role for c in self.cands.values()
-                if (role := getattr(get_family(c.family), "warm_start_role", None)) and c.fixed.get("warm_start", True)}
+        return {role for c in self.cands.values() if (role := warm_start_role(c))}
 
     def _weights_path(self, name: str, fold: Fold, tag: str) -> Path:
         return self.rd.part(name, fold.repeat, fold.index, f"w{tag}.safetensors")
@@ -190,8 +108,8 @@ class FoldRunner:
         refit starts from the source's refit. Weights of the role's other candidates in this
         fold are deleted then (they are no longer needed).
         """
-        role = getattr(get_family(cand.family), "warm_start_role", None)
-        if role is None or not cand.fixed.get("warm_start", True):
+        role = warm_start_role(cand)
+        if role is None:
             return None
         source = source or self.best_name(role, fold)
         meta_path = None if source is None else self.rd.part(source, fold.repeat, fold.index, "weights.json")
@@ -221,6 +139,16 @@ class FoldRunner:
         """The candidate playing ``role`` (best_image / best_register) in this fold, by inner-CV score."""
         hit = self.best.get((ROLES[role], fold.repeat, fold.index))
         return None if hit is None else hit[1]
+
+    def recall(self, rows: list[tuple[str, dict]]) -> None:
+        """Take the studies.csv rows of finished units, in plan order, as the fold choices they make.
+
+        A worker that runs a unit sees only what the unit waits for (``WorkUnit.needs``): the
+        rows of every candidate of a consumed role in its fold, as the sequential runner has
+        seen them by then, so both pick the same ``best_image`` / ``best_register``.
+        """
+        for name, row in rows:
+            self._record_best(self.cands[name], row)
 
     def _record_best(self, cand: Candidate, row: dict) -> None:
         """Update the best image / register candidate of the row's fold (ties: the earlier one)."""
@@ -478,6 +406,11 @@ def _row(cand: Candidate, fold: Fold, **fields) -> dict:
     """A studies.csv row of one unit: ``fields`` over the defaults of a unit that ran no trial."""
     return {"candidate": cand.name, "repeat": fold.repeat, "outer_fold": fold.index, "best_value": float("nan"),
             "n_trials": 0, "n_failed": 0, "n_pruned": 0, "status": "ok", "info": "", "wall_s": 0.0, **fields}
+
+
+def failed_row(unit: WorkUnit, info: str) -> dict:
+    """The studies.csv row of a unit that could not run (e.g. its worker died twice)."""
+    return _row(unit.candidate, unit.fold, status="failed", info=info, best_params="null")
 
 
 class MissingInput(RuntimeError):

@@ -47,6 +47,11 @@ class RunConfig:
     results_dir: str | None = None
     command: str = ""
     deterministic: bool = False     # bit-identical reruns on a GPU, at some cost in speed
+    threads: int | None = None      # CPU threads per fit (None: the cores / workers); part of the answer
+    # How the run is executed (benchmark.scale), not what it computes: taken from the command line on --resume.
+    workers: int | None = None      # units at once on a local Ray instance (None: this process, one at a time)
+    cluster: str | None = None      # address of a Ray cluster to run the units on
+    gpu_share: float = 1.0          # the share of a GPU one network unit takes
 
 
 
@@ -125,8 +130,14 @@ def restore_config(cfg: RunConfig, base: Path) -> tuple[RunConfig, Path]:
     if not man.exists():
         raise UserError(f"--resume: {path} has no manifest.json; give the run folder name with --run")
     old = json.loads(man.read_text())["config"]
-    merged = RunConfig(**{**old, "resume": True, "command": cfg.command,
-                          "device": cfg.device if cfg.device != "auto" else old.get("device", "auto")})
+    storage = cfg.storage or old.get("storage")
+    if storage and "***" in storage and not cfg.storage:   # search.storage.redact's mark
+        raise UserError(f"--resume: run {path.name} used an Optuna storage with a password, which is not stored; "
+                        f"pass the same --storage again (or keep the password in PGPASSWORD / ~/.pgpass)")
+    merged = RunConfig(**{**old, "resume": True, "command": cfg.command, "storage": storage,
+                          "device": cfg.device if cfg.device != "auto" else old.get("device", "auto"),
+                          "threads": cfg.threads or old.get("threads"),
+                          "workers": cfg.workers, "cluster": cfg.cluster, "gpu_share": cfg.gpu_share})
     return merged, path
 
 
@@ -146,20 +157,27 @@ def write_folds(run_path: Path, cohort: Cohort, folds: list[Fold], inner_of_fold
 
 
 def manifest(run_path: Path, cfg: RunConfig, profile: Profile, cohort: Cohort, n_in_file: int, device: str,
-             candidates: list[str], run_id: str | None = None) -> dict:
+             candidates: list[str], run_id: str | None = None, storage_file: str = "optuna.db") -> dict:
     """The run's manifest.json: command, settings, profile, versions, hardware, dataset fingerprint.
 
     ``budget`` is the profile per modality: trials per study and each network kind's epoch cap.
     ``status`` is running, complete or failed (with ``reason``, one line: ``mark_failed``).
+    ``storage`` is the run folder's own Optuna storage file (``storage_file``), or "external" for
+    ``--storage``, whose password (if the URL holds one) is never written.
     """
+    from benchmark.search.storage import redact
+
+    config = {**cfg.__dict__, "storage": None if cfg.storage is None else redact(cfg.storage)}
     return {
-        "run": run_path.name, "run_id": run_id or run_path.name, "command": cfg.command, "config": cfg.__dict__,
+        "run": run_path.name, "run_id": run_id or run_path.name, "command": " ".join(map(redact, cfg.command.split(" "))),
+        "config": config,
         "profile_name": profile.name, "profile": profile.as_dict(), "budget": profile.budget(),
         "seed": cfg.seed, "versions": versions(), "hardware": hardware(device),
         "dataset": {"name": cohort.name, "fingerprint": cohort.fingerprint, "n_patients": cohort.n_patients,
                     "n_pos": int(cohort.y.sum()), "synthetic": cohort.oracle is not None,
                     "n_patients_in_file": n_in_file},
-        "candidates": candidates, "storage": "optuna.db" if cfg.storage is None else "external",
+        "candidates": candidates,
+        "storage": storage_file if cfg.storage is None else "external",
         "started": dt.datetime.now().isoformat(timespec="seconds"), "status": "running",
     }
 

@@ -1,8 +1,8 @@
 """The run plan: which candidates run, in which order, on which folds, consuming what.
 
 A plan is an explicit list of work units, one per candidate x repeat x outer fold, in an
-order where every unit comes after the units it consumes. The runner works through it in
-one process today; a scheduler that hands units to workers needs exactly this list::
+order where every unit comes after the units it waits for. The runner works through it in
+one process, or ``benchmark.scale`` hands its units to Ray workers as their needs finish::
 
     cands, _ = resolve_candidates(cfg)                 # fusion inputs added when missing
     plan = build_plan(cands, folds)
@@ -113,9 +113,25 @@ def resolve_candidates(cfg: RunConfig) -> tuple[list[Candidate], dict[str, Candi
             elif up not in names and up not in extra:
                 extra.append(up)
     ordered = [allc[n] for n in dict.fromkeys(extra)] + chosen
-    # Topological order: non-consumers first, then consumers (one level of stacking).
-    ordered = [c for c in ordered if not c.consumes] + [c for c in ordered if c.consumes]
+    # Topological order: non-consumers first, then consumers (one level of stacking); a network
+    # warm-started from a role's weights waits like a consumer of that role.
+    ordered = [c for c in ordered if not waits_for(c)] + [c for c in ordered if waits_for(c)]
     return ordered, allc
+
+
+def warm_start_role(cand: Candidate) -> str | None:
+    """The role whose weights ``cand``'s networks start from (``fusion_nets``), or None."""
+    from benchmark.candidates.base import get_family
+
+    role = getattr(get_family(cand.family), "warm_start_role", None)
+    return role if role and cand.fixed.get("warm_start", True) else None
+
+
+def waits_for(cand: Candidate) -> tuple[str, ...]:
+    """What a unit of ``cand`` must wait for in its fold: the candidates or roles it consumes and
+    the role it is warm-started from."""
+    role = warm_start_role(cand)
+    return tuple(dict.fromkeys(cand.consumes + ((role,) if role else ())))
 
 
 
@@ -132,7 +148,7 @@ class WorkUnit:
 
     candidate: Candidate
     fold: Fold
-    needs: tuple[tuple[str, int, int], ...] = ()   # (candidate name, repeat, outer fold) of consumed units
+    needs: tuple[tuple[str, int, int], ...] = ()   # (candidate name, repeat, outer fold) of units it waits for
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -145,7 +161,7 @@ def build_plan(cands: list[Candidate], folds: list[Fold]) -> list[WorkUnit]:
     for cand in cands:
         for fold in folds:
             needs = []
-            for up in cand.consumes:
+            for up in waits_for(cand):
                 names = [c.name for c in cands if c.modality == ROLES[up]] if up in ROLES else [up]
                 needs += [(n, fold.repeat, fold.index) for n in names]
             units.append(WorkUnit(cand, fold, tuple(dict.fromkeys(needs))))

@@ -28,7 +28,8 @@ from benchmark.candidates.calibration import METHODS as CAL_METHODS
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold, outer_folds
 from benchmark.errors import UserError
-from benchmark.fold_runner import FoldRunner, Progress, oracle_rows
+from benchmark.fold_runner import FoldRunner, oracle_rows
+from benchmark.progress import Progress
 from benchmark.paths import results_dir
 from benchmark.run_folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
                                   write_folds)
@@ -40,13 +41,15 @@ from benchmark.search.study import trials_frame
 __all__ = ["RunConfig", "run", "default_dataset"]
 
 
-def base_context(device: str, profile: Profile, seed: int, deterministic: bool = False) -> TrialContext:
+def base_context(device: str, profile: Profile, seed: int, deterministic: bool = False,
+                 threads: int | None = None) -> TrialContext:
     """What every fit of the run shares: device, profile caps, threads; ``fit_context`` adds the rest.
 
     ``max_epochs`` here is the image-network cap; each candidate's own cap is
-    ``profile.epoch_cap(modality, uses_images)``, set per unit by the fold runner.
+    ``profile.epoch_cap(modality, uses_images)``, set per unit by the fold runner. ``threads``
+    (default: every core) is what each fit uses on the CPU.
     """
-    threads = os.cpu_count() or 1
+    threads = threads or os.cpu_count() or 1
     return TrialContext(device=device, seed=seed, max_epochs=profile.epoch_cap("image", True),
                         image_size=profile.image_size,
                         extra={"n_jobs": threads, "n_threads": threads, "mc_passes": profile.mc_passes,
@@ -72,11 +75,59 @@ def _run_path(cfg: RunConfig) -> tuple[RunConfig, Path]:
     return cfg, base / (cfg.run or new_run_name(base))
 
 
+def _check_execution(cfg: RunConfig) -> None:
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UserError(f"--workers {cfg.workers}: give a number of units to run at once, 1 or more")
+    if cfg.workers is not None and cfg.cluster:
+        raise UserError("--workers and --cluster: choose one (a cluster's size is its own; --threads sets a unit's CPUs)")
+    if not 0 < cfg.gpu_share <= 1:
+        raise UserError(f"--gpu-share {cfg.gpu_share}: give the share of one GPU a network unit takes, in (0, 1]")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UserError(f"--threads {cfg.threads}: give the CPU threads per fit, 1 or more")
+
+
+def threads_per_fit(cfg: RunConfig) -> int:
+    """CPU threads each fit uses: ``--threads``, else the cores shared among ``--workers`` (a
+    cluster: 2 per unit; sequential: every core). Stored with the run: it is part of the answer."""
+    if cfg.threads:
+        return cfg.threads
+    if cfg.cluster:
+        return 2
+    return max(1, (os.cpu_count() or 1) // (cfg.workers or 1))
+
+
+def storage_spec(cfg: RunConfig, run_path: Path) -> tuple[str, str]:
+    """(the Optuna storage the run's studies go to, the file name in the manifest).
+
+    ``--storage`` when given; else the run folder's own file: a journal file for a parallel
+    run (and for a run that began as one), SQLite (``optuna.db``) for a sequential one. SQLite
+    cannot take concurrent writers ("database is locked"), so a parallel run refuses it.
+    """
+    from benchmark.search.storage import open_storage, redact, uses_concurrent_writers_safely
+
+    parallel = cfg.workers is not None or bool(cfg.cluster)
+    if cfg.storage:
+        if parallel and not uses_concurrent_writers_safely(cfg.storage):
+            raise UserError(f"--storage {redact(cfg.storage)}: SQLite cannot take several workers writing at once; use "
+                            f"--storage postgresql://... or leave --storage out (a journal file in the run folder)")
+        open_storage(cfg.storage)   # an unreachable server is a one-line error now, not in a worker later
+        return cfg.storage, "external"
+    journal, db = run_path / "optuna.journal", run_path / "optuna.db"
+    if parallel and db.exists() and not journal.exists():
+        raise UserError(f"--resume with --workers/--cluster: run {run_path.name} keeps its trials in SQLite "
+                        f"(optuna.db), which cannot take several workers; resume it without --workers")
+    if parallel or journal.exists():
+        return str(journal.resolve()), journal.name
+    return f"sqlite:///{db.resolve()}", db.name
+
+
 def run(cfg: RunConfig) -> Path:
     """Run a benchmark; returns the run folder."""
+    _check_execution(cfg)
     cfg, run_path = _run_path(cfg)
     if cfg.calibration not in CAL_METHODS:
         raise UserError(f"--calibration {cfg.calibration}: use one of {', '.join(CAL_METHODS)}")
+    cfg.threads = threads_per_fit(cfg)
     if cfg.deterministic:   # cuBLAS reads this when CUDA starts; torch_train.configure_determinism does the rest
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(cfg.device)
@@ -93,7 +144,7 @@ def run(cfg: RunConfig) -> Path:
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
     plan = build_plan(cands, folds)
 
-    storage = cfg.storage or f"sqlite:///{(run_path / 'optuna.db').resolve()}"
+    storage, storage_file = storage_spec(cfg, run_path)
     man_path = run_path / "manifest.json"
     run_id, started = new_run_id(run_path.name), None
     if cfg.resume and man_path.exists():
@@ -105,24 +156,30 @@ def run(cfg: RunConfig) -> Path:
         run_id, started = old.get("run_id", run_path.name), old.get("started")
     rd = RunDir(run_path, run_id=run_id)
     rd.parts.mkdir(parents=True, exist_ok=True)
-    man = manifest(run_path, cfg, profile, cohort, n_in_file, device, [c.name for c in cands], run_id=run_id)
+    man = manifest(run_path, cfg, profile, cohort, n_in_file, device, [c.name for c in cands], run_id=run_id,
+                   storage_file=storage_file)
     man["started"] = started or man["started"]
     rd.write_json("manifest.json", man)
     try:
         write_folds(run_path, cohort, folds, lambda f: inner_fold_list(cohort.y, f, profile, cfg.seed))
         print(f"run {run_path.name}: {len(cands)} candidates x {len(folds)} outer folds, profile {profile.name}, "
               f"device {device}, {cohort.n_patients} patients ({int(cohort.y.sum())} AFF)", flush=True)
-        costs = _cost_estimate(cands, profile, cohort, plan, device)
+        costs = _cost_estimate(cands, profile, cohort, plan, device, cfg)
         t0 = time.monotonic()
-        progress = Progress(sum(profile.trials_for(u.candidate.modality) + 1 for u in plan), costs=costs)
-        fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
-                        calibration=cfg.calibration, ctx_base=base_context(device, profile, cfg.seed, cfg.deterministic),
-                        candidates={c.name: c for c in cands})
-        studies = []
-        for unit in plan:   # each unit's steps weigh its estimated cost; a reused unit is no work now
-            reused = rd.part(*unit.key).exists() and rd.part(*unit.key, "json").exists()
-            progress.begin(unit.key, reused=reused)
-            studies.append(fr.run_unit(unit))
+        ctx = base_context(device, profile, cfg.seed, cfg.deterministic, threads=cfg.threads)
+        steps = sum(profile.trials_for(u.candidate.modality) + 1 for u in plan)
+        if cfg.workers is not None or cfg.cluster:
+            studies = _run_parallel(cfg, plan, cohort, profile, rd, storage, ctx, cands, costs, steps, device)
+        else:
+            progress = Progress(steps, costs=costs)
+            fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
+                            calibration=cfg.calibration, ctx_base=ctx, candidates={c.name: c for c in cands})
+            studies = []
+            for unit in plan:   # each unit's steps weigh its estimated cost; a reused unit is no work now
+                reused = rd.part(*unit.key).exists() and rd.part(*unit.key, "json").exists()
+                progress.begin(unit.key, reused=reused)
+                studies.append(fr.run_unit(unit))
+                progress.end(unit.key)
         # A storage of the run's own holds only its studies; a shared one (--storage) is read by run id.
         finish_run(rd, cohort, folds, studies, cands, profile, storage, man, time.monotonic() - t0,
                    run_id=None if cfg.storage is None else run_id)
@@ -132,7 +189,32 @@ def run(cfg: RunConfig) -> Path:
     return run_path
 
 
-def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str) -> dict | None:
+def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, rd: RunDir, storage: str,
+                  ctx: TrialContext, cands: list[Candidate], costs: dict | None, steps: int, device: str) -> list[dict]:
+    """The plan's units on Ray (``benchmark.scale``): ``--workers N`` locally, or ``--cluster``."""
+    from benchmark.scale import Resources, UnitEnv, run_units
+
+    if any(c.modality == "image" or get_family(c.family).uses_images for c in cands):
+        cohort.pixels(profile.image_size)   # decode once here; the workers map the cache file
+    res = Resources(workers=cfg.workers, threads=cfg.threads, gpu_share=cfg.gpu_share, cluster=cfg.cluster,
+                    device=device)
+    where = f"the Ray cluster at {cfg.cluster}" if cfg.cluster else f"{cfg.workers} local workers"
+    print(f"parallel: {where}, {cfg.threads} CPU thread(s) per unit"
+          + (f", {cfg.gpu_share:g} of a GPU per network unit" if device == "cuda" else ""), flush=True)
+    progress = Progress(steps, costs=costs, workers=cfg.workers or 1)
+    env = UnitEnv(cohort=cohort, profile=profile, run_path=str(rd.path.resolve()), run_id=rd.run_id, storage=storage,
+                  seed=cfg.seed, metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx,
+                  candidates={c.name: c for c in cands})
+
+    def reused(unit) -> dict | None:
+        info = rd.part(*unit.key, "json")
+        return json.loads(info.read_text()) if rd.part(*unit.key).exists() and info.exists() else None
+
+    return list(run_units(plan, env, progress, res, reused=reused).values())
+
+
+def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str,
+                   cfg: RunConfig) -> dict | None:
     """Print the plan's estimate (``benchmark.plan``) and return the per-unit costs for ``Progress``.
 
     An estimate that cannot be made is one line, never a failed run: progress then counts trials.
@@ -140,7 +222,12 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
     from benchmark.plan import run_estimate
 
     try:
-        priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True))
+        parallel = {}
+        if cfg.workers:   # a cluster's size is unknown here: its estimate stays the sequential one
+            from benchmark.scale import local_gpus
+
+            parallel = dict(workers=cfg.workers, gpus=local_gpus() if device == "cuda" else 0, gpu_share=cfg.gpu_share)
+        priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True), **parallel)
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as exc:   # the estimate is advice; the run goes on without it
@@ -213,6 +300,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default=None, metavar="DIR", help="where run folders go (default: results/)")
     p.add_argument("--deterministic", action="store_true",
                    help="identical reruns on a GPU too (deterministic cuDNN/cuBLAS algorithms; slower)")
+    g = p.add_argument_group("parallel runs (Ray; pip install -e \".[cluster]\")")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run N work units at once on a local Ray instance (default: one at a time, in this process)")
+    g.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run the units on an existing Ray cluster (ray start --head; e.g. 10.0.0.1:6379 or auto)")
+    g.add_argument("--gpu-share", type=float, default=1.0, metavar="S",
+                   help="the share of a GPU one network unit takes (0.25: four fits per GPU; default 1)")
+    g.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="CPU threads per fit (default: the cores / --workers; PyTorch's CPU results depend on it, "
+                        "so a run equals another with the same --threads)")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -220,6 +317,7 @@ def command(args: argparse.Namespace) -> int:
                     data=args.data, profile=args.profile, device=args.device, storage=args.storage, run=args.run,
                     resume=args.resume, seed=args.seed, spaces=args.spaces, calibration=args.calibration,
                     metric=args.metric, results_dir=args.results, deterministic=args.deterministic,
+                    workers=args.workers, cluster=args.cluster, gpu_share=args.gpu_share, threads=args.threads,
                     command="python -m benchmark " + " ".join(sys.argv[1:]))
     run(cfg)
     return 0

@@ -84,3 +84,12 @@ class WarmFusionFamily(ProbeFamily):
                                      "own": sorted(int(p) for p in train.patients),
                                      "search": ctx.trial is not None}) + "\n")
         return super().fit(train, valid, ctx)
+
+
+class DyingProbeFamily(ProbeFamily):
+    """ProbeFamily whose process dies (SIGKILL, no clean-up) in every fit: a worker lost mid-study."""
+
+    def fit(self, train, valid, ctx):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -130,6 +130,8 @@ class Family:
     choices: ClassVar[dict[str, tuple]] = {}
     # The runner hands image arrays (at the profile's size) to families that use them.
     uses_images: ClassVar[bool] = False
+    # Its fits run on the run's GPU when there is one (a parallel run gives its units a GPU share).
+    trains_on_gpu: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params

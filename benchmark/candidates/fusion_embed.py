@@ -142,6 +142,7 @@ class _EmbedTrees(Family):
     """PCA of frozen-encoder embeddings appended to the register table, then a tree family (composed)."""
 
     uses_images = True
+    trains_on_gpu = True   # the frozen encoder embeds on the GPU
     trees: ClassVar[type[BoostedTrees]]
     defaults: ClassVar[dict[str, Any]] = {"n_components": 16, "encoder": "resnet18", "pretrained": None}
 

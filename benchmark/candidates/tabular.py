@@ -162,6 +162,7 @@ class XGBoostFamily(BoostedTrees):
     and any other named ``XGBClassifier`` parameter.
     """
 
+    trains_on_gpu: ClassVar[bool] = True   # device="cuda" on a GPU run
     defaults: ClassVar[dict[str, Any]] = dict(
         n_estimators=2000, early_stopping_rounds=50, learning_rate=0.05, max_depth=4,
         eval_metric="logloss", tree_method="hist", enable_categorical=True, max_cat_to_onehot=8,

@@ -66,6 +66,7 @@ class TorchFamily(Family):
     """Base of the torch families. Subclasses set ``defaults`` and implement ``network``."""
 
     defaults: ClassVar[dict[str, Any]] = TRAIN_DEFAULTS
+    trains_on_gpu: ClassVar[bool] = True
     choices: ClassVar[dict[str, tuple]] = {"schedule": SCHEDULES}
     positive: ClassVar[tuple[str, ...]] = ("batch_size", "epochs")   # whole numbers >= 1
     epochs_param: ClassVar[str] = "epochs"

@@ -57,6 +57,13 @@ class Cohort:
             self._pixels[size] = load_pixels(self.images["path"].tolist(), size, self.cache_dir)
         return self._pixels[size]
 
+    def __getstate__(self) -> dict:
+        """Pickled (sent to a worker) without the decoded pixels: the receiver maps the same cache
+        file (``pixels``), so the workers of one machine share one copy in the page cache."""
+        state = dict(self.__dict__)
+        state["_pixels"] = {}
+        return state
+
     def subset(self, patients: np.ndarray) -> "Cohort":
         """A cohort of ``patients`` only (positions renumbered, keys kept); images follow."""
         patients = np.asarray(patients, dtype=np.int64)

@@ -207,7 +207,8 @@ class _Trainer:
 
     def __init__(self, cohort, profile, cfg: RunConfig, tmp: Path, ctx_base, candidates: dict[str, Candidate]) -> None:
         """``candidates``: every component, known up front so that warm-start sources keep their weights."""
-        from benchmark.fold_runner import FoldRunner, Progress
+        from benchmark.fold_runner import FoldRunner
+        from benchmark.progress import Progress
 
         self.cohort, self.profile, self.cfg = cohort, profile, cfg
         n = cohort.n_patients

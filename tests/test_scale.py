@@ -1,0 +1,203 @@
+"""Parallel runs on Ray (``run --workers N``): the same answer as the sequential run, and faults.
+
+Every test starts a real local Ray instance and real worker processes (a few seconds each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("ray")
+
+from benchmark.errors import UserError  # noqa: E402
+from benchmark.runner import RunConfig, run  # noqa: E402
+from runner_helpers import PROBE_YAML, write_register_dataset, write_spaces  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ["wall_s"]   # the only columns that may differ between two runs of one seed
+
+CNN = """
+name: cnn
+family: timm_cnn
+modality: image
+fixed: {arch: test_resnet, epochs: 2, batch_size: 8, patience: 5}
+space:
+  lr: {type: float, low: 0.0005, high: 0.005, log: true}
+"""
+MLP = """
+name: net
+family: mlp
+modality: register
+fixed: {max_epochs: 3, batch_size: 16}
+space:
+  lr: {type: float, low: 0.0005, high: 0.01, log: true}
+"""
+LATE = """
+name: late
+family: late_average
+modality: fusion
+consumes: [best_image, best_register]
+space:
+  weight: {type: float, low: 0.0, high: 1.0}
+"""
+WARM_SOURCE = """
+name: src
+family: fake_families:WarmSourceFamily
+modality: image
+space:
+  C: {type: float, low: 0.01, high: 10, log: true}
+"""
+WARM = """
+name: warm
+family: fake_families:WarmFusionFamily
+modality: fusion
+space:
+  C: {type: float, low: 0.01, high: 10, log: true}
+"""
+
+
+def _same_run(a: Path, b: Path) -> None:
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet"))
+    la, lb = (pd.read_csv(d / "leaderboard.csv").drop(columns=TIMING) for d in (a, b))
+    pd.testing.assert_frame_equal(la, lb)
+
+
+def test_two_workers_give_the_sequential_answer(tiny_dataset, tmp_path, monkeypatch):
+    """Image, register, torch, fusion by role and a warm start by role (which waits for the image
+    units without consuming them): predictions.parquet and leaderboard.csv are identical."""
+    ds = tiny_dataset(n_pos=10, n_neg=14)
+    monkeypatch.setenv("AFF_WARM_LOG", str(tmp_path / "warm.jsonl"))
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=2,
+                          extra={"cnn": CNN, "net": MLP, "late": LATE, "src": WARM_SOURCE, "warm": WARM})
+    common = dict(candidates=["warm", "late", "cnn", "src", "probe", "net"], data=str(ds.yaml), profile="tiny",
+                  device="cpu", spaces=[str(spaces)], results_dir=str(tmp_path / "r"), seed=5)
+    seq = Path(run(RunConfig(run="seq", threads=1, **common)))
+    par = Path(run(RunConfig(run="par", workers=2, **common)))
+    man = json.loads((par / "manifest.json").read_text())
+    assert man["config"]["threads"] == 1 and man["config"]["workers"] == 2 and man["storage"] == "optuna.journal"
+    _same_run(seq, par)
+    board = pd.read_csv(par / "leaderboard.csv").set_index("candidate")
+    assert (board.loc[["warm", "late", "cnn", "src", "probe", "net"], "status"] != "failed").all()
+    # the warm-started fusion waited for the image units and started from the fold's best one
+    assert {json.loads(line)["source"] for line in (tmp_path / "warm.jsonl").read_text().splitlines()} <= {"cnn", "src"}
+    trials = pd.read_csv(par / "trials.csv")
+    assert len(trials) == 6 * 2 * 2 and set(trials.state) <= {"COMPLETE", "PRUNED"}
+
+
+def test_parallel_settings_are_checked(tmp_path):
+    data = write_register_dataset(tmp_path / "data")
+    spaces = write_spaces(tmp_path / "spaces")
+    base = dict(candidates=["probe"], data=str(data), profile="tiny", device="cpu", spaces=[str(spaces)],
+                results_dir=str(tmp_path / "r"))
+    with pytest.raises(UserError, match="SQLite cannot take several workers"):
+        run(RunConfig(workers=2, storage=f"sqlite:///{tmp_path / 'x.db'}", **base))
+    with pytest.raises(UserError, match="--workers 0"):
+        run(RunConfig(workers=0, **base))
+    with pytest.raises(UserError, match="--gpu-share"):
+        run(RunConfig(workers=2, gpu_share=1.5, **base))
+
+
+def test_a_unit_whose_worker_dies_twice_is_recorded_failed_and_the_run_goes_on(tmp_path):
+    dying = PROBE_YAML.replace("name: probe", "name: dying").replace(
+        "fake_families:ProbeFamily", "fake_families:DyingProbeFamily").format(fixed="")
+    data = write_register_dataset(tmp_path / "data")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=2, extra={"dying": dying})
+    out = Path(run(RunConfig(candidates=["probe", "dying"], data=str(data), profile="tiny", device="cpu",
+                             spaces=[str(spaces)], results_dir=str(tmp_path / "r"), workers=2, run="d")))
+    board = pd.read_csv(out / "leaderboard.csv").set_index("candidate")
+    assert board.loc["probe", "status"] != "failed"
+    assert board.loc["dying", "status"] == "failed"
+    assert "failed on two workers (its worker died)" in board.loc["dying", "info"]
+    studies = pd.read_csv(out / "studies.csv")
+    assert (studies[studies.candidate == "dying"].status == "failed").all()
+
+
+# ---- real processes killed with SIGKILL --------------------------------------------------------
+
+def _cli(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "benchmark", *args], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _unit_workers() -> list[int]:
+    """Pids of Ray worker processes running a unit now (Ray titles them ``ray::_run_unit``)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "cmdline").read_bytes().startswith(b"ray::_run_unit"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _slow_setup(tmp_path: Path):
+    slow = PROBE_YAML.replace("name: probe", "name: slow").replace(
+        "fake_families:ProbeFamily", "fake_families:SlowProbeFamily").format(fixed="")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=4, outer_folds=3, extra={"slow": slow})
+    data = write_register_dataset(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "AFF_PROBE_SLEEP": "0.15", "AFF_BENCHMARK_RESULTS": str(tmp_path / "results")}
+    common = ["run", "--candidates", "slow,probe", "--data", str(data), "--profile", "tiny", "--device", "cpu",
+              "--spaces", str(spaces), "--seed", "3", "--threads", "1"]
+    ref = _cli(common + ["--run", "ref"], env)
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    return env, common
+
+
+def _wait_for(cond, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_study_is_retried_and_the_leaderboard_is_unchanged(tmp_path):
+    env, common = _slow_setup(tmp_path)
+    out = tmp_path / "results" / "cut"
+    proc = _cli(common + ["--run", "cut", "--workers", "2"], env)
+    journal = out / "optuna.journal"
+    # once a trial has finished, kill the worker that started the latest trial: it is mid-study
+    _wait_for(lambda: journal.exists() and re.search(r'"op_code":6,[^\n]*"state":1,', journal.read_text()))
+    victim = int(re.findall(r'"worker":"[^"]*:(\d+)"', journal.read_text())[-1])
+    assert victim in _unit_workers()
+    os.kill(victim, signal.SIGKILL)
+    text = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, text
+    _same_run(tmp_path / "results" / "ref", out)
+    trials = pd.read_csv(out / "trials.csv")
+    assert (trials["info"].fillna("").str.startswith("interrupted")).sum() >= 1   # the dead trial, not counted
+    finished = trials[~trials["info"].fillna("").str.startswith("interrupted")]
+    assert (finished.groupby(["candidate", "outer_fold"]).size() == 4).all()       # none lost, none twice
+
+
+@pytest.mark.slow
+def test_a_parallel_run_killed_and_resumed_gives_the_same_leaderboard(tmp_path):
+    env, common = _slow_setup(tmp_path)
+    out = tmp_path / "results" / "cut"
+    proc = _cli(common + ["--run", "cut", "--workers", "2"], env)
+    _wait_for(lambda: len(list((out / "parts").glob("*.parquet"))) >= 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in _unit_workers():   # Ray's workers outlive a killed driver only briefly; do not wait for them
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "leaderboard.csv").exists()
+    resumed = _cli(["run", "--resume", "--run", "cut", "--workers", "2"], env)
+    text = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, text
+    assert "reused from an earlier run" in text
+    _same_run(tmp_path / "results" / "ref", out)
