@@ -39,6 +39,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from benchmark.errors import UserError
 
@@ -125,18 +126,20 @@ def local_gpus() -> int:
 
 # ---- the worker side --------------------------------------------------------------------------
 
-_RUNNERS: dict = {}   # run id -> FoldRunner, one per worker process (the cohort is unpacked once)
-
-
 class QueueProgress:
-    """What a worker's ``FoldRunner`` calls as its progress: events sent to the driver's queue."""
+    """What a worker's ``FoldRunner`` calls as its progress: events sent to the driver's queue.
+
+    Sent without waiting for the queue (``actor.put_nowait.remote``; Ray keeps one caller's
+    calls in order). A task that blocks on ``ray.get`` lends its CPUs to another task
+    meanwhile, so waiting here would let more units run at once than the run allows.
+    """
 
     def __init__(self, queue, key) -> None:
         self.queue, self.key = queue, key
 
     def _send(self, *event) -> None:
         try:
-            self.queue.put(event, timeout=10)
+            self.queue.actor.put_nowait.remote(event)
         except Exception:   # a progress line lost never stops a unit
             pass
 
@@ -151,35 +154,21 @@ class QueueProgress:
         self._send("say", self.key, msg)
 
 
-def _runner_for(env_box: list, device: str):
-    """This process's FoldRunner for the run (built on first use; ``env_box`` holds the env's ref,
-    so Ray does not unpack the cohort again for every unit), with the unit's device."""
-    from pathlib import Path
+def _run_unit(env: UnitEnv, unit, rows: list, queue, device: str) -> dict:
+    """One work unit in a worker: the sequential path's ``FoldRunner.run_unit``.
 
+    ``env`` arrives as an argument (Ray unpacks it before the task starts; its arrays are
+    read from the shared object store): nothing here blocks on ``ray.get``.
+    """
     from benchmark.fold_runner import FoldRunner
     from benchmark.run_folder import RunDir
 
-    ref = env_box[0]
-    if ref not in _RUNNERS:
-        import ray
-
-        env: UnitEnv = ray.get(ref)
-        _RUNNERS.clear()   # one run at a time per worker process
-        fr = FoldRunner(env.cohort, env.profile, RunDir(Path(env.run_path), run_id=env.run_id), env.storage, None,
-                        seed=env.seed, metric=env.metric, calibration=env.calibration, ctx_base=env.ctx_base,
-                        candidates=env.candidates)
-        _RUNNERS[ref] = (fr, env.ctx_base)
-    fr, ctx = _RUNNERS[ref]
-    fr.ctx_base = ctx if device == ctx.device else replace(ctx, device=device)
-    return fr
-
-
-def _run_unit(env_box: list, unit, rows: list, queue, device: str) -> dict:
-    """One work unit in a worker: the sequential path's ``FoldRunner.run_unit``."""
-    fr = _runner_for(env_box, device)
-    fr.progress = QueueProgress(queue, unit.key)
-    fr.progress.begin(unit.key)
-    fr.best = {}
+    ctx = env.ctx_base if device == env.ctx_base.device else replace(env.ctx_base, device=device)
+    progress = QueueProgress(queue, unit.key)
+    fr = FoldRunner(env.cohort, env.profile, RunDir(Path(env.run_path), run_id=env.run_id), env.storage, progress,
+                    seed=env.seed, metric=env.metric, calibration=env.calibration, ctx_base=ctx,
+                    candidates=env.candidates)
+    progress.begin(unit.key)
     fr.recall(rows)
     try:
         return fr.run_unit(unit)
@@ -222,7 +211,7 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
                 on_gpu = gpu_unit(unit.candidate, res.device)
                 opts = {"num_cpus": res.threads, "num_gpus": res.gpu_share if on_gpu else 0}
                 needed = [(n[0], rows[n]) for n in unit.needs]
-                pending[remote.options(**opts).remote([env_ref], unit, needed, queue,
+                pending[remote.options(**opts).remote(env_ref, unit, needed, queue,
                                                       "cuda" if on_gpu else "cpu")] = unit
             if not pending:
                 continue

@@ -165,15 +165,28 @@ def _wait_for(cond, timeout: float = 120) -> None:
     raise AssertionError("timed out")
 
 
+def _pg_rows(url: str, sql: str) -> list:
+    import psycopg
+
+    with psycopg.connect("postgresql://" + url.split("://", 1)[1]) as conn:
+        try:
+            return conn.execute(sql).fetchall()
+        except psycopg.errors.UndefinedTable:   # Optuna has not made its tables yet
+            return []
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_study_is_retried_and_the_leaderboard_is_unchanged(tmp_path):
+def test_a_worker_killed_mid_study_is_retried_and_the_leaderboard_is_unchanged(tmp_path, fresh_pg_database):
+    """On PostgreSQL, as across machines: the trial of the dead worker is closed, not counted,
+    and its study goes on in a new worker to the answer of an uninterrupted sequential run."""
     env, common = _slow_setup(tmp_path)
     out = tmp_path / "results" / "cut"
-    proc = _cli(common + ["--run", "cut", "--workers", "2"], env)
-    journal = out / "optuna.journal"
+    proc = _cli(common + ["--run", "cut", "--workers", "2", "--storage", fresh_pg_database], env)
     # once a trial has finished, kill the worker that started the latest trial: it is mid-study
-    _wait_for(lambda: journal.exists() and re.search(r'"op_code":6,[^\n]*"state":1,', journal.read_text()))
-    victim = int(re.findall(r'"worker":"[^"]*:(\d+)"', journal.read_text())[-1])
+    _wait_for(lambda: _pg_rows(fresh_pg_database, "SELECT 1 FROM trials WHERE state = 'COMPLETE'"))
+    workers = _pg_rows(fresh_pg_database, "SELECT value_json FROM trial_user_attributes WHERE key = 'worker' "
+                                          "ORDER BY trial_id DESC LIMIT 1")
+    victim = int(json.loads(workers[0][0]).rsplit(":", 1)[1])
     assert victim in _unit_workers()
     os.kill(victim, signal.SIGKILL)
     text = proc.communicate(timeout=300)[0]
@@ -183,6 +196,7 @@ def test_a_worker_killed_mid_study_is_retried_and_the_leaderboard_is_unchanged(t
     assert (trials["info"].fillna("").str.startswith("interrupted")).sum() >= 1   # the dead trial, not counted
     finished = trials[~trials["info"].fillna("").str.startswith("interrupted")]
     assert (finished.groupby(["candidate", "outer_fold"]).size() == 4).all()       # none lost, none twice
+    assert json.loads((out / "manifest.json").read_text())["storage"] == "external"
 
 
 @pytest.mark.slow
@@ -201,3 +215,30 @@ def test_a_parallel_run_killed_and_resumed_gives_the_same_leaderboard(tmp_path):
     assert resumed.returncode == 0, text
     assert "reused from an earlier run" in text
     _same_run(tmp_path / "results" / "ref", out)
+
+
+def test_no_more_units_run_at_once_than_workers(tmp_path):
+    """A unit holds its CPUs for its whole run (nothing in a worker blocks on Ray, which would
+    lend them to another unit): with one worker the studies never overlap in time."""
+    import optuna
+
+    from benchmark.search.storage import open_storage
+
+    slow = PROBE_YAML.replace("name: probe", "name: slow").replace(
+        "fake_families:ProbeFamily", "fake_families:SlowProbeFamily").format(fixed="")
+    data = write_register_dataset(tmp_path / "data")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=3, extra={"slow": slow})
+    os.environ["AFF_PROBE_SLEEP"] = "0.05"
+    try:
+        out = Path(run(RunConfig(candidates=["slow", "probe"], data=str(data), profile="tiny", device="cpu",
+                                 spaces=[str(spaces)], results_dir=str(tmp_path / "r"), workers=1, run="one")))
+    finally:
+        del os.environ["AFF_PROBE_SLEEP"]
+    storage = open_storage(str(out / "optuna.journal"))
+    spans = []
+    for name in optuna.study.get_all_study_names(storage):
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        spans.append((min(t.datetime_start for t in trials), max(t.datetime_complete for t in trials)))
+    spans.sort()
+    assert len(spans) == 6
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
