@@ -205,7 +205,17 @@ class FoldRunner:
         return ~self.has_images[positions] if self.cands[name].modality == "image" else None
 
     def run_unit(self, unit: WorkUnit) -> dict:
-        """Search, refit the bag, calibrate, write the part; returns the studies.csv row."""
+        """Search, refit the bag, calibrate, write the part; returns the studies.csv row.
+
+        NumPy's BLAS and OpenMP pools get the fits' thread count for the unit (a parallel
+        worker's default differs): their sums, e.g. in logistic regression, depend on it.
+        """
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=int(self.ctx_base.extra.get("n_threads") or 1)):
+            return self._run_unit(unit)
+
+    def _run_unit(self, unit: WorkUnit) -> dict:
         cand, fold = unit.candidate, unit.fold
         rd, profile = self.rd, self.profile
         part = rd.part(cand.name, fold.repeat, fold.index)

@@ -113,8 +113,15 @@ def start_ray(res: Resources):
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {res.cluster}" if res.cluster else "a local Ray instance"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"could not start or join {where}: {first}; "
-                        f"check `ray status` (cluster) or run without --workers") from None
+        hint = "check `ray status` (cluster) or run without --workers"
+        cause = exc
+        while cause is not None:
+            if "AuthenticationError" in type(cause).__name__ or "InvalidAuthToken" in str(cause):
+                hint = ("the cluster wants its token: export RAY_AUTH_MODE=token here too, with the cluster's "
+                        "token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+                break
+            cause = cause.__cause__ or cause.__context__
+        raise UserError(f"could not start or join {where}: {first}; {hint}") from None
     return ray
 
 

@@ -182,13 +182,25 @@ def test_a_worker_killed_mid_study_is_retried_and_the_leaderboard_is_unchanged(t
     env, common = _slow_setup(tmp_path)
     out = tmp_path / "results" / "cut"
     proc = _cli(common + ["--run", "cut", "--workers", "2", "--storage", fresh_pg_database], env)
-    # once a trial has finished, kill the worker that started the latest trial: it is mid-study
-    _wait_for(lambda: _pg_rows(fresh_pg_database, "SELECT 1 FROM trials WHERE state = 'COMPLETE'"))
-    workers = _pg_rows(fresh_pg_database, "SELECT value_json FROM trial_user_attributes WHERE key = 'worker' "
-                                          "ORDER BY trial_id DESC LIMIT 1")
-    victim = int(json.loads(workers[0][0]).rsplit(":", 1)[1])
-    assert victim in _unit_workers()
-    os.kill(victim, signal.SIGKILL)
+    # the worker of a running trial whose study has finished one already: it is mid-study and
+    # mid-trial. Frozen first (SIGSTOP), then killed only if its trial is still running.
+    running = ("SELECT t.trial_id, a.value_json FROM trials t JOIN trial_user_attributes a "
+               "ON a.trial_id = t.trial_id AND a.key = 'worker' WHERE t.state = 'RUNNING' AND EXISTS "
+               "(SELECT 1 FROM trials c WHERE c.study_id = t.study_id AND c.state = 'COMPLETE')")
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and time.time() < deadline:
+        for trial_id, worker in _pg_rows(fresh_pg_database, running):
+            pid = int(json.loads(worker).rsplit(":", 1)[1])
+            os.kill(pid, signal.SIGSTOP)
+            if _pg_rows(fresh_pg_database, f"SELECT 1 FROM trials WHERE trial_id = {trial_id} AND state = 'RUNNING'"):
+                assert pid in _unit_workers()
+                os.kill(pid, signal.SIGKILL)
+                killed = trial_id
+                break
+            os.kill(pid, signal.SIGCONT)   # the trial ended meanwhile: try another
+        time.sleep(0.05)
+    assert killed is not None
     text = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, text
     _same_run(tmp_path / "results" / "ref", out)
@@ -242,3 +254,39 @@ def test_no_more_units_run_at_once_than_workers(tmp_path):
     spans.sort()
     assert len(spans) == 6
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+
+
+@pytest.mark.slow
+def test_a_run_on_an_existing_ray_cluster(tmp_path):
+    """``--cluster ADDRESS`` joins a cluster started apart with ``ray start --head`` (as on
+    Slurm; with a token, as README says), and gives the sequential answer."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = write_register_dataset(tmp_path / "data")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=2)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "AFF_BENCHMARK_RESULTS": str(tmp_path / "results"),
+           "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]   # the `ray` command of this environment
+    subprocess.run(ray_cli + ["get-auth-token", "--generate"], env=env, capture_output=True, timeout=60)
+    started = subprocess.run(ray_cli + ["start", "--head", f"--port={port}", "--num-cpus=2", "--disable-usage-stats",
+                                        "--include-dashboard=false"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    if started.returncode != 0:
+        pytest.skip(f"ray start --head failed here: {started.stderr.strip().splitlines()[-1:]}")
+    try:
+        from ray.util import get_node_ip_address
+
+        address = f"{get_node_ip_address()}:{port}"   # where the head listens (not 127.0.0.1)
+        common = ["run", "--candidates", "probe", "--data", str(data), "--profile", "tiny", "--device", "cpu",
+                  "--spaces", str(spaces), "--seed", "2", "--threads", "1"]
+        for extra in (["--run", "seq"], ["--run", "cl", "--cluster", address]):
+            done = subprocess.run([sys.executable, "-m", "benchmark", *common, *extra], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+        _same_run(tmp_path / "results" / "seq", tmp_path / "results" / "cl")
+        assert json.loads((tmp_path / "results" / "cl" / "manifest.json").read_text())["config"]["cluster"] == address
+    finally:
+        subprocess.run(ray_cli + ["stop", "--force"], env=env, capture_output=True, timeout=120)
