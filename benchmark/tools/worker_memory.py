@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, metavar="DATASET.yaml", help="dataset file (default: the synthetic cohort)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--hold", type=float, default=5.0, help="seconds each worker holds its mapping before measuring")
+    p.add_argument("--hold", type=float, default=15.0, help="seconds each worker holds its mapping before measuring")
     args = p.parse_args(argv)
 
     from benchmark.data.dataset import load_dataset
