@@ -21,19 +21,11 @@ pytest.importorskip("ray")
 
 from benchmark.errors import UserError  # noqa: E402
 from benchmark.runner import RunConfig, run  # noqa: E402
-from runner_helpers import PROBE_YAML, write_register_dataset, write_spaces  # noqa: E402
+from runner_helpers import LATE, PROBE_YAML, TINY_CNN, write_register_dataset, write_spaces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ["wall_s"]   # the only columns that may differ between two runs of one seed
 
-CNN = """
-name: cnn
-family: timm_cnn
-modality: image
-fixed: {arch: test_resnet, epochs: 2, batch_size: 8, patience: 5}
-space:
-  lr: {type: float, low: 0.0005, high: 0.005, log: true}
-"""
 MLP = """
 name: net
 family: mlp
@@ -41,14 +33,6 @@ modality: register
 fixed: {max_epochs: 3, batch_size: 16}
 space:
   lr: {type: float, low: 0.0005, high: 0.01, log: true}
-"""
-LATE = """
-name: late
-family: late_average
-modality: fusion
-consumes: [best_image, best_register]
-space:
-  weight: {type: float, low: 0.0, high: 1.0}
 """
 WARM_SOURCE = """
 name: src
@@ -78,8 +62,8 @@ def test_two_workers_give_the_sequential_answer(tiny_dataset, tmp_path, monkeypa
     ds = tiny_dataset(n_pos=10, n_neg=14)
     monkeypatch.setenv("AFF_WARM_LOG", str(tmp_path / "warm.jsonl"))
     spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=2,
-                          extra={"cnn": CNN, "net": MLP, "late": LATE, "src": WARM_SOURCE, "warm": WARM})
-    common = dict(candidates=["warm", "late", "cnn", "src", "probe", "net"], data=str(ds.yaml), profile="tiny",
+                          extra={"tiny_cnn": TINY_CNN, "net": MLP, "late": LATE, "src": WARM_SOURCE, "warm": WARM})
+    common = dict(candidates=["warm", "late", "tiny_cnn", "src", "probe", "net"], data=str(ds.yaml), profile="tiny",
                   device="cpu", spaces=[str(spaces)], results_dir=str(tmp_path / "r"), seed=5)
     seq = Path(run(RunConfig(run="seq", threads=1, **common)))
     par = Path(run(RunConfig(run="par", workers=2, **common)))
@@ -87,9 +71,9 @@ def test_two_workers_give_the_sequential_answer(tiny_dataset, tmp_path, monkeypa
     assert man["config"]["threads"] == 1 and man["config"]["workers"] == 2 and man["storage"] == "optuna.journal"
     _same_run(seq, par)
     board = pd.read_csv(par / "leaderboard.csv").set_index("candidate")
-    assert (board.loc[["warm", "late", "cnn", "src", "probe", "net"], "status"] != "failed").all()
+    assert (board.loc[["warm", "late", "tiny_cnn", "src", "probe", "net"], "status"] != "failed").all()
     # the warm-started fusion waited for the image units and started from the fold's best one
-    assert {json.loads(line)["source"] for line in (tmp_path / "warm.jsonl").read_text().splitlines()} <= {"cnn", "src"}
+    assert {json.loads(line)["source"] for line in (tmp_path / "warm.jsonl").read_text().splitlines()} <= {"tiny_cnn", "src"}
     trials = pd.read_csv(par / "trials.csv")
     assert len(trials) == 6 * 2 * 2 and set(trials.state) <= {"COMPLETE", "PRUNED"}
 
