@@ -78,7 +78,8 @@ class WarmFusionFamily(ProbeFamily):
         ws, k = ctx.extra.get("warm_start"), ctx.extra.get("inner_index")
         if ws is not None:
             path = ws["members"][k] if k < len(ws["members"]) else ws["full"]
-            seen = load_file(path)["patients"].tolist()
+            state = load_file(path)   # a real network's weights (another source) have no "patients"
+            seen = state["patients"].tolist() if "patients" in state else None
             with open(os.environ["AFF_WARM_LOG"], "a") as fh:
                 fh.write(json.dumps({"k": k, "source": ws["source"], "arch": ws["arch"], "source_seen": seen,
                                      "own": sorted(int(p) for p in train.patients),
