@@ -29,10 +29,17 @@ expects, and ``unit_done()`` without a key ticks the unit begun last.
 ``begin(key, reused=True)`` takes a unit reused from an earlier run out of the work (it
 costs no time now, so it must not speed up the pace).
 
+The run's tail, when fewer units are ready than workers (fusion units waiting for their
+inputs), is seen when ``schedule`` is given: a function of the estimated seconds still to do
+per unit (unit key -> seconds in one process) returning the makespan of that work on the
+run's workers, ``plan.makespan`` over the run plan's units and needs. The time left is then
+that makespan times the observed speed of one worker (``pace x workers``), instead of the
+cost left over a full pool of workers::
+
+    p = Progress(3, costs=costs, workers=2, schedule=lambda rem: plan.makespan(units, rem, workers=2).makespan)
+
 What the estimate does not see: work in flight (a trial counts when it ends, so with N
-workers up to N trials' work is done but not yet counted), and the run's tail, when fewer
-units are left than workers (the pace of a full pool is assumed to the end; ``plan
---workers`` predicts the makespan with the tail).
+workers up to N trials' work is done but not yet counted).
 
 Not thread-safe: one thread (the runner's driver) makes every call.
 """
@@ -57,7 +64,8 @@ class Progress:
 
     PRIOR_SHARE = 0.1
 
-    def __init__(self, total_units: int, costs: dict | None = None, clock=time.monotonic, workers: int = 1) -> None:
+    def __init__(self, total_units: int, costs: dict | None = None, clock=time.monotonic, workers: int = 1,
+                 schedule=None) -> None:
         self.total, self.done, self.clock = max(total_units, 1), 0, clock
         self.workers = max(1, int(workers))
         self.start = clock()
@@ -65,6 +73,8 @@ class Progress:
         self.total_cost = sum(t * n + r for t, n, r in costs.values()) if costs else 0.0
         self.done_cost = 0.0
         self.open: dict = {}          # key -> _Open, in the order begun
+        self.closed: set = set()      # units ended (or reused): nothing of them is left to do
+        self.schedule = schedule      # remaining seconds per unit -> their makespan on the workers (module doc)
         self.last = None              # the unit begun most recently (unit_done's default)
 
     def begin(self, key, reused: bool = False) -> None:
@@ -100,6 +110,7 @@ class Progress:
         st = self.open.pop(key, None)
         if st is None:
             return
+        self.closed.add(key)
         if self.costs and key in self.costs and not st.reused:
             t, n, r = self.costs[key]
             self.done_cost += max(0.0, t * n + r - st.spent)
@@ -132,10 +143,23 @@ class Progress:
             left_cost = max(0.0, self.total_cost - self.done_cost)
             prior = self.PRIOR_SHARE * self.total_cost
             pace = (el + prior / self.workers) / (self.done_cost + prior) if self.done_cost + prior > 0 else 1.0
+            if self.schedule is not None and self.workers > 1:
+                return self.schedule(self.remaining()) * pace * self.workers
             return left_cost * pace
         if self.done == 0:
             return None
         return el / self.done * (self.total - self.done)
+
+    def remaining(self) -> dict:
+        """Unit key -> estimated seconds (one process) still to do: whole for units not begun,
+        what was not ticked off for open ones, none for ended and reused ones."""
+        out = {}
+        for key, (t, n, r) in (self.costs or {}).items():
+            st = self.open.get(key)
+            if key in self.closed or (st is not None and st.reused):
+                continue
+            out[key] = max(0.0, t * n + r - (st.spent if st is not None else 0.0))
+        return out
 
     def eta(self) -> str:
         el = self.clock() - self.start

@@ -192,7 +192,8 @@ def run(cfg: RunConfig) -> Path:
 def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, rd: RunDir, storage: str,
                   ctx: TrialContext, cands: list[Candidate], costs: dict | None, steps: int, device: str) -> list[dict]:
     """The plan's units on Ray (``benchmark.scale``): ``--workers N`` locally, or ``--cluster``."""
-    from benchmark.scale import Resources, UnitEnv, run_units
+    from benchmark.plan import makespan
+    from benchmark.scale import Resources, UnitEnv, gpu_unit, local_gpus, run_units
 
     if any(c.modality == "image" or get_family(c.family).uses_images for c in cands):
         cohort.pixels(profile.image_size)   # decode once here; the workers map the cache file
@@ -201,7 +202,16 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
     where = f"the Ray cluster at {cfg.cluster}" if cfg.cluster else f"{cfg.workers} local workers"
     print(f"parallel: {where}, {cfg.threads} CPU thread(s) per unit"
           + (f", {cfg.gpu_share:g} of a GPU per network unit" if device == "cuda" else ""), flush=True)
-    progress = Progress(steps, costs=costs, workers=cfg.workers or 1)
+    schedule = None
+    if costs and cfg.workers:   # the time left sees the tail: units waiting for their inputs
+        gpus = local_gpus() if device == "cuda" else 0
+        on_gpu = {u.key for u in plan if gpu_unit(u.candidate, device)}
+
+        def schedule(remaining: dict) -> float:
+            return makespan(plan, remaining, workers=cfg.workers, gpus=gpus, gpu_share=cfg.gpu_share,
+                            is_gpu_unit=on_gpu).makespan
+
+    progress = Progress(steps, costs=costs, workers=cfg.workers or 1, schedule=schedule)
     env = UnitEnv(cohort=cohort, profile=profile, run_path=str(rd.path.resolve()), run_id=rd.run_id, storage=storage,
                   seed=cfg.seed, metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx,
                   candidates={c.name: c for c in cands})

@@ -194,6 +194,8 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
     """
     ray = start_ray(res)
     pending: dict = {}
+    if res.workers is None:   # a cluster: as many units at once as its CPUs allow
+        progress.workers = max(2, int(ray.cluster_resources().get("CPU", 1) // res.threads))
     try:
         from ray.util.queue import Empty, Queue
 

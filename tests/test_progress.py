@@ -208,3 +208,35 @@ def test_say_prints_one_line_with_the_eta(capsys):
     p.unit_done()
     p.say("[a] trial 1/1")
     assert capsys.readouterr().out.splitlines() == ["start  [0s elapsed, ~30s left]", "[a] trial 1/1  [1m01s elapsed, ~0s left]"]
+
+
+def test_with_a_schedule_the_tail_of_waiting_units_shows_in_the_estimate():
+    """Two workers, a and b (10 s each) ready, c (100 s) waits for a: the run needs 110 s of
+    wall, not (10 + 10 + 100) / 2 = 60 s, and the estimate with the plan's schedule says so."""
+    from benchmark.plan import makespan
+    from benchmark.run_plan import WorkUnit
+
+    class _C:   # the least a WorkUnit's candidate needs here
+        def __init__(self, name):
+            self.name = name
+
+    class _F:
+        repeat, index = 0, 0
+
+    a, b, c = ("a", 0, 0), ("b", 0, 0), ("c", 0, 0)
+    units = [WorkUnit(_C("a"), _F()), WorkUnit(_C("b"), _F()), WorkUnit(_C("c"), _F(), needs=(a,))]
+    costs = {a: (10.0, 1, 0.0), b: (10.0, 1, 0.0), c: (100.0, 1, 0.0)}
+    now = [0.0]
+    plain = Progress(3, costs=costs, clock=lambda: now[0], workers=2)
+    sched = Progress(3, costs=costs, clock=lambda: now[0], workers=2,
+                     schedule=lambda rem: makespan(units, rem, workers=2).makespan)
+    assert plain.left_s() == pytest.approx(60.0)
+    assert sched.left_s() == pytest.approx(110.0)
+    for p in (plain, sched):   # a and b run together at the planned speed; then c alone
+        p.begin(a); p.begin(b)
+    now[0] = 10.0
+    for p in (plain, sched):
+        p.unit_done(key=a); p.end(a); p.unit_done(key=b); p.end(b); p.begin(c)
+    assert sched.remaining() == {c: 100.0}
+    assert sched.left_s() == pytest.approx(100.0)       # c alone on one worker
+    assert plain.left_s() == pytest.approx(50.0)        # a full pool assumed: half of it
