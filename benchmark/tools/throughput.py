@@ -3,6 +3,7 @@
     python -m benchmark.tools.throughput                              # resnet18/50 at 224 and 512 px
     python -m benchmark.tools.throughput --device cpu --models resnet18 --sizes 64 --batch 16 --steps 3
     python -m benchmark.tools.throughput --deterministic       # both loops with deterministic kernels
+    python -m benchmark.tools.throughput --models resnet18 --sizes 224 --concurrent 1,2,4   # fits sharing a device
 
 For each model and size it times one training epoch of the ``timm_cnn`` family (its own
 code path: uint8 images cached in memory, moved to the device, normalised and augmented
@@ -12,6 +13,12 @@ resolution, batch, autocast, channels_last and AdamW) after warm-up steps. It pr
 images per second for both and their ratio (the target on a GPU: >= 0.9). Both loops run
 with the same kernel settings: cuDNN autotuning by default, or deterministic algorithms with
 ``--deterministic`` (``torch_train.configure_determinism``).
+
+``--concurrent 1,2,4`` measures instead what ``run --workers N --gpu-share 1/k`` relies on: k
+harness fits at once on one device, in k processes started together (as Ray's workers), each
+with 1/k of the CPU threads. It prints each k's images/s summed over its fits and the gain
+over one fit alone: above 1 a fit leaves the device partly idle and sharing it pays
+(``plan.GPU_SHARE_UTIL`` assumes 1, no gain, until this is measured on a GPU).
 """
 
 from __future__ import annotations
@@ -89,6 +96,27 @@ def bare_images_per_s(arch: str, size: int, batch: int, steps: int, device: torc
     return batch * steps / elapsed
 
 
+def _concurrent_fit(args: tuple) -> float:
+    """One of k fits started together (a spawned process): its harness images/s."""
+    arch, size, batch, steps, device, threads, aug, barrier = args
+    torch.set_num_threads(threads)
+    barrier.wait()
+    return harness_images_per_s(arch, size, batch, steps, resolve_device(device), threads, aug)
+
+
+def concurrent_images_per_s(arch: str, size: int, batch: int, steps: int, device: str, threads: int, aug: float,
+                            k: int) -> list[float]:
+    """Images/s of each of ``k`` harness fits run at once in ``k`` processes on one device."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")   # CUDA cannot be used in a forked child
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(k)
+        with ctx.Pool(k) as pool:
+            work = [(arch, size, batch, steps, device, max(1, threads // k), aug, barrier) for _ in range(k)]
+            return pool.map(_concurrent_fit, work)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.tools.throughput", description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet18,resnet50", help="comma-separated timm architectures")
@@ -101,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aug", type=float, default=1.0, help="the harness's aug_strength (0 = off)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels in both loops (default: cuDNN autotuning)")
+    p.add_argument("--concurrent", default=None, metavar="K,...",
+                   help="instead: K harness fits at once on the device, for each K (e.g. 1,2,4)")
     args = p.parse_args(argv)
+    if args.concurrent:
+        return _main_concurrent(args)
 
     device = resolve_device(args.device)
     configure_determinism(args.deterministic, device)     # before CUDA starts (cuBLAS workspace variable)
@@ -121,6 +153,25 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             print(f"{arch:<18}{size:>6}{h:>16.1f}{b:>14.1f}{h / b:>8.2f}", flush=True)
+    return 0
+
+
+def _main_concurrent(args) -> int:
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    ks = [int(k) for k in args.concurrent.split(",") if k.strip()]
+    print(f"device: {name}; batch {args.batch}, {args.steps} steps per fit, aug {args.aug}; fits at once: {ks}")
+    print(f"{'model':<18}{'px':>6}{'fits':>6}{'img/s per fit':>16}{'img/s in all':>14}{'gain':>7}")
+    for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
+        for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
+            alone = None
+            for k in ks:
+                rates = concurrent_images_per_s(arch, size, args.batch, args.steps, str(device), args.threads,
+                                                args.aug, k)
+                total = sum(rates)
+                alone = alone or (total if k == 1 else None)
+                gain = f"{total / alone:>7.2f}" if alone else f"{'-':>7}"
+                print(f"{arch:<18}{size:>6}{k:>6}{total / k:>16.1f}{total:>14.1f}{gain}", flush=True)
     return 0
 
 
