@@ -339,8 +339,28 @@ def _store(key: str, value: dict) -> None:
     tmp.replace(path)
 
 
+_THREADS: int | None = None   # the CPU threads a fit is priced at (None: every core; ``fit_threads``)
+
+
 def _threads() -> int:
-    return os.cpu_count() or 1
+    return _THREADS or os.cpu_count() or 1
+
+
+class fit_threads:
+    """Price (and calibrate) CPU fits at ``n`` threads inside the block, as ``run --threads n``
+    (``--workers``) runs them; calibrations are cached per thread count."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.old = n, None
+
+    def __enter__(self):
+        global _THREADS
+        self.old, _THREADS = _THREADS, self.n
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _THREADS
+        _THREADS = self.old
 
 
 def _torch_key(device: str) -> str:

@@ -229,7 +229,7 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
 
     An estimate that cannot be made is one line, never a failed run: progress then counts trials.
     """
-    from benchmark.plan import run_estimate
+    from benchmark.plan import fit_threads, run_estimate
 
     try:
         parallel = {}
@@ -237,7 +237,8 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
             from benchmark.scale import local_gpus
 
             parallel = dict(workers=cfg.workers, gpus=local_gpus() if device == "cuda" else 0, gpu_share=cfg.gpu_share)
-        priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True), **parallel)
+        with fit_threads(cfg.threads):   # the fits' own thread count (1 per unit on 2 workers of 2 cores)
+            priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True), **parallel)
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as exc:   # the estimate is advice; the run goes on without it
