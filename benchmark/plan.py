@@ -500,7 +500,7 @@ def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print) -> Costs:
     """Measure (or read from the cache) this machine's costs for every architecture and family of the plan."""
     import torch
 
-    costs = Costs(source=f"measured on this machine (cpu, {_threads()} threads, torch {torch.__version__}); "
+    costs = Costs(source=f"measured on this machine (cpu, {_threads()} thread(s) per fit, torch {torch.__version__}); "
                          f"cached in {_cache_path()}")
     cache = _load_cache()
     archs = _image_archs(plan)
@@ -842,7 +842,7 @@ def render_schedule(s: Schedule, device_profile: str | None = None) -> str:
     if device_profile == "h200" and not s.gpus and s.workers > 1:
         lines.append("  note: GPU units are priced at H200 speed but no GPU is given (--gpus 0)")
     if device_profile == "cpu" and s.workers > 1:
-        lines.append(f"  note: CPU costs were measured by one process on {_threads()} threads; {s.workers} workers "
+        lines.append(f"  note: CPU costs were measured by one process on {_threads()} thread(s); {s.workers} workers "
                      f"sharing those cores run slower than this says")
     if device_profile == "cpu" and s.gpus:
         lines.append("  note: GPU units are priced at this CPU's speed (device profile cpu); on a GPU they run faster")
