@@ -32,6 +32,7 @@ from benchmark.run_plan import WorkUnit, inner_fold_list, warm_start_role
 from benchmark.search.spaces import Candidate, Profile
 from benchmark.search.study import fit_context, run_study, score, stable_seed, study_name
 
+REUSED = "reused from an earlier run"   # the progress line of a unit --resume does not run again
 CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learning curve (studies.csv)
 
 
@@ -218,24 +219,23 @@ class FoldRunner:
     def _run_unit(self, unit: WorkUnit) -> dict:
         cand, fold = unit.candidate, unit.fold
         rd, profile = self.rd, self.profile
-        part = rd.part(cand.name, fold.repeat, fold.index)
         info_path = rd.part(cand.name, fold.repeat, fold.index, "json")
-        if part.exists() and info_path.exists():
-            self.progress.unit_done(profile.trials_for(cand.modality) + 1)
-            row = json.loads(info_path.read_text())
+        label = unit.label(profile)
+        row = rd.finished_row(*unit.key)
+        if row is not None:
+            self.progress.unit_done(unit.steps(profile))
             self._record_best(cand, row)
-            self.progress.say(f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{profile.outer_folds}: reused from an earlier run")
+            self.progress.say(f"{label}: {REUSED}")
             return row
         t0 = time.monotonic()
         y = self.cohort.y
         inner = self.inner(fold)
-        label = f"[{cand.name}] repeat {fold.repeat} fold {fold.index + 1}/{profile.outer_folds}"
         try:
             inputs = self.read_inputs(cand, fold)   # each consumed part read once per unit
         except MissingInput as exc:   # a failed input fails this fusion candidate's fold, not the run
-            self.progress.unit_done(profile.trials_for(cand.modality) + 1)
+            self.progress.unit_done(unit.steps(profile))
             self.progress.say(f"{label} FAILED: {exc}")
-            return _row(cand, fold, status="failed", info=f"input missing: {exc}", best_params="null")
+            return failed_row(unit, f"input missing: {exc}")
         make_view = self._view_maker(cand, self.upstream_for(cand, fold, inputs=inputs))
         seed = self.study_seed(cand.name, fold)
         ctx_base = self._context(cand, self.warm_start_for(cand, fold))

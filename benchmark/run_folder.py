@@ -71,6 +71,11 @@ class RunDir:
     def part(self, cand: str, r: int, f: int, ext: str = "parquet") -> Path:
         return self.parts / f"{cand}__r{r}_f{f}.{ext}"
 
+    def finished_row(self, cand: str, r: int, f: int) -> dict | None:
+        """The studies.csv row of a unit an earlier run finished (its part and row written), else None."""
+        info = self.part(cand, r, f, "json")
+        return json.loads(info.read_text()) if self.part(cand, r, f).exists() and info.exists() else None
+
     def write_atomic(self, path: Path, write) -> None:
         tmp = path.with_name(path.name + ".tmp")
         write(tmp)
@@ -131,7 +136,9 @@ def restore_config(cfg: RunConfig, base: Path) -> tuple[RunConfig, Path]:
         raise UserError(f"--resume: {path} has no manifest.json; give the run folder name with --run")
     old = json.loads(man.read_text())["config"]
     storage = cfg.storage or old.get("storage")
-    if storage and "***" in storage and not cfg.storage:   # search.storage.redact's mark
+    from benchmark.search.storage import REDACTED
+
+    if storage and REDACTED in storage and not cfg.storage:
         raise UserError(f"--resume: run {path.name} used an Optuna storage with a password, which is not stored; "
                         f"pass the same --storage again (or keep the password in PGPASSWORD / ~/.pgpass)")
     merged = RunConfig(**{**old, "resume": True, "command": cfg.command, "storage": storage,

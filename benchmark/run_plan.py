@@ -154,6 +154,14 @@ class WorkUnit:
     def key(self) -> tuple[str, int, int]:
         return (self.candidate.name, self.fold.repeat, self.fold.index)
 
+    def steps(self, profile: Profile) -> int:
+        """Its progress steps: the study's trials and the refit."""
+        return profile.trials_for(self.candidate.modality) + 1
+
+    def label(self, profile: Profile) -> str:
+        """How progress lines name it: ``[xgboost] repeat 0 fold 2/5``."""
+        return f"[{self.candidate.name}] repeat {self.fold.repeat} fold {self.fold.index + 1}/{profile.outer_folds}"
+
 
 def build_plan(cands: list[Candidate], folds: list[Fold]) -> list[WorkUnit]:
     """Every candidate x outer fold, consumers after what they consume (candidate-major order)."""

@@ -167,7 +167,7 @@ def run(cfg: RunConfig) -> Path:
         costs = _cost_estimate(cands, profile, cohort, plan, device, cfg)
         t0 = time.monotonic()
         ctx = base_context(device, profile, cfg.seed, cfg.deterministic, threads=cfg.threads)
-        steps = sum(profile.trials_for(u.candidate.modality) + 1 for u in plan)
+        steps = sum(u.steps(profile) for u in plan)
         if cfg.workers is not None or cfg.cluster:
             studies = _run_parallel(cfg, plan, cohort, profile, rd, storage, ctx, cands, costs, steps, device)
         else:
@@ -176,8 +176,7 @@ def run(cfg: RunConfig) -> Path:
                             calibration=cfg.calibration, ctx_base=ctx, candidates={c.name: c for c in cands})
             studies = []
             for unit in plan:   # each unit's steps weigh its estimated cost; a reused unit is no work now
-                reused = rd.part(*unit.key).exists() and rd.part(*unit.key, "json").exists()
-                progress.begin(unit.key, reused=reused)
+                progress.begin(unit.key, reused=rd.finished_row(*unit.key) is not None)
                 studies.append(fr.run_unit(unit))
                 progress.end(unit.key)
         # A storage of the run's own holds only its studies; a shared one (--storage) is read by run id.
@@ -202,25 +201,20 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
     where = f"the Ray cluster at {cfg.cluster}" if cfg.cluster else f"{cfg.workers} local workers"
     print(f"parallel: {where}, {cfg.threads} CPU thread(s) per unit"
           + (f", {cfg.gpu_share:g} of a GPU per network unit" if device == "cuda" else ""), flush=True)
-    schedule = None
-    if costs and cfg.workers:   # the time left sees the tail: units waiting for their inputs
-        gpus = local_gpus() if device == "cuda" else 0
-        on_gpu = {u.key for u in plan if gpu_unit(u.candidate, device)}
+    gpus = local_gpus() if device == "cuda" else 0
+    on_gpu = {u.key for u in plan if gpu_unit(u.candidate, device)}
 
-        def schedule(remaining: dict) -> float:
-            return makespan(plan, remaining, workers=cfg.workers, gpus=gpus, gpu_share=cfg.gpu_share,
-                            is_gpu_unit=on_gpu).makespan
+    def schedule(remaining: dict) -> float:   # the time left sees the tail: units waiting for their inputs
+        return makespan(plan, remaining, workers=cfg.workers, gpus=gpus, gpu_share=cfg.gpu_share,
+                        is_gpu_unit=on_gpu).makespan
 
-    progress = Progress(steps, costs=costs, workers=cfg.workers or 1, schedule=schedule)
+    progress = Progress(steps, costs=costs, workers=cfg.workers or 1,
+                        schedule=schedule if costs and cfg.workers else None)
     env = UnitEnv(cohort=cohort, profile=profile, run_path=str(rd.path.resolve()), run_id=rd.run_id, storage=storage,
                   seed=cfg.seed, metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx,
                   candidates={c.name: c for c in cands})
 
-    def reused(unit) -> dict | None:
-        info = rd.part(*unit.key, "json")
-        return json.loads(info.read_text()) if rd.part(*unit.key).exists() and info.exists() else None
-
-    return list(run_units(plan, env, progress, res, reused=reused).values())
+    return list(run_units(plan, env, progress, res, reused=lambda unit: rd.finished_row(*unit.key)).values())
 
 
 def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str,

@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -192,6 +191,8 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
     those are not sent anywhere. Units are submitted in plan order as soon as what they wait
     for has finished; Ray starts them as CPUs and GPU shares free up.
     """
+    from benchmark.fold_runner import REUSED
+
     ray = start_ray(res)
     pending: dict = {}
     if res.workers is None:   # a cluster: as many units at once as its CPUs allow
@@ -211,9 +212,8 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
                 row = reused(unit)
                 if row is not None:
                     progress.begin(unit.key, reused=True)
-                    progress.unit_done(progress_steps(env.profile, unit), key=unit.key)
-                    progress.say(f"[{unit.candidate.name}] repeat {unit.fold.repeat} fold {unit.fold.index + 1}/"
-                                 f"{env.profile.outer_folds}: reused from an earlier run")
+                    progress.unit_done(unit.steps(env.profile), key=unit.key)
+                    progress.say(f"{unit.label(env.profile)}: {REUSED}")
                     progress.end(unit.key)
                     rows[unit.key] = row
                     continue
@@ -238,11 +238,6 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
         raise
     finally:
         ray.shutdown()
-
-
-def progress_steps(profile, unit) -> int:
-    """The progress steps of a unit: its trials and the refit."""
-    return profile.trials_for(unit.candidate.modality) + 1
 
 
 def _drain(queue, empty, progress) -> None:

@@ -83,14 +83,17 @@ def dashboard_storage(spec: str) -> str:
 _PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/?#@]*:)(?P<pw>[^@/?#]*)(?P<tail>@.*)$", re.S)
 
 
+REDACTED = "***"   # what stands for a password in a redacted spec
+
+
 def redact(spec: str) -> str:
     """The spec with its password (``user:password@``, ``?password=``) replaced by ``***``."""
     if not isinstance(spec, str) or "://" not in spec:
         return spec
     m = _PASSWORD.match(spec)
     if m and m.group("pw"):
-        spec = m.group("head") + "***" + m.group("tail")
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", spec, flags=re.I)
+        spec = m.group("head") + REDACTED + m.group("tail")
+    return re.sub(r"([?&]password=)[^&#]*", r"\1" + REDACTED, spec, flags=re.I)
 
 
 def _where(spec: str) -> str:
@@ -199,5 +202,5 @@ def _first_line(exc: BaseException, spec: str) -> str:
     text = re.sub(r"\(Background on this error at: [^)]*\)", "", text).strip()
     pw = _password(spec)
     if pw:
-        text = text.replace(pw, "***")
+        text = text.replace(pw, REDACTED)
     return (text or type(inner).__name__)[:300]
