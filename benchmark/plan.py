@@ -39,7 +39,7 @@ pass of each architecture with the harness's own ``timm_cnn`` code at the profil
 size and the candidate's batch, one fusion network against its backbone (the overhead every
 neural fusion family gets), and one fit of each register family on a synthetic table of the
 fit's size. Results are cached in ``cache_dir()/cost_calibration.json`` keyed by what they
-depend on (architecture, size, batch, threads, device, torch version), so ``run`` reuses them.
+depend on (architecture, size, batch, threads, device, torch version, ``LOOP_VERSION``), so ``run`` reuses them.
 Register families are measured on the CPU for the ``h200`` profile too (they run on the CPU).
 """
 
@@ -66,6 +66,8 @@ CURVE_PASSES = 2              # learning-curve predictions at 25 % and 50 % of t
 LATE_FIT_S = 0.05             # a late-fusion fit on two columns (not measured)
 CACHE_FILE = "cost_calibration.json"
 CAL_STEPS = 3                 # timed training steps per architecture (after one warm-up epoch)
+LOOP_VERSION = 2              # part of every cache key: bump when the training loop's speed changes
+                              # (2: channels_last on the CPU too)
 
 # Images per second of a bare timm training loop on one H200 (bf16 autocast, channels_last, AdamW),
 # from ../shared/device/README.md: {image side: images/s} at batch 256 (224 px) and 64 (512 px).
@@ -366,7 +368,7 @@ class fit_threads:
 def _torch_key(device: str) -> str:
     import torch
 
-    return f"{_threads()}t|{device}|torch{torch.__version__}"
+    return f"{_threads()}t|{device}|torch{torch.__version__}|loop{LOOP_VERSION}"
 
 
 def image_key(arch: str, size: int, batch: int, device: str = "cpu", kind: str = "cnn") -> str:

@@ -55,9 +55,10 @@ def test_images_seen_follow_the_epoch_cap_and_the_sample_budget():
     # standard: no sample budget; the start trial's 15 epochs, then the space's upper bound 40 capped at 30
     (c,) = P.build_cost_plan([cands["resnet18"]], standard, n_patients=1000, images_per_patient=2.0).candidates
     assert c.epochs == [15] + [30] * 9 and c.fits == 10 * 3
-    # a fusion network's fixed epochs (30) under the quick cap and budget, on 85 % of the part (its holdout)
+    # a fusion network's fixed epochs (30) under the quick cap and budget, on 85 % of the part (its holdout);
+    # quick's one fusion trial and its refit on all of outer-train (refit_full)
     (c,) = P.build_cost_plan([cands["joint_concat"]], quick, n_patients=4172, images_per_patient=2.5).candidates
-    assert c.kind == "fusion_net" and c.epochs == [1, 1]
+    assert c.kind == "fusion_net" and c.epochs == [1] and c.fits == 2 + 1 and c.refit_images > c.train_images[0]
 
 
 def test_h200_table_lookup_and_pixel_scaling():

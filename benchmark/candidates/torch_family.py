@@ -222,7 +222,8 @@ class TorchFamily(Family):
         with torch_threads(self.n_threads_):
             net = self.network(s, None, TrialContext(device=str(self.device_), seed=self.seed_))()
             net.load_state_dict(reader.tensors(extra["weights"]))
-        self.model_ = net.to(self.device_).eval()
+        # the memory format it trained in (torch_train): predictions equal the trained model's
+        self.model_ = net.to(self.device_).to(memory_format=torch.channels_last).eval()
 
     # -- predict
 
@@ -316,8 +317,7 @@ class ImageFamily(TorchFamily):
             x = augment_batch(x, self._aug, generator, hflip=self._hflip)
         mean, std = self.stats_
         x = (x - mean) / std
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)   # as the network (torch_train)
         batch["image"] = x
         return batch
 

@@ -313,9 +313,9 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
                 evaluate, batch_size: int, eval_bs: int) -> TrainResult:
     seed_everything(ctx.seed)
     configure_determinism(bool((getattr(ctx, "extra", None) or {}).get("deterministic", False)), device)
-    model = build_model().to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last on the CPU too: oneDNN's convolutions are faster in it (2 cores, 32 px, one
+    # training step: efficientnet_b0 2.5x, densenet121 1.3x, convnext_nano 1.1x, resnets equal)
+    model = build_model().to(device).to(memory_format=torch.channels_last)
     pop_aux_loss = getattr(model, "pop_aux_loss", None)   # auxiliary losses, added before scaling
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
     n = len(train)

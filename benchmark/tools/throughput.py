@@ -68,9 +68,7 @@ def bare_images_per_s(arch: str, size: int, batch: int, steps: int, device: torc
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model(arch, in_chans=1, num_classes=1).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = timm.create_model(arch, in_chans=1, num_classes=1).to(device).to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
