@@ -30,6 +30,7 @@ from benchmark.protocol import ORACLE_COLUMNS, ROLES
 from benchmark.run_folder import RunDir
 from benchmark.run_plan import WorkUnit, inner_fold_list, warm_start_role
 from benchmark.search.spaces import Candidate, Profile
+from benchmark.search.pruning import for_search
 from benchmark.search.study import fit_context, run_study, score, stable_seed, study_name
 
 REUSED = "reused from an earlier run"   # the progress line of a unit --resume does not run again
@@ -239,6 +240,7 @@ class FoldRunner:
         make_view = self._view_maker(cand, self.upstream_for(cand, fold, inputs=inputs))
         seed = self.study_seed(cand.name, fold)
         ctx_base = self._context(cand, self.warm_start_for(cand, fold))
+        cand = for_search(cand, profile.pruner, ctx_base.max_epochs)   # successive halving fixes epochs
         state = {"best": None}
 
         def on_trial(number: int, value: float | None, st: str) -> None:
@@ -253,7 +255,8 @@ class FoldRunner:
         res = run_study(cand, make_view, y, inner, storage=self.storage,
                         study_name=study_name(rd.run_id, cand.name, fold.repeat, fold.index), n_trials=n_trials,
                         timeout_s=profile.study_timeout_s, seed=seed, ctx_base=ctx_base,
-                        metric=self.metric, repeat=fold.repeat, outer_index=fold.index, on_trial=on_trial)
+                        metric=self.metric, repeat=fold.repeat, outer_index=fold.index, on_trial=on_trial,
+                        pruner=profile.pruner)
         row = _row(cand, fold, best_value=res.best_value, n_trials=res.n_trials, n_failed=res.n_failed,
                    n_pruned=res.n_pruned, best_params=json.dumps(res.best_params, default=str),
                    timed_out=bool(res.timed_out))

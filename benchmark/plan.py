@@ -59,6 +59,7 @@ import pandas as pd
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir
 from benchmark.protocol import MODALITIES
+from benchmark.search.pruning import EpochRungs, for_search, halving_shares, prunes_epochs
 
 EVAL_SHARE = 1 / 3            # an evaluation image costs this share of a training image (h200 table)
 HOLDOUT = 0.15                # share of a fit's training part held out for early stopping (preprocess)
@@ -110,6 +111,9 @@ class CandidatePlan:
     warm_archs: tuple[str, ...] = ()
     # its family trains on the GPU (``uses_gpu``): on a GPU run a unit takes a share of a GPU
     on_gpu: bool = False
+    # successive halving over epochs (profile ``pruner``): per trial, the expected share of its
+    # full training (benchmark.search.pruning.halving_shares); empty: no trial is priced as pruned
+    trial_shares: list[float] = field(default_factory=list)
 
     @property
     def images_seen(self) -> int:
@@ -218,16 +222,29 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
         epochs: list[int] = []
         eval_imgs = 0.0
         refit_images = 0
+        cap = profile.epoch_cap(cand.modality, fam.uses_images)
+        halving = prunes_epochs(profile.pruner, cand, cap)
+        searched = for_search(cand, profile.pruner, cap)
+        shares: list[float] = []
+        if halving and kind == "table":   # the MLP: its measured fit time, scaled by the expected share
+            rungs = EpochRungs.of(profile.pruner, cap, K)
+            shares = list(halving_shares(trials, rungs, cap))
         if kind in ("cnn", "fusion_net"):
             part = 1 - HOLDOUT if kind == "fusion_net" else 1.0   # fusion nets hold out 15 % to stop early
             n_imgs = int(round(n_fit * ipp * part))
-            epochs = _network_epochs(cand, fam, trials, profile.epoch_cap(cand.modality, True))
+            epochs = _network_epochs(searched, fam, trials, profile.epoch_cap(cand.modality, True))
             if profile.max_image_samples:
                 epochs = [max(1, min(e, profile.max_image_samples // max(n_imgs, 1))) for e in epochs]
-            train_images = [e * n_imgs for e in epochs]
             hold = n_fit * ipp * HOLDOUT if kind == "fusion_net" else 0.0
             # search: each fit predicts its inner-validation fold (+ its holdout every epoch)
             trial_eval = [int(round(K * (n_valid * ipp + hold * e))) for e in epochs]
+            train_images = [e * n_imgs for e in epochs]
+            if halving:   # a trial trains its share of K x epochs; each rung it reaches predicts a fold
+                rungs = EpochRungs.of(profile.pruner, cap, K)
+                shares = list(halving_shares(trials, rungs, epochs[0]))
+                n_rungs = len(rungs.steps())
+                train_images = [int(round(t * f)) for t, f in zip(train_images, shares)]
+                trial_eval = [int(round(m * f + n_rungs * f * n_valid * ipp)) for m, f in zip(trial_eval, shares)]
             # the bag: K members predict the outer test part (and MC passes), the curve re-predicts
             eval_imgs = K * n_test * ipp * (1 + profile.mc_passes) + K * CURVE_PASSES * n_valid * ipp
             if refit:
@@ -238,8 +255,8 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             batch=_batch(cand, fam) if issubclass(fam, TorchFamily) else None, units=n_units, trials=trials,
             fits=trials * K + (1 if refit else 0), train_images=train_images,
             trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
-            fit_rows=int(round(n_fit)), epoch_cap=profile.epoch_cap(cand.modality, fam.uses_images), epochs=epochs, inner=K, refit_images=refit_images,
-            on_gpu=uses_gpu(fam)))
+            fit_rows=int(round(n_fit)), epoch_cap=cap, epochs=epochs, inner=K, refit_images=refit_images,
+            on_gpu=uses_gpu(fam), trial_shares=shares))
     image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
     for c, cand in zip(out, cands):
         role = getattr(get_family(cand.family), "warm_start_role", None)
@@ -602,7 +619,8 @@ def price(plan: CostPlan, costs: Costs) -> Priced:
             trial_list = [c.inner * LATE_FIT_S + TRIAL_OVERHEAD_S] * c.trials
         else:
             fit = costs.fit_s.get(c.name, 0.0)
-            trial_list = [c.inner * fit + TRIAL_OVERHEAD_S] * c.trials
+            shares = c.trial_shares or [1.0] * c.trials
+            trial_list = [c.inner * fit * f + TRIAL_OVERHEAD_S for f in shares]
             refit_s = fit if c.fits > c.trials * c.inner else 0.0
         refit_s += UNIT_OVERHEAD_S
         trial_s = sum(trial_list) / max(1, len(trial_list))
@@ -927,6 +945,11 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
     lines.append(f"  estimated total: {fmt_s(priced.total_s)} (an estimate; bag predictions included, "
                  f"report and bootstrap not)")
     lines.append(f"  costs: {costs.source}")
+    pruned = [c for c in plan.candidates if c.trial_shares]
+    if pruned:
+        lines.append("  pruner: successive halving over epochs for the networks; a trial is priced at its expected "
+                     "share of full training (the pruner's rule replayed on random trial orders): "
+                     + ", ".join(f"{c.name} {100 * float(np.mean(c.trial_shares)):.0f} %" for c in pruned))
     for note in costs.notes:
         lines.append(f"  note: {note}")
     if costs.calibration_s:

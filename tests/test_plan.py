@@ -4,6 +4,7 @@ the makespan on several workers and GPUs."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import random
 from collections import namedtuple
 from pathlib import Path
@@ -52,9 +53,16 @@ def test_images_seen_follow_the_epoch_cap_and_the_sample_budget():
     # quick: 4,000 images per fit is less than two epochs of ~3,477 images: one epoch
     (c,) = P.build_cost_plan([cands["resnet18"]], quick, n_patients=4172, images_per_patient=2.5).candidates
     assert c.epochs == [1] and c.train_images == [3477]
-    # standard: no sample budget; the start trial's 15 epochs, then the space's upper bound 40 capped at 30
-    (c,) = P.build_cost_plan([cands["resnet18"]], standard, n_patients=1000, images_per_patient=2.0).candidates
-    assert c.epochs == [15] + [30] * 9 and c.fits == 10 * 3
+    # standard without its pruner: no sample budget; the start trial's 15 epochs, then the space's
+    # upper bound 40 capped at 30
+    median = replace(standard, pruner={"type": "median"})
+    (c,) = P.build_cost_plan([cands["resnet18"]], median, n_patients=1000, images_per_patient=2.0).candidates
+    assert c.epochs == [15] + [30] * 9 and c.fits == 10 * 3 and not c.trial_shares
+    # standard: successive halving over epochs; every trial at the cap, priced at its expected share
+    (h,) = P.build_cost_plan([cands["resnet18"]], standard, n_patients=1000, images_per_patient=2.0).candidates
+    assert h.epochs == [30] * 10 and h.fits == 10 * 3 and h.trial_shares[0] == 1.0
+    assert h.train_images[0] == c.train_images[1] and all(0 < f <= 1 for f in h.trial_shares)
+    assert sum(h.train_images) < 0.5 * sum(c.train_images)
     # a fusion network's fixed epochs (30) under the quick cap and budget, on 85 % of the part (its holdout);
     # quick's one fusion trial and its refit on all of outer-train (refit_full)
     (c,) = P.build_cost_plan([cands["joint_concat"]], quick, n_patients=4172, images_per_patient=2.5).candidates

@@ -105,14 +105,29 @@ class TrialContext:
     extra: dict = field(default_factory=dict)   # profile values a family may read (e.g. mc_passes)
     history: list = field(default_factory=list)
     notes: list = field(default_factory=list)   # things worth recording (e.g. "oom: batch 256->128")
+    # successive halving over epochs (benchmark.search.pruning.Monitor): the network predicts
+    # ``monitor.data`` at ``monitor.epochs`` and reports ``monitor.score`` of it (report_epoch)
+    monitor: Any = None
+    reported: set = field(default_factory=set)   # steps this fit reported to the trial
 
     def report(self, step: int, value: float) -> None:
+        """A holdout score per epoch (0-based). Under a monitor it is only recorded: the pruner's
+        steps are the monitor's."""
         self.history.append((step, float(value)))
+        if self.monitor is None:
+            self._to_trial(int(step), value)
+
+    def report_epoch(self, epochs_done: int, value: float) -> None:
+        """The monitor's value after ``epochs_done`` epochs (1-based: the resource trained)."""
+        self._to_trial(int(epochs_done), value)
+
+    def _to_trial(self, step: int, value: float) -> None:
         if self.trial is None or not np.isfinite(value):
             return
         import optuna
 
-        self.trial.report(float(value), self.step_offset + int(step))
+        self.trial.report(float(value), self.step_offset + step)
+        self.reported.add(self.step_offset + step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
 

@@ -184,13 +184,22 @@ class TorchFamily(Family):
                                          notes=ctx.notes).numpy()
                 return safe_auc(stop_part.labels(), self.patient_probs(logits, vowner, stop_part))
 
+            msrc, mowner = (None, None) if ctx.monitor is None else self._source(ctx.monitor.data, labels=False)
+
+            def watch(model: nn.Module, bs: int) -> float:   # successive halving's rung scores
+                logits = predict_outputs(model, msrc, batch_size=bs, prepare=self.prepare, device=self.device_,
+                                         notes=ctx.notes).numpy()
+                return ctx.monitor.score(self.patient_probs(logits, mowner, ctx.monitor.data))
+
             try:
                 result = train_model(build, src, tc, ctx, prepare=self.prepare, device=self.device_,
-                                     evaluate=evaluate if vsrc is not None else None)
+                                     evaluate=evaluate if vsrc is not None else None,
+                                     watch=watch if msrc is not None else None)
             finally:
                 src.release()
-                if vsrc is not None:
-                    vsrc.release()
+                for extra_src in (vsrc, msrc):
+                    if extra_src is not None:
+                        extra_src.release()
         self.model_ = result.model
         self.snapshots_, self.epoch_budget_ = result.snapshots, result.epochs
         self.trained_share_ = result.steps / max(1, result.total_steps)

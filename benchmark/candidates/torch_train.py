@@ -292,25 +292,31 @@ def _sample_order(n: int, labels: torch.Tensor | None, balanced: bool, gen: torc
 
 def train_model(build_model: Callable[[], nn.Module], train: BatchSource, cfg: TrainConfig, ctx, *,
                 prepare: Prepare, device: torch.device,
-                evaluate: Callable[[nn.Module, int], float] | None = None) -> TrainResult:
+                evaluate: Callable[[nn.Module, int], float] | None = None,
+                watch: Callable[[nn.Module, int], float] | None = None) -> TrainResult:
     """Train a fresh ``build_model()`` on ``train`` and return it with its best epoch's weights.
 
     After each epoch ``evaluate(model, eval_batch_size)`` (higher is better, NaN if it cannot
     be scored) goes to ``ctx.report(epoch, score)`` (epochs count from 0); training stops
     after ``cfg.patience`` epochs without improvement. Without ``evaluate`` all epochs run
     and the last weights are kept. Out of memory restarts from scratch with half the batch.
+
+    ``watch(model, eval_batch_size)``: under successive halving (``ctx.monitor``), the value
+    reported after the epochs in ``ctx.monitor.epochs`` (``ctx.report_epoch``, which raises
+    ``optuna.TrialPruned`` when the pruner stops the trial). It predicts in eval mode and draws
+    no random numbers, so it changes nothing in the training.
     """
     eval_bs0 = cfg.eval_batch_size or 2 * cfg.batch_size
 
     def attempt(batch_size: int) -> TrainResult:
         eval_bs = max(1, eval_bs0 * batch_size // cfg.batch_size)
-        return _train_once(build_model, train, cfg, ctx, prepare, device, evaluate, batch_size, eval_bs)
+        return _train_once(build_model, train, cfg, ctx, prepare, device, evaluate, batch_size, eval_bs, watch)
 
     return run_with_oom_retry(attempt, cfg.batch_size, notes=ctx.notes, what="batch", min_batch=2)
 
 
 def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare: Prepare, device: torch.device,
-                evaluate, batch_size: int, eval_bs: int) -> TrainResult:
+                evaluate, batch_size: int, eval_bs: int, watch=None) -> TrainResult:
     seed_everything(ctx.seed)
     configure_determinism(bool((getattr(ctx, "extra", None) or {}).get("deterministic", False)), device)
     # channels_last on the CPU too: oneDNN's convolutions are faster in it (2 cores, 32 px, one
@@ -396,6 +402,8 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
         score = float(evaluate(model, eval_bs)) if evaluate is not None else math.nan
         history.append({"epoch": epoch, "loss": mean_loss, "score": score, "train_s": train_s,
                         "samples": seen, "batch_size": batch_size})
+        if watch is not None and epoch + 1 in ctx.monitor.epochs:
+            ctx.report_epoch(epoch + 1, float(watch(model, eval_bs)))
         if evaluate is None:
             continue
         ctx.report(epoch, score)

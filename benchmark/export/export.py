@@ -46,6 +46,7 @@ from benchmark.export.schema import schema_of
 from benchmark.protocol import ROLES
 from benchmark.run_folder import RunConfig, RunDir, versions
 from benchmark.search.spaces import Candidate, get_profile
+from benchmark.search.pruning import for_search
 from benchmark.search.study import run_study, stable_seed
 
 SPECIFICITY = 0.90   # the exported decision threshold's specificity on the out-of-fold predictions
@@ -233,6 +234,7 @@ class _Trainer:
         t0 = time.monotonic()
         role = getattr(get_family(cand.family), "warm_start_role", None)
         ctx_base = self.fr._context(cand, self.fr.warm_start_for(cand, self.fold, source=sources.get(role)))
+        cand = for_search(cand, self.profile.pruner, ctx_base.max_epochs)   # as the run searched it
         fam = get_family(cand.family)
         make_view = self.fr._view_maker(cand, self.upstream(sources))
         inner = self.fr.inner(self.fold)
@@ -245,7 +247,7 @@ class _Trainer:
 
         res = run_study(cand, make_view, self.cohort.y, inner, storage=self.storage, study_name=f"export:{cand.name}",
                         n_trials=n_trials, timeout_s=self.profile.study_timeout_s, seed=seed,
-                        ctx_base=ctx_base, metric=self.cfg.metric, on_trial=on_trial)
+                        ctx_base=ctx_base, metric=self.cfg.metric, on_trial=on_trial, pruner=self.profile.pruner)
         if res.best_params is None:
             raise UserError(f"export of {cand.name}: every trial failed on the whole cohort "
                             f"({(res.fail_reasons or ['no trial finished'])[0]})")

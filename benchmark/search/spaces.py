@@ -35,6 +35,7 @@ import yaml
 
 from benchmark.errors import UserError, yaml_problem
 from benchmark.protocol import MODALITIES, ROLES
+from benchmark.search.pruning import parse_pruner
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 CANDIDATE_KEYS = {"name", "extends", "family", "modality", "description", "fixed", "space", "consumes", "start"}
@@ -47,8 +48,9 @@ PARAM_KEYS = {
 PROFILE_KEYS = {
     "description", "outer_folds", "inner_folds", "repeats", "n_trials", "study_timeout_s",
     "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes", "max_image_samples", "refit_full",
+    "pruner",
 }
-OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None, "refit_full": False}
+OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None, "refit_full": False, "pruner": "median"}
 RESERVED_FILES = {"suites.yaml", "profiles.yaml"}
 
 
@@ -112,6 +114,7 @@ class Profile:
     max_image_samples: int | None = None
     description: str = ""
     refit_full: bool = False      # the outer-test part is predicted by a model refitted on all outer-train
+    pruner: dict = field(default_factory=lambda: {"type": "median"})   # benchmark.search.pruning
 
     @property
     def n_trials(self) -> int:
@@ -157,6 +160,7 @@ class Profile:
                            max_image_samples=self.max_image_samples)
             out[m] = row
         out["study_timeout_s"] = self.study_timeout_s
+        out["pruner"] = dict(self.pruner)
         return out
 
     def as_dict(self) -> dict:
@@ -452,6 +456,7 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
                                 f"seconds (a safety net; the budget is n_trials) or null, got {timeout!r}")
             if not isinstance(merged["refit_full"], bool):
                 raise UserError(f"{path}: profile {name!r} key 'refit_full' must be true or false, got {merged['refit_full']!r}")
+            merged["pruner"] = parse_pruner(merged["pruner"], path, name)
             merged["trials"] = _per_modality(path, name, "n_trials", merged["n_trials"], MODALITIES, False)
             merged["epochs"] = _per_modality(path, name, "max_epochs", merged["max_epochs"], ("image", "register"), True)
             profiles[str(name)] = Profile(**{k: merged[k] for k in Profile.__dataclass_fields__})

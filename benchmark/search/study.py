@@ -57,6 +57,7 @@ from sklearn.metrics import roc_auc_score, average_precision_score, log_loss
 from benchmark.candidates.base import TrialContext
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
+from benchmark.search.pruning import EpochRungs, Monitor, for_search, make_pruner, prunes_epochs
 from benchmark.search.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -138,7 +139,7 @@ def fit_context(base: TrialContext, seed: int, repeat: int, outer: int, inner: i
     """
     return replace(base, seed=fit_seed(seed, repeat, outer, inner), trial=trial,
                    step_offset=inner * STEP_STRIDE if trial is not None else 0,
-                   extra={**base.extra, "inner_index": inner}, history=[], notes=[])
+                   extra={**base.extra, "inner_index": inner}, history=[], notes=[], monitor=None, reported=set())
 
 
 @dataclass
@@ -159,6 +160,14 @@ class StudyResult:
 def _short(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {msg}"[:300]
+
+
+def _running_score(metric: str, y_fold: np.ndarray, done: list[float]) -> Callable[[np.ndarray], float]:
+    """The value a monitored fit reports: the mean of the finished folds' scores and this fold's."""
+    def value(probs: np.ndarray) -> float:
+        vals = [v for v in [*done, score(metric, y_fold, probs)] if np.isfinite(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+    return value
 
 
 def _sampler(seed: int):
@@ -182,16 +191,23 @@ def run_study(
     outer_index: int = 0,
     on_trial: Callable[[int, float | None, str], None] | None = None,
     keep_models: bool = True,
+    pruner: dict | None = None,
 ) -> StudyResult:
     """Run (or continue) the study until it holds ``n_trials`` finished trials.
 
     ``timeout_s`` (None: no limit) is a safety net over the search time of every run of this
     study: once it is spent no further trial starts, and the result has ``timed_out`` set.
+    ``pruner``: the profile's (``benchmark.search.pruning``; None: the median rule). Under
+    successive halving a network's trials all train ``ctx_base.max_epochs`` epochs (``epochs``
+    leaves the search) and report at the rung epochs.
     """
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    rungs = None
+    if prunes_epochs(pruner, cand, ctx_base.max_epochs):
+        rungs = EpochRungs.of(pruner, ctx_base.max_epochs, len(inner))
+        cand = for_search(cand, pruner, ctx_base.max_epochs)   # idempotent: the runner and export fix it already
     store = open_storage(storage)
     study = optuna.create_study(study_name=study_name, storage=store, direction="maximize",
-                                load_if_exists=True, sampler=_sampler(seed), pruner=pruner)
+                                load_if_exists=True, sampler=_sampler(seed), pruner=make_pruner(pruner, rungs))
     if _heartbeat_interval(store):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -244,6 +260,10 @@ def run_study(
             for k, ((tr, va), fold) in enumerate(zip(views, inner)):
                 model = cand.build(params)
                 ctx = fit_context(ctx_base, seed, repeat, outer_index, k, trial=trial)
+                if rungs is not None:
+                    ctx.step_offset = rungs.offset(k)
+                    ctx.monitor = Monitor(va, rungs.monitor_epochs(k),
+                                          _running_score(metric, y[fold.test], list(scores)))
                 model.fit(tr, None, ctx)
                 p_va = model.predict_proba(va)
                 s = score(metric, y[fold.test], p_va)
@@ -253,8 +273,9 @@ def run_study(
                 models.append(model if keep_models else None)
                 del model
                 running = float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
-                if np.isfinite(running) and k < len(inner) - 1:
-                    trial.report(running, k * STEP_STRIDE + STEP_STRIDE - 1)
+                end = rungs.offset(k + 1) if rungs is not None else k * STEP_STRIDE + STEP_STRIDE - 1
+                if np.isfinite(running) and k < len(inner) - 1 and end not in ctx.reported:
+                    trial.report(running, end)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned after inner fold {k}")
             value = float(np.nanmean(scores))
