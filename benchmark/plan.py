@@ -2,6 +2,7 @@
 
     python -m benchmark plan --suite all --profile quick                      # measures this CPU (cached)
     python -m benchmark plan --suite image --profile standard --device-profile h200
+    python -m benchmark plan --suite all --profile standard --device-profile gpu   # measures this GPU (cached)
 
 ``build_cost_plan`` resolves the candidates, the cohort size after ``max_patients`` and the
 profile's folds exactly as ``run`` does, then counts per candidate: work units, trials, fits
@@ -40,7 +41,12 @@ size and the candidate's batch, one fusion network against its backbone (the ove
 neural fusion family gets), and one fit of each register family on a synthetic table of the
 fit's size. Results are cached in ``cache_dir()/cost_calibration.json`` keyed by what they
 depend on (architecture, size, batch, threads, device, torch version, ``LOOP_VERSION``), so ``run`` reuses them.
-Register families are measured on the CPU for the ``h200`` profile too (they run on the CPU).
+``gpu`` does the same on this machine's CUDA GPU (``GPU_CAL_STEPS`` timed steps); a GPU ``run``
+prices with those figures once they are cached, else with the ``h200`` table. Register
+families are measured on the CPU for the ``h200`` and ``gpu`` profiles too (they run on the CPU).
+
+Under a profile's successive halving (``pruner``) a network trial is priced at its expected
+share of full training (``pruning.halving_shares``), every trial at the epoch cap.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ CURVE_PASSES = 2              # learning-curve predictions at 25 % and 50 % of t
 LATE_FIT_S = 0.05             # a late-fusion fit on two columns (not measured)
 CACHE_FILE = "cost_calibration.json"
 CAL_STEPS = 3                 # timed training steps per architecture (after one warm-up epoch)
+GPU_CAL_STEPS = 30            # the same on a GPU (--device-profile gpu), whose steps are milliseconds
 LOOP_VERSION = 2              # part of every cache key: bump when the training loop's speed changes
                               # (2: channels_last on the CPU too)
 
@@ -515,32 +522,40 @@ def _table_costs(plan: CostPlan, costs: Costs, log: Callable[[str], None]) -> No
         costs.fit_s[c.name] = float(cache[key]["fit_s"])
 
 
-def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print) -> Costs:
-    """Measure (or read from the cache) this machine's costs for every architecture and family of the plan."""
+def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print, device: str = "cpu") -> Costs:
+    """Measure (or read from the cache) this machine's costs for every architecture and family of the plan.
+
+    ``device="cuda"`` (``--device-profile gpu``) times the networks on this machine's GPU
+    (``GPU_CAL_STEPS`` steps: a GPU step is too short to time three); register families are
+    always timed on the CPU, where they run.
+    """
     import torch
 
-    costs = Costs(source=f"measured on this machine (cpu, {_threads()} thread(s) per fit, torch {torch.__version__}); "
-                         f"cached in {_cache_path()}")
+    steps = GPU_CAL_STEPS if device == "cuda" else CAL_STEPS
+    where = (f"cuda: {torch.cuda.get_device_name(0)}" if device == "cuda"
+             else f"cpu, {_threads()} thread(s) per fit")
+    costs = Costs(source=f"measured on this machine ({where}, torch {torch.__version__}); cached in {_cache_path()}")
     cache = _load_cache()
     archs = _image_archs(plan)
     size = plan.image_size
     for arch, batch in archs.items():
-        key = image_key(arch, size, batch)
+        key = image_key(arch, size, batch, device)
         if key not in cache:
-            log(f"  calibrating {arch} at {size} px, batch {batch} ({CAL_STEPS} training steps, one prediction pass) ...")
+            log(f"  calibrating {arch} at {size} px, batch {batch} on {device} ({steps} training steps, "
+                f"one prediction pass) ...")
             t0 = time.perf_counter()
-            cache[key] = measure_image(arch, size, batch)
+            cache[key] = measure_image(arch, size, batch, steps=steps, device=device)
             _store(key, cache[key])
             costs.calibration_s += time.perf_counter() - t0
         costs.train_s[arch], costs.eval_s[arch] = cache[key]["train_s"], cache[key]["eval_s"]
     nets = [c for c in plan.candidates if c.kind == "fusion_net"]
     if nets:   # one fusion network against its backbone: the overhead of every neural fusion family
         c = nets[0]
-        key = image_key(c.arch, size, c.batch or 64, kind=c.family)
+        key = image_key(c.arch, size, c.batch or 64, device, kind=c.family)
         if key not in cache:
-            log(f"  calibrating {c.family} ({c.arch} backbone) at {size} px ...")
+            log(f"  calibrating {c.family} ({c.arch} backbone) at {size} px on {device} ...")
             t0 = time.perf_counter()
-            cache[key] = measure_image(c.arch, size, c.batch or 64, family=c.family)
+            cache[key] = measure_image(c.arch, size, c.batch or 64, family=c.family, steps=steps, device=device)
             _store(key, cache[key])
             costs.calibration_s += time.perf_counter() - t0
         costs.fusion_overhead = max(1.0, cache[key]["train_s"] / costs.train_s[c.arch])
@@ -886,12 +901,12 @@ def plan_for_run(cands: list, profile, cohort, units: list) -> CostPlan:
     return build_cost_plan(cands, profile, cohort.n_patients, images_per_patient(cohort), units)
 
 
-def missing_calibration(plan: CostPlan) -> list[str]:
-    """What a CPU pricing of ``plan`` would have to measure now (nothing: every figure is cached)."""
+def missing_calibration(plan: CostPlan, device: str = "cpu") -> list[str]:
+    """What a measured pricing of ``plan`` on ``device`` would have to measure now (nothing: all cached)."""
     cache = _load_cache()
-    out = [a for a, b in _image_archs(plan).items() if image_key(a, plan.image_size, b) not in cache]
+    out = [a for a, b in _image_archs(plan).items() if image_key(a, plan.image_size, b, device) not in cache]
     nets = [c for c in plan.candidates if c.kind == "fusion_net"]
-    if nets and image_key(nets[0].arch, plan.image_size, nets[0].batch or 64, kind=nets[0].family) not in cache:
+    if nets and image_key(nets[0].arch, plan.image_size, nets[0].batch or 64, device, kind=nets[0].family) not in cache:
         out.append(nets[0].family)
     for c in plan.candidates:
         cand = _TABLE_SHAPE["cands"].get(c.name)
@@ -907,7 +922,14 @@ def costs_for(plan: CostPlan, device_profile: str, log: Callable[[str], None] = 
         return h200_costs(plan, log=log)
     if device_profile == "cpu":
         return cpu_costs(plan, log=log)
-    raise UserError(f"--device-profile {device_profile}: use cpu or h200")
+    if device_profile == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device-profile gpu measures this machine's GPU, but PyTorch sees no CUDA GPU; "
+                            "use h200 (the stored H200 table) or cpu")
+        return cpu_costs(plan, log=log, device="cuda")
+    raise UserError(f"--device-profile {device_profile}: use cpu, gpu or h200")
 
 
 def fmt_s(s: float) -> str:
@@ -966,9 +988,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None, help="budget profile (default: quick on CPU, standard on GPU)")
     p.add_argument("--spaces", action="append", default=[], metavar="DIR", help="extra folder of candidate files")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device-profile", default=None, choices=["cpu", "h200"],
-                   help="per-image costs: cpu measures this machine (cached), h200 reads the stored H200 table "
-                        "(default: h200 with a CUDA GPU, else cpu)")
+    p.add_argument("--device-profile", default=None, choices=["cpu", "gpu", "h200"],
+                   help="per-image costs: cpu measures this machine's CPU (cached), gpu its CUDA GPU (cached), h200 "
+                        "reads the stored H200 table (default: h200 with a CUDA GPU, else cpu)")
     p.add_argument("--recalibrate", action="store_true",
                    help="forget this machine's cached costs and measure again (do it on an otherwise idle machine: "
                         "costs measured under load make every later estimate too long)")
@@ -988,7 +1010,7 @@ def command(args: argparse.Namespace) -> int:
 
     device = pick_device("auto")
     dp = args.device_profile or ("h200" if device == "cuda" else "cpu")
-    gpus = args.gpus if args.gpus is not None else (1 if dp == "h200" else 0)
+    gpus = args.gpus if args.gpus is not None else (1 if dp in ("h200", "gpu") else 0)
     _check_scale(args.workers, gpus, args.gpu_share)
     cfg = RunConfig(suite=args.suite, candidates=args.candidates.split(",") if args.candidates else None,
                     data=args.data, profile=args.profile or default_profile(device), spaces=args.spaces,
@@ -1031,7 +1053,9 @@ def run_estimate(cands: list, profile, cohort, units: list, device: str,
     and says to run ``plan`` first, and the progress line falls back to counting trials.
     """
     plan = plan_for_run(cands, profile, cohort, units)
-    dp = "h200" if device == "cuda" else "cpu"
+    dp = "cpu"
+    if device == "cuda":   # this GPU's own costs once `plan --device-profile gpu` has measured them
+        dp = "gpu" if _image_archs(plan) and not missing_calibration(plan, "cuda") else "h200"
     if dp == "cpu":
         missing = missing_calibration(plan)
         if missing and plan.image_size > RUN_CALIBRATE_MAX_PX and any(c.kind != "table" for c in plan.candidates):

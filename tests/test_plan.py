@@ -283,6 +283,12 @@ def test_plan_cli_prints_the_makespan(tmp_path, capsys):
     assert main(argv + ["--workers", "2", "--gpus", "1", "--gpu-share", "0.5"]) == 0
     assert "up to 2 per GPU" in capsys.readouterr().out
     assert main(argv + ["--gpu-share", "0"]) == 2
+    import torch
+
+    if not torch.cuda.is_available():   # measuring a GPU that is not there: one clear line, exit 2
+        gpu = argv[:-1] + ["gpu"]
+        assert main(gpu) == 2
+        assert "--device-profile gpu measures this machine's GPU, but PyTorch sees no CUDA GPU" in capsys.readouterr().err
 
 
 def test_run_estimate_prints_the_makespan_with_several_workers(tmp_path):
@@ -301,3 +307,6 @@ def test_run_estimate_prints_the_makespan_with_several_workers(tmp_path):
     priced = P.run_estimate(cands, profile, cohort, units, "cpu", log=lines.append, workers=3)
     assert priced.schedule.makespan == pytest.approx(max(priced.unit_durations().values()))   # 3 units at once
     assert any("makespan on 3 workers, no GPU" in line for line in lines)
+    lines.clear()   # a GPU run without this GPU's own calibration prices with the stored H200 table
+    P.run_estimate(cands, profile, cohort, units, "cuda", log=lines.append)
+    assert any("H200 table" in line for line in lines)
