@@ -269,7 +269,7 @@ class FoldRunner:
             try:
                 models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models, ctx_base)
                 full = (self._refit_full(cand, fold, inner, res.best_params, make_view, seed, ctx_base)
-                        if profile.refit_full else None)
+                        if profile.refits(cand.modality) else None)
                 self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs, full=full)
                 self.save_warm_weights(cand, fold, models, full)
                 row.update(self._curve(inner, models, make_view, res.best_valid_preds))

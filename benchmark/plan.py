@@ -199,7 +199,6 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
     n_valid = n_out_train / K
     n_test = n_patients / outer
     ipp = images_per_patient
-    refit = bool(getattr(profile, "refit_full", False))
     keys: dict[str, list] = {}
     if units is not None:
         for u in units:
@@ -209,6 +208,7 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
         fam = get_family(cand.family)
         trials = profile.trials_for(cand.modality)
         n_units = len(keys[cand.name]) if units is not None else outer * profile.repeats
+        refit = profile.refits(cand.modality)
         if issubclass(fam, NeuralFusion):
             kind = "fusion_net"
         elif issubclass(fam, ImageFamily):

@@ -86,3 +86,29 @@ def test_an_exported_refit_full_model_predicts_with_its_refit(tmp_path):
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     raw = comp.full.predict_proba(new.view(np.arange(new.n_patients), labels=False))
     np.testing.assert_array_equal(a["prob"].to_numpy(), comp.calibrator.transform(raw))
+
+
+def test_refit_full_by_modality_refits_only_the_modalities_it_names(tmp_path, monkeypatch):
+    import pytest
+
+    from benchmark.errors import UserError
+    from benchmark.search.spaces import get_profile
+
+    data = write_register_dataset(tmp_path / "d", n=150, n_pos=30)
+    log = tmp_path / "probe.jsonl"
+    monkeypatch.setenv("AFF_PROBE_LOG", str(log))
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=3)
+    base = (spaces / "profiles.yaml").read_text()
+    (spaces / "profiles.yaml").write_text(base + "  refit_full: {image: true, fusion: true}\n")
+    prof = get_profile("tiny", [spaces])
+    assert prof.refit_full == {"register": False, "image": True, "fusion": True}
+    assert prof.budget()["image"]["refit_full"] and not prof.budget()["register"]["refit_full"]
+    run(RunConfig(candidates=["probe"], data=str(data), profile="tiny", device="cpu", spaces=[str(spaces)],
+                  results_dir=str(tmp_path / "r"), run="by-modality"))
+    fits = [json.loads(line) for line in log.read_text().splitlines()]
+    assert not [f for f in fits if f["phase"] == "fit" and not f["search"]]   # a register candidate: no refit
+    for bad, says in [("{imagery: true}", "'imagery' is not a modality"), ("{image: yes please}", "refit_full.image must be"),
+                      ("sometimes", "must be true, false or a mapping")]:
+        (spaces / "profiles.yaml").write_text(base + f"  refit_full: {bad}\n")
+        with pytest.raises(UserError, match=says):
+            get_profile("tiny", [spaces])

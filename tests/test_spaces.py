@@ -100,7 +100,7 @@ def test_profile_budgets_may_differ_by_modality(tmp_path):
     assert fixed.as_dict()["n_trials"] == 4 and fixed.as_dict()["max_epochs"] == 5
     assert get_profile("fusion_cap", [tmp_path]).epoch_cap("fusion", True) == 12
     budget = prof.budget()
-    assert budget["register"] == {"n_trials": 6, "max_epochs": 50}
+    assert budget["register"] == {"n_trials": 6, "max_epochs": 50, "refit_full": False}
     assert budget["fusion"]["max_epochs_image_networks"] == 8 and budget["fusion"]["max_epochs_other_networks"] == 50
 
 

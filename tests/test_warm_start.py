@@ -101,3 +101,47 @@ def test_a_fusion_network_starts_from_the_image_members_weights_and_keeps_its_ar
     fam.fit(train, None, c)
     again = round_trip(fam)
     assert np.array_equal(fam.predict_proba(test), again.predict_proba(test))
+
+
+def test_a_warm_started_backbone_fine_tunes_at_its_share_of_the_learning_rate(tmp_path):
+    """backbone_lr: the optimiser gives a warm-started backbone lr x backbone_lr, the fusion parts lr;
+    a backbone from its own init trains at lr."""
+    import torch
+    from safetensors.torch import save_file
+    from test_fusion import split, toy_cohort
+    from test_fusion_nets import TINY, ctx
+
+    from benchmark.candidates.base import get_family
+    from benchmark.candidates.torch_train import make_optimizer
+
+    train, _ = split(toy_cohort(n=40, size=16, seed=3)[0], seed=0, frac=0.5)
+    image = get_family("timm_cnn")(arch="test_resnet", batch_size=16, epochs=1, patience=None)
+    image.fit(train, None, ctx(epochs=1))
+    _, state = image.warm_start_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m0.safetensors"))
+    nets = {}
+    for warm in (True, False):
+        c = ctx(epochs=1)
+        if warm:
+            c.extra.update(warm_start={"source": "img", "arch": "test_resnet",
+                                       "members": [str(tmp_path / "m0.safetensors")], "full": None}, inner_index=0)
+        fam = get_family("joint_concat")(**{**TINY, "arch": "test_resnet", "backbone_lr": 0.05})
+        s = fam.settings()
+        fam.configure(s)
+        fam._setup(c)
+        fam.prepare_fit(s, train, c)
+        nets[warm] = fam.network(s, train, c)()
+    for warm, net in nets.items():
+        opt = make_optimizer(net, 1e-3, 1e-4, torch.device("cpu"))
+        lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+        back = {lr_of[id(p)] for p in net.backbone.parameters()}
+        rest = {lr_of[id(p)] for n, p in net.named_parameters() if not n.startswith("backbone.")}
+        assert back == ({5e-5} if warm else {1e-3}) and rest == {1e-3}
+    from benchmark.errors import UserError
+
+    import pytest
+
+    with pytest.raises(UserError, match="backbone_lr is a share of lr"):
+        fam = get_family("joint_concat")(**{**TINY, "backbone_lr": 0.0})
+        s = fam.settings()
+        fam.network(s, train, ctx(epochs=1))

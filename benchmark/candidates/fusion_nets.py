@@ -105,6 +105,11 @@ class FusionNet(nn.Module):
         if self.aux_weight > 0:
             self.aux_img, self.aux_tab = Float32Linear(self.img_dim, 1), Float32Linear(tab_dim, 1)
         self._aux_loss: torch.Tensor | None = None
+        self.backbone_lr_scale = 1.0   # NeuralFusion.network sets it for a warm-started backbone
+
+    def lr_scale(self, name: str) -> float:
+        """The optimiser's share of the learning rate for parameter ``name`` (torch_train.make_optimizer)."""
+        return self.backbone_lr_scale if name.startswith("backbone.") else 1.0
 
     # helpers for subclasses
     def pooled(self, feats: torch.Tensor) -> torch.Tensor:
@@ -298,6 +303,7 @@ class NeuralFusion(ImageFamily):
         "fusion_dim": 64, "dropout": 0.2, "aux_weight": 0.0,
         "batch_size": 64, "aug_strength": 0.5, "class_weight": "sqrt", "balanced_sampler": False,
         "warm_start": True,
+        "backbone_lr": 1.0,   # a warm-started backbone's learning rate, as a share of lr (1: the same)
     }
     choices: ClassVar[dict[str, tuple]] = {**ImageFamily.choices, "class_weight": ("none", "sqrt", "balanced"),
                                            "warm_start": (True, False)}
@@ -339,6 +345,9 @@ class NeuralFusion(ImageFamily):
         return ws["arch"], load_file(path)
 
     def network(self, s: dict, fit_part, ctx: TrialContext):
+        if not float(s["backbone_lr"]) > 0:
+            raise UserError(f"{self.family_name}: backbone_lr is a share of lr for a warm-started backbone and "
+                            f"must be above 0, got {s['backbone_lr']!r}")
         arch, warm = self._warm_start(s, fit_part, ctx)
         self.arch_ = arch
         weights = None if warm is not None else resolve_weights(arch, s["pretrained"])
@@ -365,6 +374,8 @@ class NeuralFusion(ImageFamily):
                       dropout=float(s["dropout"]), aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_)
             net = self.net(backbone, tab, **kw, **self.net_kwargs(s, shape))
             net.backbone.load_state_dict(state)
+            if warm is not None:   # fine-tune the trained image features; the fusion parts learn at lr
+                net.backbone_lr_scale = float(s["backbone_lr"])
             return net
 
         return build

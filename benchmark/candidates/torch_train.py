@@ -245,14 +245,19 @@ class TrainResult:
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and normalisation weights; the fused kernel (CPU and CUDA).
 
+    A model with ``lr_scale(name) -> float`` gets that share of ``lr`` per parameter (the
+    fusion networks: a backbone that starts from a trained image model fine-tunes slower).
+
     On the CPU the fused kernel is about 14x faster than the default per-tensor loop
     (resnet18: 0.08 s vs 1.1 s a step on 2 busy cores).
     """
-    decay, no_decay = [], []
-    for p in model.parameters():
+    scale_of = getattr(model, "lr_scale", None)   # name -> share of ``lr`` (a warm-started backbone's is lower)
+    found: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
+            scale = float(scale_of(name)) if scale_of is not None else 1.0
+            found.setdefault((scale, weight_decay if p.ndim > 1 else 0.0), []).append(p)
+    groups = [{"params": ps, "weight_decay": wd, "lr": lr * scale} for (scale, wd), ps in found.items()]
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError):  # a device or torch version without the fused kernel

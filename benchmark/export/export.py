@@ -255,7 +255,7 @@ class _Trainer:
         y = self.cohort.y
         oof, _ = self.fr.oof_predictions(inner, models, make_view, res.best_valid_preds)
         full = (self.fr._refit_full(cand, self.fold, inner, res.best_params, make_view, seed, ctx_base)
-                if self.profile.refit_full else None)
+                if self.profile.refits(cand.modality) else None)
         self.fr.save_warm_weights(cand, self.fold, models, full)   # for a later component that starts from it
         cal = Calibrator(self.cfg.calibration).fit(oof, y)
         self.oof[cand.name] = (cal.transform(oof), oof)

@@ -113,7 +113,8 @@ class Profile:
     mc_passes: int
     max_image_samples: int | None = None
     description: str = ""
-    refit_full: bool = False      # the outer-test part is predicted by a model refitted on all outer-train
+    # modality -> the outer-test part is predicted by a model refitted on all outer-train (refits())
+    refit_full: dict = field(default_factory=lambda: {m: False for m in MODALITIES})
     pruner: dict = field(default_factory=lambda: {"type": "median"})   # benchmark.search.pruning
 
     @property
@@ -145,6 +146,10 @@ class Profile:
             return self.epochs["image"]
         return self.epochs["register"]
 
+    def refits(self, modality: str) -> bool:
+        """Whether a ``modality`` candidate's outer test is predicted by a refit on all of outer-train."""
+        return bool(self.refit_full.get(modality, False))
+
     def budget(self) -> dict:
         """Per modality: trials per study and each network kind's epoch cap (for the manifest)."""
         out: dict = {}
@@ -158,6 +163,7 @@ class Profile:
                 row.update(max_epochs_image_networks=self.epoch_cap(m, True),
                            max_epochs_other_networks=self.epoch_cap(m, False),
                            max_image_samples=self.max_image_samples)
+            row["refit_full"] = self.refits(m)
             out[m] = row
         out["study_timeout_s"] = self.study_timeout_s
         out["pruner"] = dict(self.pruner)
@@ -168,6 +174,7 @@ class Profile:
         out = {k: v for k, v in self.__dict__.items() if k not in ("trials", "epochs")}
         out["n_trials"] = _collapse(self.trials, MODALITIES)
         out["max_epochs"] = _collapse(self.epochs, ("image", "register"))
+        out["refit_full"] = _collapse(self.refit_full, MODALITIES)
         return out
 
 
@@ -175,6 +182,22 @@ def _collapse(values: dict, keys: tuple):
     """One value when every entry (and the required ``keys``) agree, else the mapping."""
     distinct = {values[k] for k in values}
     return next(iter(distinct)) if len(distinct) == 1 and set(values) == set(keys) else dict(values)
+
+
+def _refit_modalities(path: Path, name: str, value) -> dict:
+    """``refit_full``: true/false for every modality, or a mapping by modality (absent: false)."""
+    if isinstance(value, bool):
+        return {m: value for m in MODALITIES}
+    if isinstance(value, dict):
+        for m, v in value.items():
+            if m not in MODALITIES:
+                raise UserError(f"{path}: profile {name!r} key 'refit_full': {m!r} is not a modality; "
+                                f"use {', '.join(MODALITIES)}")
+            if not isinstance(v, bool):
+                raise UserError(f"{path}: profile {name!r} key refit_full.{m} must be true or false, got {v!r}")
+        return {m: bool(value.get(m, False)) for m in MODALITIES}
+    raise UserError(f"{path}: profile {name!r} key 'refit_full' must be true, false or a mapping by modality like "
+                    f"{{register: false, image: true, fusion: true}}, got {value!r}")
 
 
 def _positive(value, allow_none: bool = False) -> bool:
@@ -454,8 +477,7 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
             if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
                 raise UserError(f"{path}: profile {name!r} key 'study_timeout_s' must be a positive number of "
                                 f"seconds (a safety net; the budget is n_trials) or null, got {timeout!r}")
-            if not isinstance(merged["refit_full"], bool):
-                raise UserError(f"{path}: profile {name!r} key 'refit_full' must be true or false, got {merged['refit_full']!r}")
+            merged["refit_full"] = _refit_modalities(path, name, merged["refit_full"])
             merged["pruner"] = parse_pruner(merged["pruner"], path, name)
             merged["trials"] = _per_modality(path, name, "n_trials", merged["n_trials"], MODALITIES, False)
             merged["epochs"] = _per_modality(path, name, "max_epochs", merged["max_epochs"], ("image", "register"), True)
