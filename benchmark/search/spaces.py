@@ -189,15 +189,20 @@ def _refit_modalities(path: Path, name: str, value) -> dict:
     if isinstance(value, bool):
         return {m: value for m in MODALITIES}
     if isinstance(value, dict):
-        for m, v in value.items():
-            if m not in MODALITIES:
-                raise UserError(f"{path}: profile {name!r} key 'refit_full': {m!r} is not a modality; "
-                                f"use {', '.join(MODALITIES)}")
-            if not isinstance(v, bool):
-                raise UserError(f"{path}: profile {name!r} key refit_full.{m} must be true or false, got {v!r}")
+        _check_modalities(path, name, "refit_full", value, lambda v: isinstance(v, bool), "true or false")
         return {m: bool(value.get(m, False)) for m in MODALITIES}
     raise UserError(f"{path}: profile {name!r} key 'refit_full' must be true, false or a mapping by modality like "
                     f"{{register: false, image: true, fusion: true}}, got {value!r}")
+
+
+def _check_modalities(path: Path, name: str, key: str, value: dict, ok, what: str) -> None:
+    """A profile value given by modality: every key a modality, every value ``ok`` (``what`` says which)."""
+    for m, v in value.items():
+        if m not in MODALITIES:
+            raise UserError(f"{path}: profile {name!r} key {key!r}: {m!r} is not a modality; "
+                            f"use {', '.join(MODALITIES)}")
+        if not ok(v):
+            raise UserError(f"{path}: profile {name!r} key {key}.{m} must be {what}, got {v!r}")
 
 
 def _positive(value, allow_none: bool = False) -> bool:
@@ -215,12 +220,7 @@ def _per_modality(path: Path, name: str, key: str, value, required: tuple, allow
             raise UserError(f"{path}: profile {name!r} key {key!r} must be {what} or a mapping by modality "
                             f"like {example}, got {value!r}")
         return {m: value for m in required}
-    for m, v in value.items():
-        if m not in MODALITIES:
-            raise UserError(f"{path}: profile {name!r} key {key!r}: {m!r} is not a modality; "
-                            f"use {', '.join(MODALITIES)}")
-        if not _positive(v, allow_none):
-            raise UserError(f"{path}: profile {name!r} key {key}.{m} must be {what}, got {v!r}")
+    _check_modalities(path, name, key, value, lambda v: _positive(v, allow_none), what)
     missing = [m for m in required if m not in value]
     if missing:
         raise UserError(f"{path}: profile {name!r} key {key!r} lacks modality {missing[0]!r}; "
