@@ -584,6 +584,17 @@ class Priced:
         trials = {c.name: c.trials for c in self.plan.candidates}
         return {k: (t, trials[k[0]], r) for k, (t, r) in self.unit_s.items()}
 
+    def warm_scale(self, candidate: str, arch: str | None) -> float | None:
+        """For a warm-started fusion network priced at the mean of the run's image architectures
+        (``warm_archs``): the factor its cost takes once the fold's source is known to be ``arch``
+        (None: not such a candidate, or ``arch`` not priced)."""
+        c = next((c for c in self.plan.candidates if c.name == candidate), None)
+        train = self.costs.train_s
+        if c is None or not c.warm_archs or arch not in train or not all(a in train for a in c.warm_archs):
+            return None
+        mean = float(np.mean([train[a] for a in c.warm_archs]))
+        return train[arch] / mean if mean > 0 else None
+
     def unit_durations(self) -> dict[tuple[str, int, int], float]:
         """Unit key -> its estimated seconds in one process (trials x seconds per trial + the refit)."""
         return {k: t * n + r for k, (t, n, r) in self.progress_costs().items()}

@@ -93,6 +93,15 @@ class Progress:
             t, n, r = self.costs[key]
             self.total_cost -= t * n + r
 
+    def rescale(self, key, factor: float) -> None:
+        """Unit ``key``, not begun yet, costs ``factor`` times its estimate (its price became known
+        better: a warm-started fusion network once its source architecture is chosen)."""
+        if not self.costs or key not in self.costs or key in self.open or key in self.closed:
+            return
+        t, n, r = self.costs[key]
+        self.total_cost += (t * n + r) * (factor - 1.0)
+        self.costs = {**self.costs, key: (t * factor, n, r * factor)}
+
     def _forget(self, key) -> None:
         """Undo an open unit's ticks (its cost is all still to do; the time it took stays in the pace)."""
         st = self.open.pop(key)

@@ -33,8 +33,9 @@ from benchmark.progress import Progress
 from benchmark.paths import results_dir
 from benchmark.run_folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
                                   write_folds)
+from benchmark.protocol import ROLES
 from benchmark.run_plan import (build_plan, default_dataset, default_profile, inner_fold_list, load_run_cohort,
-                                pick_device, resolve_candidates)
+                                pick_device, resolve_candidates, warm_start_role)
 from benchmark.search.spaces import Candidate, Profile, get_profile
 from benchmark.search.study import trials_frame
 
@@ -164,7 +165,8 @@ def run(cfg: RunConfig) -> Path:
         write_folds(run_path, cohort, folds, lambda f: inner_fold_list(cohort.y, f, profile, cfg.seed))
         print(f"run {run_path.name}: {len(cands)} candidates x {len(folds)} outer folds, profile {profile.name}, "
               f"device {device}, {cohort.n_patients} patients ({int(cohort.y.sum())} AFF)", flush=True)
-        costs = _cost_estimate(cands, profile, cohort, plan, device, cfg)
+        priced = _cost_estimate(cands, profile, cohort, plan, device, cfg)
+        costs = None if priced is None else priced.progress_costs()
         t0 = time.monotonic()
         ctx = base_context(device, profile, cfg.seed, cfg.deterministic, threads=cfg.threads)
         steps = sum(u.steps(profile) for u in plan)
@@ -175,7 +177,9 @@ def run(cfg: RunConfig) -> Path:
             fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
                             calibration=cfg.calibration, ctx_base=ctx, candidates={c.name: c for c in cands})
             studies = []
+            repriced: set = set()
             for unit in plan:   # each unit's steps weigh its estimated cost; a reused unit is no work now
+                _reprice_warm_starts(priced, progress, fr, plan, repriced)
                 progress.begin(unit.key, reused=rd.finished_row(*unit.key) is not None)
                 studies.append(fr.run_unit(unit))
                 progress.end(unit.key)
@@ -217,9 +221,30 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
     return list(run_units(plan, env, progress, res, reused=lambda unit: rd.finished_row(*unit.key)).values())
 
 
+def _reprice_warm_starts(priced, progress: Progress, fr: FoldRunner, plan: list, done: set) -> None:
+    """Units of warm-started fusion networks are priced at the mean of the run's image
+    architectures; once a fold's source is chosen (its image units ended), the units not begun
+    yet take that architecture's cost, so the time left counts what they will really cost."""
+    if priced is None:
+        return
+    for unit in plan:
+        role = warm_start_role(unit.candidate)
+        if unit.key in done or role is None:
+            continue
+        fold = (unit.fold.repeat, unit.fold.index)
+        rivals = [u.key for u in plan if u.candidate.modality == ROLES.get(role) and (u.fold.repeat, u.fold.index) == fold]
+        source = fr.best_name(role, unit.fold)
+        if source is None or not all(k in progress.closed for k in rivals):   # the choice is not final yet
+            continue
+        done.add(unit.key)
+        factor = priced.warm_scale(unit.candidate.name, fr.cands[source].fixed.get("arch"))
+        if factor is not None:
+            progress.rescale(unit.key, factor)
+
+
 def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str,
-                   cfg: RunConfig) -> dict | None:
-    """Print the plan's estimate (``benchmark.plan``) and return the per-unit costs for ``Progress``.
+                   cfg: RunConfig):
+    """Print the plan's estimate (``benchmark.plan``) and return it (``plan.Priced``) for ``Progress``.
 
     An estimate that cannot be made is one line, never a failed run: progress then counts trials.
     """
@@ -239,7 +264,7 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
         print(f"cost estimate: not available ({type(exc).__name__}: {str(exc)[:120]}); progress counts trials",
               flush=True)
         return None
-    return None if priced is None else priced.progress_costs()
+    return priced
 
 
 def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict],

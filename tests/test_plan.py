@@ -170,6 +170,41 @@ def test_a_warm_started_fusion_net_is_priced_at_the_mean_of_the_runs_image_archi
     # the same images: joint_concat at the mean cost (2), film at its own arch, resnet18 (1)
     warm, cold = priced["joint_concat"]["total_s"], priced["film"]["total_s"]
     assert warm - P.UNIT_OVERHEAD_S * 3 == pytest.approx(2 * (cold - P.UNIT_OVERHEAD_S * 3), rel=0.01)
+    # once a fold's source is chosen its units take that architecture's cost: resnet50 3 / mean 2
+    full = P.price(plan, costs)
+    assert full.warm_scale("joint_concat", "resnet50") == pytest.approx(1.5)
+    assert full.warm_scale("joint_concat", "resnet18") == pytest.approx(0.5)
+    assert full.warm_scale("film", "resnet50") is None and full.warm_scale("joint_concat", "vgg") is None
+
+
+def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final():
+    from types import SimpleNamespace as NS
+
+    from benchmark.runner import _reprice_warm_starts
+
+    fold = NS(repeat=0, index=0)
+    img = lambda name: NS(key=(name, 0, 0), fold=fold, candidate=NS(name=name, modality="image", family="timm_cnn",
+                                                                   fixed={"arch": name}, consumes=()))
+    fus = NS(key=("gated", 0, 0), fold=fold, candidate=NS(name="gated", modality="fusion", family="gated",
+                                                        fixed={}, consumes=()))
+    plan = [img("resnet18"), img("resnet50"), fus]
+    progress = Progress(3, costs={u.key: (10.0, 1, 0.0) for u in plan})
+    best = {"name": "resnet18"}
+    fr = NS(best_name=lambda role, f: best["name"], cands={n: u.candidate for n, u in
+                                                         (("resnet18", plan[0]), ("resnet50", plan[1]))})
+    priced = NS(warm_scale=lambda name, arch: {"resnet18": 0.5, "resnet50": 1.5}[arch])
+    done: set = set()
+    progress.begin(plan[0].key)
+    progress.end(plan[0].key)
+    _reprice_warm_starts(priced, progress, fr, plan, done)   # resnet50 not run yet: the choice is open
+    assert progress.total_cost == 30.0 and not done
+    best["name"] = "resnet50"
+    progress.begin(plan[1].key)
+    progress.end(plan[1].key)
+    _reprice_warm_starts(priced, progress, fr, plan, done)
+    assert progress.total_cost == pytest.approx(35.0) and progress.costs[fus.key] == (15.0, 1, 0.0)
+    _reprice_warm_starts(priced, progress, fr, plan, done)   # once only
+    assert progress.total_cost == pytest.approx(35.0)
 
 
 # ---- the makespan on N workers / G GPUs ----------------------------------------------------------

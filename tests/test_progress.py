@@ -240,3 +240,18 @@ def test_with_a_schedule_the_tail_of_waiting_units_shows_in_the_estimate():
     assert sched.remaining() == {c: 100.0}
     assert sched.left_s() == pytest.approx(100.0)       # c alone on one worker
     assert plain.left_s() == pytest.approx(50.0)        # a full pool assumed: half of it
+
+
+def test_rescale_changes_a_unit_not_begun_and_nothing_else():
+    from benchmark.progress import Progress
+
+    p = Progress(2, costs={"a": (10.0, 1, 0.0), "b": (10.0, 1, 2.0)}, clock=lambda: 0.0)
+    p.rescale("b", 2.0)
+    assert p.total_cost == 34.0 and p.costs["b"] == (20.0, 1, 4.0)
+    p.begin("a")
+    p.rescale("a", 3.0)        # open: its ticks are counted against the estimate it began with
+    p.unit_done()
+    p.end("a")
+    p.rescale("a", 3.0)        # ended: nothing left to price
+    p.rescale("zz", 2.0)       # unknown: ignored
+    assert p.total_cost == 34.0 and p.done_cost == 10.0
