@@ -192,5 +192,5 @@ def test_manifest_records_the_run_id_and_each_modality_budget(tmp_path):
     run_dir = run(_cfg(tmp_path, data, write_spaces(tmp_path / "spaces", n_trials=2), run="budget"))
     man = json.loads((run_dir / "manifest.json").read_text())
     assert man["run_id"].startswith("budget-") and len(man["run_id"]) > len("budget-")
-    assert man["budget"]["register"] == {"n_trials": 2, "max_epochs": 2}
+    assert man["budget"]["register"] == {"n_trials": 2, "max_epochs": 2, "refit_full": False}
     assert man["budget"]["fusion"]["max_epochs_image_networks"] == 2 and man["budget"]["study_timeout_s"] == 600
