@@ -230,11 +230,10 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
         eval_imgs = 0.0
         refit_images = 0
         cap = profile.epoch_cap(cand.modality, fam.uses_images)
-        halving = prunes_epochs(profile.pruner, cand, cap)
+        rungs = EpochRungs.of(profile.pruner, cap, K) if prunes_epochs(profile.pruner, cand, cap) else None
         searched = for_search(cand, profile.pruner, cap)
         shares: list[float] = []
-        if halving and kind == "table":   # the MLP: its measured fit time, scaled by the expected share
-            rungs = EpochRungs.of(profile.pruner, cap, K)
+        if rungs is not None and kind == "table":   # the MLP: its measured fit time, scaled by the expected share
             shares = list(halving_shares(trials, rungs, cap))
         if kind in ("cnn", "fusion_net"):
             part = 1 - HOLDOUT if kind == "fusion_net" else 1.0   # fusion nets hold out 15 % to stop early
@@ -246,8 +245,7 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             # search: each fit predicts its inner-validation fold (+ its holdout every epoch)
             trial_eval = [int(round(K * (n_valid * ipp + hold * e))) for e in epochs]
             train_images = [e * n_imgs for e in epochs]
-            if halving:   # a trial trains its share of K x epochs; each rung it reaches predicts a fold
-                rungs = EpochRungs.of(profile.pruner, cap, K)
+            if rungs is not None:   # a trial trains its share of K x epochs; each rung it reaches predicts a fold
                 shares = list(halving_shares(trials, rungs, epochs[0]))
                 n_rungs = len(rungs.steps())
                 train_images = [int(round(t * f)) for t, f in zip(train_images, shares)]
