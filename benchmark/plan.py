@@ -1015,6 +1015,7 @@ def command(args: argparse.Namespace) -> int:
     from benchmark.data.splits import outer_folds
     from benchmark.run_folder import RunConfig
     from benchmark.run_plan import build_plan, default_profile, load_run_cohort, pick_device, resolve_candidates
+    from benchmark.runner import threads_per_fit
     from benchmark.search.spaces import get_profile
 
     device = pick_device("auto")
@@ -1023,7 +1024,7 @@ def command(args: argparse.Namespace) -> int:
     _check_scale(args.workers, gpus, args.gpu_share)
     cfg = RunConfig(suite=args.suite, candidates=args.candidates.split(",") if args.candidates else None,
                     data=args.data, profile=args.profile or default_profile(device), spaces=args.spaces,
-                    seed=args.seed)
+                    seed=args.seed, workers=args.workers if args.workers > 1 else None)
     profile = get_profile(cfg.profile, cfg.spaces)
     cands, _ = resolve_candidates(cfg)
     if args.recalibrate:
@@ -1032,10 +1033,11 @@ def command(args: argparse.Namespace) -> int:
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
     units = build_plan(cands, folds)
     plan = plan_for_run(cands, profile, cohort, units)
-    costs = costs_for(plan, dp)
-    priced = price(plan, costs)
-    print(render(priced, dp))
-    print(render_schedule(priced.makespan(units, args.workers, gpus, args.gpu_share), dp))
+    with fit_threads(threads_per_fit(cfg)):   # as `run --workers N` runs its fits (1 thread each on 2 of 2 cores)
+        costs = costs_for(plan, dp)
+        priced = price(plan, costs)
+        print(render(priced, dp))
+        print(render_schedule(priced.makespan(units, args.workers, gpus, args.gpu_share), dp))
     return 0
 
 

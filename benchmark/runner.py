@@ -171,7 +171,7 @@ def run(cfg: RunConfig) -> Path:
         ctx = base_context(device, profile, cfg.seed, cfg.deterministic, threads=cfg.threads)
         steps = sum(u.steps(profile) for u in plan)
         if cfg.workers is not None or cfg.cluster:
-            studies = _run_parallel(cfg, plan, cohort, profile, rd, storage, ctx, cands, costs, steps, device)
+            studies = _run_parallel(cfg, plan, cohort, profile, rd, storage, ctx, cands, priced, steps, device)
         else:
             progress = Progress(steps, costs=costs)
             fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
@@ -193,8 +193,13 @@ def run(cfg: RunConfig) -> Path:
 
 
 def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, rd: RunDir, storage: str,
-                  ctx: TrialContext, cands: list[Candidate], costs: dict | None, steps: int, device: str) -> list[dict]:
-    """The plan's units on Ray (``benchmark.scale``): ``--workers N`` locally, or ``--cluster``."""
+                  ctx: TrialContext, cands: list[Candidate], priced, steps: int, device: str) -> list[dict]:
+    """The plan's units on Ray (``benchmark.scale``): ``--workers N`` locally, or ``--cluster``.
+
+    As in a sequential run, a warm-started fusion unit is re-priced at its fold's chosen image
+    architecture once that fold's image units have ended (``_reprice_warm_starts``); the driver
+    keeps the fold choices from the rows as they come in (a tie may resolve differently from the
+    workers' plan-order choice; it changes only the estimate)."""
     from benchmark.plan import makespan
     from benchmark.scale import Resources, UnitEnv, gpu_unit, local_gpus, run_units
 
@@ -212,13 +217,31 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
         return makespan(plan, remaining, workers=cfg.workers, gpus=gpus, gpu_share=cfg.gpu_share,
                         is_gpu_unit=on_gpu).makespan
 
+    costs = None if priced is None else priced.progress_costs()
     progress = Progress(steps, costs=costs, workers=cfg.workers or 1,
                         schedule=schedule if costs and cfg.workers else None)
+    choices = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
+                         calibration=cfg.calibration, ctx_base=ctx, candidates={c.name: c for c in cands})
+
     env = UnitEnv(cohort=cohort, profile=profile, run_path=str(rd.path.resolve()), run_id=rd.run_id, storage=storage,
                   seed=cfg.seed, metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx,
                   candidates={c.name: c for c in cands})
 
-    return list(run_units(plan, env, progress, res, reused=lambda unit: rd.finished_row(*unit.key)).values())
+    return list(run_units(plan, env, progress, res, reused=lambda unit: rd.finished_row(*unit.key),
+                          on_row=row_repricer(priced, progress, choices, plan)).values())
+
+
+def row_repricer(priced, progress: Progress, choices, plan: list):
+    """``on_row(unit, row)`` for the parallel driver: record the row's fold choice in ``choices``
+    (a ``FoldRunner``, used only for its ``best_name``), then re-price the warm-started units
+    whose source it settles (``_reprice_warm_starts``)."""
+    repriced: set = set()
+
+    def on_row(unit, row: dict) -> None:
+        choices.recall([(unit.candidate.name, row)])
+        _reprice_warm_starts(priced, progress, choices, plan, repriced)
+
+    return on_row
 
 
 def _reprice_warm_starts(priced, progress: Progress, fr: FoldRunner, plan: list, done: set) -> None:

@@ -184,11 +184,13 @@ def _run_unit(env: UnitEnv, unit, rows: list, queue, device: str) -> dict:
 
 # ---- the driver side --------------------------------------------------------------------------
 
-def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lambda unit: None) -> dict:
+def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lambda unit: None,
+              on_row=None) -> dict:
     """Run the plan's units on Ray; returns unit key -> studies.csv row.
 
     ``reused(unit)`` gives the row of a unit finished by an earlier run (``--resume``), or None;
-    those are not sent anywhere. Units are submitted in plan order as soon as what they wait
+    those are not sent anywhere. ``on_row(unit, row)`` is called once a unit's row is in (after
+    ``progress.end``): the runner re-prices what the row decides (a fold's best image model). Units are submitted in plan order as soon as what they wait
     for has finished; Ray starts them as CPUs and GPU shares free up.
     """
     from benchmark.fold_runner import REUSED
@@ -216,6 +218,8 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
                     progress.say(f"{unit.label(env.profile)}: {REUSED}")
                     progress.end(unit.key)
                     rows[unit.key] = row
+                    if on_row is not None:
+                        on_row(unit, row)
                     continue
                 on_gpu = gpu_unit(unit.candidate, res.device)
                 opts = {"num_cpus": res.threads, "num_gpus": res.gpu_share if on_gpu else 0}
@@ -230,6 +234,8 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
                 unit = pending.pop(ref)
                 rows[unit.key] = _result(ray, ref, unit)
                 progress.end(unit.key)
+                if on_row is not None:
+                    on_row(unit, rows[unit.key])
         _drain(queue, Empty, progress)
         return dict(sorted(rows.items(), key=lambda kv: order[kv[0]]))
     except BaseException:   # Ctrl-C or a UserError: stop what still runs (a cluster keeps running otherwise)

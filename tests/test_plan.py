@@ -4,6 +4,7 @@ the makespan on several workers and GPUs."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 import random
 from collections import namedtuple
@@ -207,6 +208,35 @@ def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final
     assert progress.total_cost == pytest.approx(35.0)
 
 
+def test_a_parallel_run_reprices_a_warm_started_unit_when_the_rows_settle_its_source():
+    """The Ray driver's ``on_row``: rows arrive in any order; the fusion unit is re-priced once every
+    image unit of its fold has ended, at the architecture of the best of them by inner-CV score."""
+    from types import SimpleNamespace as NS
+
+    from benchmark.fold_runner import FoldRunner
+    from benchmark.runner import row_repricer
+
+    fold = NS(repeat=0, index=0)
+    img = lambda name: NS(key=(name, 0, 0), fold=fold, candidate=NS(name=name, modality="image", family="timm_cnn",
+                                                                   fixed={"arch": name}, consumes=()))
+    fus = NS(key=("gated", 0, 0), fold=fold, candidate=NS(name="gated", modality="fusion", family="gated",
+                                                        fixed={}, consumes=()))
+    plan = [img("resnet18"), img("resnet50"), fus]
+    progress = Progress(3, costs={u.key: (10.0, 1, 0.0) for u in plan}, workers=2)
+    choices = FoldRunner.__new__(FoldRunner)   # only its fold choices are used
+    choices.cands, choices.best = {u.candidate.name: u.candidate for u in plan}, {}
+    priced = NS(warm_scale=lambda name, arch: {"resnet18": 0.5, "resnet50": 1.5}[arch])
+    on_row = row_repricer(priced, progress, choices, plan)
+    row = lambda value: {"status": "ok", "best_value": value, "repeat": 0, "outer_fold": 0}
+    for unit, value in ((plan[1], 0.8), (plan[0], 0.7)):   # resnet50 ends first, and is the better one
+        progress.begin(unit.key)
+        progress.end(unit.key)
+        on_row(unit, row(value))
+        if unit is plan[1]:
+            assert progress.costs[fus.key] == (10.0, 1, 0.0)   # resnet18 still runs: the choice is open
+    assert progress.costs[fus.key] == (15.0, 1, 0.0) and progress.total_cost == pytest.approx(35.0)
+
+
 # ---- the makespan on N workers / G GPUs ----------------------------------------------------------
 
 U = namedtuple("U", "key needs")
@@ -304,16 +334,20 @@ def test_priced_offers_unit_durations_and_gpu_units():
     assert {k[0] for k in priced.gpu_units()} == {"mlp", "resnet18", "embed_xgboost"}
 
 
-def test_plan_cli_prints_the_makespan(tmp_path, capsys):
+def test_plan_cli_prints_the_makespan(tmp_path, capsys, monkeypatch):
     from benchmark.cli import main
 
     data = write_register_dataset(tmp_path / "data", n=120, n_pos=30)
     spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=3)
     argv = ["plan", "--candidates", "probe", "--data", str(data), "--spaces", str(spaces), "--profile", "tiny",
             "--device-profile", "cpu"]
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert main(argv + ["--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "estimated total:" in out and "makespan on 2 workers, no GPU:" in out and "speed-up of" in out
+    # priced as `run --workers 2` runs its fits: the cores shared among the workers
+    assert "2 thread(s) per fit" in out and "by one process on 2 thread(s)" in out
+    assert main(argv) == 0 and "4 thread(s) per fit" in capsys.readouterr().out
     assert "critical path" in out and "lower bound" in out and "schedule model:" in out
     assert main(argv + ["--workers", "2", "--gpus", "1", "--gpu-share", "0.5"]) == 0
     assert "up to 2 per GPU" in capsys.readouterr().out
