@@ -114,7 +114,7 @@ class CandidatePlan:
     epoch_cap: int | None = None  # the profile's epoch cap for this candidate's networks
     epochs: list[int] = field(default_factory=list)   # per trial, after the caps
     # a warm-started fusion network takes the architecture of the fold's best image candidate,
-    # unknown before the run: it is priced at the mean cost of these (the run's image candidates)
+    # unknown before the run: it is priced at the costliest of these (the run's image candidates)
     warm_archs: tuple[str, ...] = ()
     # its family trains on the GPU (``uses_gpu``): on a GPU run a unit takes a share of a GPU
     on_gpu: bool = False
@@ -583,15 +583,15 @@ class Priced:
         return {k: (t, trials[k[0]], r) for k, (t, r) in self.unit_s.items()}
 
     def warm_scale(self, candidate: str, arch: str | None) -> float | None:
-        """For a warm-started fusion network priced at the mean of the run's image architectures
-        (``warm_archs``): the factor its cost takes once the fold's source is known to be ``arch``
+        """For a warm-started fusion network priced at the costliest of the run's image architectures
+        (``warm_arch``): the factor its cost takes once the fold's source is known to be ``arch``
         (None: not such a candidate, or ``arch`` not priced)."""
         c = next((c for c in self.plan.candidates if c.name == candidate), None)
         train = self.costs.train_s
-        if c is None or not c.warm_archs or arch not in train or not all(a in train for a in c.warm_archs):
+        priced_at = None if c is None else warm_arch(c, self.costs)
+        if priced_at is None or arch not in train or not train[priced_at] > 0:
             return None
-        mean = float(np.mean([train[a] for a in c.warm_archs]))
-        return train[arch] / mean if mean > 0 else None
+        return train[arch] / train[priced_at]
 
     def unit_durations(self) -> dict[tuple[str, int, int], float]:
         """Unit key -> its estimated seconds in one process (trials x seconds per trial + the refit)."""
@@ -617,6 +617,16 @@ TRIAL_OVERHEAD_S = 0.1    # Optuna's ask/tell (SQLite) of one trial
 UNIT_OVERHEAD_S = 1.0     # a unit's study set-up, views, calibration and part file (smoke run, 2 CPU cores)
 
 
+def warm_arch(c: CandidatePlan, costs: Costs) -> str | None:
+    """The architecture a warm-started fusion network is priced at before its fold's image choice
+    is made: the costliest of the run's image architectures (``warm_archs``), so the estimate
+    does not promise less than the run may take; the runner re-prices each unit once its fold's
+    choice is final (``Priced.warm_scale``). None: not warm-started, or an architecture unpriced."""
+    if not c.warm_archs or not all(a in costs.train_s and a in costs.eval_s for a in c.warm_archs):
+        return None
+    return max(c.warm_archs, key=lambda a: (costs.train_s[a], costs.eval_s[a]))
+
+
 def price(plan: CostPlan, costs: Costs) -> Priced:
     """Seconds per trial, per refit and in all for every candidate of ``plan`` at ``costs``."""
     per: dict[str, dict] = {}
@@ -627,9 +637,9 @@ def price(plan: CostPlan, costs: Costs) -> Priced:
         refit_s, first_s = 0.0, 0.0
         if c.kind in ("cnn", "fusion_net"):
             over = costs.fusion_overhead if c.kind == "fusion_net" else 1.0
-            archs = c.warm_archs or (c.arch,)
-            tr = float(np.mean([costs.train_s[a] for a in archs])) * over
-            ev = float(np.mean([costs.eval_s[a] for a in archs])) * over
+            arch = warm_arch(c, costs) or c.arch
+            tr = costs.train_s[arch] * over
+            ev = costs.eval_s[arch] * over
             trial_list = [c.inner * n * tr + m * ev + TRIAL_OVERHEAD_S
                           for n, m in zip(c.train_images, c.trial_eval_images)]
             refit_s = c.bag_eval_images * ev + c.refit_images * tr

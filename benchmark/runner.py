@@ -245,7 +245,7 @@ def row_repricer(priced, progress: Progress, choices, plan: list):
 
 
 def _reprice_warm_starts(priced, progress: Progress, fr: FoldRunner, plan: list, done: set) -> None:
-    """Units of warm-started fusion networks are priced at the mean of the run's image
+    """Units of warm-started fusion networks are priced at the costliest of the run's image
     architectures; once a fold's source is chosen (its image units ended), the units not begun
     yet take that architecture's cost, so the time left counts what they will really cost."""
     if priced is None:

@@ -155,7 +155,7 @@ def test_cpu_calibration_is_cached_and_reused(tmp_path, monkeypatch):
     assert "estimated total" in P.render(priced, "cpu")
 
 
-def test_a_warm_started_fusion_net_is_priced_at_the_mean_of_the_runs_image_architectures():
+def test_a_warm_started_fusion_net_is_priced_at_the_costliest_of_the_runs_image_architectures():
     from dataclasses import replace
 
     cands = load_candidates()
@@ -168,13 +168,13 @@ def test_a_warm_started_fusion_net_is_priced_at_the_mean_of_the_runs_image_archi
     costs = P.Costs(source="test", train_s={"resnet18": 1.0, "resnet50": 3.0}, eval_s={"resnet18": 0.0, "resnet50": 0.0},
                     fusion_overhead=1.0)
     priced = P.price(plan, costs).per_candidate
-    # the same images: joint_concat at the mean cost (2), film at its own arch, resnet18 (1)
+    # the same images: joint_concat at the costliest arch (resnet50, 3), film at its own, resnet18 (1)
     warm, cold = priced["joint_concat"]["total_s"], priced["film"]["total_s"]
-    assert warm - P.UNIT_OVERHEAD_S * 3 == pytest.approx(2 * (cold - P.UNIT_OVERHEAD_S * 3), rel=0.01)
-    # once a fold's source is chosen its units take that architecture's cost: resnet50 3 / mean 2
+    assert warm - P.UNIT_OVERHEAD_S * 3 == pytest.approx(3 * (cold - P.UNIT_OVERHEAD_S * 3), rel=0.01)
+    # once a fold's source is chosen its units take that architecture's cost: resnet18 1 / resnet50 3
     full = P.price(plan, costs)
-    assert full.warm_scale("joint_concat", "resnet50") == pytest.approx(1.5)
-    assert full.warm_scale("joint_concat", "resnet18") == pytest.approx(0.5)
+    assert full.warm_scale("joint_concat", "resnet50") == pytest.approx(1.0)
+    assert full.warm_scale("joint_concat", "resnet18") == pytest.approx(1 / 3)
     assert full.warm_scale("film", "resnet50") is None and full.warm_scale("joint_concat", "vgg") is None
 
 
