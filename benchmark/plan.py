@@ -572,6 +572,9 @@ class Priced:
     per_candidate: dict[str, dict]               # name -> trial_s, refit_s, unit_s, total_s
     unit_s: dict[tuple[str, int, int], tuple[float, float]]   # unit key -> (s per trial, s of the refit)
     schedule: "Schedule | None" = None           # run_estimate's makespan on several workers, when asked
+    # warm-started fusion networks are priced at their costliest possible source (``warm_arch``):
+    # (that architecture, the cheapest one, the total if every fold chose the cheapest); None: none
+    warm_range: tuple[str, str, float] | None = None
 
     @property
     def total_s(self) -> float:
@@ -617,18 +620,20 @@ TRIAL_OVERHEAD_S = 0.1    # Optuna's ask/tell (SQLite) of one trial
 UNIT_OVERHEAD_S = 1.0     # a unit's study set-up, views, calibration and part file (smoke run, 2 CPU cores)
 
 
-def warm_arch(c: CandidatePlan, costs: Costs) -> str | None:
+def warm_arch(c: CandidatePlan, costs: Costs, pick=max) -> str | None:
     """The architecture a warm-started fusion network is priced at before its fold's image choice
     is made: the costliest of the run's image architectures (``warm_archs``), so the estimate
     does not promise less than the run may take; the runner re-prices each unit once its fold's
-    choice is final (``Priced.warm_scale``). None: not warm-started, or an architecture unpriced."""
+    choice is final (``Priced.warm_scale``). None: not warm-started, or an architecture unpriced.
+    ``pick=min``: the cheapest (the other end of the range the plan prints)."""
     if not c.warm_archs or not all(a in costs.train_s and a in costs.eval_s for a in c.warm_archs):
         return None
-    return max(c.warm_archs, key=lambda a: (costs.train_s[a], costs.eval_s[a]))
+    return pick(c.warm_archs, key=lambda a: (costs.train_s[a], costs.eval_s[a]))
 
 
-def price(plan: CostPlan, costs: Costs) -> Priced:
-    """Seconds per trial, per refit and in all for every candidate of ``plan`` at ``costs``."""
+def price(plan: CostPlan, costs: Costs, *, warm_pick=max) -> Priced:
+    """Seconds per trial, per refit and in all for every candidate of ``plan`` at ``costs``
+    (warm-started fusion networks at ``warm_pick`` of their possible sources; ``warm_arch``)."""
     per: dict[str, dict] = {}
     unit_s: dict = {}
     encoders_done: set = set()
@@ -637,7 +642,7 @@ def price(plan: CostPlan, costs: Costs) -> Priced:
         refit_s, first_s = 0.0, 0.0
         if c.kind in ("cnn", "fusion_net"):
             over = costs.fusion_overhead if c.kind == "fusion_net" else 1.0
-            arch = warm_arch(c, costs) or c.arch
+            arch = warm_arch(c, costs, warm_pick) or c.arch
             tr = costs.train_s[arch] * over
             ev = costs.eval_s[arch] * over
             trial_list = [c.inner * n * tr + m * ev + TRIAL_OVERHEAD_S
@@ -663,7 +668,13 @@ def price(plan: CostPlan, costs: Costs) -> Priced:
             extra = first_s / c.trials if i == 0 else 0.0
             unit_s[k] = (trial_s + extra, refit_s)
         per[c.name] = {"trial_s": trial_s, "refit_s": refit_s, "unit_s": unit, "total_s": unit * c.units + first_s}
-    return Priced(plan, costs, per, unit_s)
+    priced = Priced(plan, costs, per, unit_s)
+    warm = [c for c in plan.candidates if warm_arch(c, costs)]
+    if warm and warm_pick is max:
+        high, low = warm_arch(warm[0], costs), warm_arch(warm[0], costs, min)
+        if high != low:
+            priced.warm_range = (high, low, price(plan, costs, warm_pick=min).total_s)
+    return priced
 
 
 def _unit_keys(plan: CostPlan, c: CandidatePlan) -> list:
@@ -897,7 +908,8 @@ def render_schedule(s: Schedule, device_profile: str | None = None) -> str:
         lines.append("  note: GPU units are priced at H200 speed but no GPU is given (--gpus 0)")
     if device_profile == "cpu" and s.workers > 1:
         lines.append(f"  note: CPU costs were measured by one process on {_threads()} thread(s); {s.workers} workers "
-                     f"sharing those cores run slower than this says")
+                     f"sharing this machine's cores may run a little slower (two 1-thread training loops at once "
+                     f"on 2 cores: 0-4 % slower per image, README)")
     if device_profile == "cpu" and s.gpus:
         lines.append("  note: GPU units are priced at this CPU's speed (device profile cpu); on a GPU they run faster")
     return "\n".join(lines)
@@ -986,6 +998,11 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
     lines.append(f"  estimated total: {fmt_s(priced.total_s)} (an estimate; bag predictions included, "
                  f"report and bootstrap not)")
     lines.append(f"  costs: {costs.source}")
+    if priced.warm_range:
+        high, low, low_s = priced.warm_range
+        lines.append(f"  warm starts: the fusion networks start from each fold's best image model, priced here at the "
+                     f"costliest, {high}; were {low} (the cheapest) best in every fold, the total would be "
+                     f"{fmt_s(low_s)} (a run re-prices them once each fold's choice is made)")
     pruned = [c for c in plan.candidates if c.trial_shares]
     if pruned:
         lines.append("  pruner: successive halving over epochs for the networks; a trial is priced at its expected "

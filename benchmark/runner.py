@@ -222,7 +222,6 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
                         schedule=schedule if costs and cfg.workers else None)
     choices = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
                          calibration=cfg.calibration, ctx_base=ctx, candidates={c.name: c for c in cands})
-
     env = UnitEnv(cohort=cohort, profile=profile, run_path=str(rd.path.resolve()), run_id=rd.run_id, storage=storage,
                   seed=cfg.seed, metric=cfg.metric, calibration=cfg.calibration, ctx_base=ctx,
                   candidates={c.name: c for c in cands})

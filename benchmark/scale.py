@@ -190,8 +190,9 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
 
     ``reused(unit)`` gives the row of a unit finished by an earlier run (``--resume``), or None;
     those are not sent anywhere. ``on_row(unit, row)`` is called once a unit's row is in (after
-    ``progress.end``): the runner re-prices what the row decides (a fold's best image model). Units are submitted in plan order as soon as what they wait
-    for has finished; Ray starts them as CPUs and GPU shares free up.
+    ``progress.end``): the runner re-prices what the row decides (a fold's best image model).
+    Units are submitted in plan order as soon as what they wait for has finished; Ray starts
+    them as CPUs and GPU shares free up.
     """
     from benchmark.fold_runner import REUSED
 

@@ -176,6 +176,13 @@ def test_a_warm_started_fusion_net_is_priced_at_the_costliest_of_the_runs_image_
     assert full.warm_scale("joint_concat", "resnet50") == pytest.approx(1.0)
     assert full.warm_scale("joint_concat", "resnet18") == pytest.approx(1 / 3)
     assert full.warm_scale("film", "resnet50") is None and full.warm_scale("joint_concat", "vgg") is None
+    # the plan also says what the total would be were the cheapest source chosen everywhere
+    high, low, low_s = full.warm_range
+    assert (high, low) == ("resnet50", "resnet18")
+    cheap = P.price(plan, costs, warm_pick=min)
+    assert low_s == pytest.approx(cheap.total_s) and low_s < full.total_s and cheap.warm_range is None
+    assert ("priced here at the costliest, resnet50; were resnet18 (the cheapest) best in every fold, the total "
+            f"would be {P.fmt_s(low_s)}") in P.render(full, "cpu")
 
 
 def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final():
