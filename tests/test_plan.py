@@ -185,17 +185,25 @@ def test_a_warm_started_fusion_net_is_priced_at_the_costliest_of_the_runs_image_
             f"would be {P.fmt_s(low_s)}") in P.render(full, "cpu")
 
 
-def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final():
+def _warm_toy_plan() -> list:
+    """One fold: resnet18 and resnet50 image units, then a warm-started gated unit (stand-ins for WorkUnit)."""
     from types import SimpleNamespace as NS
-
-    from benchmark.runner import _reprice_warm_starts
 
     fold = NS(repeat=0, index=0)
     img = lambda name: NS(key=(name, 0, 0), fold=fold, candidate=NS(name=name, modality="image", family="timm_cnn",
                                                                    fixed={"arch": name}, consumes=()))
     fus = NS(key=("gated", 0, 0), fold=fold, candidate=NS(name="gated", modality="fusion", family="gated",
                                                         fixed={}, consumes=()))
-    plan = [img("resnet18"), img("resnet50"), fus]
+    return [img("resnet18"), img("resnet50"), fus]
+
+
+def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final():
+    from types import SimpleNamespace as NS
+
+    from benchmark.runner import _reprice_warm_starts
+
+    plan = _warm_toy_plan()
+    fus = plan[2]
     progress = Progress(3, costs={u.key: (10.0, 1, 0.0) for u in plan})
     best = {"name": "resnet18"}
     fr = NS(best_name=lambda role, f: best["name"], cands={n: u.candidate for n, u in
@@ -223,12 +231,8 @@ def test_a_parallel_run_reprices_a_warm_started_unit_when_the_rows_settle_its_so
     from benchmark.fold_runner import FoldRunner
     from benchmark.runner import row_repricer
 
-    fold = NS(repeat=0, index=0)
-    img = lambda name: NS(key=(name, 0, 0), fold=fold, candidate=NS(name=name, modality="image", family="timm_cnn",
-                                                                   fixed={"arch": name}, consumes=()))
-    fus = NS(key=("gated", 0, 0), fold=fold, candidate=NS(name="gated", modality="fusion", family="gated",
-                                                        fixed={}, consumes=()))
-    plan = [img("resnet18"), img("resnet50"), fus]
+    plan = _warm_toy_plan()
+    fus = plan[2]
     progress = Progress(3, costs={u.key: (10.0, 1, 0.0) for u in plan}, workers=2)
     choices = FoldRunner.__new__(FoldRunner)   # only its fold choices are used
     choices.cands, choices.best = {u.candidate.name: u.candidate for u in plan}, {}
