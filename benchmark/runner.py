@@ -177,9 +177,9 @@ def run(cfg: RunConfig) -> Path:
             fr = FoldRunner(cohort, profile, rd, storage, progress, seed=cfg.seed, metric=cfg.metric,
                             calibration=cfg.calibration, ctx_base=ctx, candidates={c.name: c for c in cands})
             studies = []
-            repriced: set = set()
+            reprice = warm_repricer(priced, progress, plan)
             for unit in plan:   # each unit's steps weigh its estimated cost; a reused unit is no work now
-                _reprice_warm_starts(priced, progress, fr, plan, repriced)
+                reprice(fr)
                 progress.begin(unit.key, reused=rd.finished_row(*unit.key) is not None)
                 studies.append(fr.run_unit(unit))
                 progress.end(unit.key)
@@ -197,7 +197,7 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
     """The plan's units on Ray (``benchmark.scale``): ``--workers N`` locally, or ``--cluster``.
 
     As in a sequential run, a warm-started fusion unit is re-priced at its fold's chosen image
-    architecture once that fold's image units have ended (``_reprice_warm_starts``); the driver
+    architecture once that fold's image units have ended (``warm_repricer``); the driver
     keeps the fold choices from the rows as they come in (a tie may resolve differently from the
     workers' plan-order choice; it changes only the estimate)."""
     from benchmark.plan import makespan
@@ -233,35 +233,41 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
 def row_repricer(priced, progress: Progress, choices, plan: list):
     """``on_row(unit, row)`` for the parallel driver: record the row's fold choice in ``choices``
     (a ``FoldRunner``, used only for its ``best_name``), then re-price the warm-started units
-    whose source it settles (``_reprice_warm_starts``)."""
-    repriced: set = set()
+    whose source it settles (``warm_repricer``)."""
+    reprice = warm_repricer(priced, progress, plan)
 
     def on_row(unit, row: dict) -> None:
         choices.recall([(unit.candidate.name, row)])
-        _reprice_warm_starts(priced, progress, choices, plan, repriced)
+        reprice(choices)
 
     return on_row
 
 
-def _reprice_warm_starts(priced, progress: Progress, fr: FoldRunner, plan: list, done: set) -> None:
-    """Units of warm-started fusion networks are priced at the costliest of the run's image
-    architectures; once a fold's source is chosen (its image units ended), the units not begun
-    yet take that architecture's cost, so the time left counts what they will really cost."""
-    if priced is None:
-        return
-    for unit in plan:
+def warm_repricer(priced, progress: Progress, plan: list):
+    """``reprice(fr)``: units of warm-started fusion networks are priced at the costliest of the
+    run's image architectures; once a fold's source is chosen (``fr.best_name``, and every unit
+    that competes for the role in that fold has ended), the units not begun yet take that
+    architecture's cost, so the time left counts what they will really cost. Each unit is
+    re-priced once; the competing units are listed once per run."""
+    waiting: dict = {}   # unit key -> (unit, role, the keys of the units competing for the role in its fold)
+    for unit in plan if priced is not None else ():
         role = warm_start_role(unit.candidate)
-        if unit.key in done or role is None:
-            continue
-        fold = (unit.fold.repeat, unit.fold.index)
-        rivals = [u.key for u in plan if u.candidate.modality == ROLES.get(role) and (u.fold.repeat, u.fold.index) == fold]
-        source = fr.best_name(role, unit.fold)
-        if source is None or not all(k in progress.closed for k in rivals):   # the choice is not final yet
-            continue
-        done.add(unit.key)
-        factor = priced.warm_scale(unit.candidate.name, fr.cands[source].fixed.get("arch"))
-        if factor is not None:
-            progress.rescale(unit.key, factor)
+        if role is not None:
+            fold = (unit.fold.repeat, unit.fold.index)
+            waiting[unit.key] = (unit, role, [u.key for u in plan if u.candidate.modality == ROLES.get(role)
+                                              and (u.fold.repeat, u.fold.index) == fold])
+
+    def reprice(fr) -> None:
+        for key, (unit, role, rivals) in list(waiting.items()):
+            source = fr.best_name(role, unit.fold)
+            if source is None or not all(k in progress.closed for k in rivals):   # the choice is not final yet
+                continue
+            del waiting[key]
+            factor = priced.warm_scale(unit.candidate.name, fr.cands[source].fixed.get("arch"))
+            if factor is not None:
+                progress.rescale(key, factor)
+
+    return reprice
 
 
 def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str,

@@ -200,7 +200,7 @@ def _warm_toy_plan() -> list:
 def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final():
     from types import SimpleNamespace as NS
 
-    from benchmark.runner import _reprice_warm_starts
+    from benchmark.runner import warm_repricer
 
     plan = _warm_toy_plan()
     fus = plan[2]
@@ -209,17 +209,17 @@ def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final
     fr = NS(best_name=lambda role, f: best["name"], cands={n: u.candidate for n, u in
                                                          (("resnet18", plan[0]), ("resnet50", plan[1]))})
     priced = NS(warm_scale=lambda name, arch: {"resnet18": 0.5, "resnet50": 1.5}[arch])
-    done: set = set()
+    reprice = warm_repricer(priced, progress, plan)
     progress.begin(plan[0].key)
     progress.end(plan[0].key)
-    _reprice_warm_starts(priced, progress, fr, plan, done)   # resnet50 not run yet: the choice is open
-    assert progress.total_cost == 30.0 and not done
+    reprice(fr)   # resnet50 not run yet: the choice is open
+    assert progress.total_cost == 30.0 and progress.costs[fus.key] == (10.0, 1, 0.0)
     best["name"] = "resnet50"
     progress.begin(plan[1].key)
     progress.end(plan[1].key)
-    _reprice_warm_starts(priced, progress, fr, plan, done)
+    reprice(fr)
     assert progress.total_cost == pytest.approx(35.0) and progress.costs[fus.key] == (15.0, 1, 0.0)
-    _reprice_warm_starts(priced, progress, fr, plan, done)   # once only
+    reprice(fr)   # once only
     assert progress.total_cost == pytest.approx(35.0)
 
 
