@@ -74,8 +74,11 @@ class FoldRunner:
     # ---- warm starts: a family with ``warm_start_role`` starts from that role's weights --------
 
     def _warm_roles(self) -> set[str]:
-        """Roles some candidate of the run starts from (their members' weights are kept)."""
+        """Roles and named candidates some candidate of the run starts from (their members' weights are kept)."""
         return {role for c in self.cands.values() if (role := warm_start_role(c))}
+
+    def _named_sources(self) -> set[str]:
+        return {r for r in self._warm_roles() if r not in ROLES}
 
     def _weights_path(self, name: str, fold: Fold, tag: str) -> Path:
         return self.rd.part(name, fold.repeat, fold.index, f"w{tag}.safetensors")
@@ -83,7 +86,8 @@ class FoldRunner:
     def save_warm_weights(self, cand: Candidate, fold: Fold, models: list, full=None) -> None:
         """Keep the backbone weights of each member (and the refit) of a candidate a later one may start from."""
         wanted = {ROLES[r] for r in self._warm_roles() if r in ROLES}
-        if cand.modality not in wanted or not hasattr(models[0], "warm_start_state"):
+        if (cand.modality not in wanted and cand.name not in self._named_sources()) \
+                or not hasattr(models[0], "warm_start_state"):
             return
         from safetensors.torch import save_file
 
@@ -105,21 +109,23 @@ class FoldRunner:
         """Where ``cand`` starts from in this fold: ``{"arch", "members": [paths], "full": path}`` or None.
 
         ``source`` is the candidate playing the family's ``warm_start_role`` (default: the fold's
-        choice). Member k starts from the source's member k, trained on the same inner-train
-        patients, so no network starts from weights that saw the patients that score it; the
-        refit starts from the source's refit. Weights of the role's other candidates in this
-        fold are deleted then (they are no longer needed).
+        choice, or the candidate ``warm_start`` names). Member k starts from the source's member k,
+        trained on the same inner-train patients, so no network starts from weights that saw the
+        patients that score it; the refit starts from the source's refit. Weights of the role's
+        other candidates in this fold are deleted then (they are no longer needed), except a named
+        source's.
         """
         role = warm_start_role(cand)
         if role is None:
             return None
-        source = source or self.best_name(role, fold)
+        source = source or (self.best_name(role, fold) if role in ROLES else role)
         meta_path = None if source is None else self.rd.part(source, fold.repeat, fold.index, "weights.json")
         if meta_path is None or not meta_path.exists():
             return None
         meta = json.loads(meta_path.read_text())
+        keep = self._named_sources() | {source}
         for other in self.cands.values():
-            if other.modality == ROLES.get(role) and other.name != source:
+            if role in ROLES and other.modality == ROLES[role] and other.name not in keep:
                 for p in self.rd.parts.glob(f"{other.name}__r{fold.repeat}_f{fold.index}.w*.safetensors"):
                     p.unlink(missing_ok=True)
         return {"source": source, "arch": meta["arch"], "members": [str(self.rd.parts / m) for m in meta["members"]],

@@ -116,6 +116,7 @@ class CandidatePlan:
     # a warm-started fusion network takes the architecture of the fold's best image candidate,
     # unknown before the run: it is priced at the costliest of these (the run's image candidates)
     warm_archs: tuple[str, ...] = ()
+    warm_source: str = ""         # best_image, or the image candidate it starts from in every fold
     # its family trains on the GPU (``uses_gpu``): on a GPU run a unit takes a share of a GPU
     on_gpu: bool = False
     # successive halving over epochs (profile ``pruner``): per trial, the expected share of its
@@ -262,11 +263,17 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
             fit_rows=int(round(n_fit)), epoch_cap=cap, epochs=epochs, inner=K, refit_images=refit_images,
             on_gpu=uses_gpu(fam), trial_shares=shares))
+    from benchmark.run_plan import warm_start_role
+
     image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
+    arch_of = {c.name: c.arch for c in out if c.kind == "cnn" and c.arch}
     for c, cand in zip(out, cands):
-        role = getattr(get_family(cand.family), "warm_start_role", None)
-        if c.kind == "fusion_net" and role == "best_image" and cand.fixed.get("warm_start", True) and image_archs:
+        role = warm_start_role(cand) if c.kind == "fusion_net" else None
+        c.warm_source = role or ""
+        if role == "best_image" and image_archs:
             c.warm_archs = image_archs
+        elif role in arch_of:   # a named source: its architecture in every fold
+            c.warm_archs = (arch_of[role],)
     return CostPlan(profile=profile.name, n_patients=n_patients, images_per_patient=ipp, outer=outer, inner=K,
                     repeats=profile.repeats, image_size=profile.image_size, candidates=out, unit_keys=keys)
 
@@ -669,7 +676,7 @@ def price(plan: CostPlan, costs: Costs, *, warm_pick=max) -> Priced:
             unit_s[k] = (trial_s + extra, refit_s)
         per[c.name] = {"trial_s": trial_s, "refit_s": refit_s, "unit_s": unit, "total_s": unit * c.units + first_s}
     priced = Priced(plan, costs, per, unit_s)
-    warm = [c for c in plan.candidates if warm_arch(c, costs)]
+    warm = [c for c in plan.candidates if warm_arch(c, costs) and len(c.warm_archs) > 1]
     if warm and warm_pick is max:
         high, low = warm_arch(warm[0], costs), warm_arch(warm[0], costs, min)
         if high != low:
@@ -1003,6 +1010,12 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
         lines.append(f"  warm starts: the fusion networks start from each fold's best image model, priced here at the "
                      f"costliest, {high}; were {low} (the cheapest) best in every fold, the total would be "
                      f"{fmt_s(low_s)} (a run re-prices them once each fold's choice is made)")
+    named = {c.warm_source: c.warm_archs[0] for c in plan.candidates if len(c.warm_archs) == 1
+             and c.warm_source != "best_image"}
+    for source, arch in named.items():
+        who = [c.name for c in plan.candidates if c.warm_source == source]
+        lines.append(f"  warm starts: {', '.join(who)} start from {source}{'' if arch == source else f' ({arch})'} "
+                     f"in every fold (warm_start_source), not from each fold's best image model")
     pruned = [c for c in plan.candidates if c.trial_shares]
     if pruned:
         lines.append("  pruner: successive halving over epochs for the networks; a trial is priced at its expected "
@@ -1053,7 +1066,7 @@ def command(args: argparse.Namespace) -> int:
                     data=args.data, profile=args.profile or default_profile(device), spaces=args.spaces,
                     seed=args.seed, workers=args.workers if args.workers > 1 else None)
     profile = get_profile(cfg.profile, cfg.spaces)
-    cands, _ = resolve_candidates(cfg)
+    cands, _ = resolve_candidates(cfg, profile)
     if args.recalibrate:
         _cache_path().unlink(missing_ok=True)
     cohort, _ = load_run_cohort(cfg, profile)

@@ -16,7 +16,7 @@ unit that consumes a role needs every unit of that modality in its repeat and fo
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +85,17 @@ def load_run_cohort(cfg: RunConfig, profile: Profile):
     return cohort.subset(stratified_subsample(cohort.y, profile.max_patients, seed=cfg.seed)), cohort.n_patients
 
 
-def resolve_candidates(cfg: RunConfig) -> tuple[list[Candidate], dict[str, Candidate]]:
-    """The candidates to run, consumed ones first (fusion inputs are added when missing)."""
+def resolve_candidates(cfg: RunConfig, profile: Profile | None = None) -> tuple[list[Candidate], dict[str, Candidate]]:
+    """The candidates to run, consumed ones first (fusion inputs are added when missing).
+
+    With a ``profile``, its ``warm_start_source`` becomes the warm start of every fusion network
+    whose own file does not set ``warm_start`` (``with_warm_source``); a named source candidate
+    is added to the run like a consumed one.
+    """
     allc = load_candidates(cfg.spaces)
+    source = profile.warm_start_source if profile is not None else ROLE_SOURCE
+    allc = {n: with_warm_source(c, source, allc, f"profile {profile.name!r}: warm_start_source" if profile else "")
+            for n, c in allc.items()}
     if cfg.candidates:
         names = []
         for n in cfg.candidates:
@@ -112,6 +120,9 @@ def resolve_candidates(cfg: RunConfig) -> tuple[list[Candidate], dict[str, Candi
                     extra.append(pick[0])
             elif up not in names and up not in extra:
                 extra.append(up)
+        role = warm_start_role(c)
+        if role is not None and role not in ROLES and role not in names and role not in extra:
+            extra.append(role)   # a named warm-start source
     ordered = [allc[n] for n in dict.fromkeys(extra)] + chosen
     # Topological order: non-consumers first, then consumers (one level of stacking); a network
     # warm-started from a role's weights waits like a consumer of that role.
@@ -119,12 +130,42 @@ def resolve_candidates(cfg: RunConfig) -> tuple[list[Candidate], dict[str, Candi
     return ordered, allc
 
 
+ROLE_SOURCE = "best_image"   # the default warm-start source: the fold's best image candidate
+
+
 def warm_start_role(cand: Candidate) -> str | None:
-    """The role whose weights ``cand``'s networks start from (``fusion_nets``), or None."""
+    """What ``cand``'s networks start from (``fusion_nets``): a role (``best_image``, chosen per
+    fold), the name of an image candidate (``warm_start: <name>``), or None (no warm start)."""
     from benchmark.candidates.base import get_family
 
     role = getattr(get_family(cand.family), "warm_start_role", None)
-    return role if role and cand.fixed.get("warm_start", True) else None
+    ws = cand.fixed.get("warm_start", True)
+    if not role or ws is False:
+        return None
+    return ws if isinstance(ws, str) else role
+
+
+def with_warm_source(cand: Candidate, source: str, allc: dict[str, Candidate], where: str = "") -> Candidate:
+    """``cand`` with warm-start ``source`` (a role or an image candidate's name) unless its own file
+    sets ``warm_start`` or it is not warm-started; UserError for a source that is not an image
+    candidate (``where`` names the setting, default the candidate's ``fixed.warm_start``)."""
+    from benchmark.candidates.base import get_family
+
+    if not getattr(get_family(cand.family), "warm_start_role", None):
+        return cand
+    own = cand.fixed.get("warm_start")
+    if own is None:
+        if source == ROLE_SOURCE:
+            return cand
+        cand = replace(cand, fixed={**cand.fixed, "warm_start": source})
+    name = cand.fixed["warm_start"]
+    if isinstance(name, bool) or name == ROLE_SOURCE:
+        return cand
+    if not isinstance(name, str) or name not in allc or allc[name].modality != "image":
+        known = sorted(n for n, c in allc.items() if c.modality == "image")
+        raise UserError(f"{where or cand.path + ': fixed.warm_start'}: {name!r} is not an image candidate; use "
+                        f"{ROLE_SOURCE} (the fold's best), true, false or one of {', '.join(known)}")
+    return cand
 
 
 def waits_for(cand: Candidate) -> tuple[str, ...]:

@@ -137,7 +137,7 @@ def run(cfg: RunConfig) -> Path:
         print(f"profile: {cfg.profile} (picked for this machine: {'a CUDA GPU' if device == 'cuda' else 'no GPU'}; "
               f"pass --profile to choose)", flush=True)
     profile = get_profile(cfg.profile, cfg.spaces)
-    cands, _ = resolve_candidates(cfg)
+    cands, _ = resolve_candidates(cfg, profile)
     cohort, n_in_file = load_run_cohort(cfg, profile)
     if cfg.data is None:
         cfg.data = str(default_dataset())
@@ -252,7 +252,7 @@ def warm_repricer(priced, progress: Progress, plan: list):
     waiting: dict = {}   # unit key -> (unit, role, the keys of the units competing for the role in its fold)
     for unit in plan if priced is not None else ():
         role = warm_start_role(unit.candidate)
-        if role is not None:
+        if role in ROLES:   # a named source is priced at its own architecture from the start
             fold = (unit.fold.repeat, unit.fold.index)
             waiting[unit.key] = (unit, role, [u.key for u in plan if u.candidate.modality == ROLES.get(role)
                                               and (u.fold.repeat, u.fold.index) == fold])

@@ -66,6 +66,55 @@ def test_each_fusion_fit_starts_from_the_image_model_of_its_own_training_patient
     assert max(len(e["own"]) for e in log) == 24                    # the refit saw every patient
 
 
+def test_a_profiles_warm_start_source_names_the_image_candidate_every_fold_starts_from(tiny_dataset, tmp_path,
+                                                                                      monkeypatch):
+    """``warm_start_source: src_a``: every fold starts from src_a, whichever image candidate scores
+    best; a fusion unit waits for src_a's unit only; --candidates warm adds src_a; export trains
+    src_a for the warm start without keeping it in the bundle."""
+    import numpy as np
+    import pytest
+
+    from benchmark.data.splits import outer_folds
+    from benchmark.errors import UserError
+    from benchmark.run_plan import build_plan, resolve_candidates
+    from benchmark.search.spaces import get_profile
+
+    ds = tiny_dataset(n_pos=10, n_neg=14)
+    monkeypatch.setenv("AFF_WARM_LOG", str(tmp_path / "warm.jsonl"))
+    spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=2,
+                          extra={"src_a": SOURCE.format(name="src_a"), "src_b": SOURCE.format(name="src_b"),
+                                 "warm": FUSION.replace("consumes: [best_image]\n", "")})
+    profiles = spaces / "profiles.yaml"
+    profiles.write_text(profiles.read_text() + "  refit_full: true\n  warm_start_source: src_a\n")
+    profile = get_profile("tiny", [str(spaces)])
+    cands, _ = resolve_candidates(RunConfig(candidates=["warm"], spaces=[str(spaces)]), profile)
+    assert [c.name for c in cands] == ["src_a", "warm"]
+    cands, _ = resolve_candidates(RunConfig(candidates=["src_b", "src_a", "warm"], spaces=[str(spaces)]), profile)
+    plan = build_plan(cands, outer_folds(np.array([0, 1] * 12), n_folds=2, repeats=1, seed=0))
+    assert {u.needs for u in plan if u.candidate.name == "warm"} == {(("src_a", 0, 0),), (("src_a", 0, 1),)}
+
+    out = Path(run(RunConfig(candidates=["src_a", "src_b", "warm"], data=str(ds.yaml), profile="tiny", device="cpu",
+                             spaces=[str(spaces)], results_dir=str(tmp_path / "r"), run="w")))
+    log = [json.loads(line) for line in (tmp_path / "warm.jsonl").read_text().splitlines()]
+    assert len(log) == 2 * (2 * 2 + 1)
+    assert {e["source"] for e in log} == {"src_a"} and all(e["source_seen"] == e["own"] for e in log)
+    assert not list((out / "parts").glob("src_b__*.w*.safetensors"))          # never kept: no one starts from it
+    assert len(list((out / "parts").glob("src_a__*.w*.safetensors"))) == 2 * 3
+    assert json.loads((out / "manifest.json").read_text())["budget"]["warm_start_source"] == "src_a"
+
+    from benchmark.export.export import build_export
+
+    (tmp_path / "warm.jsonl").unlink()
+    ex = build_export(out, "warm", device="cpu")
+    log = [json.loads(line) for line in (tmp_path / "warm.jsonl").read_text().splitlines()]
+    assert len(log) == 2 * 2 + 1 and {e["source"] for e in log} == {"src_a"}
+    assert [c.name for c in ex.model.components] == ["warm"]                 # src_a only gave the weights
+
+    profiles.write_text(profiles.read_text().replace("warm_start_source: src_a", "warm_start_source: probe"))
+    with pytest.raises(UserError, match="warm_start_source: 'probe' is not an image candidate"):
+        resolve_candidates(RunConfig(candidates=["warm"], spaces=[str(spaces)]), get_profile("tiny", [str(spaces)]))
+
+
 def test_a_fusion_network_starts_from_the_image_members_weights_and_keeps_its_architecture(tmp_path):
     """Family side: the backbone starts as the image member (its arch replaces the fusion's own),
     and a restored bundle rebuilds that architecture."""

@@ -305,8 +305,9 @@ class NeuralFusion(ImageFamily):
         "warm_start": True,
         "backbone_lr": 1.0,   # a warm-started backbone's learning rate, as a share of lr (1: the same)
     }
-    choices: ClassVar[dict[str, tuple]] = {**ImageFamily.choices, "class_weight": ("none", "sqrt", "balanced"),
-                                           "warm_start": (True, False)}
+    # warm_start: true (the run's source, by default the fold's best image candidate), false, or the name
+    # of an image candidate (checked by run_plan.with_warm_source, which knows the candidates)
+    choices: ClassVar[dict[str, tuple]] = {**ImageFamily.choices, "class_weight": ("none", "sqrt", "balanced")}
     net: ClassVar[type[FusionNet]]
     # The runner hands ``ctx.extra["warm_start"]``: the weights of this role's candidate in the fold
     # (fold_runner.warm_start_for). The backbone then starts from the image member trained on the

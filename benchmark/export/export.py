@@ -15,6 +15,9 @@ seed, calibration and metric) once more, to the whole cohort:
 5. a fusion candidate exports its inputs with it (each through 1-4, in the run's order);
    a consumed role (best_image, best_register) is the candidate the run chose for it in
    most outer folds (ties: the higher mean inner score); the choice is not searched again.
+   A warm-started fusion network's source (the same role choice, or the candidate the
+   profile's ``warm_start_source`` names) is trained first for its weights, as in the run;
+   the bundle keeps it only when the fusion also consumes it.
 
 The run's nested-CV figures are the performance claim for this procedure; the bundle's
 model card says so. The bundle is written by ``benchmark.export.bundle``.
@@ -45,6 +48,7 @@ from benchmark.export.model import LEVELS, Component, ExportedModel
 from benchmark.export.schema import schema_of
 from benchmark.protocol import ROLES
 from benchmark.run_folder import RunConfig, RunDir, versions
+from benchmark.run_plan import warm_start_role
 from benchmark.search.spaces import Candidate, get_profile
 from benchmark.search.pruning import for_search
 from benchmark.search.study import run_study, stable_seed
@@ -85,15 +89,17 @@ def role_choice(run_dir: Path, role: str, modality_of: dict[str, str]) -> str:
     return max(top, key=lambda c: mean[c])
 
 
-def _order(name: str, cands: dict[str, Candidate], run_dir: Path) -> list[tuple[str, dict[str, str]]]:
-    """(candidate, {consumed role/name: candidate}) in computing order, ``name`` last."""
+def _order(name: str, cands: dict[str, Candidate], run_dir: Path) -> list[tuple[str, dict[str, str], str | None]]:
+    """(candidate, {consumed role/name: candidate}, warm-start source or None) in computing order,
+    ``name`` last. A role the run could not fill for a warm start (no image candidate finished)
+    leaves the network to start from its own weights, as in the run."""
     modality_of = {c.name: c.modality for c in cands.values()}
-    out: list[tuple[str, dict[str, str]]] = []
+    out: list[tuple[str, dict[str, str], str | None]] = []
 
     def visit(n: str, path: tuple) -> None:
         if n in path:
             raise UserError(f"candidate {n!r} consumes itself through {' -> '.join(path)}")
-        if any(n == done for done, _ in out):
+        if any(n == done for done, _, _ in out):
             return
         cand = cands[n]
         sources = {}
@@ -101,10 +107,30 @@ def _order(name: str, cands: dict[str, Candidate], run_dir: Path) -> list[tuple[
             src = role_choice(run_dir, up, modality_of) if up in ROLES else up
             visit(src, path + (n,))
             sources[up] = src
-        out.append((n, sources))
+        warm = warm_start_role(cand)
+        if warm in ROLES:
+            try:
+                warm = role_choice(run_dir, warm, modality_of)
+            except UserError:
+                warm = None
+        if warm is not None:
+            visit(warm, path + (n,))
+        out.append((n, sources, warm))
 
     visit(name, ())
     return out
+
+
+def _kept(name: str, order: list[tuple[str, dict[str, str], str | None]]) -> set[str]:
+    """The components the bundle keeps: ``name`` and what it consumes, recursively (not warm-start sources)."""
+    sources = {n: src for n, src, _ in order}
+    keep, todo = set(), [name]
+    while todo:
+        n = todo.pop()
+        if n not in keep:
+            keep.add(n)
+            todo += list(sources[n].values())
+    return keep
 
 
 @dataclass
@@ -131,7 +157,7 @@ def _run_settings(run_dir: Path, candidate: str | None):
                         "(continue it with run --resume)")
     cfg = RunConfig(**{**man["config"], "resume": False})
     name = candidate or default_candidate(run_dir)
-    _, allc = resolve_candidates(cfg)
+    _, allc = resolve_candidates(cfg, get_profile(man["profile_name"], cfg.spaces))
     if name not in allc or name not in set(_studies(run_dir)["candidate"]):
         raise UserError(f"--candidate {name!r} is not a candidate of this run; the run has "
                         f"{', '.join(man.get('candidates', []))}")
@@ -152,13 +178,17 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
         raise UserError(f"{cfg.data}: the dataset changed since run {run_dir.name} (fingerprint differs); "
                         "export needs the run's data")
     order = _order(name, allc, run_dir)
+    kept = _kept(name, order)
+    warm_only = [n for n, _, _ in order if n not in kept]
     print(f"export {name} from run {run_dir.name}: profile {profile.name}, seed {cfg.seed}, {cohort.n_patients} "
-          f"patients ({int(cohort.y.sum())} AFF); components: {', '.join(n for n, _ in order)}", flush=True)
+          f"patients ({int(cohort.y.sum())} AFF); components: {', '.join(n for n, _, _ in order if n in kept)}"
+          + (f"; trained for warm starts only: {', '.join(warm_only)}" if warm_only else ""), flush=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aff-export-") as tmp:
         trainer = _Trainer(cohort, profile, cfg, Path(tmp), base_context(device, profile, cfg.seed, cfg.deterministic),
-                           {n: allc[n] for n, _ in order})
-        comps = [trainer.component(allc[n], sources, run_dir) for n, sources in order]
+                           {n: allc[n] for n, _, _ in order})
+        comps = [trainer.component(allc[n], sources, run_dir, warm=warm) for n, sources, warm in order]
+        comps = [c for c in comps if c.name in kept]
     y, oof = cohort.y, trainer.oof[name][0]
     conformal = {lv: [float(q) for q in fit_thresholds(y, oof, alpha=1 - int(lv) / 100)] for lv in LEVELS}
     threshold = float(threshold_at_spec(y, oof, SPECIFICITY))
@@ -230,10 +260,11 @@ class _Trainer:
         return pd.concat([source_frame(role, *self.oof[name], index=idx, missing=self.fr.no_image(name, idx))
                           for role, name in sources.items()], axis=1)
 
-    def component(self, cand: Candidate, sources: dict[str, str], run_dir: Path) -> Component:
+    def component(self, cand: Candidate, sources: dict[str, str], run_dir: Path, warm: str | None = None) -> Component:
+        """``cand``'s procedure on the whole cohort, reading ``sources``' predictions and, when it is
+        warm-started, starting from candidate ``warm``'s members."""
         t0 = time.monotonic()
-        role = getattr(get_family(cand.family), "warm_start_role", None)
-        ctx_base = self.fr._context(cand, self.fr.warm_start_for(cand, self.fold, source=sources.get(role)))
+        ctx_base = self.fr._context(cand, self.fr.warm_start_for(cand, self.fold, source=warm) if warm else None)
         cand = for_search(cand, self.profile.pruner, ctx_base.max_epochs)   # as the run searched it
         fam = get_family(cand.family)
         make_view = self.fr._view_maker(cand, self.upstream(sources))

@@ -48,9 +48,10 @@ PARAM_KEYS = {
 PROFILE_KEYS = {
     "description", "outer_folds", "inner_folds", "repeats", "n_trials", "study_timeout_s",
     "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes", "max_image_samples", "refit_full",
-    "pruner",
+    "pruner", "warm_start_source",
 }
-OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None, "refit_full": False, "pruner": "median"}
+OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None, "refit_full": False, "pruner": "median",
+                         "warm_start_source": "best_image"}
 RESERVED_FILES = {"suites.yaml", "profiles.yaml"}
 
 
@@ -116,6 +117,9 @@ class Profile:
     # modality -> the outer-test part is predicted by a model refitted on all outer-train (refits())
     refit_full: dict = field(default_factory=lambda: {m: False for m in MODALITIES})
     pruner: dict = field(default_factory=lambda: {"type": "median"})   # benchmark.search.pruning
+    # where warm-started fusion networks start from: the fold's best image candidate ("best_image")
+    # or one named image candidate in every fold (run_plan.resolve_candidates applies it)
+    warm_start_source: str = "best_image"
 
     @property
     def n_trials(self) -> int:
@@ -167,6 +171,7 @@ class Profile:
             out[m] = row
         out["study_timeout_s"] = self.study_timeout_s
         out["pruner"] = dict(self.pruner)
+        out["warm_start_source"] = self.warm_start_source
         return out
 
     def as_dict(self) -> dict:
@@ -479,6 +484,9 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
                                 f"seconds (a safety net; the budget is n_trials) or null, got {timeout!r}")
             merged["refit_full"] = _refit_modalities(path, name, merged["refit_full"])
             merged["pruner"] = parse_pruner(merged["pruner"], path, name)
+            if not isinstance(merged["warm_start_source"], str) or not merged["warm_start_source"]:
+                raise UserError(f"{path}: profile {name!r} key 'warm_start_source' must be best_image or the name of "
+                                f"an image candidate, got {merged['warm_start_source']!r}")
             merged["trials"] = _per_modality(path, name, "n_trials", merged["n_trials"], MODALITIES, False)
             merged["epochs"] = _per_modality(path, name, "max_epochs", merged["max_epochs"], ("image", "register"), True)
             profiles[str(name)] = Profile(**{k: merged[k] for k in Profile.__dataclass_fields__})
