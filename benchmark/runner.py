@@ -317,7 +317,8 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
     board, fold_metrics = build_leaderboard(pred, studies=st, n_boot=profile.bootstrap, seed=manifest["seed"])
     board.to_csv(rd.path / "leaderboard.csv", index=False)
     fold_metrics.to_csv(rd.path / "fold_metrics.csv", index=False)
-    comparisons = compare_candidates(pred, board, n_boot=profile.bootstrap, seed=manifest["seed"])
+    named = {c.name: role for c in cands if (role := warm_start_role(c)) and role not in ROLES}
+    comparisons = compare_candidates(pred, board, n_boot=profile.bootstrap, seed=manifest["seed"], warm_sources=named)
     comparisons.to_csv(rd.path / "comparisons.csv", index=False)
     manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
                     status="complete")

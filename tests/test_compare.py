@@ -219,6 +219,24 @@ def test_questions_reference_roles_and_best_fusion_chosen_by_inner_score():
     assert cmp["margin"].notna().all() and cmp["noninferior"].isin([True, False]).all()
 
 
+def test_a_network_warm_started_from_a_named_image_candidate_is_compared_with_it():
+    """warm_sources: gated started from img2 (not the best image, img): one more Q3 pair, role
+    warm_source; a source that is the best_image reference already, or failed, adds none."""
+    spec = {"gated": ("gated", "fusion", 1.5), "film": ("film", "fusion", 1.0), "img": ("timm_cnn", "image", 1.0),
+            "img2": ("timm_cnn", "image", 0.8), "lgbm": ("lightgbm", "register", 0.5)}
+    pred = _fabricate(spec, n=120)
+    board = _board({"gated": ("gated", "fusion", 0.9), "film": ("film", "fusion", 0.8),
+                    "img": ("timm_cnn", "image", 0.85), "img2": ("timm_cnn", "image", 0.80),
+                    "lgbm": ("lightgbm", "register", 0.7), "broken": ("timm_cnn", "image", 0.99, "failed")})
+    cmp = compare_candidates(pred, board, n_boot=30, seed=0,
+                             warm_sources={"gated": "img2", "film": "img", "late": "broken"})
+    warm = cmp[cmp["reference_role"].eq("warm_source")]
+    assert set(zip(warm["question"], warm["candidate"], warm["reference"])) == {("Q3", "gated", "img2")}
+    assert set(warm["metric"]) == set(HIGHER_IS_BETTER)
+    plain = compare_candidates(pred, board, n_boot=30, seed=0)
+    assert len(cmp) == len(plain) + len(warm)
+
+
 def test_uncertainty_rows_test_the_mean_by_bootstrap_not_a_per_patient_median_shift():
     # per-patient entropy differences: +0.01 for 80 % of patients, -0.04 for 20 %: the mean
     # entropy is the same, a signed-rank test over patients would call it a huge shift

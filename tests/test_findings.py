@@ -277,6 +277,28 @@ def test_which_way_of_combining_names_the_best_by_inner_score_and_those_not_show
     assert f"Not shown worse than the best: {', '.join([best] + others[1:])}; shown worse: {others[0]}." in text
 
 
+def test_fusion_networks_are_set_against_the_image_model_they_started_from(make_run, tmp_path):
+    """Rows of role warm_source get their own list, and a network below its source is named."""
+    run = _copy(make_run, tmp_path)
+    lb = pd.read_csv(run / "leaderboard.csv")
+    fusion = lb[lb["modality"].eq("fusion") & lb["status"].eq("ok")]["candidate"].tolist()
+    image = lb[lb["modality"].eq("image") & lb["status"].eq("ok")]["candidate"].tolist()
+    comp = pd.read_csv(run / "comparisons.csv")
+    assert "End-to-end fusion networks against" not in write_findings(run)    # no such rows, no such list
+    src = comp[comp["reference_role"].eq("best_image")].query("candidate in @fusion[:2]").copy()
+    src["reference_role"], src["reference"] = "warm_source", image[-1]
+    src.loc[src["candidate"].eq(fusion[0]) & src["metric"].eq("auc"), ["diff", "lo", "hi", "p_holm", "verdict"]] = \
+        [-0.031, -0.052, -0.010, 0.02, "reference_better"]
+    src.loc[src["candidate"].eq(fusion[1]) & src["metric"].eq("auc"), ["diff", "lo", "hi", "p_holm", "verdict"]] = \
+        [0.012, -0.004, 0.028, 0.4, "not_shown"]
+    pd.concat([comp, src]).to_csv(run / "comparisons.csv", index=False)
+    detail = _section(write_findings(run), "Q3")
+    assert "End-to-end fusion networks against the image model they started from" in detail
+    assert f"- {fusion[0]} worse than {image[-1]}: AUC difference -0.031 [-0.052, -0.010]" in detail
+    assert f"- {fusion[1]} against {image[-1]} not shown either way" in detail
+    assert f"Below the model they started from, on these test patients: {fusion[0]} ({image[-1]})." in detail
+
+
 def test_old_run_without_fusion_versus_fusion_rows_says_they_were_not_tested(make_run):
     q3 = _answer(write_findings(make_run(schema="old")), "Q3")
     assert q3.endswith("; the ways of combining were not tested against each other.")

@@ -8,6 +8,9 @@ references. ``question`` and ``reference_role`` say why a row exists:
   ``best_register`` (the image / register candidate with the best inner score) and against
   ``best_fusion`` (the fusion candidate with the best inner score; it is not compared with
   itself), so a report can name the best fusion and the set of fusions not shown worse;
+  and a network warm-started from a named image candidate (the profile's
+  ``warm_start_source``) against that candidate (``warm_source``: the image input it
+  started from), unless that is the ``best_image`` reference already;
 - ``Q2`` (MLP against trees on the register): every candidate of family ``mlp`` against
   ``best_tree`` (the best inner score among the families in ``TREE_FAMILIES``).
 
@@ -99,7 +102,7 @@ VERDICTS = ("candidate_better", "reference_better", "equivalent", "not_shown")
 TREE_FAMILIES = ("xgboost", "lightgbm")
 MLP_FAMILY = "mlp"
 # reference role -> (question, what plays it); roles of ROLES pick by modality
-REFERENCE_ROLES = {**{role: "Q3" for role in ROLES}, "best_fusion": "Q3", "best_tree": "Q2"}
+REFERENCE_ROLES = {**{role: "Q3" for role in ROLES}, "best_fusion": "Q3", "warm_source": "Q3", "best_tree": "Q2"}
 
 
 @dataclass(frozen=True)
@@ -276,17 +279,23 @@ def select_references(leaderboard: pd.DataFrame, *, higher_is_better: bool = Tru
     return out
 
 
-def comparison_pairs(leaderboard: pd.DataFrame, *, higher_is_better: bool = True) -> list[tuple[str, str, str, str]]:
-    """``(question, candidate, reference_role, reference)`` of every pair, in table order."""
+def comparison_pairs(leaderboard: pd.DataFrame, *, higher_is_better: bool = True,
+                     warm_sources: dict[str, str] | None = None) -> list[tuple[str, str, str, str]]:
+    """``(question, candidate, reference_role, reference)`` of every pair, in table order.
+    ``warm_sources``: fusion candidate -> the image candidate its networks started from in every fold."""
     refs = select_references(leaderboard, higher_is_better=higher_is_better)
     ok = leaderboard[leaderboard["status"].astype(str) != "failed"]
     fusion = sorted(ok.loc[ok["modality"] == "fusion", "candidate"].astype(str))
     mlp = sorted(ok.loc[ok["family"].astype(str) == MLP_FAMILY, "candidate"].astype(str))
+    usable = set(ok.loc[pd.to_numeric(ok["inner_score"], errors="coerce").notna(), "candidate"].astype(str))
     pairs = []
     for cand in fusion:
         for role in (*ROLES, "best_fusion"):
             if role in refs and refs[role] != cand:
                 pairs.append(("Q3", cand, role, refs[role]))
+        source = (warm_sources or {}).get(cand)
+        if source in usable and source != refs.get("best_image"):
+            pairs.append(("Q3", cand, "warm_source", source))
     for cand in mlp:
         if "best_tree" in refs and refs["best_tree"] != cand:
             pairs.append(("Q2", cand, "best_tree", refs["best_tree"]))
@@ -379,13 +388,15 @@ def compare_pair(pred: pd.DataFrame, cand: str, ref: str, *, n_boot: int, seed: 
 
 
 def compare_candidates(pred: pd.DataFrame, leaderboard: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
-                       n_bins: int = 10, higher_is_better: bool = True) -> pd.DataFrame:
+                       n_bins: int = 10, higher_is_better: bool = True,
+                       warm_sources: dict[str, str] | None = None) -> pd.DataFrame:
     """``comparisons.csv`` (columns ``COMPARISON_COLUMNS``): the pairs of
-    ``comparison_pairs`` (``higher_is_better`` says which way the inner objective points),
-    Holm within each family and the verdicts (module docstring)."""
+    ``comparison_pairs`` (``higher_is_better`` says which way the inner objective points;
+    ``warm_sources`` as there), Holm within each family and the verdicts (module docstring)."""
     pred = validate_predictions(pred)
     rows, counts_cache, values_cache = [], {}, {}
-    for question, cand, role, ref in comparison_pairs(leaderboard, higher_is_better=higher_is_better):
+    for question, cand, role, ref in comparison_pairs(leaderboard, higher_is_better=higher_is_better,
+                                                      warm_sources=warm_sources):
         for r in compare_pair(pred, cand, ref, n_boot=n_boot, seed=seed, n_bins=n_bins,
                               counts_cache=counts_cache, values_cache=values_cache):
             rows.append({**r, "reference_role": role, "question": question})

@@ -706,9 +706,26 @@ def _q3(run: _Run) -> tuple[Answer, list[str]]:
     for other, group in auc.groupby("reference", sort=False):
         lines += ["", f"Fusion against {other} (AUC, comparisons.csv):", ""]
         lines += [f"- {comparison_clause(c)}." for _, c in group.iterrows()]
+    lines += _warm_source_lines(run, fusion)
     lines += caveat_lines + [""] + which_lines + [""]
     lines += _uncertainty(run.comp, name, ref)
     return answer, lines
+
+
+def _warm_source_lines(run: _Run, fusion: pd.DataFrame) -> list[str]:
+    """End-to-end fusion networks against the image candidate they started from (role warm_source)."""
+    rows = run.comp[run.comp["metric"].eq("auc") & run.comp["reference_role"].eq("warm_source")
+                    & run.comp["candidate"].isin(fusion["candidate"])]
+    if rows.empty:
+        return []
+    lines = ["", "End-to-end fusion networks against the image model they started from (the profile's "
+             "warm_start_source; AUC, comparisons.csv, role warm_source):", ""]
+    lines += [f"- {comparison_clause(c)}." for _, c in rows.iterrows()]
+    below = [f"{c['candidate']} ({c['reference']})" for _, c in rows.iterrows() if num(c["diff"]) < 0]
+    if below:
+        lines.append(f"- Below the model they started from, on these test patients: {', '.join(below)}. Their joint training with the "
+                     "register data ended with worse discrimination than the image model's own weights gave.")
+    return lines
 
 
 def _uncertainty(comp: pd.DataFrame, fusion: str, ref: str) -> list[str]:
