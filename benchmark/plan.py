@@ -1014,7 +1014,8 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
              and c.warm_source != "best_image"}
     for source, arch in named.items():
         who = [c.name for c in plan.candidates if c.warm_source == source]
-        lines.append(f"  warm starts: {', '.join(who)} start from {source}{'' if arch == source else f' ({arch})'} "
+        lines.append(f"  warm starts: {', '.join(who)} start{'' if len(who) > 1 else 's'} from "
+                     f"{source}{'' if arch == source else f' ({arch})'} "
                      f"in every fold (warm_start_source), not from each fold's best image model")
     pruned = [c for c in plan.candidates if c.trial_shares]
     if pruned:

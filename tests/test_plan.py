@@ -185,6 +185,25 @@ def test_a_warm_started_fusion_net_is_priced_at_the_costliest_of_the_runs_image_
             f"would be {P.fmt_s(low_s)}") in P.render(full, "cpu")
 
 
+def test_a_fusion_net_warm_started_from_a_named_candidate_is_priced_at_that_candidates_architecture():
+    from dataclasses import replace
+
+    cands = load_candidates()
+    named = replace(cands["gated"], fixed={**cands["gated"].fixed, "warm_start": "resnet18"})
+    plan = P.build_cost_plan([cands["resnet18"], cands["resnet50"], named], get_profile("quick"), n_patients=4172,
+                             images_per_patient=2.5)
+    by = {c.name: c for c in plan.candidates}
+    assert by["gated"].warm_archs == ("resnet18",) and by["gated"].warm_source == "resnet18"
+    costs = P.Costs(source="test", train_s={"resnet18": 1.0, "resnet50": 3.0}, eval_s={"resnet18": 0.0, "resnet50": 0.0},
+                    fusion_overhead=1.0)
+    priced = P.price(plan, costs)
+    assert priced.warm_range is None                    # no range: the source is known before the run
+    assert priced.per_candidate["gated"]["total_s"] == pytest.approx(priced.per_candidate["resnet18"]["total_s"],
+                                                                     rel=0.2)
+    assert ("warm starts: gated starts from resnet18 in every fold (warm_start_source), not from each fold's best "
+            "image model") in P.render(priced, "cpu")
+
+
 def _warm_toy_plan() -> list:
     """One fold: resnet18 and resnet50 image units, then a warm-started gated unit (stand-ins for WorkUnit)."""
     from types import SimpleNamespace as NS
