@@ -158,6 +158,8 @@ def with_warm_source(cand: Candidate, source: str, allc: dict[str, Candidate], w
         if source == ROLE_SOURCE:
             return cand
         cand = replace(cand, fixed={**cand.fixed, "warm_start": source})
+    else:
+        where = ""   # the candidate's own setting: name its file
     name = cand.fixed["warm_start"]
     if isinstance(name, bool) or name == ROLE_SOURCE:
         return cand

@@ -113,6 +113,13 @@ def test_a_profiles_warm_start_source_names_the_image_candidate_every_fold_start
     profiles.write_text(profiles.read_text().replace("warm_start_source: src_a", "warm_start_source: probe"))
     with pytest.raises(UserError, match="warm_start_source: 'probe' is not an image candidate"):
         resolve_candidates(RunConfig(candidates=["warm"], spaces=[str(spaces)]), get_profile("tiny", [str(spaces)]))
+    # a candidate file's own warm_start wins over the profile's, and a bad one names the file
+    (spaces / "warm.yaml").write_text(FUSION.replace("consumes: [best_image]\n", "fixed: {warm_start: src_b}\n"))
+    cands, _ = resolve_candidates(RunConfig(candidates=["warm"], spaces=[str(spaces)]), profile)
+    assert [c.name for c in cands] == ["src_b", "warm"]
+    (spaces / "warm.yaml").write_text(FUSION.replace("consumes: [best_image]\n", "fixed: {warm_start: probe}\n"))
+    with pytest.raises(UserError, match=r"warm\.yaml: fixed\.warm_start: 'probe' is not an image candidate"):
+        resolve_candidates(RunConfig(candidates=["warm"], spaces=[str(spaces)]), profile)
 
 
 def test_a_fusion_network_starts_from_the_image_members_weights_and_keeps_its_architecture(tmp_path):

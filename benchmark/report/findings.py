@@ -718,13 +718,14 @@ def _warm_source_lines(run: _Run, fusion: pd.DataFrame) -> list[str]:
                     & run.comp["candidate"].isin(fusion["candidate"])]
     if rows.empty:
         return []
-    lines = ["", "End-to-end fusion networks against the image model they started from (the profile's "
-             "warm_start_source; AUC, comparisons.csv, role warm_source):", ""]
+    lines = ["", "End-to-end fusion networks against the image model they started from (their warm start in "
+             "every fold; AUC, comparisons.csv, role warm_source):", ""]
     lines += [f"- {comparison_clause(c)}." for _, c in rows.iterrows()]
     below = [f"{c['candidate']} ({c['reference']})" for _, c in rows.iterrows() if num(c["diff"]) < 0]
     if below:
-        lines.append(f"- Below the model they started from, on these test patients: {', '.join(below)}. Their joint training with the "
-                     "register data ended with worse discrimination than the image model's own weights gave.")
+        lines.append(f"- Below the model they started from, on these test patients: {', '.join(below)}. Their joint "
+                     "training with the register data ended with worse discrimination than the image model's own "
+                     "weights gave.")
     return lines
 
 
