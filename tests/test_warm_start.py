@@ -122,6 +122,28 @@ def test_a_profiles_warm_start_source_names_the_image_candidate_every_fold_start
         resolve_candidates(RunConfig(candidates=["warm"], spaces=[str(spaces)]), profile)
 
 
+def test_export_warm_starts_a_network_that_does_not_consume_its_source(tiny_dataset, tmp_path, monkeypatch):
+    """A fusion network warm-started from best_image without consuming it (the real neural
+    fusion families): export trains the run's choice first and starts from it, as the run did,
+    and the bundle holds the network alone. (Export used to follow only ``consumes`` and so
+    trained such a network from its own init.)"""
+    ds = tiny_dataset(n_pos=10, n_neg=14)
+    monkeypatch.setenv("AFF_WARM_LOG", str(tmp_path / "warm.jsonl"))
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2,
+                          extra={"src_a": SOURCE.format(name="src_a"), "src_b": SOURCE.format(name="src_b"),
+                                 "warm": FUSION.replace("consumes: [best_image]\n", "")})
+    out = Path(run(RunConfig(candidates=["src_a", "src_b", "warm"], data=str(ds.yaml), profile="tiny", device="cpu",
+                             spaces=[str(spaces)], results_dir=str(tmp_path / "r"), run="w")))
+    from benchmark.export.export import build_export, role_choice
+
+    (tmp_path / "warm.jsonl").unlink()
+    ex = build_export(out, "warm", device="cpu")
+    log = [json.loads(line) for line in (tmp_path / "warm.jsonl").read_text().splitlines()]
+    chosen = role_choice(out, "best_image", {"src_a": "image", "src_b": "image", "warm": "fusion"})
+    assert len(log) == 2 and {e["source"] for e in log} == {chosen} and all(e["source_seen"] == e["own"] for e in log)
+    assert [c.name for c in ex.model.components] == ["warm"]
+
+
 def test_a_fusion_network_starts_from_the_image_members_weights_and_keeps_its_architecture(tmp_path):
     """Family side: the backbone starts as the image member (its arch replaces the fusion's own),
     and a restored bundle rebuilds that architecture."""
