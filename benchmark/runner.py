@@ -153,6 +153,7 @@ def run(cfg: RunConfig) -> Path:
         if old["dataset"]["fingerprint"] != cohort.fingerprint:
             raise UserError(f"--resume: the dataset changed since run {run_path.name} started (fingerprint differs); "
                             f"start a new run")
+        _check_same_budget(old.get("profile"), profile, run_path.name)
         # the same identity, so the run's studies continue (a run from before run ids: its folder name)
         run_id, started = old.get("run_id", run_path.name), old.get("started")
     rd = RunDir(run_path, run_id=run_id)
@@ -241,6 +242,28 @@ def row_repricer(priced, progress: Progress, choices, plan: list):
         reprice(choices)
 
     return on_row
+
+
+# profile keys added after runs were made: the value a manifest without the key stands for
+_PROFILE_KEY_BEFORE = {"warm_start_source": "best_image"}
+
+
+def _check_same_budget(old: dict | None, profile, run: str) -> None:
+    """UserError when ``--resume`` would finish a run under another budget than it started with
+    (the profile's file was edited, or a newer version changed a built-in profile): its units
+    would not be comparable. Keys a manifest lacks are skipped, except those whose old meaning
+    is known (``_PROFILE_KEY_BEFORE``)."""
+    if not old:
+        return
+    new = json.loads(json.dumps(profile.as_dict()))
+    for key in sorted(new):
+        if key == "description" or (key not in old and key not in _PROFILE_KEY_BEFORE):
+            continue
+        was = old.get(key, _PROFILE_KEY_BEFORE.get(key))
+        if was != new[key]:
+            raise UserError(f"--resume: profile {profile.name!r} changed since run {run} started ({key}: {was!r} "
+                            f"then, {new[key]!r} now); its units would not be comparable, so start a new run "
+                            f"(or restore the profile)")
 
 
 def warm_repricer(priced, progress: Progress, plan: list):

@@ -16,6 +16,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.data.dataset import load_dataset
+from benchmark.errors import UserError
 from benchmark.runner import RunConfig, run
 from runner_helpers import PROBE_YAML, write_register_dataset, write_spaces
 
@@ -185,6 +186,29 @@ def test_a_run_that_stops_leaves_a_failed_manifest_with_the_reason(tmp_path, mon
     run(_cfg(tmp_path, data, write_spaces(tmp_path / "spaces", n_trials=1), run="stopped", resume=True))
     man2 = json.loads((tmp_path / "results" / "stopped" / "manifest.json").read_text())
     assert man2["status"] == "complete" and "reason" not in man2 and man2["run_id"] == man["run_id"]
+
+
+def test_resume_refuses_a_run_whose_profile_changed_since_it_started(tmp_path):
+    """A resumed run would mix budgets; a manifest from before warm_start_source means best_image."""
+    data = write_register_dataset(tmp_path / "data")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1)
+    run_dir = run(_cfg(tmp_path, data, spaces, run="r"))
+    run(_cfg(tmp_path, data, spaces, run="r", resume=True))                   # unchanged: fine
+    profiles = spaces / "profiles.yaml"
+    profiles.write_text(profiles.read_text().replace("bootstrap: 50", "bootstrap: 60"))
+    with pytest.raises(UserError, match=r"profile 'tiny' changed since run r started \(bootstrap: 50 then, 60 now\)"):
+        run(_cfg(tmp_path, data, spaces, run="r", resume=True))
+    profiles.write_text(profiles.read_text().replace("bootstrap: 60", "bootstrap: 50"))
+    man = json.loads((run_dir / "manifest.json").read_text())
+    del man["profile"]["warm_start_source"]                                    # a run from before the key
+    (run_dir / "manifest.json").write_text(json.dumps(man))
+    run(_cfg(tmp_path, data, spaces, run="r", resume=True))                   # it meant best_image: fine
+    man = json.loads((run_dir / "manifest.json").read_text())
+    del man["profile"]["warm_start_source"]
+    (run_dir / "manifest.json").write_text(json.dumps(man))
+    profiles.write_text(profiles.read_text() + "  warm_start_source: resnet18\n")
+    with pytest.raises(UserError, match="warm_start_source: 'best_image' then, 'resnet18' now"):
+        run(_cfg(tmp_path, data, spaces, run="r", resume=True))
 
 
 def test_manifest_records_the_run_id_and_each_modality_budget(tmp_path):
