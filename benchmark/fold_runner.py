@@ -28,7 +28,7 @@ from benchmark.errors import UserError
 from benchmark.progress import Progress
 from benchmark.protocol import ORACLE_COLUMNS, ROLES
 from benchmark.run_folder import RunDir
-from benchmark.run_plan import WorkUnit, inner_fold_list, warm_start_role
+from benchmark.run_plan import WorkUnit, inner_fold_list, named_warm_source, warm_start_role
 from benchmark.search.spaces import Candidate, Profile
 from benchmark.search.pruning import for_search
 from benchmark.search.study import fit_context, run_study, score, stable_seed, study_name
@@ -78,7 +78,7 @@ class FoldRunner:
         return {role for c in self.cands.values() if (role := warm_start_role(c))}
 
     def _named_sources(self) -> set[str]:
-        return {r for r in self._warm_roles() if r not in ROLES}
+        return {s for c in self.cands.values() if (s := named_warm_source(c))}
 
     def _weights_path(self, name: str, fold: Fold, tag: str) -> Path:
         return self.rd.part(name, fold.repeat, fold.index, f"w{tag}.safetensors")

@@ -120,9 +120,9 @@ def resolve_candidates(cfg: RunConfig, profile: Profile | None = None) -> tuple[
                     extra.append(pick[0])
             elif up not in names and up not in extra:
                 extra.append(up)
-        role = warm_start_role(c)
-        if role is not None and role not in ROLES and role not in names and role not in extra:
-            extra.append(role)   # a named warm-start source
+        named = named_warm_source(c)
+        if named is not None and named not in names and named not in extra:
+            extra.append(named)   # a named warm-start source
     ordered = [allc[n] for n in dict.fromkeys(extra)] + chosen
     # Topological order: non-consumers first, then consumers (one level of stacking); a network
     # warm-started from a role's weights waits like a consumer of that role.
@@ -143,6 +143,13 @@ def warm_start_role(cand: Candidate) -> str | None:
     if not role or ws is False:
         return None
     return ws if isinstance(ws, str) else role
+
+
+def named_warm_source(cand: Candidate) -> str | None:
+    """The image candidate ``cand``'s networks start from in every fold (``warm_start: <name>``),
+    or None (no warm start, or a role chosen per fold)."""
+    role = warm_start_role(cand)
+    return role if role is not None and role not in ROLES else None
 
 
 def with_warm_source(cand: Candidate, source: str, allc: dict[str, Candidate], where: str = "") -> Candidate:

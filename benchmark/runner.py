@@ -35,7 +35,8 @@ from benchmark.run_folder import (RunConfig, RunDir, manifest, mark_failed, new_
                                   write_folds)
 from benchmark.protocol import ROLES
 from benchmark.run_plan import (build_plan, default_dataset, default_profile, inner_fold_list, load_run_cohort,
-                                pick_device, resolve_candidates, warm_start_role)
+                                ROLE_SOURCE, named_warm_source, pick_device, resolve_candidates,
+                                warm_start_role)
 from benchmark.search.spaces import Candidate, Profile, get_profile
 from benchmark.search.study import trials_frame
 
@@ -245,7 +246,7 @@ def row_repricer(priced, progress: Progress, choices, plan: list):
 
 
 # profile keys added after runs were made: the value a manifest without the key stands for
-_PROFILE_KEY_BEFORE = {"warm_start_source": "best_image"}
+_PROFILE_KEY_BEFORE = {"warm_start_source": ROLE_SOURCE}
 
 
 def _check_same_budget(old: dict | None, profile, run: str) -> None:
@@ -340,7 +341,7 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
     board, fold_metrics = build_leaderboard(pred, studies=st, n_boot=profile.bootstrap, seed=manifest["seed"])
     board.to_csv(rd.path / "leaderboard.csv", index=False)
     fold_metrics.to_csv(rd.path / "fold_metrics.csv", index=False)
-    named = {c.name: role for c in cands if (role := warm_start_role(c)) and role not in ROLES}
+    named = {c.name: source for c in cands if (source := named_warm_source(c))}
     comparisons = compare_candidates(pred, board, n_boot=profile.bootstrap, seed=manifest["seed"], warm_sources=named)
     comparisons.to_csv(rd.path / "comparisons.csv", index=False)
     manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
