@@ -297,6 +297,16 @@ def test_fusion_networks_are_set_against_the_image_model_they_started_from(make_
     assert f"- {fusion[0]} worse than {image[-1]}: AUC difference -0.031 [-0.052, -0.010]" in detail
     assert f"- {fusion[1]} against {image[-1]} not shown either way" in detail
     assert f"Below the model they started from, on these test patients: {fusion[0]} ({image[-1]})." in detail
+    assert "Lower than the model they started from" not in detail         # fusion[1] is above it
+    # a lower AUC without Holm significance is not called worse
+    comp = pd.read_csv(run / "comparisons.csv")
+    comp.loc[comp["reference_role"].eq("warm_source") & comp["candidate"].eq(fusion[0]) & comp["metric"].eq("auc"),
+             ["lo", "hi", "p_holm", "verdict"]] = [-0.07, 0.01, 0.2, "not_shown"]
+    comp.to_csv(run / "comparisons.csv", index=False)
+    detail = _section(write_findings(run), "Q3")
+    assert "Below the model they started from, on these test patients" not in detail
+    assert (f"Lower than the model they started from on this sample, but not shown worse after Holm's adjustment: "
+            f"{fusion[0]} ({image[-1]}).") in detail
 
 
 def test_old_run_without_fusion_versus_fusion_rows_says_they_were_not_tested(make_run):

@@ -721,11 +721,16 @@ def _warm_source_lines(run: _Run, fusion: pd.DataFrame) -> list[str]:
     lines = ["", "End-to-end fusion networks against the image model they started from (their warm start in "
              "every fold; AUC, comparisons.csv, role warm_source):", ""]
     lines += [f"- {comparison_clause(c)}." for _, c in rows.iterrows()]
-    below = [f"{c['candidate']} ({c['reference']})" for _, c in rows.iterrows() if num(c["diff"]) < 0]
-    if below:
-        lines.append(f"- Below the model they started from, on these test patients: {', '.join(below)}. Their joint "
+    worse = [f"{c['candidate']} ({c['reference']})" for _, c in rows.iterrows() if outcome(c) == "worse"]
+    lower = [f"{c['candidate']} ({c['reference']})" for _, c in rows.iterrows()
+             if num(c["diff"]) < 0 and outcome(c) != "worse"]
+    if worse:
+        lines.append(f"- Below the model they started from, on these test patients: {', '.join(worse)}. Their joint "
                      "training with the register data ended with worse discrimination than the image model's own "
                      "weights gave.")
+    if lower:
+        lines.append(f"- Lower than the model they started from on this sample, but not shown worse after Holm's "
+                     f"adjustment: {', '.join(lower)}.")
     return lines
 
 
