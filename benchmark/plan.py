@@ -397,7 +397,13 @@ class fit_threads:
 def _torch_key(device: str) -> str:
     import torch
 
-    return f"{_threads()}t|{device}|torch{torch.__version__}|loop{LOOP_VERSION}"
+    return f"{_threads()}t|{device}|torch{torch.__version__}|loop{LOOP_VERSION}|{_omp_wait()}"
+
+
+def _omp_wait() -> str:
+    """How OpenMP threads wait (``benchmark/__init__.py``): a CPU cost measured with one setting
+    does not hold for another (2 threads passive vs a short spin: up to 1.8x)."""
+    return "omp:" + ",".join(os.environ.get(k, "-") for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"))
 
 
 def image_key(arch: str, size: int, batch: int, device: str = "cpu", kind: str = "cnn") -> str:
