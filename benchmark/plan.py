@@ -462,7 +462,8 @@ def table_key(plan_c: CandidatePlan, cols: int, params: dict) -> str:
     import zlib
 
     h = zlib.crc32(json.dumps(params, sort_keys=True, default=str).encode())
-    return f"fit|{plan_c.name}|{plan_c.family}|{plan_c.fit_rows}x{cols}|e{plan_c.epoch_cap}|{h:08x}|{_torch_key('cpu')}"
+    return (f"fit|{plan_c.name}|{plan_c.family}|{plan_c.fit_rows}x{cols}|e{plan_c.epoch_cap}|{h:08x}|"
+            f"{_torch_key('cpu')}|{_TABLE_SHAPE['tag']}")
 
 
 def _table_params(cand) -> tuple[str, dict]:
@@ -478,14 +479,38 @@ def _table_params(cand) -> tuple[str, dict]:
     return family, params
 
 
+def calibration_table(rows: int, cols: int, prevalence: float = 0.2, cohort_data=None, extra_cols: int = 0):
+    """The table a register fit is timed on: ``rows`` patients of ``cohort_data`` (the run's own
+    register data and labels, a seeded stratified sample) when given, else a synthetic table of
+    ``cols`` columns; ``extra_cols`` random columns stand in for an embedding family's features.
+
+    The cohort's own rows, because an iterative model's cost follows the data: with early
+    stopping, boosted trees on a synthetic table ran 3-4x longer than on the default cohort
+    (xgboost 0.78 s against 0.25 s a fit, lightgbm 0.42 against 0.11; 2225 x 324, 2 cores).
+    """
+    from benchmark.data.splits import stratified_subsample
+
+    if cohort_data is None:
+        return _synthetic_table(rows, cols + extra_cols, prevalence)
+    data = cohort_data.subset(stratified_subsample(cohort_data.labels(), rows, seed=0))
+    if extra_cols:
+        rng = np.random.default_rng(0)
+        extra = pd.DataFrame(rng.normal(size=(len(data), extra_cols)).astype(np.float32),
+                             columns=[f"_calibration_embedding_{i}" for i in range(extra_cols)])
+        data = replace(data, register=pd.concat([data.register, extra], axis=1))
+    return data
+
+
 def measure_table_fit(family: str, params: dict, rows: int, cols: int, prevalence: float = 0.2,
-                      epoch_cap: int | None = None) -> dict:
-    """Seconds of one fit (and one prediction of a fifth as many rows) on a synthetic table."""
+                      epoch_cap: int | None = None, data=None) -> dict:
+    """Seconds of one fit (and one prediction of a fifth as many rows) on ``data`` (a part with
+    register data and labels; ``calibration_table``), else on a synthetic ``rows`` x ``cols`` table."""
     from benchmark.candidates.base import TrialContext, get_family
 
     from benchmark.candidates.torch_family import TorchFamily
 
-    data = _synthetic_table(rows, cols, prevalence)
+    data = data if data is not None else _synthetic_table(rows, cols, prevalence)
+    rows = len(data)
     ctx = TrialContext(device="cpu", seed=0, max_epochs=epoch_cap, extra={"n_jobs": _threads(), "n_threads": _threads()})
     if issubclass(get_family(family), TorchFamily):   # torch's first use in a process is slow: not a fit's cost
         small = _synthetic_table(32, cols, 0.5)
@@ -496,8 +521,10 @@ def measure_table_fit(family: str, params: dict, rows: int, cols: int, prevalenc
     return {"fit_s": time.perf_counter() - t0}
 
 
-# set by build_costs' caller: cohort facts the table calibration needs
-_TABLE_SHAPE: dict = {"cols": 64, "prevalence": 0.2, "cands": {}}
+# set by build_costs' caller (``plan_for_run``): cohort facts the table calibration needs; ``data``
+# the cohort's register rows with labels (None: a synthetic table), ``tag`` what the cache key
+# records of them (the dataset's fingerprint and size, never a value)
+_TABLE_SHAPE: dict = {"cols": 64, "prevalence": 0.2, "cands": {}, "data": None, "tag": "synthetic"}
 
 
 def _table_costs(plan: CostPlan, costs: Costs, log: Callable[[str], None]) -> None:
@@ -514,13 +541,17 @@ def _table_costs(plan: CostPlan, costs: Costs, log: Callable[[str], None]) -> No
             costs.notes.append(f"{c.name}: a family from outside the harness ({family}) is not measured; priced at 0 s")
             costs.fit_s[c.name] = 0.0
             continue
-        key = table_key(c, cols + (8 if c.kind == "embed" else 0), params)
+        extra = 8 if c.kind == "embed" else 0
+        key = table_key(c, cols + extra, params)
         if key not in cache:
-            log(f"  calibrating {c.name}: one fit on a {c.fit_rows} x {cols} synthetic table ...")
+            real = _TABLE_SHAPE["data"]
+            what = (f"{min(c.fit_rows, len(real))} patients of the cohort's register data" if real is not None
+                    else f"a {c.fit_rows} x {cols} synthetic table")
+            log(f"  calibrating {c.name}: one fit on {what} ...")
             t0 = time.perf_counter()
             try:
-                hit = measure_table_fit(family, params, c.fit_rows, cols + (8 if c.kind == "embed" else 0), prev,
-                                        c.epoch_cap)
+                table = calibration_table(c.fit_rows, cols, prev, real, extra)
+                hit = measure_table_fit(family, params, c.fit_rows, cols + extra, prev, c.epoch_cap, data=table)
             except (KeyboardInterrupt, UserError):
                 raise
             except Exception as exc:   # a family that cannot fit a synthetic table: priced as free, said so
@@ -629,7 +660,10 @@ class Priced:
         return out
 
 
-TRIAL_OVERHEAD_S = 0.1    # Optuna's ask/tell (SQLite) of one trial
+# The time a study spends between its trials' recorded durations (Optuna's ask/tell on SQLite,
+# the sampler, the pruner's reads): 0.21-0.30 s a trial in the register units of quick and
+# standard runs on 2 cores (unit wall time minus the trials' durations, over the trials).
+TRIAL_OVERHEAD_S = 0.22
 UNIT_OVERHEAD_S = 1.0     # a unit's study set-up, views, calibration and part file (smoke run, 2 CPU cores)
 
 
@@ -940,9 +974,23 @@ def plan_for_run(cands: list, profile, cohort, units: list) -> CostPlan:
     """The cost plan of a run whose cohort is already subsampled (``max_patients``) and planned."""
     reg = cohort.register
     cols = 64 if reg is None else max(1, reg.shape[1])
+    real = reg is not None and getattr(cohort, "labelled", True) and len(np.unique(cohort.y)) == 2
     _TABLE_SHAPE.update(cols=cols, prevalence=float(np.mean(cohort.y)) if len(cohort.y) else 0.2,
-                        cands={c.name: c for c in cands})
+                        cands={c.name: c for c in cands},
+                        data=cohort.view(np.arange(cohort.n_patients), labels=True) if real else None,
+                        tag=f"data:{_data_tag(cohort)}" if real else "synthetic")
     return build_cost_plan(cands, profile, cohort.n_patients, images_per_patient(cohort), units)
+
+
+def _data_tag(cohort) -> str:
+    """What identifies the register rows a table fit is timed on: the dataset's fingerprint and
+    size, or (a cohort built in code, without one) a hash of the rows and labels."""
+    import zlib
+
+    if cohort.fingerprint:
+        return f"{cohort.fingerprint}:{cohort.n_patients}"
+    rows = int(pd.util.hash_pandas_object(cohort.register, index=False).sum()) & 0xFFFFFFFF
+    return f"{zlib.crc32(np.asarray(cohort.y).tobytes(), rows):08x}:{cohort.n_patients}"
 
 
 def missing_calibration(plan: CostPlan, device: str = "cpu") -> list[str]:

@@ -409,3 +409,41 @@ def test_run_estimate_prints_the_makespan_with_several_workers(tmp_path):
     lines.clear()   # a GPU run without this GPU's own calibration prices with the stored H200 table
     P.run_estimate(cands, profile, cohort, units, "cuda", log=lines.append)
     assert any("H200 table" in line for line in lines)
+
+
+def test_register_fits_are_timed_on_the_cohorts_own_rows(tmp_path, monkeypatch):
+    """Boosted trees stop early at a round that follows the data, so a synthetic table misprices
+    them (3-4x on the default cohort): the calibration fits a sample of the cohort's own rows,
+    and the cache key names the data, so another dataset is measured anew."""
+    from benchmark.data.dataset import load_dataset
+
+    monkeypatch.setenv("AFF_BENCHMARK_CACHE", str(tmp_path / "cache"))
+    cohort = load_dataset(write_register_dataset(tmp_path / "a", n=150, n_pos=30))
+    cand = load_candidates()["logreg"]
+    plan = P.plan_for_run([cand], get_profile("smoke"), cohort, None)
+    seen = []
+    real_measure = P.measure_table_fit
+
+    def spy(*args, data=None, **kw):
+        seen.append(data)
+        return real_measure(*args, data=data, **kw)
+
+    monkeypatch.setattr(P, "measure_table_fit", spy)
+    costs = P.cpu_costs(plan, log=lambda m: None)
+    assert costs.fit_s["logreg"] > 0 and len(seen) == 1
+    table = seen[0]
+    fit_rows = next(c.fit_rows for c in plan.candidates if c.name == "logreg")
+    assert len(table) == fit_rows and set(table.y) == {0, 1}
+    own = cohort.register.iloc[table.patients].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table.register, own)                 # the cohort's rows, not made-up ones
+    np.testing.assert_array_equal(table.y, cohort.y[table.patients])
+    assert P.missing_calibration(plan) == []
+
+    other = load_dataset(write_register_dataset(tmp_path / "b", n=150, n_pos=30, seed=1))
+    plan_b = P.plan_for_run([cand], get_profile("smoke"), other, None)
+    assert P.missing_calibration(plan_b) == ["logreg"]                # another dataset: measured again
+
+    unlabelled = replace(other, labelled=False, y=np.full(other.n_patients, -1))
+    plan_c = P.plan_for_run([cand], get_profile("smoke"), unlabelled, None)
+    assert P._TABLE_SHAPE["data"] is None and P._TABLE_SHAPE["tag"] == "synthetic"
+    assert P.missing_calibration(plan_c) == ["logreg"]
