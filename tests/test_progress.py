@@ -171,8 +171,10 @@ class OldProgress:
 
 
 @pytest.mark.parametrize("with_costs", [True, False])
-def test_one_worker_behaves_exactly_as_before(with_costs):
-    """The test_plan cases' calls (begin, unit_done, reused units, failures) give the same figures."""
+def test_one_worker_counts_as_before(with_costs):
+    """The test_plan cases' calls (begin, unit_done, reused units, failures) give the same counts,
+    and without costs the same time left (with costs one process now paces each candidate
+    apart: ``test_one_process_paces_each_candidate_apart``)."""
     costs = {("logreg", 0, 0): (1.0, 1, 0.0), ("cnn", 0, 0): (100.0, 1, 0.0), ("a", 0, 0): (50.0, 2, 3.0),
              ("a", 0, 1): (50.0, 1, 0.0), ("b", 0, 0): (7.0, 3, 2.0)}
     script = [("tick", 1), ("begin", ("logreg", 0, 0), False), ("wait", 1.0), ("tick", 1), ("tick", 1),
@@ -194,7 +196,8 @@ def test_one_worker_behaves_exactly_as_before(with_costs):
         else:
             new.begin(step[1], reused=step[2])
             old.begin(step[1], reused=step[2])
-        assert new.left_s() == pytest.approx(old.left_s()) if old.left_s() is not None else new.left_s() is None
+        if not with_costs:
+            assert new.left_s() == pytest.approx(old.left_s()) if old.left_s() is not None else new.left_s() is None
         assert (new.done, new.done_cost, new.total_cost) == (old.done, pytest.approx(old.done_cost),
                                                              pytest.approx(old.total_cost))
 
@@ -255,3 +258,25 @@ def test_rescale_changes_a_unit_not_begun_and_nothing_else():
     p.rescale("a", 3.0)        # ended: nothing left to price
     p.rescale("zz", 2.0)       # unknown: ignored
     assert p.total_cost == 34.0 and p.done_cost == 10.0
+
+
+def test_one_process_paces_each_candidate_apart():
+    """A candidate the plan priced too high does not make the others look cheap: in one process
+    each candidate's cost left goes at its own pace, one not started yet at the plan's price."""
+    clock = Clock()
+    costs = {("a", 0, i): (10.0, 1, 0.0) for i in range(10)}          # a: 100 s planned, takes half
+    costs.update({("b", 0, i): (10.0, 1, 0.0) for i in range(10)})    # b: 100 s planned, as planned
+    p = Progress(20, costs=costs, clock=clock)
+    for i in range(10):
+        p.begin(("a", 0, i))
+        clock.t += 5.0
+        p.unit_done()
+    assert p.left_s() == pytest.approx(100.0)          # b at its price (one pace for all would say 58 s)
+    p.begin(("b", 0, 0))
+    clock.t += 20.0                                    # b goes at half speed, so does its estimate
+    p.unit_done()
+    prior = 0.1 * 100.0
+    assert p.left_s() == pytest.approx(90.0 * (20.0 + prior) / (10.0 + prior))
+    p.begin(("b", 0, 1), reused=True)                  # a reused unit is no work: it leaves b's total
+    p.unit_done()
+    assert p.left_s() == pytest.approx(80.0 * (20.0 + 9.0) / (10.0 + 9.0))
