@@ -9,7 +9,7 @@ For each model and size it times one training epoch of the ``timm_cnn`` family (
 code path: uint8 images cached in memory, moved to the device, normalised and augmented
 there, bf16 autocast, channels_last, AdamW, schedule, loss) after a warm-up epoch, and
 ``--steps`` steps of a bare loop (random tensors already on the device, same model,
-resolution, batch, autocast, channels_last and AdamW) after warm-up steps. It prints
+resolution, batch, autocast, channels_last and fused AdamW) after warm-up steps. It prints
 images per second for both and their ratio (the target on a GPU: >= 0.9). Both loops run
 with the same kernel settings: cuDNN autotuning by default, or deterministic algorithms with
 ``--deterministic`` (``torch_train.configure_determinism``).
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.torch_train import amp_dtype, configure_determinism, resolve_device
+from benchmark.candidates.torch_train import amp_dtype, configure_determinism, make_optimizer, resolve_device
 from benchmark.data.cohort import PatientData
 
 
@@ -70,7 +70,7 @@ def bare_images_per_s(arch: str, size: int, batch: int, steps: int, device: torc
     torch.manual_seed(0)
     model = timm.create_model(arch, in_chans=1, num_classes=1).to(device).to(memory_format=torch.channels_last)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    opt = make_optimizer(model, 1e-3, 1e-4, device)   # the harness's AdamW (fused): the same optimiser step
     x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = (torch.rand(batch, device=device) < 0.1).float()
     dtype = amp_dtype(device)
