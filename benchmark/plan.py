@@ -661,9 +661,10 @@ class Priced:
 
 
 # The time a study spends between its trials' recorded durations (Optuna's ask/tell on SQLite,
-# the sampler, the pruner's reads): 0.21-0.30 s a trial in the register units of quick and
-# standard runs on 2 cores (unit wall time minus the trials' durations, over the trials).
-TRIAL_OVERHEAD_S = 0.22
+# the sampler, the pruner's reads): 0.012-0.029 s a trial in `run --candidates lightgbm
+# --profile standard` on 2 cores (unit wall time minus the trials' durations, over the trials;
+# 0.21-0.30 s while every trial ended with a full garbage collection).
+TRIAL_OVERHEAD_S = 0.02
 UNIT_OVERHEAD_S = 1.0     # a unit's study set-up, views, calibration and part file (smoke run, 2 CPU cores)
 
 

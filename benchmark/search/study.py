@@ -303,7 +303,6 @@ def run_study(
         finally:
             beat.stop()
             del models
-            gc.collect()
             _free_gpu()
         spent += _clock() - t_trial
         study.set_user_attr(ELAPSED_ATTR, round(spent, 3))
@@ -408,10 +407,14 @@ class _Heartbeat:
 
 
 def _free_gpu() -> None:
-    try:
-        import torch
+    """After a trial that used a GPU: collect its cyclic garbage and hand cached CUDA blocks back.
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover
-        pass
+    Nothing otherwise: a full collection after every trial took 0.2-0.3 s (39 % of a `standard`
+    lightgbm run on 2 cores, py-spy), and Python's own collector frees the cycles on the CPU.
+    """
+    import sys
+
+    torch = sys.modules.get("torch")   # a run that never imported torch never used a GPU
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
