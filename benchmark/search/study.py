@@ -34,7 +34,6 @@ for the same (study, repeat, outer fold, inner fold) wherever it is trained.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -416,5 +415,6 @@ def _free_gpu() -> None:
 
     torch = sys.modules.get("torch")   # a run that never imported torch never used a GPU
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        gc.collect()
-        torch.cuda.empty_cache()
+        from benchmark.candidates.torch_train import free_memory
+
+        free_memory()
