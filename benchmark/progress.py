@@ -89,7 +89,6 @@ class Progress:
         self.closed: set = set()      # units ended (or reused): nothing of them is left to do
         self.schedule = schedule      # remaining seconds per unit -> their makespan on the workers (module doc)
         self.last = None              # the unit begun most recently (unit_done's default)
-        self.reused_keys: set = set()   # units reused from an earlier run (their cost is not work)
         self.cand_el: dict = {}       # candidate -> wall seconds of its steps (workers == 1)
         self.cand_done: dict = {}     # candidate -> estimated seconds of its steps done
         self.last_step = self.start   # when the latest step ended (workers == 1)
@@ -106,8 +105,6 @@ class Progress:
             self._forget(key)
         self.open[key] = _Open(reused=reused)
         self.last = key
-        if reused:
-            self.reused_keys.add(key)
         if reused and self.costs and key in self.costs:
             t, n, r = self.costs[key]
             self.total_cost -= t * n + r
@@ -128,7 +125,6 @@ class Progress:
             if st.reused:
                 t, n, r = self.costs[key]
                 self.total_cost += t * n + r
-                self.reused_keys.discard(key)
             else:
                 self.done_cost -= st.spent
                 self._count(key, -st.spent)
@@ -196,21 +192,16 @@ class Progress:
         """One process: each candidate's estimated cost left times its own pace (module doc);
         the plan's price for a candidate with no step done yet."""
         left: dict = {}
-        total: dict = {}
         for key, rem in self.remaining().items():
             c = _candidate(key)
             left[c] = left.get(c, 0.0) + rem
-        for key, (t, n, r) in self.costs.items():
-            if key not in self.reused_keys:
-                c = _candidate(key)
-                total[c] = total.get(c, 0.0) + t * n + r
         out = 0.0
         for c, rem in left.items():
             done = self.cand_done.get(c, 0.0)
             if c not in self.cand_el or done <= 0:
                 out += rem
                 continue
-            prior = self.PRIOR_SHARE * total.get(c, 0.0)
+            prior = self.PRIOR_SHARE * (done + rem)   # done + left: the candidate's cost, reused units not counted
             out += rem * (self.cand_el[c] + prior) / (done + prior)
         return out
 
