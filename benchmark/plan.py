@@ -479,8 +479,8 @@ def _table_params(cand) -> tuple[str, dict]:
     return family, params
 
 
-def calibration_table(rows: int, cols: int, prevalence: float = 0.2, cohort_data=None, extra_cols: int = 0):
-    """The table a register fit is timed on: ``rows`` patients of ``cohort_data`` (the run's own
+def calibration_table(rows: int, cols: int, prevalence: float = 0.2, cohort=None, extra_cols: int = 0):
+    """The table a register fit is timed on: ``rows`` patients of ``cohort`` (the run's own
     register data and labels, a seeded stratified sample) when given, else a synthetic table of
     ``cols`` columns; ``extra_cols`` random columns stand in for an embedding family's features.
 
@@ -490,9 +490,9 @@ def calibration_table(rows: int, cols: int, prevalence: float = 0.2, cohort_data
     """
     from benchmark.data.splits import stratified_subsample
 
-    if cohort_data is None:
+    if cohort is None:
         return _synthetic_table(rows, cols + extra_cols, prevalence)
-    data = cohort_data.subset(stratified_subsample(cohort_data.labels(), rows, seed=0))
+    data = cohort.view(stratified_subsample(cohort.y, rows, seed=0), labels=True)
     if extra_cols:
         rng = np.random.default_rng(0)
         extra = pd.DataFrame(rng.normal(size=(len(data), extra_cols)).astype(np.float32),
@@ -521,10 +521,10 @@ def measure_table_fit(family: str, params: dict, rows: int, cols: int, prevalenc
     return {"fit_s": time.perf_counter() - t0}
 
 
-# set by build_costs' caller (``plan_for_run``): cohort facts the table calibration needs; ``data``
-# the cohort's register rows with labels (None: a synthetic table), ``tag`` what the cache key
-# records of them (the dataset's fingerprint and size, never a value)
-_TABLE_SHAPE: dict = {"cols": 64, "prevalence": 0.2, "cands": {}, "data": None, "tag": "synthetic"}
+# set by build_costs' caller (``plan_for_run``): cohort facts the table calibration needs;
+# ``cohort`` the run's cohort when it has labelled register data (None: a synthetic table),
+# ``tag`` what the cache key records of it (the dataset's fingerprint and size, never a value)
+_TABLE_SHAPE: dict = {"cols": 64, "prevalence": 0.2, "cands": {}, "cohort": None, "tag": "synthetic"}
 
 
 def _table_costs(plan: CostPlan, costs: Costs, log: Callable[[str], None]) -> None:
@@ -544,8 +544,8 @@ def _table_costs(plan: CostPlan, costs: Costs, log: Callable[[str], None]) -> No
         extra = 8 if c.kind == "embed" else 0
         key = table_key(c, cols + extra, params)
         if key not in cache:
-            real = _TABLE_SHAPE["data"]
-            what = (f"{min(c.fit_rows, len(real))} patients of the cohort's register data" if real is not None
+            real = _TABLE_SHAPE["cohort"]
+            what = (f"{min(c.fit_rows, real.n_patients)} patients of the cohort's register data" if real is not None
                     else f"a {c.fit_rows} x {cols} synthetic table")
             log(f"  calibrating {c.name}: one fit on {what} ...")
             t0 = time.perf_counter()
@@ -978,7 +978,7 @@ def plan_for_run(cands: list, profile, cohort, units: list) -> CostPlan:
     real = reg is not None and getattr(cohort, "labelled", True) and len(np.unique(cohort.y)) == 2
     _TABLE_SHAPE.update(cols=cols, prevalence=float(np.mean(cohort.y)) if len(cohort.y) else 0.2,
                         cands={c.name: c for c in cands},
-                        data=cohort.view(np.arange(cohort.n_patients), labels=True) if real else None,
+                        cohort=cohort if real else None,
                         tag=f"data:{_data_tag(cohort)}" if real else "synthetic")
     return build_cost_plan(cands, profile, cohort.n_patients, images_per_patient(cohort), units)
 

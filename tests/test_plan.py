@@ -445,5 +445,5 @@ def test_register_fits_are_timed_on_the_cohorts_own_rows(tmp_path, monkeypatch):
 
     unlabelled = replace(other, labelled=False, y=np.full(other.n_patients, -1))
     plan_c = P.plan_for_run([cand], get_profile("smoke"), unlabelled, None)
-    assert P._TABLE_SHAPE["data"] is None and P._TABLE_SHAPE["tag"] == "synthetic"
+    assert P._TABLE_SHAPE["cohort"] is None and P._TABLE_SHAPE["tag"] == "synthetic"
     assert P.missing_calibration(plan_c) == ["logreg"]
