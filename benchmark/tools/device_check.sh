@@ -1,43 +1,71 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 14 in one command, for a session lent the GPU machine (15 min in all).
-# Prepare here:   bash ../shared/device/wheels.sh                       (carry: [".whl"]; about 27 MiB)
-#                 the machine's image has torch, timm, numpy, pandas, scikit-learn; versions.txt says
-#                 whether it has pyarrow (parquet output, the run step needs it; its wheel is ~40 MiB)
-# Run there:      bash benchmark/tools/device_check.sh                  (timeout_s 600; the steps' limits add to 590 s)
-# Every step writes its figures under $OUT and has its own time limit, so one failing step
-# leaves the others' figures. Nothing here is timed by a test: read the files.
+# Prepare here:   bash ../shared/device/wheels.sh pandas==3.1.1             (carry: [".whl"]; about 38 MiB)
+#                 (the machine's image has torch, timm, numpy, pandas, pyarrow, scikit-learn; pandas is
+#                 carried so that it is the version CI tests with)
+# Run there:      bash benchmark/tools/device_check.sh                      (timeout_s 600)
+# Every step writes its output under a scratch folder and has its own time limit, cut to what is left
+# before DEADLINE_S, so one failing or slow step leaves the others' figures. After each step the
+# outputs are packed again into $OUT/device_check.tgz (the device tool returns at most 8 files), so a
+# command stopped at its limit still returns every step that ended. Nothing here is timed by a test:
+# read the files.
 set -u
-OUT=${OUT:-/tmp/device_check}
-mkdir -p "$OUT"
+OUT=${OUT:-/tmp/device_check_out}
+DEADLINE_S=${DEADLINE_S:-585}                  # seconds from the start by which every step has ended
+T0=$(date +%s)
+D=/tmp/device_check                            # the steps' outputs (packed into $OUT after each step)
+mkdir -p "$OUT" "$D"
 export AFF_BENCHMARK_CACHE=/tmp/aff-cache      # the cohort (1.4 GB: not under $OUT) and the calibration
-step() {   # step NAME SECONDS COMMAND...
+export PYTHONUNBUFFERED=1                      # a step killed at its limit keeps what it printed
+pack() {
+  cp /tmp/aff-cache/cost_calibration.json "$D/" 2>/dev/null
+  tar -czf "$OUT/device_check.tgz.tmp" -C "$D" . && mv "$OUT/device_check.tgz.tmp" "$OUT/device_check.tgz"
+}
+step() {   # step NAME SECONDS COMMAND...: at most SECONDS, and never past the deadline
   local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-  echo "$name: exit $? in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/steps.txt"
+  local t=$(date +%s) left
+  left=$(( DEADLINE_S - (t - T0) ))
+  if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  if [ "$limit" -lt 5 ]; then echo "$name: skipped (deadline)" | tee -a "$OUT/steps.txt"; return; fi
+  timeout -k 5 "$limit" "$@" > "$D/$name.txt" 2>&1
+  echo "$name: exit $? in $(( $(date +%s) - t )) s (limit $limit s)" | tee -a "$OUT/steps.txt"
+  pack
 }
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    > "$OUT/pip.txt" 2>&1 || { echo "wheel install failed (see pip.txt)" | tee -a "$OUT/steps.txt"; exit 1; }
+    > "$D/pip.txt" 2>&1 || { echo "wheel install failed (see pip.txt)" | tee -a "$OUT/steps.txt"; pack; exit 1; }
   export PYTHONPATH=/tmp/site:$PWD
 fi
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-python3 -c "import torch, timm, optuna; print(torch.__version__, timm.__version__, optuna.__version__, torch.cuda.get_device_name(0))" \
-  > "$OUT/versions.txt" 2>&1
-python3 -c "import pyarrow; print('pyarrow', pyarrow.__version__)" >> "$OUT/versions.txt" 2>&1
+echo "wheels: $(( $(date +%s) - T0 )) s" >> "$OUT/steps.txt"
+nvidia-smi > "$D/nvidia-smi.txt" 2>&1
+python3 -c "import sys, torch, timm, optuna, pandas, numpy, sklearn, pyarrow, xgboost, lightgbm; \
+print(sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__, 'optuna', optuna.__version__, \
+'pandas', pandas.__version__, 'numpy', numpy.__version__, 'sklearn', sklearn.__version__, 'pyarrow', pyarrow.__version__, \
+'xgboost', xgboost.__version__, 'lightgbm', lightgbm.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA GPU'); \
+print('cpus', __import__('os').cpu_count())" > "$D/versions.txt" 2>&1
 # 1. the loop against bare timm (target >= 0.9), resnet18/50 at 224 and 512 px, then deterministic kernels
-step throughput 120 python3 -m benchmark.tools.throughput --models resnet18,resnet50 --sizes 224,512
-step throughput_deterministic 40 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --deterministic
+step throughput 100 python3 -m benchmark.tools.throughput --models resnet18,resnet50 --sizes 224,512 --steps 100
+step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --deterministic
 # 2. k fits sharing the GPU (sets plan.GPU_SHARE_UTIL and the --gpu-share advice)
-step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18,resnet50 --sizes 224 --concurrent 1,2,4
+step concurrent 60 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
 # 3. the cost plan calibrated on this GPU (the first step to need the default cohort generates it),
 #    and the standard plan with it and with the stored table
-step plan_gpu 150 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
-cp /tmp/aff-cache/cost_calibration.json "$OUT/" 2>/dev/null
-step plan_h200 30 python3 -m benchmark plan --suite all --profile standard --device-profile h200
-# 4. a reduced standard: resnet18 and late_stacking (and the register model it needs) at 224 px, halving
-step slice 150 python3 -m benchmark run --candidates resnet18,late_stacking --profile standard_slice \
+step plan_gpu 140 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
+step plan_h200 20 python3 -m benchmark plan --suite all --profile standard --device-profile h200
+# 4. every torch family once on the GPU (the smoke profile: 32 px, 300 patients; numbers mean nothing)
+step smoke 50 python3 -m benchmark run --candidates mlp,resnet18,joint_concat,film,gated,attention,embed_lightgbm \
+  --profile smoke --results /tmp/results --run smoke --device cuda
+# 5. a reduced standard: resnet18 and late_stacking (and the register model it needs) at 224 px, halving;
+#    the GPU's load once a second beside it
+nvidia-smi dmon -s u -d 1 > "$D/slice_dmon.txt" 2>&1 &
+DMON=$!
+step slice 240 python3 -m benchmark run --candidates resnet18,late_stacking --profile standard_slice \
   --spaces benchmark/tools/device_slice --results /tmp/results --run slice --device cuda
-for f in leaderboard.csv studies.csv trials.csv findings.md manifest.json; do
-  cp "/tmp/results/slice/$f" "$OUT/slice_$f" 2>/dev/null
+kill "$DMON" 2>/dev/null
+for run in smoke slice; do
+  for f in leaderboard.csv studies.csv trials.csv fold_metrics.csv findings.md manifest.json; do
+    cp "/tmp/results/$run/$f" "$D/${run}_$f" 2>/dev/null
+  done
 done
+pack
+echo "total: $(( $(date +%s) - T0 )) s" | tee -a "$OUT/steps.txt"
