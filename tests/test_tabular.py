@@ -100,6 +100,29 @@ def test_xgboost_class_weight_sets_scale_pos_weight_from_training_labels(parts):
     assert model.model_.get_params()["scale_pos_weight"] == pytest.approx((y == 0).sum() / (y == 1).sum())
 
 
+def test_xgboost_on_a_gpu_run_stays_on_the_cpu_when_its_build_has_no_cuda(parts, monkeypatch):
+    """``xgboost-cpu`` (the GPU machine's wheel) warned "Device is changed from GPU to CPU" at every
+    fit of a ``--device cuda`` run; without CUDA in the build the family asks for the CPU and says so."""
+    import xgboost as xgb
+
+    from benchmark.candidates import tabular
+
+    train, valid, _ = parts
+    asked = []
+    real_init = xgb.XGBClassifier.__init__
+
+    def spy(self, **kw):
+        asked.append(kw.get("device"))
+        real_init(self, **kw)
+
+    monkeypatch.setattr(xgb.XGBClassifier, "__init__", spy)
+    monkeypatch.setattr(tabular, "xgboost_has_cuda", lambda: False)
+    c = TrialContext(seed=0, device="cuda", extra={"n_jobs": 1})
+    get_family("xgboost")().fit(train, valid, c)
+    assert "cuda" not in asked and asked[-1] == "cpu"
+    assert "xgboost: runs on the CPU (this XGBoost build has no CUDA)" in c.notes
+
+
 def test_logreg_l1_penalty_zeroes_noise_coefficients(parts):
     train, valid, _ = parts
     model = get_family("logreg")(penalty="l1", C=0.05).fit(train, valid, ctx())

@@ -17,6 +17,8 @@ else is refused when the candidate file is loaded.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,6 +43,20 @@ def _threads(ctx: TrialContext) -> int | None:
 
 def _is_cuda(device: str | None) -> bool:
     return str(device or "cpu").startswith("cuda")
+
+
+@functools.cache
+def xgboost_has_cuda() -> bool:
+    """Whether the installed XGBoost was built with CUDA (``xgboost-cpu`` and some wheels are not).
+
+    Without it, ``device="cuda"`` makes XGBoost fall back to the CPU with a warning per fit.
+    """
+    import xgboost as xgb
+
+    try:
+        return bool(xgb.build_info().get("USE_CUDA", False))
+    except Exception:  # noqa: BLE001 - an old or unusual build: assume none
+        return False
 
 
 class LibraryFamily(Family):
@@ -178,8 +194,11 @@ class XGBoostFamily(BoostedTrees):
 
     def _fit_trees(self, p: dict, X, y, Xv, yv, ctx: TrialContext) -> None:
         spw = positive_weight(y, p.pop("class_weight"))
+        on_gpu = _is_cuda(ctx.device) and xgboost_has_cuda()
+        if _is_cuda(ctx.device) and not on_gpu:
+            ctx.notes.append("xgboost: runs on the CPU (this XGBoost build has no CUDA)")
         p.update(scale_pos_weight=spw, random_state=int(ctx.seed), n_jobs=_threads(ctx),
-                 device="cuda" if _is_cuda(ctx.device) else "cpu")
+                 device="cuda" if on_gpu else "cpu")
         self.model_ = self.estimator()(**p)
         self.model_.fit(X, y, eval_set=[(Xv, yv)], verbose=False)
         # Predict on the CPU: inputs are host DataFrames, and this avoids device-mismatch copies.
