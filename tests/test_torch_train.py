@@ -245,3 +245,42 @@ def test_cuda_without_gpu_is_a_user_error():
     with pytest.raises(UserError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto") == CPU and resolve_device(None) == CPU
+
+
+def test_predictions_on_a_gpu_pad_the_last_batch_and_drop_the_padding(monkeypatch):
+    """With cuDNN autotuning every new batch shape is benchmarked again, so on a GPU the last
+    prediction batch is filled up to the batch size; the outputs are those of the real samples,
+    in order, equal to unpadded predictions (eval-mode batch norm: no sample sees another)."""
+    import benchmark.candidates.torch_train as tt
+
+    torch.manual_seed(0)
+    model = Fusion().eval()
+    data = fusion_data(n=70)
+    seen = []
+
+    def forward(m, b):
+        seen.append(len(b["image"]))
+        return m(b)
+
+    src = BatchSource(data, CPU)
+    plain = predict_outputs(model, src, batch_size=32, prepare=prepare, device=CPU, forward=forward)
+    assert seen == [32, 32, 6]
+    seen.clear()
+    monkeypatch.setattr(tt, "fixed_batch_shapes", lambda device: True)
+    padded = predict_outputs(model, src, batch_size=32, prepare=prepare, device=CPU, forward=forward)
+    assert seen == [32, 32, 32]
+    assert padded.shape == plain.shape == (70,)
+    torch.testing.assert_close(padded, plain)
+    seen.clear()
+    small = BatchSource(fusion_data(n=5), CPU)     # fewer samples than one batch: one full-size batch
+    out = predict_outputs(model, small, batch_size=32, prepare=prepare, device=CPU, forward=forward)
+    assert seen == [32] and out.shape == (5,)
+
+
+def test_only_a_gpu_with_cudnn_autotuning_pads_prediction_batches(monkeypatch):
+    from benchmark.candidates.torch_train import fixed_batch_shapes
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    assert fixed_batch_shapes(torch.device("cuda")) and not fixed_batch_shapes(CPU)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)   # --deterministic
+    assert not fixed_batch_shapes(torch.device("cuda"))

@@ -444,6 +444,20 @@ def enable_mc_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
+def fixed_batch_shapes(device: torch.device) -> bool:
+    """Whether predictions pad their last batch to the full batch size: on a GPU with cuDNN
+    autotuning (``cudnn.benchmark``), where every new input shape is benchmarked again.
+
+    On an H200 (``device_check.sh``, resnet18 at 224 px) a trial took about twice the time
+    of the images it trained on. A fit's holdout, rung and fold predictions each end in a
+    batch of another size, and cuDNN benchmarks every new shape; with every batch the same
+    size a process autotunes once per architecture, image size and batch size.
+    Batch norm runs on running statistics in eval mode, so a sample's output does not depend on
+    the other samples of its batch.
+    """
+    return device.type == "cuda" and bool(torch.backends.cudnn.benchmark)
+
+
 def predict_outputs(model: nn.Module, source: BatchSource, *, batch_size: int, prepare: Prepare,
                     device: torch.device, forward: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
                     stochastic: bool = False, notes: list | None = None) -> torch.Tensor:
@@ -459,9 +473,13 @@ def predict_outputs(model: nn.Module, source: BatchSource, *, batch_size: int, p
         model.eval()
     call = forward or (lambda m, b: m(b))
     dtype = amp_dtype(device)
-    order = torch.arange(len(source))
+    n = len(source)
 
     def run(bs: int) -> torch.Tensor:
+        order = torch.arange(n)
+        pad = (-n) % bs if fixed_batch_shapes(device) else 0
+        if pad:   # the last batch filled up with copies of sample 0, whose outputs are dropped below
+            order = torch.cat([order, torch.zeros(pad, dtype=order.dtype)])
         outs = []
         with torch.inference_mode():
             for batch in source.batches(order, bs):
@@ -470,7 +488,7 @@ def predict_outputs(model: nn.Module, source: BatchSource, *, batch_size: int, p
                     outs.append(call(model, batch).float())
         if not outs:
             return torch.empty(0)
-        return torch.cat(outs).cpu()
+        return torch.cat(outs)[:n].cpu()
 
     try:
         return run_with_oom_retry(run, batch_size, notes=notes, what="eval batch")

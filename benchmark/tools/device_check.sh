@@ -4,11 +4,13 @@
 #                 (the machine's image has torch, timm, numpy, pandas, pyarrow, scikit-learn; pandas is
 #                 carried so that it is the version CI tests with)
 # Run there:      bash benchmark/tools/device_check.sh                      (timeout_s 600)
+#                 bash benchmark/tools/device_check.sh fusion_smoke aug     (only the steps named; DEADLINE_S=...)
 # Every step writes its output under a scratch folder and has its own time limit, cut to what is left
 # before DEADLINE_S, so one failing or slow step leaves the others' figures. After each step the
 # outputs are packed again into $OUT/device_check.tgz (the device tool returns at most 8 files), so a
 # command stopped at its limit still returns every step that ended. Nothing here is timed by a test:
-# read the files.
+# read the files. A step stopped at its limit gets SIGABRT first, so Python's fault handler prints
+# where every thread was (a hang shows up as a traceback at the end of the step's file).
 set -u
 OUT=${OUT:-/tmp/device_check_out}
 DEADLINE_S=${DEADLINE_S:-585}                  # seconds from the start by which every step has ended
@@ -17,17 +19,20 @@ D=/tmp/device_check                            # the steps' outputs (packed into
 mkdir -p "$OUT" "$D"
 export AFF_BENCHMARK_CACHE=/tmp/aff-cache      # the cohort (1.4 GB: not under $OUT) and the calibration
 export PYTHONUNBUFFERED=1                      # a step killed at its limit keeps what it printed
+export PYTHONFAULTHANDLER=1                    # ... and its threads' tracebacks (timeout sends SIGABRT)
+WANT=" $* "                                    # the steps asked for (none: all)
 pack() {
   cp /tmp/aff-cache/cost_calibration.json "$D/" 2>/dev/null
   tar -czf "$OUT/device_check.tgz.tmp" -C "$D" . && mv "$OUT/device_check.tgz.tmp" "$OUT/device_check.tgz"
 }
 step() {   # step NAME SECONDS COMMAND...: at most SECONDS, and never past the deadline
   local name=$1 limit=$2; shift 2
+  if [ "$WANT" != "  " ] && [[ "$WANT" != *" $name "* ]]; then return; fi
   local t=$(date +%s) left
   left=$(( DEADLINE_S - (t - T0) ))
   if [ "$left" -lt "$limit" ]; then limit=$left; fi
   if [ "$limit" -lt 5 ]; then echo "$name: skipped (deadline)" | tee -a "$OUT/steps.txt"; return; fi
-  timeout -k 5 "$limit" "$@" > "$D/$name.txt" 2>&1
+  timeout -s ABRT -k 5 "$limit" "$@" > "$D/$name.txt" 2>&1
   echo "$name: exit $? in $(( $(date +%s) - t )) s (limit $limit s)" | tee -a "$OUT/steps.txt"
   pack
 }
@@ -55,6 +60,17 @@ step plan_h200 20 python3 -m benchmark plan --suite all --profile standard --dev
 # 4. every torch family once on the GPU (the smoke profile: 32 px, 300 patients; numbers mean nothing)
 step smoke 50 python3 -m benchmark run --candidates mlp,resnet18,joint_concat,film,gated,attention,embed_lightgbm \
   --profile smoke --results /tmp/results --run smoke --device cuda
+# 4b. the same families on a small cohort made here (no default cohort needed), and what the
+#     convolutions' autotuning and the GPU's other costs leave of one fit
+step fusion_smoke 100 bash -c 'python3 -m benchmark synth --patients 300 /tmp/small_cohort > /dev/null && \
+  python3 -m benchmark run --data /tmp/small_cohort/dataset.yaml --profile smoke --device cuda --results /tmp/results \
+  --run fusion_smoke --candidates resnet18,joint_concat,film,gated,attention,mlp,embed_xgboost'
+# 4c. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the
+#     calibrations the first session's plan step did not reach (convnext_nano, a fusion network)
+step aug 40 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --aug 0,1
+step calibrate_more 60 python3 -c "from benchmark import plan
+for arch, fam in [('convnext_nano', 'timm_cnn'), ('resnet18', 'timm_cnn'), ('resnet18', 'joint_concat'), ('resnet18', 'attention')]:
+    print(arch, fam, plan.measure_image(arch, 224, 64, family=fam, steps=30, device='cuda'), flush=True)"
 # 5. a reduced standard: resnet18 and late_stacking (and the register model it needs) at 224 px, halving;
 #    the GPU's load once a second beside it
 nvidia-smi dmon -s u -d 1 > "$D/slice_dmon.txt" 2>&1 &
@@ -62,7 +78,7 @@ DMON=$!
 step slice 240 python3 -m benchmark run --candidates resnet18,late_stacking --profile standard_slice \
   --spaces benchmark/tools/device_slice --results /tmp/results --run slice --device cuda
 kill "$DMON" 2>/dev/null
-for run in smoke slice; do
+for run in smoke fusion_smoke slice; do
   for f in leaderboard.csv studies.csv trials.csv fold_metrics.csv findings.md manifest.json; do
     cp "/tmp/results/$run/$f" "$D/${run}_$f" 2>/dev/null
   done

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="bare-loop warm-up steps (default: min(steps, 10))")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (CPU device)")
-    p.add_argument("--aug", type=float, default=1.0, help="the harness's aug_strength (0 = off)")
+    p.add_argument("--aug", default="1.0",
+                   help="the harness's aug_strength (0 = off); comma-separated: one harness row each")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels in both loops (default: cuDNN autotuning)")
     p.add_argument("--concurrent", default=None, metavar="K,...",
@@ -137,35 +138,44 @@ def main(argv: list[str] | None = None) -> int:
     configure_determinism(args.deterministic, device)     # before CUDA starts (cuBLAS workspace variable)
     torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {name}; autocast: {amp_dtype(device)}; batch {args.batch}, {args.steps} steps, aug {args.aug}; "
+    augs = _augs(args.aug)
+    print(f"device: {name}; autocast: {amp_dtype(device)}; batch {args.batch}, {args.steps} steps; "
           f"deterministic: {args.deterministic}")
-    print(f"{'model':<18}{'px':>6}{'harness img/s':>16}{'bare img/s':>14}{'ratio':>8}")
+    print(f"{'model':<18}{'px':>6}{'aug':>5}{'harness img/s':>16}{'bare img/s':>14}{'ratio':>8}")
     warmup = args.warmup if args.warmup is not None else min(args.steps, 10)
     for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
         for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
-            h = harness_images_per_s(arch, size, args.batch, args.steps, device, args.threads, args.aug,
-                                     args.deterministic)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            hs = []
+            for aug in augs:
+                hs.append(harness_images_per_s(arch, size, args.batch, args.steps, device, args.threads, aug,
+                                               args.deterministic))
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
             b = bare_images_per_s(arch, size, args.batch, args.steps, device, warmup)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            print(f"{arch:<18}{size:>6}{h:>16.1f}{b:>14.1f}{h / b:>8.2f}", flush=True)
+            for aug, h in zip(augs, hs):
+                print(f"{arch:<18}{size:>6}{aug:>5g}{h:>16.1f}{b:>14.1f}{h / b:>8.2f}", flush=True)
     return 0
+
+
+def _augs(text: str) -> list[float]:
+    return [float(a) for a in str(text).split(",") if a.strip()]
 
 
 def _main_concurrent(args) -> int:
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     ks = [int(k) for k in args.concurrent.split(",") if k.strip()]
-    print(f"device: {name}; batch {args.batch}, {args.steps} steps per fit, aug {args.aug}; fits at once: {ks}")
+    aug = _augs(args.aug)[0]
+    print(f"device: {name}; batch {args.batch}, {args.steps} steps per fit, aug {aug:g}; fits at once: {ks}")
     print(f"{'model':<18}{'px':>6}{'fits':>6}{'img/s per fit':>16}{'img/s in all':>14}{'gain':>7}")
     for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
         for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
             alone = None
             for k in ks:
                 rates = concurrent_images_per_s(arch, size, args.batch, args.steps, str(device), args.threads,
-                                                args.aug, k)
+                                                aug, k)
                 total = sum(rates)
                 alone = alone or (total if k == 1 else None)
                 gain = f"{total / alone:>7.2f}" if alone else f"{'-':>7}"
