@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from benchmark.candidates.augment import augment_batch
+from benchmark.candidates.augment import AugmentRandom, augment_batch
 from benchmark.candidates.backbones import aggregate_per_patient
 from benchmark.candidates.base import Family, TrialContext
 from benchmark.candidates.preprocess import early_stopping_parts
@@ -89,7 +89,7 @@ class TorchFamily(Family):
         """Per-sample arrays (no labels) and each sample's owner, a position into ``data``."""
         raise NotImplementedError
 
-    def prepare(self, batch: dict, generator: torch.Generator | None) -> dict:
+    def prepare(self, batch: dict, generator: "torch.Generator | AugmentRandom | None") -> dict:
         """Raw batch -> model inputs on the device (augment only when ``generator`` is given)."""
         return batch
 
@@ -320,7 +320,7 @@ class ImageFamily(TorchFamily):
     def max_samples(self, ctx: TrialContext) -> int | None:
         return ctx.extra.get("max_image_samples")
 
-    def prepare(self, batch: dict, generator: torch.Generator | None) -> dict:
+    def prepare(self, batch: dict, generator: "torch.Generator | AugmentRandom | None") -> dict:
         x = batch["image"].unsqueeze(1).float().div_(255.0)
         if generator is not None and self._aug > 0:
             x = augment_batch(x, self._aug, generator, hflip=self._hflip)

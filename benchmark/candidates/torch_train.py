@@ -76,12 +76,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from benchmark.candidates.augment import AugmentRandom
 from benchmark.candidates.batches import Batch, BatchSource
 from benchmark.errors import UserError
 
 T = TypeVar("T")
 # prepare(batch, generator) -> batch; augmentation only when generator is not None (training).
-Prepare = Callable[[Batch, "torch.Generator | None"], Batch]
+Prepare = Callable[[Batch, "torch.Generator | AugmentRandom | None"], Batch]
 
 
 
@@ -338,7 +339,9 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     order_gen = torch.Generator().manual_seed(int(ctx.seed))
-    aug_gen = torch.Generator(device=device).manual_seed(int(ctx.seed) + 1)
+    # on a GPU the per-image augmentation parameters are drawn on the host (one copy per batch, not ~40 kernels)
+    aug_gen = (AugmentRandom(device, int(ctx.seed) + 1) if device.type == "cuda"
+               else torch.Generator(device=device).manual_seed(int(ctx.seed) + 1))
     labels = train.host.get(cfg.target)
     pos_weight = (torch.tensor(float(cfg.pos_weight), device=device)
                   if cfg.pos_weight not in (None, 1.0) else None)
