@@ -67,7 +67,9 @@ from benchmark.paths import cache_dir
 from benchmark.protocol import MODALITIES
 from benchmark.search.pruning import EpochRungs, for_search, halving_shares, prunes_epochs
 
-EVAL_SHARE = 1 / 3            # an evaluation image costs this share of a training image (h200 table)
+EVAL_SHARE = 0.25             # an evaluation image costs this share of a training image (h200 table; measured
+                              # on an H200 after a warm-up pass: 0.14 resnet18, 0.24 convnext_nano, 0.22-0.38
+                              # for two fusion networks)
 HOLDOUT = 0.15                # share of a fit's training part held out for early stopping (preprocess)
 CURVE_PASSES = 2              # learning-curve predictions at 25 % and 50 % of the budget (fold_runner)
 LATE_FIT_S = 0.05             # a late-fusion fit on two columns (not measured)
@@ -77,19 +79,27 @@ GPU_CAL_STEPS = 30            # the same on a GPU (--device-profile gpu), whose 
 LOOP_VERSION = 2              # part of every cache key: bump when the training loop's speed changes
                               # (2: channels_last on the CPU too)
 
-# Images per second of a bare timm training loop on one H200 (bf16 autocast, channels_last, AdamW),
-# from ../shared/device/README.md: {image side: images/s} at batch 256 (224 px) and 64 (512 px).
+# Training images per second of the harness's own loop (``timm_cnn``: bf16 autocast, channels_last, fused
+# AdamW, augmentation at strength 1 on the GPU) on one H200 at batch 64, measured 2026-11-30 by
+# benchmark/tools/device_check.sh (torch 2.11, timm 1.0.29): the throughput tool's 100-step epochs where it
+# ran (resnet18 at 224 px: 5105 and 5856 in two sessions' runs, here their mean), else the GPU
+# calibration's 30-step epochs (efficientnet_b0, densenet121, convnext_nano at 224 px). At batch 64 the
+# loop is host-bound: the bare loop of ../shared/device/README.md gives 13,253 img/s for resnet18 at batch
+# 256, ours 6,859-7,793 at batch 64. Sizes not measured: the bare loop's 512 px figure x 0.95 (the harness
+# ran at 0.93-0.97 of the bare loop at 512 px for both resnets); convnext_tiny: the bare figures, unmeasured.
 H200_IMAGES_PER_S = {
-    "resnet18": {224: 13253, 512: 2621},
-    "resnet50": {224: 4703, 512: 924},
-    "efficientnet_b0": {224: 5145, 512: 1022},
+    "resnet18": {224: 5480, 512: 2243},
+    "resnet50": {224: 2555, 512: 876},
+    "efficientnet_b0": {224: 1567, 512: 971},
+    "densenet121": {224: 838, 512: 542},
+    "convnext_nano": {224: 2191},
     "convnext_tiny": {224: 3063, 512: 608},
-    "densenet121": {512: 571},
 }
 # Millions of parameters (timm, one input channel, one logit): the nearest-architecture fallback.
 PARAMS_M = {"resnet18": 11.17, "resnet50": 23.5, "efficientnet_b0": 4.01, "convnext_tiny": 27.82,
             "densenet121": 6.95, "convnext_nano": 14.95, "test_resnet": 0.37}
-FUSION_OVERHEAD_H200 = 1.15   # a fusion network's image cost against its backbone (not measured on the GPU)
+FUSION_OVERHEAD_H200 = 1.1    # a fusion network's image cost against its backbone (H200, resnet18 at 224 px:
+                              # joint_concat 0.97x, attention 1.20x; film and gated not measured)
 
 
 # ---- the plan: counts ---------------------------------------------------------------------------
@@ -334,7 +344,7 @@ def _image_archs(plan: CostPlan) -> dict[str, int]:
 
 def h200_costs(plan: CostPlan, *, measure_tables: bool = True, log: Callable[[str], None] = print) -> Costs:
     """Per-image costs from the H200 table; register fits measured on this CPU (cached)."""
-    costs = Costs(source="H200 table (../shared/device/README.md, bare bf16 loop; eval = 1/3 of a training image); "
+    costs = Costs(source="H200 table (the harness's loop measured on an H200 at batch 64; eval = 1/4 of a training image); "
                          "register fits measured on this CPU")
     for arch in _image_archs(plan):
         r, note = h200_images_per_s(arch, plan.image_size)
@@ -735,11 +745,11 @@ def _unit_keys(plan: CostPlan, c: CandidatePlan) -> list:
 # ---- the makespan on N workers and G GPUs -------------------------------------------------------
 
 # k network units sharing one GPU each run at 1 / max(1, k * GPU_SHARE_UTIL) of their priced speed.
-# 1.0: no gain and no loss (the GPU's throughput is split between them). The priced speeds are a
-# saturating training loop (the H200 table: batch 256 at 224 px), and concurrent fits on one GPU
-# were never measured; a fit that leaves the GPU idle (small batches, data loading, evaluation)
-# would gain from sharing (util < 1), memory and cache contention would lose (util > 1).
-GPU_SHARE_UTIL = 1.0
+# Measured on an H200 (throughput --concurrent, resnet18 at 224 px, batch 64, separate processes):
+# two fits at once ran at 4309 img/s each against 5982 alone, 1.44x in all, so util = 5982 / (2 x 4309).
+# Four at once did not finish inside its time limit: the model's 1.44x for k >= 2 is unmeasured beyond 2.
+# Larger models fill the GPU better and would gain less.
+GPU_SHARE_UTIL = 0.694
 SCHEDULE_ORDERS = ("critical", "longest", "plan")
 
 
@@ -953,8 +963,9 @@ def render_schedule(s: Schedule, device_profile: str | None = None) -> str:
     if s.gpus:
         lines.append(f"  GPU model: a GPU unit (its family trains on the GPU: the networks, embed_* encoders) also takes {s.gpu_share:g} of the "
                      f"least-loaded GPU with room; k units on one GPU each run at 1/max(1, k x {s.util:g}) of their speed"
-                     + (" (no gain, no loss: the costs are a saturating training loop, and concurrent fits on one "
-                        "GPU were never measured)" if s.util == 1.0 else ""))
+                     + (" (no gain, no loss)" if s.util == 1.0 else
+                        f" (two resnet18 fits at 224 px on an H200 ran at {1 / (2 * s.util):.2f}x each, "
+                        f"{1 / s.util:.2f}x in all; more at once not measured)" if s.util == GPU_SHARE_UTIL else ""))
     if device_profile == "h200" and not s.gpus and s.workers > 1:
         lines.append("  note: GPU units are priced at H200 speed but no GPU is given (--gpus 0)")
     if device_profile == "cpu" and s.workers > 1:

@@ -71,17 +71,18 @@ def test_images_seen_follow_the_epoch_cap_and_the_sample_budget():
 
 
 def test_h200_table_lookup_and_pixel_scaling():
-    assert P.h200_images_per_s("resnet18", 224) == (pytest.approx(13253), None)
-    assert P.h200_images_per_s("resnet50", 512)[0] == pytest.approx(924)
+    r18, r50 = P.H200_IMAGES_PER_S["resnet18"], P.H200_IMAGES_PER_S["resnet50"]
+    assert P.h200_images_per_s("resnet18", 224) == (pytest.approx(r18[224]), None)
+    assert P.h200_images_per_s("resnet50", 512)[0] == pytest.approx(r50[512])
     r, _ = P.h200_images_per_s("resnet18", 112)          # a quarter of the pixels: four times as many images
-    assert r == pytest.approx(4 * 13253)
+    assert r == pytest.approx(4 * r18[224])
     mid = (224 ** 2 + 512 ** 2) / 2                      # halfway in pixels: halfway in time per image
     r, _ = P.h200_images_per_s("resnet18", int(round(mid ** 0.5)))
-    assert 1 / r == pytest.approx((1 / 13253 + 1 / 2621) / 2, rel=1e-3)
-    r, _ = P.h200_images_per_s("densenet121", 256)       # one size in the table: scaled from it
-    assert r == pytest.approx(571 * 4)
-    r, note = P.h200_images_per_s("convnext_nano", 224)  # not in the table: the nearest by parameter count
-    assert r == pytest.approx(13253) and "resnet18" in note
+    assert 1 / r == pytest.approx((1 / r18[224] + 1 / r18[512]) / 2, rel=1e-3)
+    r, _ = P.h200_images_per_s("convnext_nano", 448)     # one size in the table: scaled from it
+    assert r == pytest.approx(P.H200_IMAGES_PER_S["convnext_nano"][224] / 4)
+    r, note = P.h200_images_per_s("test_resnet", 224)    # not in the table: the nearest by parameter count
+    assert r == pytest.approx(P.H200_IMAGES_PER_S["efficientnet_b0"][224]) and "efficientnet_b0" in note
 
 
 def test_eta_weighs_units_by_their_estimated_cost():
@@ -303,9 +304,11 @@ def test_gpu_share_packs_network_units_on_one_gpu():
     units, dur = [U(g1, ()), U(g2, ())], {g1: 10.0, g2: 10.0}
     whole = P.makespan(units, dur, workers=2, gpus=1, gpu_share=1.0, is_gpu_unit={g1, g2})
     assert whole.start[g2] == pytest.approx(10) and whole.makespan == pytest.approx(20)
-    half = P.makespan(units, dur, workers=2, gpus=1, gpu_share=0.5, is_gpu_unit={g1, g2})
+    half = P.makespan(units, dur, workers=2, gpus=1, gpu_share=0.5, is_gpu_unit={g1, g2}, util=1.0)
     assert half.start == {g1: 0.0, g2: 0.0} and half.gpu == {g1: 0, g2: 0}
     assert half.makespan == pytest.approx(20)             # util 1: sharing gains nothing, loses nothing
+    measured = P.makespan(units, dur, workers=2, gpus=1, gpu_share=0.5, is_gpu_unit={g1, g2})
+    assert measured.makespan == pytest.approx(20 * P.GPU_SHARE_UTIL)   # the H200's measured 1.44x for two
     fits = P.makespan(units, dur, workers=2, gpus=1, gpu_share=0.5, is_gpu_unit={g1, g2}, util=0.5)
     assert fits.makespan == pytest.approx(10)             # two half-busy fits: both at full speed
     two_gpus = P.makespan(units, dur, workers=2, gpus=2, gpu_share=0.5, is_gpu_unit={g1, g2})
