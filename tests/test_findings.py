@@ -524,3 +524,19 @@ def test_an_auc_interval_below_chance_is_no_skill_and_two_such_models_are_not_ra
     q2 = _answer(write_findings(run), "Q2")
     assert q2.startswith("At chance: neither the neural network") and "worse" not in q2 and "better than" not in \
         q2.replace("shown better than chance", "")
+
+
+def test_a_not_shown_row_whose_own_interval_excludes_zero_says_the_interval_is_unadjusted():
+    """The README-command run printed "attention against resnet18 not shown either way: AUC difference
+    -0.051 ...; the data still allow a difference from -0.089 to -0.014 (Holm-adjusted p = 0.091)": an
+    interval wholly below zero said to "allow" no difference. It is the comparison's own interval."""
+    from benchmark.report.findings import comparison_clause
+
+    row = pd.Series({"candidate": "attention", "reference": "resnet18", "metric": "auc", "diff": -0.051,
+                     "lo": -0.089, "hi": -0.014, "p_holm": 0.091, "verdict": "not_shown"})
+    text = comparison_clause(row)
+    assert text.startswith("attention against resnet18 not shown either way: AUC difference -0.051")
+    assert "its own 95 % interval, -0.089 to -0.014, excludes no difference, but not after adjusting" in text
+    assert "still allow" not in text and "Holm-adjusted p = 0.091" in text
+    spans_zero = comparison_clause(row.copy().replace({-0.014: 0.012}))
+    assert "the data still allow a difference from -0.089 to 0.012" in spans_zero

@@ -13,7 +13,9 @@ and the caveat that changes its meaning. The rules behind each claim:
   ``candidate_better`` and ``p_holm < 0.05``), *worse* (``reference_better`` and
   ``p_holm < 0.05``), *equivalent* (verdict ``equivalent``: the data rule out a difference
   larger than the stated margin) or *not shown* (anything else, with the interval: "the
-  data still allow a difference from lo to hi"). "No" is said only for *equivalent*;
+  data still allow a difference from lo to hi", or, when that unadjusted interval excludes
+  zero but Holm's p does not, "its own 95 % interval ... excludes no difference, but not after
+  adjusting for the run's other comparisons"). "No" is said only for *equivalent*;
   nothing is inferred from overlapping or separate intervals.
 - Q1, images alone: the best image model by inner-CV score, its AUC with CI; *at chance*
   when that CI includes 0.5; sensitivity at 90 % specificity with the threshold set on
@@ -231,10 +233,21 @@ def _worse_on_sample(c: pd.Series) -> bool:
 
 
 def _not_shown(c: pd.Series) -> str:
-    """``AUC difference -0.012 (worse on this sample, not significant); the data still allow ...``."""
+    """``AUC difference -0.012 (worse on this sample, not significant); the data still allow ...``.
+
+    The row's interval is this comparison's own 95 % interval, not adjusted for the others. When
+    it excludes no difference but Holm's adjustment leaves the comparison not significant, the
+    interval does not "allow" no difference, and the sentence says which holds: the comparison
+    alone, not the run's family of comparisons.
+    """
     sample = " (worse on this sample, not significant)" if _worse_on_sample(c) else ""
+    lo, hi = num(c.get("lo")), num(c.get("hi"))
+    if lo > 0 or hi < 0:
+        return (f"{_label(c['metric'])} difference {_signed(c['diff'])}{sample}: its own 95 % interval, "
+                f"{fmt(lo)} to {fmt(hi)}, excludes no difference, but not after adjusting for the run's other "
+                f"comparisons (Holm-adjusted p {fmt_p(c['p_holm'])})")
     return (f"{_label(c['metric'])} difference {_signed(c['diff'])}{sample}; the data still allow a difference "
-            f"from {fmt(c['lo'])} to {fmt(c['hi'])} (Holm-adjusted p {fmt_p(c['p_holm'])})")
+            f"from {fmt(lo)} to {fmt(hi)} (Holm-adjusted p {fmt_p(c['p_holm'])})")
 
 
 def _equivalent(c: pd.Series) -> str:

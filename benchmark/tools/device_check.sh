@@ -5,6 +5,12 @@
 #                 carried so that it is the version CI tests with)
 # Run there:      bash benchmark/tools/device_check.sh                      (timeout_s 600)
 #                 bash benchmark/tools/device_check.sh fusion_smoke aug     (only the steps named; DEADLINE_S=...)
+# All steps need more than one 10-minute call. Seconds each took on an H200 on 2026-11-30 (README,
+# "Measured on a GPU"): throughput 87, throughput_deterministic 20, concurrent > 60 (k = 4 unfinished),
+# plan_gpu > 140 (cohort generation, then efficientnet_b0 alone autotuned for 43 s), fusion_smoke 78,
+# aug 23, calibrate_more 47, slice > 190 (1,500 -> 800 patients was still too many: now 500). A device
+# session has 15 minutes with each start: e.g. `throughput concurrent determinism fusion_smoke aug`, then
+# `plan_gpu plan_h200 slice`.
 # Every step writes its output under a scratch folder and has its own time limit, cut to what is left
 # before DEADLINE_S, so one failing or slow step leaves the others' figures. After each step the
 # outputs are packed again into $OUT/device_check.tgz (the device tool returns at most 8 files), so a
@@ -52,7 +58,19 @@ print('cpus', __import__('os').cpu_count())" > "$D/versions.txt" 2>&1
 step throughput 100 python3 -m benchmark.tools.throughput --models resnet18,resnet50 --sizes 224,512 --steps 100
 step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --deterministic
 # 2. k fits sharing the GPU (sets plan.GPU_SHARE_UTIL and the --gpu-share advice)
-step concurrent 60 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
+step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
+# 2b. GPU determinism: two reruns with --deterministic, two without, on a small cohort made here
+#     (same_predictions prints per candidate whether the reruns' predictions are bit-identical)
+step determinism 120 bash -c '[ -f /tmp/small_cohort/dataset.yaml ] || python3 -m benchmark synth --patients 300 \
+  /tmp/small_cohort > /dev/null || exit 1
+for r in det1 det2 fast1 fast2; do
+  flag=; case $r in det*) flag=--deterministic;; esac
+  python3 -m benchmark run --data /tmp/small_cohort/dataset.yaml --profile smoke --device cuda --results /tmp/results \
+    --run $r --candidates resnet18,joint_concat $flag > /dev/null 2>&1 || { echo "run $r failed"; exit 1; }
+done
+echo "--deterministic, two reruns:"; python3 -m benchmark.tools.same_predictions /tmp/results/det1 /tmp/results/det2
+echo "default (cuDNN autotuning), two reruns:"; python3 -m benchmark.tools.same_predictions /tmp/results/fast1 /tmp/results/fast2
+true'
 # 3. the cost plan calibrated on this GPU (the first step to need the default cohort generates it),
 #    and the standard plan with it and with the stored table
 step plan_gpu 140 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
@@ -62,7 +80,8 @@ step smoke 50 python3 -m benchmark run --candidates mlp,resnet18,joint_concat,fi
   --profile smoke --results /tmp/results --run smoke --device cuda
 # 4b. the same families on a small cohort made here (no default cohort needed), and what the
 #     convolutions' autotuning and the GPU's other costs leave of one fit
-step fusion_smoke 100 bash -c 'python3 -m benchmark synth --patients 300 /tmp/small_cohort > /dev/null && \
+step fusion_smoke 100 bash -c '{ [ -f /tmp/small_cohort/dataset.yaml ] || python3 -m benchmark synth --patients 300 \
+  /tmp/small_cohort > /dev/null; } && \
   python3 -m benchmark run --data /tmp/small_cohort/dataset.yaml --profile smoke --device cuda --results /tmp/results \
   --run fusion_smoke --candidates resnet18,joint_concat,film,gated,attention,mlp,embed_xgboost'
 # 4c. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the
