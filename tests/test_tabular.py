@@ -158,3 +158,33 @@ def test_search_space_corners_build_and_fit(name, end, parts):
     model = get_family(spec["family"])(**spec["fixed"], **_extreme_params(spec["space"], end))
     p = model.fit(train, valid, ctx()).predict_proba(test)
     assert np.isfinite(p).all()
+
+
+@pytest.mark.parametrize("name", ["xgboost", "lightgbm"])
+def test_screening_keeps_the_planted_columns_learned_on_the_fit_part_alone(name, parts):
+    """``screen_k``: the trees read the k numeric columns most associated with the label in
+    their fit part, plus the categoricals; the columns do not depend on the labels of the part
+    that scores them, and predictions read the same columns."""
+    train, valid, test = parts
+    fam = get_family(name)(screen_k=2).fit(train, valid, ctx())
+    names = fam.align_.names_
+    kept = [train.register.columns[names.index(c)] if c in names[:-1] else "site" for c in fam.keep_]
+    assert sorted(kept) == ["site", "x0", "x1"]
+    flipped = make_part(150, 1)
+    flipped.y = 1 - flipped.y                                   # the scoring part's labels do not matter
+    assert get_family(name)(screen_k=2).fit(train, flipped, ctx()).keep_ == fam.keep_
+    p = fam.predict_proba(unlabelled(test))
+    assert p.shape == (len(test),) and roc_auc_score(test.y, p) > 0.75
+    assert get_family(name)().fit(train, valid, ctx()).keep_ is None   # off by default: every column
+
+
+def test_screen_columns_scores_rare_indicators_like_continuous_columns():
+    from benchmark.candidates.preprocess import screen_columns
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.2).astype(int)
+    X = pd.DataFrame({"noise": rng.normal(size=400), "rare": ((y == 1) & (rng.random(400) < 0.3)).astype(float),
+                      "empty": np.nan, "const": 1.0})
+    assert screen_columns(X, y, 1) == ["rare"]
+    assert screen_columns(X, y, 10) == list(X.columns)              # k above the numeric columns: all
+    assert screen_columns(X, np.zeros(400), 1) == ["noise"]          # no positives: nothing scores, order kept

@@ -263,6 +263,42 @@ class CategoryAligner:
         return self.names_[len(self.columns_) - len(self.cat_cols_):]
 
 
+def screen_columns(X: pd.DataFrame, y: np.ndarray, k: int, keep: Iterable[str] = ()) -> list[str]:
+    """The ``k`` numeric columns of ``X`` most associated with ``y`` alone, and every column in ``keep``.
+
+    Learned on a training part only (the caller applies the list to every other part). A
+    column's score is ``|AUC - 0.5|`` of its values against the labels (missing values at the
+    part's median, ties averaged), so a rare indicator and a continuous variable are scored
+    alike; a constant or all-missing column scores 0. Ties keep column order. ``k`` >= the
+    number of numeric columns keeps them all. The result keeps ``X``'s column order.
+
+    >>> X = pd.DataFrame({"signal": [0, 1, 2, 3], "noise": [1, 0, 1, 0], "cat": pd.Categorical(list("abab"))})
+    >>> screen_columns(X, np.array([0, 0, 1, 1]), 1, keep=["cat"])
+    ['signal', 'cat']
+    """
+    from scipy.stats import rankdata
+
+    keep = set(keep)
+    numeric = [c for c in X.columns if c not in keep]
+    if k >= len(numeric):
+        return list(X.columns)
+    y = np.asarray(y).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    block = X[numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+    filled = np.isfinite(block).any(0)
+    med = np.zeros(len(numeric))
+    med[filled] = np.nanmedian(block[:, filled], axis=0)     # all-missing columns: 0, then constant
+    block = np.where(np.isnan(block), med, block)
+    if n_pos == 0 or n_neg == 0:
+        score = np.zeros(len(numeric))
+    else:
+        ranks = rankdata(block, axis=0)
+        auc = (ranks[y].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        score = np.abs(auc - 0.5)
+    chosen = set(np.asarray(numeric)[np.argsort(-score, kind="stable")[:max(0, int(k))]].tolist())
+    return [c for c in X.columns if c in chosen or c in keep]
+
+
 def positive_weight(y: np.ndarray, class_weight: str | None) -> float:
     """Weight of the positive class from a ``class_weight`` hyperparameter.
 

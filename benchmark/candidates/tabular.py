@@ -22,6 +22,7 @@ import functools
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from benchmark.candidates.base import Family, TrialContext, register_family
 from benchmark.candidates.preprocess import (
@@ -30,6 +31,7 @@ from benchmark.candidates.preprocess import (
     early_stopping_parts,
     positive_weight,
     register_table,
+    screen_columns,
 )
 from benchmark.candidates.scoring import safe_auc
 
@@ -135,29 +137,47 @@ class LogRegFamily(LibraryFamily):
 
 
 class BoostedTrees(LibraryFamily):
-    """XGBoost and LightGBM: categories fixed to the fit part's, early stopping on the stop part."""
+    """XGBoost and LightGBM: categories fixed to the fit part's, early stopping on the stop part.
+
+    ``screen_k`` (0: off): before fitting, keep the ``screen_k`` numeric columns most associated
+    with the label on their own in the fit part (``preprocess.screen_columns``) and every
+    categorical one; the other parts get the same columns. Hundreds of sparse indicators with
+    no signal cost trees AUC (colsample draws them, splits on chance fit them); a search can
+    try it against the full table on its inner folds.
+    """
+
+    screen_param: ClassVar[str] = "screen_k"
+    keep_: list[str] | None = None
 
     def fit(self, train, valid, ctx: TrialContext) -> "BoostedTrees":
         p = self.settings()
+        screen = int(p.pop(self.screen_param, 0) or 0)
         fit_part, stop_part = early_stopping_parts(train, valid, ctx.seed)
         self.align_ = CategoryAligner().fit(register_table(fit_part, self.family_name), fit_part.categorical)
-        X, Xv = self.align_.transform(fit_part.register), self.align_.transform(stop_part.register)
-        self._fit_trees(p, X, fit_part.labels(), Xv, stop_part.labels(), ctx)
+        X = self.align_.transform(fit_part.register)
+        self.keep_ = (screen_columns(X, fit_part.labels(), screen, keep=self.align_.categorical_names)
+                      if screen > 0 else None)
+        self._fit_trees(p, self._columns(X), fit_part.labels(), self._table(stop_part), stop_part.labels(), ctx)
         self._stop_score(stop_part, ctx)
         return self
+
+    def _columns(self, X: pd.DataFrame) -> pd.DataFrame:
+        return X if self.keep_ is None else X[self.keep_]
+
+    def _table(self, data) -> pd.DataFrame:
+        """The aligned (and screened) register table the trees read."""
+        return self._columns(self.align_.transform(register_table(data, self.family_name)))
 
     def _fit_trees(self, p: dict, X, y, Xv, yv, ctx: TrialContext) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def predict_proba(self, data) -> np.ndarray:
-        X = self.align_.transform(register_table(data, self.family_name))
-        return self.model_.predict_proba(X)[:, 1].astype(np.float64)
+        return self.model_.predict_proba(self._table(data))[:, 1].astype(np.float64)
 
     def predict_at(self, data, share: float) -> np.ndarray:
         """The ensemble of the first ``share`` of its boosting rounds (the kept ones: up to the best)."""
         rounds = max(1, int(round(share * (self.best_iteration_ + 1))))
-        X = self.align_.transform(register_table(data, self.family_name))
-        return self._predict_rounds(X, rounds)[:, 1].astype(np.float64)
+        return self._predict_rounds(self._table(data), rounds)[:, 1].astype(np.float64)
 
     def _predict_rounds(self, X, rounds: int) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
@@ -182,7 +202,7 @@ class XGBoostFamily(BoostedTrees):
     defaults: ClassVar[dict[str, Any]] = dict(
         n_estimators=2000, early_stopping_rounds=50, learning_rate=0.05, max_depth=4,
         eval_metric="logloss", tree_method="hist", enable_categorical=True, max_cat_to_onehot=8,
-        class_weight="none",
+        class_weight="none", screen_k=0,
     )
     choices: ClassVar[dict[str, tuple]] = {"class_weight": CLASS_WEIGHTS}
 
@@ -225,7 +245,7 @@ class LightGBMFamily(BoostedTrees):
     defaults: ClassVar[dict[str, Any]] = dict(
         n_estimators=2000, learning_rate=0.05, num_leaves=15, min_child_samples=20,
         subsample_freq=1, min_data_per_group=20, cat_smooth=10.0, early_stopping_rounds=50,
-        eval_metric="binary_logloss", class_weight="none",
+        eval_metric="binary_logloss", class_weight="none", screen_k=0,
         # LightGBM parameters outside LGBMClassifier's signature: None = LightGBM's default
         max_bin=None, max_cat_threshold=None, cat_l2=None, path_smooth=None,
         extra_trees=None, min_sum_hessian_in_leaf=None, feature_fraction_bynode=None,
