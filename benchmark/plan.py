@@ -31,8 +31,8 @@ cap applies, then its per-fit sample budget (``max_image_samples``: whole epochs
 one, as ``torch_train`` does). Register networks (the MLP) stop early on their own holdout,
 so their measured fit time already holds their epochs.
 
-Per-image costs: ``h200`` reads ``H200_IMAGES_PER_S`` (../shared/device/README.md: bf16, 224 px
-batch 256 and 512 px batch 64), interpolated in pixel count between the two sizes and scaled
+Per-image costs: ``h200`` reads ``H200_IMAGES_PER_S`` (the harness's own loop measured on an
+H200 at batch 64, 224 and 512 px), interpolated in pixel count between the two sizes and scaled
 by pixel count outside them; an architecture not in the table takes the nearest one by
 parameter count (the plan says so); an evaluation image costs ``EVAL_SHARE`` of a training
 image. ``cpu`` measures this machine (``calibrate``): a few training steps and one prediction
@@ -82,7 +82,7 @@ LOOP_VERSION = 2              # part of every cache key: bump when the training 
 # Training images per second of the harness's own loop (``timm_cnn``: bf16 autocast, channels_last, fused
 # AdamW, augmentation at strength 1 on the GPU) on one H200 at batch 64, measured 2026-11-30 by
 # benchmark/tools/device_check.sh (torch 2.11, timm 1.0.29): the throughput tool's 100-step epochs where it
-# ran (resnet18 at 224 px: 5105 and 5856 in two sessions' runs, here their mean), else the GPU
+# ran (resnet18 at 224 px: 5105 and 5856 in that day's two runs, here their mean), else the GPU
 # calibration's 30-step epochs (efficientnet_b0, densenet121, convnext_nano at 224 px). At batch 64 the
 # loop is host-bound: the bare loop of ../shared/device/README.md gives 13,253 img/s for resnet18 at batch
 # 256, ours 6,859-7,793 at batch 64. Sizes not measured: the bare loop's 512 px figure x 0.95 (the harness

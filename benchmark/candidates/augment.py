@@ -12,7 +12,9 @@ At ``strength=1`` each image gets, independently: a horizontal flip with probabi
 +/-10 degrees, a scale change of up to +/-10 %, a shift of up to 5 % of the side, a
 gamma change of up to exp(+/-0.3), contrast of up to +/-20 % and brightness of up to
 +/-0.1, and Gaussian noise with a standard deviation up to 0.03. All draws come from
-``generator``, so a seed gives the same augmentation on the same device.
+``generator``, so a seed gives the same augmentation on the same device. On a GPU the
+training loop passes an ``AugmentRandom`` instead: the per-image parameters come from its
+host generator, the pixel noise from its device generator.
 """
 
 from __future__ import annotations

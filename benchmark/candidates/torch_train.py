@@ -452,9 +452,10 @@ def fixed_batch_shapes(device: torch.device) -> bool:
     autotuning (``cudnn.benchmark``), where every new input shape is benchmarked again.
 
     On an H200 (``device_check.sh``, resnet18 at 224 px) a trial took about twice the time
-    of the images it trained on. A fit's holdout, rung and fold predictions each end in a
-    batch of another size, and cuDNN benchmarks every new shape; with every batch the same
-    size a process autotunes once per architecture, image size and batch size.
+    of the images it trained on; how much of that was autotuning was not measured apart. A
+    fit's holdout, rung and fold predictions each end in a batch of another size, and cuDNN
+    benchmarks every new shape; with every batch the same size a process autotunes once per
+    architecture, image size and batch size.
     Batch norm runs on running statistics in eval mode, so a sample's output does not depend on
     the other samples of its batch.
     """
