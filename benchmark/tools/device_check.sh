@@ -73,7 +73,7 @@ echo "default (cuDNN autotuning), two reruns:"; python3 -m benchmark.tools.same_
 true'
 # 3. the cost plan calibrated on this GPU (the first step to need the default cohort generates it),
 #    and the standard plan with it and with the stored table
-step plan_gpu 140 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
+step plan_gpu 200 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
 step plan_h200 20 python3 -m benchmark plan --suite all --profile standard --device-profile h200
 # 4. every torch family once on the GPU (the smoke profile: 32 px, 300 patients; numbers mean nothing)
 step smoke 50 python3 -m benchmark run --candidates mlp,resnet18,joint_concat,film,gated,attention,embed_lightgbm \
