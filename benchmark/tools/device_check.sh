@@ -7,7 +7,8 @@
 #                 bash benchmark/tools/device_check.sh fusion_smoke aug     (only the steps named; DEADLINE_S=...)
 # All steps need more than one 10-minute call. Seconds each took on an H200 on 2026-11-30 (README,
 # "Measured on a GPU"): throughput 87, throughput_deterministic 20, concurrent > 60 (k = 4 unfinished),
-# plan_gpu > 140 (cohort generation, then efficientnet_b0 alone autotuned for 43 s), fusion_smoke 78,
+# plan_gpu > 140 (cohort generation, then efficientnet_b0 alone autotuned for 43 s), fusion_smoke 78 (it
+# replaced a smoke step on the default cohort, which was slower and needed the cohort generated),
 # aug 23, calibrate_more 47, slice > 190 (1,500 -> 800 patients was still too many: now 500). A device
 # session has 15 minutes with each start: e.g. `throughput concurrent determinism fusion_smoke aug`, then
 # `plan_gpu plan_h200 slice`.
@@ -75,16 +76,13 @@ true'
 #    and the standard plan with it and with the stored table
 step plan_gpu 200 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
 step plan_h200 20 python3 -m benchmark plan --suite all --profile standard --device-profile h200
-# 4. every torch family once on the GPU (the smoke profile: 32 px, 300 patients; numbers mean nothing)
-step smoke 50 python3 -m benchmark run --candidates mlp,resnet18,joint_concat,film,gated,attention,embed_lightgbm \
-  --profile smoke --results /tmp/results --run smoke --device cuda
-# 4b. the same families on a small cohort made here (no default cohort needed), and what the
-#     convolutions' autotuning and the GPU's other costs leave of one fit
+# 4. every torch family once on the GPU (the smoke profile: 32 px; numbers mean nothing), on a small
+#    cohort made here (no default cohort needed); its log gives each fold's seconds
 step fusion_smoke 100 bash -c '{ [ -f /tmp/small_cohort/dataset.yaml ] || python3 -m benchmark synth --patients 300 \
   /tmp/small_cohort > /dev/null; } && \
   python3 -m benchmark run --data /tmp/small_cohort/dataset.yaml --profile smoke --device cuda --results /tmp/results \
   --run fusion_smoke --candidates resnet18,joint_concat,film,gated,attention,mlp,embed_xgboost'
-# 4c. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the
+# 4b. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the
 #     calibrations the first session's plan step did not reach (convnext_nano, a fusion network)
 step aug 40 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --aug 0,1
 step calibrate_more 60 python3 -c "from benchmark import plan
@@ -97,7 +95,7 @@ DMON=$!
 step slice 240 python3 -m benchmark run --candidates resnet18,late_stacking --profile standard_slice \
   --spaces benchmark/tools/device_slice --results /tmp/results --run slice --device cuda
 kill "$DMON" 2>/dev/null
-for run in smoke fusion_smoke slice; do
+for run in fusion_smoke slice; do
   for f in leaderboard.csv studies.csv trials.csv fold_metrics.csv findings.md manifest.json; do
     cp "/tmp/results/$run/$f" "$D/${run}_$f" 2>/dev/null
   done
