@@ -301,6 +301,7 @@ class Costs:
     fusion_overhead: float = FUSION_OVERHEAD_H200
     notes: list[str] = field(default_factory=list)
     calibration_s: float = 0.0                    # seconds spent measuring now (0: all cached)
+    others: list[float] = field(default_factory=list)   # other processes' CPU share while each cost used was measured
 
 
 def h200_images_per_s(arch: str, size: int) -> tuple[float, str | None]:
@@ -353,6 +354,7 @@ def h200_costs(plan: CostPlan, *, measure_tables: bool = True, log: Callable[[st
             costs.notes.append(note)
     if measure_tables:
         _table_costs(plan, costs, log)
+        _note_busy(costs)
     return costs
 
 
@@ -378,6 +380,60 @@ def _store(key: str, value: dict) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     tmp.replace(path)
+
+
+BUSY_SHARE = 0.2   # other processes using this share of the machine's CPU during a calibration: said so
+
+
+def _cpu_counters() -> tuple[float, float] | None:
+    """(CPU seconds all processes have used, CPU seconds the machine has had) from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(v) - v[3] - v[4]) / hz, sum(v) / hz
+
+
+class others_share:
+    """The share of the machine's CPU that other processes used during the block (``share``; None
+    where /proc/stat is missing): what this process used itself is taken off the machine's busy time.
+
+    On the 2-core machine: 0.007 while nothing else ran, 0.33 beside one busy-looping process.
+    """
+
+    share: float | None = None
+
+    def __enter__(self):
+        self._start, self._mine = _cpu_counters(), sum(os.times()[:2])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = _cpu_counters()
+        if self._start is None or end is None or end[1] <= self._start[1]:
+            return
+        mine = sum(os.times()[:2]) - self._mine
+        self.share = max(0.0, (end[0] - self._start[0] - mine) / (end[1] - self._start[1]))
+
+
+def _measure(key: str, cache: dict, fn: Callable[[], dict]) -> dict:
+    """``fn()``'s measurement, with the other processes' CPU share beside it, stored in the cache."""
+    with others_share() as busy:
+        value = fn()
+    if busy.share is not None:
+        value["others"] = round(busy.share, 3)
+    _store(key, value)
+    cache[key] = value
+    return value
+
+
+def _note_busy(costs: Costs) -> None:
+    """A note when a cost in use was measured while other processes took a fair share of the CPU."""
+    worst = max(costs.others, default=0.0)
+    if worst >= BUSY_SHARE:
+        costs.notes.append(f"some costs were measured while other processes used {worst:.0%} of this machine's CPU: "
+                           f"estimates may be too long; `plan --recalibrate` on an otherwise idle machine measures again")
 
 
 _THREADS: int | None = None   # the CPU threads a fit is priced at (None: every core; ``fit_threads``)
@@ -564,17 +620,17 @@ def _table_costs(plan: CostPlan, costs: Costs, log: Callable[[str], None]) -> No
             t0 = time.perf_counter()
             try:
                 table = calibration_table(c.fit_rows, cols, prev, real, extra)
-                hit = measure_table_fit(family, params, c.fit_rows, cols + extra, prev, c.epoch_cap, data=table)
+                _measure(key, cache, lambda: measure_table_fit(family, params, c.fit_rows, cols + extra, prev,
+                                                               c.epoch_cap, data=table))
             except (KeyboardInterrupt, UserError):
                 raise
             except Exception as exc:   # a family that cannot fit a synthetic table: priced as free, said so
                 costs.notes.append(f"{c.name}: not measured ({type(exc).__name__}: {str(exc)[:80]}); priced at 0 s")
                 costs.fit_s[c.name] = 0.0
                 continue
-            _store(key, hit)
-            cache[key] = hit
             costs.calibration_s += time.perf_counter() - t0
         costs.fit_s[c.name] = float(cache[key]["fit_s"])
+        costs.others.append(float(cache[key].get("others", 0.0)))
 
 
 def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print, device: str = "cpu") -> Costs:
@@ -599,10 +655,10 @@ def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print, device: str
             log(f"  calibrating {arch} at {size} px, batch {batch} on {device} ({steps} training steps, "
                 f"one prediction pass) ...")
             t0 = time.perf_counter()
-            cache[key] = measure_image(arch, size, batch, steps=steps, device=device)
-            _store(key, cache[key])
+            _measure(key, cache, lambda: measure_image(arch, size, batch, steps=steps, device=device))
             costs.calibration_s += time.perf_counter() - t0
         costs.train_s[arch], costs.eval_s[arch] = cache[key]["train_s"], cache[key]["eval_s"]
+        costs.others.append(float(cache[key].get("others", 0.0)))
     nets = [c for c in plan.candidates if c.kind == "fusion_net"]
     if nets:   # one fusion network against its backbone: the overhead of every neural fusion family
         c = nets[0]
@@ -610,13 +666,15 @@ def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print, device: str
         if key not in cache:
             log(f"  calibrating {c.family} ({c.arch} backbone) at {size} px on {device} ...")
             t0 = time.perf_counter()
-            cache[key] = measure_image(c.arch, size, c.batch or 64, family=c.family, steps=steps, device=device)
-            _store(key, cache[key])
+            _measure(key, cache, lambda: measure_image(c.arch, size, c.batch or 64, family=c.family, steps=steps,
+                                                       device=device))
             costs.calibration_s += time.perf_counter() - t0
+        costs.others.append(float(cache[key].get("others", 0.0)))
         costs.fusion_overhead = max(1.0, cache[key]["train_s"] / costs.train_s[c.arch])
         costs.notes.append(f"neural fusion: {costs.fusion_overhead:.2f}x the image cost of its backbone "
                            f"(measured on {c.family})")
     _table_costs(plan, costs, log)
+    _note_busy(costs)
     return costs
 
 

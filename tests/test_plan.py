@@ -450,3 +450,30 @@ def test_register_fits_are_timed_on_the_cohorts_own_rows(tmp_path, monkeypatch):
     plan_c = P.plan_for_run([cand], get_profile("smoke"), unlabelled, None)
     assert P._TABLE_SHAPE["cohort"] is None and P._TABLE_SHAPE["tag"] == "synthetic"
     assert P.missing_calibration(plan_c) == ["logreg"]
+
+
+def test_a_calibration_records_how_busy_the_machine_was_and_the_plan_says_so(tmp_path, monkeypatch):
+    """A quick run printed 19m57s for 17 min 13 s: its CNN costs had been measured while another
+    process generated the cohort. Each measurement now stores the other processes' CPU share
+    (/proc/stat less this process's own CPU time), and a plan whose costs include a busy one says so."""
+    monkeypatch.setenv("AFF_BENCHMARK_CACHE", str(tmp_path))
+    counters = iter([(10.0, 100.0), (16.0, 110.0)])            # 6 CPU-s used of 10 CPU-s available
+    own = iter([(1.0, 0.0, 0, 0, 0), (2.0, 0.0, 0, 0, 0)])     # of which 1 CPU-s is this process's
+    monkeypatch.setattr(P, "_cpu_counters", lambda: next(counters))
+    monkeypatch.setattr(P.os, "times", lambda: next(own))
+    cache: dict = {}
+    P._measure("fit|x", cache, lambda: {"fit_s": 0.5})
+    assert cache["fit|x"] == {"fit_s": 0.5, "others": 0.5} == P._load_cache()["fit|x"]
+
+    busy, idle = P.Costs(source="t", others=[0.0, 0.5]), P.Costs(source="t", others=[0.0, 0.1])
+    P._note_busy(busy)
+    P._note_busy(idle)
+    assert len(busy.notes) == 1 and "other processes used 50% of this machine's CPU" in busy.notes[0]
+    assert "--recalibrate" in busy.notes[0] and idle.notes == []
+
+
+def test_the_others_share_is_unknown_without_proc_stat(monkeypatch):
+    monkeypatch.setattr(P, "_cpu_counters", lambda: None)
+    with P.others_share() as busy:
+        pass
+    assert busy.share is None
