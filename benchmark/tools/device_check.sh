@@ -22,7 +22,7 @@ set -u
 OUT=${OUT:-/tmp/device_check_out}
 DEADLINE_S=${DEADLINE_S:-585}                  # seconds from the start by which every step has ended
 T0=$(date +%s)
-D=/tmp/device_check                            # the steps' outputs (packed into $OUT after each step)
+D=${DEVICE_CHECK_DIR:-/tmp/device_check}      # the steps' outputs (packed into $OUT after each step)
 mkdir -p "$OUT" "$D"
 export AFF_BENCHMARK_CACHE=/tmp/aff-cache      # the cohort (1.4 GB: not under $OUT) and the calibration
 export PYTHONUNBUFFERED=1                      # a step killed at its limit keeps what it printed
