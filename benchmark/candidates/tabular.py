@@ -18,7 +18,6 @@ else is refused when the candidate file is loaded.
 from __future__ import annotations
 
 import functools
-
 from typing import Any, ClassVar
 
 import numpy as np
@@ -146,12 +145,11 @@ class BoostedTrees(LibraryFamily):
     try it against the full table on its inner folds.
     """
 
-    screen_param: ClassVar[str] = "screen_k"
     keep_: list[str] | None = None
 
     def fit(self, train, valid, ctx: TrialContext) -> "BoostedTrees":
         p = self.settings()
-        screen = int(p.pop(self.screen_param, 0) or 0)
+        screen = int(p.pop("screen_k", 0) or 0)
         fit_part, stop_part = early_stopping_parts(train, valid, ctx.seed)
         self.align_ = CategoryAligner().fit(register_table(fit_part, self.family_name), fit_part.categorical)
         X = self.align_.transform(fit_part.register)

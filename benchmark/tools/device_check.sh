@@ -32,6 +32,10 @@ pack() {
   cp /tmp/aff-cache/cost_calibration.json "$D/" 2>/dev/null
   tar -czf "$OUT/device_check.tgz.tmp" -C "$D" . && mv "$OUT/device_check.tgz.tmp" "$OUT/device_check.tgz"
 }
+small_cohort() {   # the 300-patient cohort the GPU smoke and determinism steps run on, made once
+  [ -f /tmp/small_cohort/dataset.yaml ] || python3 -m benchmark synth --patients 300 /tmp/small_cohort > /dev/null
+}
+export -f small_cohort
 step() {   # step NAME SECONDS COMMAND...: at most SECONDS, and never past the deadline
   local name=$1 limit=$2; shift 2
   if [ "$WANT" != "  " ] && [[ "$WANT" != *" $name "* ]]; then return; fi
@@ -62,8 +66,7 @@ step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models 
 step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
 # 2b. GPU determinism: two reruns with --deterministic, two without, on a small cohort made here
 #     (same_predictions prints per candidate whether the reruns' predictions are bit-identical)
-step determinism 120 bash -c '[ -f /tmp/small_cohort/dataset.yaml ] || python3 -m benchmark synth --patients 300 \
-  /tmp/small_cohort > /dev/null || exit 1
+step determinism 120 bash -c 'small_cohort || exit 1
 for r in det1 det2 fast1 fast2; do
   flag=; case $r in det*) flag=--deterministic;; esac
   python3 -m benchmark run --data /tmp/small_cohort/dataset.yaml --profile smoke --device cuda --results /tmp/results \
@@ -78,8 +81,7 @@ step plan_gpu 200 python3 -m benchmark plan --suite all --profile standard --dev
 step plan_h200 20 python3 -m benchmark plan --suite all --profile standard --device-profile h200
 # 4. every torch family once on the GPU (the smoke profile: 32 px; numbers mean nothing), on a small
 #    cohort made here (no default cohort needed); its log gives each fold's seconds
-step fusion_smoke 100 bash -c '{ [ -f /tmp/small_cohort/dataset.yaml ] || python3 -m benchmark synth --patients 300 \
-  /tmp/small_cohort > /dev/null; } && \
+step fusion_smoke 100 bash -c 'small_cohort && \
   python3 -m benchmark run --data /tmp/small_cohort/dataset.yaml --profile smoke --device cuda --results /tmp/results \
   --run fusion_smoke --candidates resnet18,joint_concat,film,gated,attention,mlp,embed_xgboost'
 # 4b. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.errors import UserError
+
 KEYS = ["candidate", "repeat", "outer_fold", "set", "inner_fold", "patient"]
 VALUES = ["prob_raw", "prob"]
 
@@ -27,7 +29,7 @@ VALUES = ["prob_raw", "prob"]
 def _read(folder: str) -> pd.DataFrame:
     path = Path(folder) / "predictions.parquet"
     if not path.is_file():
-        raise SystemExit(f"error: {path} not found: give two run folders (results/<run>) of finished runs")
+        raise UserError(f"{path} not found: give two run folders (results/<run>) of finished runs")
     df = pd.read_parquet(path, columns=KEYS + VALUES)
     df["inner_fold"] = df["inner_fold"].fillna(-1)
     return df
@@ -59,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         table = compare(_read(args.run_a), _read(args.run_b))
-    except SystemExit as exc:
-        print(exc)
+    except UserError as exc:
+        print(f"error: {exc}")
         return 2
     print(f"{'candidate':<18}{'paired':>8}{'unpaired':>10}{'differ':>8}{'max |d prob_raw|':>18}{'max |d prob|':>14}")
     for r in table.itertuples(index=False):

@@ -138,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_determinism(args.deterministic, device)     # before CUDA starts (cuBLAS workspace variable)
     torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    augs = _augs(args.aug)
+    augs = _items(args.aug, float)
     print(f"device: {name}; autocast: {amp_dtype(device)}; batch {args.batch}, {args.steps} steps; "
           f"deterministic: {args.deterministic}")
     print(f"{'model':<18}{'px':>6}{'aug':>5}{'harness img/s':>16}{'bare img/s':>14}{'ratio':>8}")
     warmup = args.warmup if args.warmup is not None else min(args.steps, 10)
-    for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
-        for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
+    for arch in _items(args.models):
+        for size in _items(args.sizes, int):
             hs = []
             for aug in augs:
                 hs.append(harness_images_per_s(arch, size, args.batch, args.steps, device, args.threads, aug,
@@ -159,19 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _augs(text: str) -> list[float]:
-    return [float(a) for a in str(text).split(",") if a.strip()]
+def _items(text: str, cast=str) -> list:
+    """A comma-separated option as a list (``--models``, ``--sizes``, ``--aug``, ``--concurrent``)."""
+    return [cast(t.strip()) for t in str(text).split(",") if t.strip()]
 
 
 def _main_concurrent(args) -> int:
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    ks = [int(k) for k in args.concurrent.split(",") if k.strip()]
-    aug = _augs(args.aug)[0]
+    ks = _items(args.concurrent, int)
+    aug = _items(args.aug, float)[0]
     print(f"device: {name}; batch {args.batch}, {args.steps} steps per fit, aug {aug:g}; fits at once: {ks}")
     print(f"{'model':<18}{'px':>6}{'fits':>6}{'img/s per fit':>16}{'img/s in all':>14}{'gain':>7}")
-    for arch in [m.strip() for m in args.models.split(",") if m.strip()]:
-        for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
+    for arch in _items(args.models):
+        for size in _items(args.sizes, int):
             alone = None
             for k in ks:
                 rates = concurrent_images_per_s(arch, size, args.batch, args.steps, str(device), args.threads,
