@@ -223,3 +223,73 @@ def test_a_warm_started_backbone_fine_tunes_at_its_share_of_the_learning_rate(tm
         fam = get_family("joint_concat")(**{**TINY, "backbone_lr": 0.0})
         s = fam.settings()
         fam.network(s, train, ctx(epochs=1))
+
+
+def _warm_net(name: str, train, path, **params):
+    from test_fusion_nets import EXTRA, TINY, ctx
+
+    from benchmark.candidates.base import get_family
+
+    c = ctx(epochs=1)
+    c.extra.update(warm_start={"source": "img", "arch": "test_resnet", "members": [str(path)], "full": None},
+                   inner_index=0)
+    fam = get_family(name)(**{**TINY, **EXTRA[name], **params})
+    s = fam.settings()
+    fam.configure(s)
+    fam._setup(c)
+    fam.prepare_fit(s, train, c)
+    return fam, fam.network(s, train, c)().eval(), c
+
+
+def test_with_the_logit_skip_a_warm_started_fusion_network_starts_as_its_image_model(tmp_path):
+    """logit_skip (the default): the head starts at zero and the image model's classifier gives the
+    skip logit, so every network's first logits on image rows are the image model's, whatever the
+    register data; without it they are not. Training then moves the head off zero."""
+    import torch
+    from safetensors.torch import save_file
+    from test_fusion import split, toy_cohort
+    from test_fusion_nets import NETS, ctx
+
+    from benchmark.candidates.base import get_family
+
+    train, _ = split(toy_cohort(n=40, size=16, seed=3)[0], seed=0, frac=0.5)
+    image = get_family("timm_cnn")(arch="test_resnet", batch_size=16, epochs=1, patience=None)
+    image.fit(train, None, ctx(epochs=1))
+    _, state = image.warm_start_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m0.safetensors"))
+    x = torch.randn(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = image.model_.eval()({"image": x})
+    for name in NETS:
+        fam, net, c = _warm_net(name, train, tmp_path / "m0.safetensors")
+        tab = torch.as_tensor(fam.samples(train)[0]["tabular"][:6])
+        batch = {"image": x, "has_image": torch.ones(6, dtype=torch.bool), "tabular": tab}
+        with torch.no_grad():
+            got = net(batch)
+            shuffled = net({**batch, "tabular": tab.flip(0)})
+        assert torch.allclose(got, want, atol=1e-5), name
+        assert torch.allclose(shuffled, want, atol=1e-5), name          # register data enter through the head
+        assert any("logit skip: starts from the image model's classifier" in n for n in c.notes), name
+        _, plain, _ = _warm_net(name, train, tmp_path / "m0.safetensors", logit_skip=False)
+        with torch.no_grad():
+            assert plain.skip is None and not torch.allclose(plain(batch), want, atol=1e-3), name
+    fam.fit(train, None, ctx(epochs=1))
+    assert fam.model_.head[1].weight.abs().sum() > 0
+
+
+def test_a_fusion_bundle_written_before_the_logit_skip_is_restored_without_one():
+    import numpy as np
+    from test_bundle_codec import round_trip
+    from test_fusion import split, toy_cohort
+    from test_fusion_nets import TINY, ctx
+
+    from benchmark.candidates.base import get_family
+
+    train, test = split(toy_cohort(n=40, size=16, seed=3)[0], seed=0, frac=0.5)
+    old = get_family("gated")(**TINY, logit_skip=False).fit(train, None, ctx(epochs=1))
+    del old.params["logit_skip"]          # as an older version wrote it: no such parameter, no skip weights
+    again = round_trip(old)
+    assert again.model_.skip is None
+    assert np.array_equal(old.predict_proba(test), again.predict_proba(test))
+    new = round_trip(get_family("gated")(**TINY).fit(train, None, ctx(epochs=1)))
+    assert new.model_.skip is not None

@@ -78,6 +78,17 @@ def probe_backbone(backbone: nn.Module, size: int) -> dict[str, int]:
         backbone.train(was_training)
 
 
+def _classifier(warm: dict, unused: list[str]) -> dict | None:
+    """The image model's one-logit classifier among the warm-start tensors a backbone left
+    unused (``fc``, ``classifier``, ``head.fc``): ``{"weight": (1, d), "bias": (1,)}``, or None."""
+    for name in unused:
+        if name.endswith(".weight") and warm[name].dim() == 2 and warm[name].shape[0] == 1:
+            bias = name[: -len("weight")] + "bias"
+            if bias in warm:
+                return {"weight": warm[name], "bias": warm[bias]}
+    return None
+
+
 def _backbone(arch: str, weights, drop_path_rate: float, seed: int) -> nn.Module:
     net = build_timm_model(arch, weights=weights, drop_path_rate=drop_path_rate, seed=seed)
     net.reset_classifier(0)
@@ -93,7 +104,8 @@ class FusionNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, tabular: TabularNet, *, tab_dim: int, fusion_dim: int,
-                 dropout: float, aux_weight: float, pos_weight: float, img_dim: int | None = None) -> None:
+                 dropout: float, aux_weight: float, pos_weight: float, img_dim: int | None = None,
+                 logit_skip: bool = False) -> None:
         super().__init__()
         self.backbone, self.tabular = backbone, tabular
         self.img_dim = int(img_dim) if img_dim else probe_backbone(backbone, 32)["img_dim"]
@@ -104,6 +116,13 @@ class FusionNet(nn.Module):
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)
         if self.aux_weight > 0:
             self.aux_img, self.aux_tab = Float32Linear(self.img_dim, 1), Float32Linear(tab_dim, 1)
+        # logit_skip: an image-only logit (a linear map of the pooled image features) added to the
+        # head's output, the head's last layer starting at zero; warm-started with the image
+        # model's classifier, the network starts as that image model and learns the rest on top.
+        self.skip = Float32Linear(self.img_dim, 1) if logit_skip else None
+        if logit_skip:
+            nn.init.zeros_(self.head[1].weight)
+            nn.init.zeros_(self.head[1].bias)
         self._aux_loss: torch.Tensor | None = None
         self.backbone_lr_scale = 1.0   # NeuralFusion.network sets it for a warm-started backbone
 
@@ -127,6 +146,8 @@ class FusionNet(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         fused, img, tab = self.fuse(batch)
         logits = self.head(fused).reshape(-1)
+        if self.skip is not None:
+            logits = logits + self.skip(img).reshape(-1)
         if self.training and self.aux_weight > 0 and "y" in batch:
             self._aux_loss = self.aux_weight * self.aux_loss(img, tab, batch)
         return logits
@@ -304,6 +325,8 @@ class NeuralFusion(ImageFamily):
         "batch_size": 64, "aug_strength": 0.5, "class_weight": "sqrt", "balanced_sampler": False,
         "warm_start": True,
         "backbone_lr": 1.0,   # a warm-started backbone's learning rate, as a share of lr (1: the same)
+        "logit_skip": True,   # an image-only logit beside a zero-started head (FusionNet): a warm-started
+                              # network starts as the image model it starts from (its classifier included)
     }
     # warm_start: true (the run's source, by default the fold's best image candidate), false, or the name
     # of an image candidate (checked by run_plan.with_warm_source, which knows the candidates)
@@ -356,13 +379,18 @@ class NeuralFusion(ImageFamily):
             ctx.notes.append(f"weights: {weights.name}" if weights else "weights: random init")
         with torch_threads(self.n_threads_):
             probe = _backbone(arch, weights, float(s["drop_path_rate"]), self.seed_).eval()
+            skip_init = None
             if warm is not None:
-                missing, _ = probe.load_state_dict(warm, strict=False)   # the image net's classifier is left out
+                missing, extra = probe.load_state_dict(warm, strict=False)   # the image net's classifier is left out
                 if missing:
                     raise RuntimeError(f"warm start: the {arch} weights lack {len(missing)} backbone tensors, e.g. "
                                        f"{missing[0]}")
+                skip_init = _classifier(warm, extra)
             self.stats_ = image_stats(probe)
             shape = probe_backbone(probe, self.size_)
+            if warm is not None and s["logit_skip"]:
+                ctx.notes.append("logit skip: starts from the image model's classifier" if skip_init is not None
+                                 else "logit skip: the image model's classifier was not found; random init")
             state = {k: v.clone() for k, v in probe.state_dict().items()}
             del probe
 
@@ -372,14 +400,24 @@ class NeuralFusion(ImageFamily):
                              n_layers=int(s["tab_layers"]), dropout=float(s["dropout"]), norm="layer",
                              embed_dim=int(s["tab_embed_dim"]), activation="relu")
             kw = dict(img_dim=shape["img_dim"], tab_dim=int(s["tab_hidden"]), fusion_dim=int(s["fusion_dim"]),
-                      dropout=float(s["dropout"]), aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_)
+                      dropout=float(s["dropout"]), aux_weight=float(s["aux_weight"]), pos_weight=self.pos_weight_,
+                      logit_skip=bool(s["logit_skip"]))
             net = self.net(backbone, tab, **kw, **self.net_kwargs(s, shape))
             net.backbone.load_state_dict(state)
+            if net.skip is not None and skip_init is not None:
+                net.skip.load_state_dict(skip_init)
             if warm is not None:   # fine-tune the trained image features; the fusion parts learn at lr
                 net.backbone_lr_scale = float(s["backbone_lr"])
             return net
 
         return build
+
+    def bundle_restore(self, reader, extra: dict) -> None:
+        """As the base class; a bundle written before ``logit_skip`` existed has no skip weights
+        and is rebuilt without one."""
+        if "logit_skip" not in self.params and not any(k.startswith("skip.") for k in reader.tensors(extra["weights"])):
+            self.params = {**self.params, "logit_skip": False}
+        super().bundle_restore(reader, extra)
 
     def net_kwargs(self, s: dict, shape: dict[str, int]) -> dict:
         """The subclass's own network arguments (``shape``: the backbone's widths, ``probe_backbone``)."""
