@@ -243,8 +243,9 @@ def _warm_net(name: str, train, path, **params):
 
 def test_with_the_logit_skip_a_warm_started_fusion_network_starts_as_its_image_model(tmp_path):
     """logit_skip (the default): the head starts at zero and the image model's classifier gives the
-    skip logit, so every network's first logits on image rows are the image model's, whatever the
-    register data; without it they are not. Training then moves the head off zero."""
+    skip logit, so without register pre-training every network's first logits on image rows are the
+    image model's, whatever the register data, and with it the image model's plus the register
+    MLP's; without the skip they are neither. Training then moves the head off zero."""
     import torch
     from safetensors.torch import save_file
     from test_fusion import split, toy_cohort
@@ -261,7 +262,7 @@ def test_with_the_logit_skip_a_warm_started_fusion_network_starts_as_its_image_m
     with torch.no_grad():
         want = image.model_.eval()({"image": x})
     for name in NETS:
-        fam, net, c = _warm_net(name, train, tmp_path / "m0.safetensors")
+        fam, net, c = _warm_net(name, train, tmp_path / "m0.safetensors", register_epochs=0)
         tab = torch.as_tensor(fam.samples(train)[0]["tabular"][:6])
         batch = {"image": x, "has_image": torch.ones(6, dtype=torch.bool), "tabular": tab}
         with torch.no_grad():
@@ -270,6 +271,11 @@ def test_with_the_logit_skip_a_warm_started_fusion_network_starts_as_its_image_m
         assert torch.allclose(got, want, atol=1e-5), name
         assert torch.allclose(shuffled, want, atol=1e-5), name          # register data enter through the head
         assert any("logit skip: starts from the image model's classifier" in n for n in c.notes), name
+        # register_epochs: the register MLP trained alone first; the network starts as the sum of the logits
+        fam, both, _ = _warm_net(name, train, tmp_path / "m0.safetensors", register_epochs=3)
+        with torch.no_grad():
+            reg = both.tabular.eval()(tab)
+            assert reg.abs().sum() > 0 and torch.allclose(both(batch), want + reg, atol=1e-5), name
         _, plain, _ = _warm_net(name, train, tmp_path / "m0.safetensors", logit_skip=False)
         with torch.no_grad():
             assert plain.skip is None and not torch.allclose(plain(batch), want, atol=1e-3), name
@@ -293,3 +299,37 @@ def test_a_fusion_bundle_written_before_the_logit_skip_is_restored_without_one()
     assert np.array_equal(old.predict_proba(test), again.predict_proba(test))
     new = round_trip(get_family("gated")(**TINY).fit(train, None, ctx(epochs=1)))
     assert new.model_.skip is not None
+
+
+def test_register_pretraining_learns_the_register_signal_and_is_seeded():
+    """register_epochs: the register MLP learns alone before the joint training (its own AUC on
+    the fit part well above chance; without it the zero-started register head says nothing), the
+    same for the same seed."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from test_fusion import split, toy_cohort
+    from test_fusion_nets import TINY, ctx
+
+    from benchmark.candidates.base import get_family
+    from benchmark.candidates.preprocess import register_table
+
+    train, _ = split(toy_cohort(n=120, size=16, seed=4)[0], seed=0, frac=0.5)
+
+    def register_logits(epochs: int) -> np.ndarray:
+        c = ctx(epochs=1)
+        fam = get_family("joint_concat")(**TINY, register_epochs=epochs)
+        s = fam.settings()
+        fam.configure(s)
+        fam._setup(c)
+        fam.prepare_fit(s, train, c)
+        torch.manual_seed(0)                       # as the training loop seeds before it builds
+        net = fam.network(s, train, c)().eval()
+        X = torch.as_tensor(fam.pre_.transform(register_table(train, "joint_concat")), dtype=torch.float32)
+        with torch.no_grad():
+            return net.tabular(X).numpy()
+
+    a, b = register_logits(30), register_logits(30)
+    assert np.array_equal(a, b)
+    assert roc_auc_score(train.labels(), a) > 0.8
+    assert not np.any(register_logits(0))

@@ -15,6 +15,11 @@ differs in how they meet:
 - ``attention``: a small transformer over [CLS, image feature-map tokens, register tokens]
   (``n_tab_tokens`` made from the register features), the CLS output goes to the head.
 
+``logit_skip`` (default on): the network's logit is its head's plus an image-only logit (from
+the warm source's classifier) plus the register MLP's own logit, the head starting at zero and
+the register MLP first trained alone for ``register_epochs``: a warm-started network starts as
+the sum of its two single-modality logits and learns the joint part on top.
+
 ``aux_weight`` > 0 adds per-modality auxiliary losses (an image-only and a register-only
 head, BCE each) to the main loss: a training forward leaves them for ``pop_aux_loss``, which
 ``torch_train`` adds to the loss before any GradScaler scales it. Usage, as for any family::
@@ -116,13 +121,16 @@ class FusionNet(nn.Module):
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)), persistent=False)
         if self.aux_weight > 0:
             self.aux_img, self.aux_tab = Float32Linear(self.img_dim, 1), Float32Linear(tab_dim, 1)
-        # logit_skip: an image-only logit (a linear map of the pooled image features) added to the
-        # head's output, the head's last layer starting at zero; warm-started with the image
-        # model's classifier, the network starts as that image model and learns the rest on top.
+        # logit_skip: an image-only logit (a linear map of the pooled image features) and a
+        # register-only logit (the register MLP's own head) added to the head's output, the head's
+        # last layer and the register head starting at zero. Warm-started with the image model's
+        # classifier (and the register MLP pre-trained: NeuralFusion, register_epochs), the
+        # network starts as the sum of the two single-modality logits and learns the rest on top.
         self.skip = Float32Linear(self.img_dim, 1) if logit_skip else None
         if logit_skip:
-            nn.init.zeros_(self.head[1].weight)
-            nn.init.zeros_(self.head[1].bias)
+            for layer in (self.head[1], self.tabular.head):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self._aux_loss: torch.Tensor | None = None
         self.backbone_lr_scale = 1.0   # NeuralFusion.network sets it for a warm-started backbone
 
@@ -147,7 +155,7 @@ class FusionNet(nn.Module):
         fused, img, tab = self.fuse(batch)
         logits = self.head(fused).reshape(-1)
         if self.skip is not None:
-            logits = logits + self.skip(img).reshape(-1)
+            logits = logits + self.skip(img).reshape(-1) + self.tabular.head(tab).reshape(-1)
         if self.training and self.aux_weight > 0 and "y" in batch:
             self._aux_loss = self.aux_weight * self.aux_loss(img, tab, batch)
         return logits
@@ -325,8 +333,13 @@ class NeuralFusion(ImageFamily):
         "batch_size": 64, "aug_strength": 0.5, "class_weight": "sqrt", "balanced_sampler": False,
         "warm_start": True,
         "backbone_lr": 1.0,   # a warm-started backbone's learning rate, as a share of lr (1: the same)
-        "logit_skip": True,   # an image-only logit beside a zero-started head (FusionNet): a warm-started
-                              # network starts as the image model it starts from (its classifier included)
+        "logit_skip": True,   # image-only and register-only logits beside a zero-started head (FusionNet):
+                              # a warm-started network starts as the image model's logit (its classifier
+                              # included) plus that of its register MLP, pre-trained for register_epochs
+        # with logit_skip: epochs of the register MLP alone before the joint training. Few: on half of the
+        # default cohort it fits its patients perfectly within 10 epochs (held-out AUC 0.77 after 5, 0.66
+        # after 20), and an overfitted register logit leaves the joint training nothing to learn
+        "register_epochs": 5,
     }
     # warm_start: true (the run's source, by default the fold's best image candidate), false, or the name
     # of an image candidate (checked by run_plan.with_warm_source, which knows the candidates)
@@ -406,11 +419,31 @@ class NeuralFusion(ImageFamily):
             net.backbone.load_state_dict(state)
             if net.skip is not None and skip_init is not None:
                 net.skip.load_state_dict(skip_init)
+            if net.skip is not None and fit_part is not None and int(s["register_epochs"]) > 0:
+                self._pretrain_register(net.tabular, s, fit_part)
             if warm is not None:   # fine-tune the trained image features; the fusion parts learn at lr
                 net.backbone_lr_scale = float(s["backbone_lr"])
             return net
 
         return build
+
+    def _pretrain_register(self, tabular: TabularNet, s: dict, fit_part) -> None:
+        """Train the register MLP with its own head on the fit part's patients (one row each) for
+        ``register_epochs`` epochs (AdamW at the fusion's lr and weight decay, batches of 128,
+        the fusion's class weight), before the joint training; on the CPU, where the network is
+        built (a small MLP on a few thousand rows: about a second), seeded by the training loop."""
+        X = torch.as_tensor(self.pre_.transform(register_table(fit_part, self.family_name)), dtype=torch.float32)
+        y = torch.as_tensor(np.asarray(fit_part.labels(), dtype=np.float32))
+        opt = torch.optim.AdamW(tabular.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
+        pos_weight = torch.tensor(float(self.pos_weight_))
+        order = torch.Generator().manual_seed(self.seed_ + 2)
+        tabular.train()
+        for _ in range(int(s["register_epochs"])):
+            for idx in torch.randperm(len(y), generator=order).split(128):
+                loss = F.binary_cross_entropy_with_logits(tabular(X[idx]).float(), y[idx], pos_weight=pos_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
 
     def bundle_restore(self, reader, extra: dict) -> None:
         """As the base class; a bundle written before ``logit_skip`` existed has no skip weights
