@@ -76,8 +76,8 @@ LATE_FIT_S = 0.05             # a late-fusion fit on two columns (not measured)
 CACHE_FILE = "cost_calibration.json"
 CAL_STEPS = 3                 # timed training steps per architecture (after one warm-up epoch)
 GPU_CAL_STEPS = 30            # the same on a GPU (--device-profile gpu), whose steps are milliseconds
-LOOP_VERSION = 2              # part of every cache key: bump when the training loop's speed changes
-                              # (2: channels_last on the CPU too)
+LOOP_VERSION = 3              # part of every cache key: bump when the training loop's speed changes
+                              # (2: channels_last on the CPU too; 3: cropped convolutions on small maps)
 
 # Training images per second of the harness's own loop (``timm_cnn``: bf16 autocast, channels_last, fused
 # AdamW, augmentation at strength 1 on the GPU) on one H200 at batch 64, measured 2026-11-30 by

@@ -10,8 +10,11 @@ import torch.nn as nn
 from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.backbones import (
     WEIGHTS_ENV,
+    CroppedConv2d,
+    _live_taps,
     aggregate_per_patient,
     build_timm_model,
+    crop_small_map_convs,
     find_weights,
     resolve_weights,
 )
@@ -254,3 +257,31 @@ def test_bad_candidate_parameters_are_user_errors():
         TimmCNN(arch=ARCH, aggregate="median").fit(toy(10), None, ctx())
     with pytest.raises(UserError, match="arch"):
         TimmCNN().fit(toy(10), None, ctx())
+
+
+@pytest.mark.parametrize("n,k,stride,groups", [(1, 3, 1, 1), (1, 3, 2, 1), (2, 3, 2, 1), (2, 7, 1, 8), (3, 7, 1, 1),
+                                              (4, 7, 1, 8), (2, 3, 1, 1), (5, 5, 2, 2), (1, 5, 1, 8)])
+def test_cropped_convolution_gives_the_same_output_and_gradients_as_the_full_one(n, k, stride, groups):
+    torch.manual_seed(0)
+    full = nn.Conv2d(8, 8, k, stride, k // 2, groups=groups).double()
+    cropped = crop_small_map_convs(nn.Sequential(nn.Conv2d(8, 8, k, stride, k // 2, groups=groups).double()))[0]
+    cropped.load_state_dict(full.state_dict())
+    assert type(cropped) is CroppedConv2d and cropped.state_dict().keys() == full.state_dict().keys()
+    x = torch.randn(3, 8, n, n + 1, dtype=torch.double, requires_grad=True)
+    outs = []
+    for conv in (full, cropped):
+        y = conv(x)
+        outs.append([y, *torch.autograd.grad((y ** 2).sum() + y.sum(), [x, conv.weight, conv.bias])])
+    for a, b in zip(*outs):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_timm_models_get_cropped_convolutions_only_where_the_cut_is_exact():
+    net = build_timm_model("resnet18")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    cropped = [m for m in convs if type(m) is CroppedConv2d]
+    assert cropped and all(m.kernel_size[0] % 2 == 1 and m.kernel_size != (1, 1) for m in cropped)
+    assert all(m.kernel_size == (1, 1) for m in convs if type(m) is nn.Conv2d)   # the downsampling 1x1s stay
+    assert _live_taps(1, 3, 1, 1) == (1, 1, 0) and _live_taps(2, 3, 1, 2) == (1, 2, 0)
+    assert _live_taps(2, 3, 1, 1) is None and _live_taps(8, 3, 1, 1) is None     # every tap meets the input

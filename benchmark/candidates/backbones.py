@@ -164,14 +164,14 @@ def build_timm_model(arch: str, *, weights: Path | None = None, drop_rate: float
     opts = {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate}
     torch.manual_seed(seed)
     if weights is None:
-        return _create(arch, None, **opts)
+        return crop_small_map_convs(_create(arch, None, **opts))
     try:
         model = _create(arch, weights, **opts)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(f"weights file {weights} cannot be loaded into {arch!r} ({first}); give weights saved from that architecture") from None
     _check_loaded(arch, model, weights, opts, seed)
-    return model
+    return crop_small_map_convs(model)
 
 
 _CHECKED: set[tuple[str, str]] = set()
@@ -192,6 +192,53 @@ def _check_loaded(arch: str, model: nn.Module, weights: Path, opts: dict, seed: 
             f"give weights saved from that architecture")
     _CHECKED.add(key)
 
+
+
+# ----------------------------------------------------------------------------- small feature maps
+
+def _live_taps(n: int, k: int, p: int, s: int) -> tuple[int, int, int] | None:
+    """(first tap, taps, new padding) of a ``k``-tap, ``p``-padded, ``s``-strided dimension whose
+    input is ``n`` wide, when some taps only ever meet zero padding and can be dropped; else None."""
+    out = (n + 2 * p - k) // s + 1
+    first, last = max(0, p - (out - 1) * s), min(k - 1, p + n - 1)   # taps some output reads input with
+    if out < 1 or (first == 0 and last == k - 1):
+        return None
+    taps, pad = last - first + 1, p - first
+    return (first, taps, pad) if (n + 2 * pad - taps) // s + 1 == out else None
+
+
+class CroppedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that, on a feature map smaller than its kernel's reach, convolves with only the
+    taps that can meet the input (same output, same parameters and state-dict keys).
+
+    The dropped taps multiply zero padding only, so their gradient is zero either way; oneDNN's
+    backward over such shapes on AVX2 CPUs falls back to a slow GEMM path (resnet18 at 32 px: the
+    3x3 convolutions on its 1x1 last stage took two thirds of a training step).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        h = _live_taps(x.shape[-2], self.kernel_size[0], self.padding[0], self.stride[0])
+        w = _live_taps(x.shape[-1], self.kernel_size[1], self.padding[1], self.stride[1])
+        if h is None and w is None:
+            return super().forward(x)
+        h = h or (0, self.kernel_size[0], self.padding[0])
+        w = w or (0, self.kernel_size[1], self.padding[1])
+        weight = self.weight[:, :, h[0]:h[0] + h[1], w[0]:w[0] + w[1]]
+        return nn.functional.conv2d(x, weight, self.bias, self.stride, (h[2], w[2]), 1, self.groups)
+
+
+def crop_small_map_convs(net: nn.Module) -> nn.Module:
+    """Make (in place) every plain zero-padded, undilated, odd-kernel ``nn.Conv2d`` of ``net`` a
+    ``CroppedConv2d``: identical outputs and gradients, faster on feature maps smaller than the kernel.
+
+        net = crop_small_map_convs(timm.create_model("resnet18"))   # its 3x3 convs on 1x1 maps run as 1x1
+    """
+    for m in net.modules():
+        if (type(m) is nn.Conv2d and m.padding_mode == "zeros" and m.dilation == (1, 1)
+                and isinstance(m.padding, tuple) and m.kernel_size != (1, 1)
+                and all(k % 2 == 1 and p == k // 2 for k, p in zip(m.kernel_size, m.padding))):
+            m.__class__ = CroppedConv2d
+    return net
 
 
 # ----------------------------------------------------------------------------- fp32 logit layers
