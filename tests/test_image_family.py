@@ -284,4 +284,4 @@ def test_timm_models_get_cropped_convolutions_only_where_the_cut_is_exact():
     assert cropped and all(m.kernel_size[0] % 2 == 1 and m.kernel_size != (1, 1) for m in cropped)
     assert all(m.kernel_size == (1, 1) for m in convs if type(m) is nn.Conv2d)   # the downsampling 1x1s stay
     assert _live_taps(1, 3, 1, 1) == (1, 1, 0) and _live_taps(2, 3, 1, 2) == (1, 2, 0)
-    assert _live_taps(2, 3, 1, 1) is None and _live_taps(8, 3, 1, 1) is None     # every tap meets the input
+    assert _live_taps(2, 3, 1, 1) == (0, 3, 1) and _live_taps(8, 3, 1, 1) == (0, 3, 1)   # every tap meets the input

@@ -164,13 +164,14 @@ def build_timm_model(arch: str, *, weights: Path | None = None, drop_rate: float
     opts = {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate}
     torch.manual_seed(seed)
     if weights is None:
-        return crop_small_map_convs(_create(arch, None, **opts))
-    try:
-        model = _create(arch, weights, **opts)
-    except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"weights file {weights} cannot be loaded into {arch!r} ({first}); give weights saved from that architecture") from None
-    _check_loaded(arch, model, weights, opts, seed)
+        model = _create(arch, None, **opts)
+    else:
+        try:
+            model = _create(arch, weights, **opts)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"weights file {weights} cannot be loaded into {arch!r} ({first}); give weights saved from that architecture") from None
+        _check_loaded(arch, model, weights, opts, seed)
     return crop_small_map_convs(model)
 
 
@@ -196,15 +197,14 @@ def _check_loaded(arch: str, model: nn.Module, weights: Path, opts: dict, seed: 
 
 # ----------------------------------------------------------------------------- small feature maps
 
-def _live_taps(n: int, k: int, p: int, s: int) -> tuple[int, int, int] | None:
+def _live_taps(n: int, k: int, p: int, s: int) -> tuple[int, int, int]:
     """(first tap, taps, new padding) of a ``k``-tap, ``p``-padded, ``s``-strided dimension whose
-    input is ``n`` wide, when some taps only ever meet zero padding and can be dropped; else None."""
+    input is ``n`` wide: the taps some output reads input with; all of them, ``(0, k, p)``, when none
+    can be dropped."""
     out = (n + 2 * p - k) // s + 1
-    first, last = max(0, p - (out - 1) * s), min(k - 1, p + n - 1)   # taps some output reads input with
-    if out < 1 or (first == 0 and last == k - 1):
-        return None
+    first, last = max(0, p - (out - 1) * s), min(k - 1, p + n - 1)
     taps, pad = last - first + 1, p - first
-    return (first, taps, pad) if (n + 2 * pad - taps) // s + 1 == out else None
+    return (first, taps, pad) if out >= 1 and (n + 2 * pad - taps) // s + 1 == out else (0, k, p)
 
 
 class CroppedConv2d(nn.Conv2d):
@@ -219,10 +219,8 @@ class CroppedConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         h = _live_taps(x.shape[-2], self.kernel_size[0], self.padding[0], self.stride[0])
         w = _live_taps(x.shape[-1], self.kernel_size[1], self.padding[1], self.stride[1])
-        if h is None and w is None:
+        if (h[1], w[1]) == self.kernel_size:
             return super().forward(x)
-        h = h or (0, self.kernel_size[0], self.padding[0])
-        w = w or (0, self.kernel_size[1], self.padding[1])
         weight = self.weight[:, :, h[0]:h[0] + h[1], w[0]:w[0] + w[1]]
         return nn.functional.conv2d(x, weight, self.bias, self.stride, (h[2], w[2]), 1, self.groups)
 
