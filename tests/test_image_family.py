@@ -17,6 +17,7 @@ from benchmark.candidates.backbones import (
     crop_small_map_convs,
     find_weights,
     resolve_weights,
+    temper_head,
 )
 from benchmark.candidates.image import ImageNet, TimmCNN
 from benchmark.candidates.scoring import safe_auc as _auc
@@ -285,3 +286,32 @@ def test_timm_models_get_cropped_convolutions_only_where_the_cut_is_exact():
     assert all(m.kernel_size == (1, 1) for m in convs if type(m) is nn.Conv2d)   # the downsampling 1x1s stay
     assert _live_taps(1, 3, 1, 1) == (1, 1, 0) and _live_taps(2, 3, 1, 2) == (1, 2, 0)
     assert _live_taps(2, 3, 1, 1) == (0, 3, 1) and _live_taps(8, 3, 1, 1) == (0, 3, 1)   # every tap meets the input
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "mobilenetv3_small_050"])
+def test_one_logit_heads_start_no_wider_than_linear_default(arch):
+    """timm's goog init gives a one-output head U(-1, 1) weights: first logits with a spread of ~19."""
+    import timm
+
+    torch.manual_seed(0)
+    raw = timm.create_model(arch, in_chans=1, num_classes=1).train()
+    net = build_timm_model(arch, seed=0).train()
+    x = torch.randn(32, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert float(raw(x).std()) > 3.0                 # the problem this guards against
+        assert float(net(x).std()) < 1.0
+    head = net.get_classifier()
+    assert float(head.weight.std()) == pytest.approx(1 / np.sqrt(3 * head.in_features), rel=1e-5)
+
+
+def test_heads_already_at_or_below_the_default_spread_are_untouched():
+    import timm
+
+    for arch in ("resnet18", "densenet121", "convnext_nano"):
+        torch.manual_seed(0)
+        raw = timm.create_model(arch, in_chans=1, num_classes=1)
+        assert torch.equal(temper_head(raw).get_classifier().weight,
+                           build_timm_model(arch, seed=0).get_classifier().weight)
+        torch.manual_seed(0)
+        assert torch.equal(raw.get_classifier().weight,
+                           timm.create_model(arch, in_chans=1, num_classes=1).get_classifier().weight)

@@ -10,7 +10,9 @@ timm backbones, never from the network (``HF_HUB_OFFLINE=1``):
 - ``pretrained: false``: random initialisation.
 
 A 3-channel first convolution is summed to one channel (timm's ``adapt_input_conv``);
-the classifier is re-initialised. Named but missing weights are a ``UserError``::
+the classifier is re-initialised (timm drops a pretrained head of another class count), and a
+one-logit head never starts far wider than ``nn.Linear``'s default (``temper_head``).
+Named but missing weights are a ``UserError``::
 
     net = build_timm_model("resnet18", weights=resolve_weights("resnet18", None))   # (n, 1, S, S) -> (n, 1)
     enc = TabularNet(n_numeric=10, cardinalities=[4], hidden=64, n_layers=2, dropout=0.1,
@@ -172,7 +174,27 @@ def build_timm_model(arch: str, *, weights: Path | None = None, drop_rate: float
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise UserError(f"weights file {weights} cannot be loaded into {arch!r} ({first}); give weights saved from that architecture") from None
         _check_loaded(arch, model, weights, opts, seed)
-    return crop_small_map_convs(model)
+    return crop_small_map_convs(temper_head(model))
+
+
+def temper_head(net: nn.Module) -> nn.Module:
+    """Scale a one-logit linear head that starts over twice as wide as ``nn.Linear``'s default
+    (std 1/sqrt(3 fan_in)) down to that spread.
+
+    timm's EfficientNet/MobileNet init draws a head's weights from U(-1/sqrt(fan_out), ...),
+    which for one output is U(-1, 1): over 1280 batch-normalised features the first logits
+    then have a spread of about 19, the sigmoid saturates and the first steps diverge
+    (efficientnet_b0 learned nothing in a one-epoch fit). ResNet, DenseNet and ConvNeXt heads
+    start at the default (up to sampling noise) or below it and are left as they are.
+    """
+    head = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if isinstance(head, nn.Linear) and head.out_features == 1:
+        default_std = 1.0 / math.sqrt(3 * head.in_features)
+        with torch.no_grad():
+            std = float(head.weight.std())
+            if std > 2 * default_std:
+                head.weight.mul_(default_std / std)
+    return net
 
 
 _CHECKED: set[tuple[str, str]] = set()
