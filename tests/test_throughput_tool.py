@@ -16,3 +16,15 @@ def test_the_concurrent_table_prints_the_gain_over_one_fit(capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [ln.split() for ln in lines if ln.startswith("test_resnet")]
     assert [r[2] for r in rows] == ["1", "2"] and rows[0][-1] == "1.00" and float(rows[1][-1]) > 0
+
+
+def test_compile_rows_compare_the_compiled_bare_loop_with_the_eager_one(capsys, monkeypatch):
+    import torch
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)   # no real compile
+    assert main(["--device", "cpu", "--models", "test_resnet", "--sizes", "16", "--batch", "8", "--steps", "2",
+                 "--aug", "0", "--compile", "default,reduce-overhead"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if "bare compiled" in ln]
+    assert modes == ["default", "reduce-overhead"] and len(rows) == 2
+    assert "(default)" in rows[0] and "x eager" in rows[0] and "first step (compiling)" in rows[0]

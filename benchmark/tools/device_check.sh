@@ -11,7 +11,7 @@
 # replaced a smoke step on the default cohort, which was slower and needed the cohort generated),
 # aug 23, calibrate_more 47, slice > 190 (1,500 -> 800 patients was still too many: now 500). A device
 # session has 15 minutes with each start: e.g. `throughput concurrent determinism fusion_smoke aug`, then
-# `plan_gpu plan_h200 slice`.
+# `compile plan_gpu plan_h200 slice`.
 # Every step writes its output under a scratch folder and has its own time limit, cut to what is left
 # before DEADLINE_S, so one failing or slow step leaves the others' figures. After each step the
 # outputs are packed again into $OUT/device_check.tgz (the device tool returns at most 8 files), so a
@@ -62,6 +62,8 @@ print('cpus', __import__('os').cpu_count())" > "$D/versions.txt" 2>&1
 # 1. the loop against bare timm (target >= 0.9), resnet18/50 at 224 and 512 px, then deterministic kernels
 step throughput 100 python3 -m benchmark.tools.throughput --models resnet18,resnet50 --sizes 224,512 --steps 100
 step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --deterministic
+# 1b. would torch.compile pay? the bare loop compiled against eager (on the 2-core CPU it did not: 1.00x)
+step compile 150 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --compile default,reduce-overhead
 # 2. k fits sharing the GPU (sets plan.GPU_SHARE_UTIL and the --gpu-share advice)
 step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
 # 2b. GPU determinism: two reruns with --deterministic, two without, on a small cohort made here
