@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.torch_train import amp_dtype, configure_determinism, make_optimizer, resolve_device
+from benchmark.candidates.torch_train import (amp_dtype, configure_determinism, free_memory, make_optimizer,
+                                              resolve_device)
 from benchmark.data.cohort import PatientData
 
 
@@ -167,19 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             for aug in augs:
                 hs.append(harness_images_per_s(arch, size, args.batch, args.steps, device, args.threads, aug,
                                                args.deterministic))
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                free_memory()
             b = bare_images_per_s(arch, size, args.batch, args.steps, device, warmup)[0]
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            free_memory()
             for aug, h in zip(augs, hs):
                 print(f"{arch:<18}{size:>6}{aug:>5g}{h:>16.1f}{b:>14.1f}{h / b:>8.2f}", flush=True)
             for mode in _items(args.compile):
                 c, first_s = bare_images_per_s(arch, size, args.batch, args.steps, device, warmup, compile_mode=mode)
                 print(f"{arch:<18}{size:>6}  bare compiled ({mode}): {c:.1f} img/s, {c / b:.2f}x eager; "
                       f"first step (compiling) {first_s:.1f} s", flush=True)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+                free_memory()
     return 0
 
 
