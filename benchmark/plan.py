@@ -26,7 +26,10 @@ path and lower bounds::
 
 Epochs of a network fit: the candidate's ``fixed`` value; else the first trial (the
 ``start`` trial) takes its ``start`` value and later trials the space's upper bound (a
-ceiling: the search draws lower values too); else the family default. The profile's epoch
+ceiling: the search draws lower values too); else the family default. Batch size: the start
+trial's, and for later trials every batch size the space offers, priced at their mean
+per-image cost (``_trial_batches``; the sampler draws them, and a smaller batch costs more
+per image). The profile's epoch
 cap applies, then its per-fit sample budget (``max_image_samples``: whole epochs, at least
 one, as ``torch_train`` does). Register networks (the MLP) stop early on their own holdout,
 so their measured fit time already holds their epochs.
@@ -35,9 +38,11 @@ Per-image costs: ``h200`` reads ``H200_IMAGES_PER_S`` (the harness's own loop me
 H200 at batch 64, 224 and 512 px), interpolated in pixel count between the two sizes and scaled
 by pixel count outside them; an architecture not in the table takes the nearest one by
 parameter count (the plan says so); an evaluation image costs ``EVAL_SHARE`` of a training
-image. ``cpu`` measures this machine (``calibrate``): a few training steps and one prediction
+image; a batch b under 64 costs 64/b times as much per image (``h200_batch_factor``: the loop
+is host-bound at 64; a model). ``cpu`` measures this machine (``calibrate``): a few training steps and one prediction
 pass of each architecture with the harness's own ``timm_cnn`` code at the profile's image
-size and the candidate's batch, one fusion network against its backbone (the overhead every
+size and the candidate's batch (and training steps at each other batch size its search may
+draw), one fusion network against its backbone (the overhead every
 neural fusion family gets), and one fit of each register family on a synthetic table of the
 fit's size. Results are cached in ``cache_dir()/cost_calibration.json`` keyed by what they
 depend on (architecture, size, batch, threads, device, torch version, ``LOOP_VERSION``), so ``run`` reuses them.
@@ -132,6 +137,9 @@ class CandidatePlan:
     # successive halving over epochs (profile ``pruner``): per trial, the expected share of its
     # full training (benchmark.search.pruning.halving_shares); empty: no trial is priced as pruned
     trial_shares: list[float] = field(default_factory=list)
+    # networks: per trial, the batch sizes it may train at (``_trial_batches``: the start trial's,
+    # then the space's choices), priced at their mean per-image cost; empty: every trial at ``batch``
+    trial_batches: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
     def images_seen(self) -> int:
@@ -190,6 +198,19 @@ def _batch(cand, fam_cls) -> int:
         if "batch_size" in src:
             return int(src["batch_size"])
     return int((fam_cls.defaults or {}).get("batch_size") or 32)
+
+
+def _trial_batches(cand, fam_cls, trials: int) -> list[tuple[int, ...]]:
+    """Per trial, the batch sizes a network may train at: a fixed ``batch_size`` in every trial; else
+    the start trial's, then the space's (categorical: its choices; a range: its two ends), which the
+    sampler draws (uniformly in its random start-up trials); else the family default throughout."""
+    first = _batch(cand, fam_cls)
+    spec = None if "batch_size" in cand.fixed else cand.space.get("batch_size")
+    later: tuple[int, ...] = (first,)
+    if spec is not None:
+        values = spec["choices"] if spec["type"] == "categorical" else (spec["low"], spec["high"])
+        later = tuple(sorted({int(v) for v in values}))
+    return [(first,)] + [later] * (trials - 1)
 
 
 def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: float,
@@ -272,7 +293,8 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             fits=trials * K + (1 if refit else 0), train_images=train_images,
             trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
             fit_rows=int(round(n_fit)), epoch_cap=cap, epochs=epochs, inner=K, refit_images=refit_images,
-            on_gpu=uses_gpu(fam), trial_shares=shares))
+            on_gpu=uses_gpu(fam), trial_shares=shares,
+            trial_batches=_trial_batches(searched, fam, trials) if kind in ("cnn", "fusion_net") else []))
     from benchmark.run_plan import warm_start_role
 
     image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
@@ -302,6 +324,11 @@ class Costs:
     notes: list[str] = field(default_factory=list)
     calibration_s: float = 0.0                    # seconds spent measuring now (0: all cached)
     others: list[float] = field(default_factory=list)   # other processes' CPU share while each cost used was measured
+    batch_train_s: dict[tuple[str, int], float] = field(default_factory=dict)   # (arch, batch) -> s per training image
+
+    def train_at(self, arch: str, batches: tuple[int, ...]) -> float:
+        """Mean seconds per training image of ``arch`` over ``batches`` (one not priced: the arch's own cost)."""
+        return float(np.mean([self.batch_train_s.get((arch, b), self.train_s[arch]) for b in batches]))
 
 
 def h200_images_per_s(arch: str, size: int) -> tuple[float, str | None]:
@@ -343,6 +370,25 @@ def _image_archs(plan: CostPlan) -> dict[str, int]:
     return out
 
 
+def _other_batches(plan: CostPlan) -> list[tuple[str, int]]:
+    """(arch, batch) pairs a CNN's searched trials may train at besides the arch's typical batch."""
+    typical = _image_archs(plan)
+    pairs = {(c.arch, b) for c in plan.candidates if c.kind == "cnn" and c.arch
+             for bs in c.trial_batches for b in bs if b != typical[c.arch]}
+    return sorted(pairs)
+
+
+# On an H200 the loop at batch 64 is bound by the host (kernel launches; 0.28-0.54 of the bare loop's
+# images/s at batch 256), so a smaller batch takes about as long per step: a batch b < 64 is priced at
+# 64/b times the per-image cost at 64 (a model, not measured); a larger one at the cost at 64 (no gain assumed).
+H200_TABLE_BATCH = 64
+
+
+def h200_batch_factor(batch: int) -> float:
+    """Per-image cost at ``batch`` against the H200 table's batch (``H200_TABLE_BATCH``)."""
+    return max(1.0, H200_TABLE_BATCH / max(1, batch))
+
+
 def h200_costs(plan: CostPlan, *, measure_tables: bool = True, log: Callable[[str], None] = print) -> Costs:
     """Per-image costs from the H200 table; register fits measured on this CPU (cached)."""
     costs = Costs(source="H200 table (the harness's loop measured on an H200 at batch 64; eval = 1/4 of a training image); "
@@ -352,6 +398,14 @@ def h200_costs(plan: CostPlan, *, measure_tables: bool = True, log: Callable[[st
         costs.train_s[arch], costs.eval_s[arch] = 1.0 / r, EVAL_SHARE / r
         if note:
             costs.notes.append(note)
+    others = _other_batches(plan)
+    for arch, b in others:
+        costs.batch_train_s[(arch, b)] = costs.train_s[arch] * h200_batch_factor(b)
+    if others:
+        costs.notes.append(f"batch sizes other than {H200_TABLE_BATCH} are not in the H200 table: a batch b under "
+                           f"{H200_TABLE_BATCH} is priced at {H200_TABLE_BATCH}/b times the per-image cost (the loop is "
+                           f"host-bound at {H200_TABLE_BATCH}, so a step takes about as long), a larger one at the cost "
+                           f"at {H200_TABLE_BATCH}; a model, not measured")
     if measure_tables:
         _table_costs(plan, costs, log)
         _note_busy(costs)
@@ -649,16 +703,22 @@ def cpu_costs(plan: CostPlan, *, log: Callable[[str], None] = print, device: str
     cache = _load_cache()
     archs = _image_archs(plan)
     size = plan.image_size
-    for arch, batch in archs.items():
+
+    def measured(arch: str, batch: int, why: str) -> dict:
         key = image_key(arch, size, batch, device)
         if key not in cache:
-            log(f"  calibrating {arch} at {size} px, batch {batch} on {device} ({steps} training steps, "
-                f"one prediction pass) ...")
+            log(f"  calibrating {arch} at {size} px, batch {batch} on {device} ({why}) ...")
             t0 = time.perf_counter()
             _measure(key, cache, lambda: measure_image(arch, size, batch, steps=steps, device=device))
             costs.calibration_s += time.perf_counter() - t0
-        costs.train_s[arch], costs.eval_s[arch] = cache[key]["train_s"], cache[key]["eval_s"]
         costs.others.append(float(cache[key].get("others", 0.0)))
+        return cache[key]
+
+    for arch, batch in archs.items():
+        got = measured(arch, batch, f"{steps} training steps, one prediction pass")
+        costs.train_s[arch], costs.eval_s[arch] = got["train_s"], got["eval_s"]
+    for arch, batch in _other_batches(plan):   # the batch sizes a search draws besides the start's
+        costs.batch_train_s[(arch, batch)] = measured(arch, batch, "a batch size its search draws")["train_s"]
     nets = [c for c in plan.candidates if c.kind == "fusion_net"]
     if nets:   # one fusion network against its backbone: the overhead of every neural fusion family
         c = nets[0]
@@ -762,11 +822,12 @@ def price(plan: CostPlan, costs: Costs, *, warm_pick=max) -> Priced:
         if c.kind in ("cnn", "fusion_net"):
             over = costs.fusion_overhead if c.kind == "fusion_net" else 1.0
             arch = warm_arch(c, costs, warm_pick) or c.arch
-            tr = costs.train_s[arch] * over
+            batches = c.trial_batches or [(c.batch or 64,)] * len(c.train_images)
+            tr = [costs.train_at(arch, bs) * over for bs in batches]
             ev = costs.eval_s[arch] * over
-            trial_list = [c.inner * n * tr + m * ev + TRIAL_OVERHEAD_S
-                          for n, m in zip(c.train_images, c.trial_eval_images)]
-            refit_s = c.bag_eval_images * ev + c.refit_images * tr
+            trial_list = [c.inner * n * t + m * ev + TRIAL_OVERHEAD_S
+                          for n, m, t in zip(c.train_images, c.trial_eval_images, tr)]
+            refit_s = c.bag_eval_images * ev + c.refit_images * tr[0]   # the refit priced at the start's batch
         elif c.kind == "embed":
             fit = costs.fit_s.get(c.name, 0.0)
             trial_list = [c.inner * fit + TRIAL_OVERHEAD_S] * c.trials
@@ -1069,7 +1130,8 @@ def _data_tag(cohort) -> str:
 def missing_calibration(plan: CostPlan, device: str = "cpu") -> list[str]:
     """What a measured pricing of ``plan`` on ``device`` would have to measure now (nothing: all cached)."""
     cache = _load_cache()
-    out = [a for a, b in _image_archs(plan).items() if image_key(a, plan.image_size, b, device) not in cache]
+    pairs = list(_image_archs(plan).items()) + _other_batches(plan)
+    out = list(dict.fromkeys(a for a, b in pairs if image_key(a, plan.image_size, b, device) not in cache))
     nets = [c for c in plan.candidates if c.kind == "fusion_net"]
     if nets and image_key(nets[0].arch, plan.image_size, nets[0].batch or 64, device, kind=nets[0].family) not in cache:
         out.append(nets[0].family)
@@ -1149,6 +1211,14 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
         lines.append("  pruner: successive halving over epochs for the networks; a trial is priced at its expected "
                      "share of full training (the pruner's rule replayed on random trial orders): "
                      + ", ".join(f"{c.name} {100 * float(np.mean(c.trial_shares)):.0f} %" for c in pruned))
+    drawn = [c for c in plan.candidates if c.kind == "cnn" and c.arch in costs.train_s
+             and len(c.trial_batches) > 1 and c.trial_batches[1] != c.trial_batches[0]]
+    if drawn:
+        lines.append("  batch sizes: a trial after the start draws its batch size from the space and is priced at the "
+                     "mean per-image cost over its choices, against the start's batch: " + ", ".join(
+                         f"{c.name} ({'/'.join(map(str, c.trial_batches[1]))} vs {c.trial_batches[0][0]}) "
+                         f"{costs.train_at(c.arch, c.trial_batches[1]) / costs.train_at(c.arch, c.trial_batches[0]):.2f}x"
+                         for c in drawn))
     for note in costs.notes:
         lines.append(f"  note: {note}")
     if costs.calibration_s:

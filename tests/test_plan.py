@@ -85,6 +85,60 @@ def test_h200_table_lookup_and_pixel_scaling():
     assert r == pytest.approx(P.H200_IMAGES_PER_S["efficientnet_b0"][224]) and "efficientnet_b0" in note
 
 
+def test_later_trials_are_priced_over_the_batch_sizes_their_space_offers():
+    cands = load_candidates()
+    median = replace(get_profile("standard"), pruner={"type": "median"})
+    (c,) = P.build_cost_plan([cands["resnet18"]], median, n_patients=1000, images_per_patient=2.0).candidates
+    assert c.trial_batches == [(64,)] + [(16, 32, 64)] * 9          # the start's batch, then the space's choices
+    costs = P.Costs(source="test", train_s={"resnet18": 1e-3}, eval_s={"resnet18": 0.0},
+                    batch_train_s={("resnet18", 16): 4e-3, ("resnet18", 32): 2e-3})
+    priced = P.price(P.CostPlan("standard", 1000, 2.0, 5, 3, 1, 224, [c], {}), costs)
+    later = (4e-3 + 2e-3 + 1e-3) / 3
+    want = [c.inner * c.train_images[0] * 1e-3] + [c.inner * n * later for n in c.train_images[1:]]
+    got = priced.per_candidate["resnet18"]["trial_s"] * c.trials - c.trials * P.TRIAL_OVERHEAD_S
+    assert got == pytest.approx(sum(want))
+    # the fusion networks fix their batch: every trial at it; one trial (quick): only the start's batch
+    (f,) = P.build_cost_plan([cands["joint_concat"]], median, n_patients=1000, images_per_patient=2.0).candidates
+    assert f.trial_batches == [(64,)] * 10
+    (q,) = P.build_cost_plan([cands["resnet18"]], get_profile("quick"), n_patients=1000, images_per_patient=2.0).candidates
+    assert q.trial_batches == [(64,)]
+    assert P._other_batches(P.CostPlan("quick", 1000, 2.0, 3, 2, 1, 32, [q, f], {})) == []
+
+
+def test_h200_prices_a_batch_under_the_tables_by_its_step_time():
+    cands = load_candidates()
+    (c,) = P.build_cost_plan([cands["resnet18"]], get_profile("standard"), n_patients=1000,
+                             images_per_patient=2.0).candidates
+    plan = P.CostPlan("standard", 1000, 2.0, 5, 3, 1, 224, [c], {})
+    costs = P.h200_costs(plan, measure_tables=False)
+    base = costs.train_s["resnet18"]
+    assert base == pytest.approx(1 / P.H200_IMAGES_PER_S["resnet18"][224])
+    assert costs.batch_train_s == {("resnet18", 16): pytest.approx(4 * base), ("resnet18", 32): pytest.approx(2 * base)}
+    assert P.h200_batch_factor(128) == 1.0 and P.h200_batch_factor(64) == 1.0
+    assert any("not in the H200 table" in n for n in costs.notes)
+    text = P.render(P.price(plan, costs), "h200")
+    assert "resnet18 (16/32/64 vs 64) 2.33x" in text
+
+
+def test_cpu_calibration_measures_the_batch_sizes_a_search_draws(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFF_BENCHMARK_CACHE", str(tmp_path / "cache"))
+    seen = []
+
+    def fake(arch, size, batch, **kw):
+        seen.append((arch, batch))
+        return {"train_s": 0.064 / batch, "eval_s": 1e-4, "measured_s": 0.0}
+
+    monkeypatch.setattr(P, "measure_image", fake)
+    cands = load_candidates()
+    prof = replace(get_profile("standard"), image_size=32)
+    plan = P.build_cost_plan([cands["resnet18"]], prof, n_patients=1000, images_per_patient=2.0)
+    assert P.missing_calibration(plan) == ["resnet18"]
+    costs = P.cpu_costs(plan, log=lambda m: None)
+    assert sorted(seen) == [("resnet18", 16), ("resnet18", 32), ("resnet18", 64)]
+    assert costs.train_at("resnet18", (16, 32, 64)) == pytest.approx((4e-3 + 2e-3 + 1e-3) / 3)
+    assert P.missing_calibration(plan) == []
+
+
 def test_eta_weighs_units_by_their_estimated_cost():
     now = [0.0]
     costs = {("logreg", 0, 0): (1.0, 1, 0.0), ("cnn", 0, 0): (100.0, 1, 0.0)}
