@@ -370,6 +370,19 @@ def test_timm_cnn_embedding_width_is_the_probed_pre_logit_width(wide_cohort):
     assert fam.embed(without).shape == (len(test), 1024)
 
 
+def test_frozen_embeddings_have_the_pre_logit_width_with_and_without_images(wide_cohort):
+    """A part without images gets NaN rows as wide as the encoder's pre-logits, so the scaler and
+    PCA fitted on a part with images can read them (mobilenetv3: 1024, num_features 288)."""
+    from benchmark.candidates.fusion_embed import frozen_embeddings
+
+    train, test = wide_cohort
+    assert frozen_embeddings(test, WIDE, None).shape == (len(test), 1024)
+    without = test.subset(np.arange(len(test)))
+    without.images = without.image_owner = None
+    E = frozen_embeddings(without, WIDE, None)
+    assert E.shape == (len(test), 1024) and np.isnan(E).all()
+
+
 # ----------------------------------------------------------------------------- 5. determinism switch
 
 @pytest.fixture

@@ -40,7 +40,8 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from benchmark.candidates.backbones import aggregate_per_patient, build_timm_model, image_stats, resolve_weights
+from benchmark.candidates.backbones import (aggregate_per_patient, build_timm_model, image_stats, pre_logits_width,
+                                            resolve_weights)
 from benchmark.candidates.base import Family, TrialContext, register_family
 from benchmark.candidates.tabular import BoostedTrees, LightGBMFamily, XGBoostFamily
 from benchmark.candidates.torch_train import cpu_threads, resolve_device, torch_threads
@@ -68,6 +69,9 @@ def _encoder(arch: str, pretrained: Any, device: torch.device):
     return key, weights, _ENCODERS[key]
 
 
+PROBE_PX = 32   # the image side a part without images probes the pre-logit width at (pooled: any size gives it)
+
+
 def frozen_embeddings(data, arch: str, pretrained: Any, device: str = "cpu", n_threads: int | None = None,
                       batch_size: int = 256) -> np.ndarray:
     """(n_patients, d) mean pre-logit features of each patient's images (NaN rows without images).
@@ -77,9 +81,8 @@ def frozen_embeddings(data, arch: str, pretrained: Any, device: str = "cpu", n_t
     """
     dev = resolve_device(device)
     key, _, (net, (mean, std)) = _encoder(arch, pretrained, dev)
-    if data.images is None or len(data.images) == 0:
-        d = int(getattr(net, "num_features", 1))
-        return np.full((len(data), d), np.nan, dtype=np.float32)
+    if data.images is None or len(data.images) == 0:   # NaN rows as wide as the features of a part with images
+        return np.full((len(data), pre_logits_width(net, PROBE_PX)), np.nan, dtype=np.float32)
     cache = _FEATURES.setdefault(key, {})
     owner = np.asarray(data.image_owner)
     # Keyed by the content of a patient's images (not its key: tests and users load several cohorts).
@@ -97,7 +100,7 @@ def frozen_embeddings(data, arch: str, pretrained: Any, device: str = "cpu", n_t
                 x = (x - mean) / std
                 f = net.forward_head(net.forward_features(x), pre_logits=True)
                 feats.append(f.float().cpu().numpy())
-        d = feats[0].shape[1] if feats else int(getattr(net, "num_features", 1))
+        d = feats[0].shape[1] if feats else pre_logits_width(net, data.images.shape[-1])
         per = (aggregate_per_patient(np.concatenate(feats), owner[img_rows], len(data), "mean")
                if feats else np.full((len(data), d), np.nan))
         for i in todo:
