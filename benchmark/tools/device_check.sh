@@ -10,8 +10,8 @@
 # plan_gpu > 140 (cohort generation, then efficientnet_b0 alone autotuned for 43 s), fusion_smoke 78 (it
 # replaced a smoke step on the default cohort, which was slower and needed the cohort generated),
 # aug 23, calibrate_more 47, slice > 190 (1,500 -> 800 patients was still too many: now 500). A device
-# session has 15 minutes with each start: e.g. `throughput concurrent determinism fusion_smoke aug`, then
-# `compile plan_gpu plan_h200 slice`.
+# session has 15 minutes with each start: e.g. `throughput batches concurrent determinism fusion_smoke aug`,
+# then `compile plan_gpu plan_h200 slice` (batches: new, not yet run; about 60 s by the throughput step's pace).
 # Every step writes its output under a scratch folder and has its own time limit, cut to what is left
 # before DEADLINE_S, so one failing or slow step leaves the others' figures. After each step the
 # outputs are packed again into $OUT/device_check.tgz (the device tool returns at most 8 files), so a
@@ -64,6 +64,10 @@ step throughput 100 python3 -m benchmark.tools.throughput --models resnet18,resn
 step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --deterministic
 # 1b. would torch.compile pay? the bare loop compiled against eager (on the 2-core CPU it did not: 1.00x)
 step compile 150 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --compile default,reduce-overhead
+# 1c. the loop at the other batch sizes the CNN spaces offer (16, 32) and at 128: plan prices a batch b < 64
+#     at 64/b times the per-image cost at 64 (plan.h200_batch_factor, a host-bound model); this measures it
+step batches 90 bash -c 'for b in 16 32 128; do echo "== batch $b"
+  python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --batch $b --steps 60 || exit 1; done'
 # 2. k fits sharing the GPU (sets plan.GPU_SHARE_UTIL and the --gpu-share advice)
 step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
 # 2b. GPU determinism: two reruns with --deterministic, two without, on a small cohort made here
