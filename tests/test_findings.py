@@ -309,6 +309,47 @@ def test_fusion_networks_are_set_against_the_image_model_they_started_from(make_
             f"{fusion[0]} ({image[-1]}).") in detail
 
 
+def test_other_image_models_say_in_how_many_folds_they_were_still_improving(make_run, tmp_path):
+    run = _copy(make_run, tmp_path, oracle=False)
+    text = write_findings(run)
+    best = _best_image(text)
+    lb = pd.read_csv(run / "leaderboard.csv")
+    other = next(c for c in lb[lb["modality"].eq("image") & lb["status"].eq("ok")]["candidate"] if c != best)
+    line = next(x for x in _section(text, "Q1").splitlines() if x.startswith("Other image models"))
+    assert "still improving" not in line                                  # every curve flat: nothing said
+    st = pd.read_csv(run / "studies.csv")
+    first = st.index[st["candidate"].eq(other)][0]                        # one outer fold still rising
+    st.loc[first, ["curve_50", "curve_100", "at_budget"]] = [0.70, 0.85, np.nan]
+    st.to_csv(run / "studies.csv", index=False)
+    n = int(st["candidate"].eq(other).sum())
+    line = next(x for x in _section(write_findings(run), "Q1").splitlines() if x.startswith("Other image models"))
+    assert f"{other} AUC " in line and f"(still improving when its training budget ran out in 1 of {n} outer folds)" in line
+
+
+def test_a_fusion_network_below_its_start_gets_its_learning_curve(make_run, tmp_path):
+    """Why a network ended below the image model it started from: still improving (its budget), or not."""
+    run = _copy(make_run, tmp_path)
+    lb = pd.read_csv(run / "leaderboard.csv")
+    fusion = lb[lb["modality"].eq("fusion") & lb["status"].eq("ok")]["candidate"].tolist()
+    image = lb[lb["modality"].eq("image") & lb["status"].eq("ok")]["candidate"].tolist()
+    comp = pd.read_csv(run / "comparisons.csv")
+    src = comp[comp["reference_role"].eq("best_image")].query("candidate in @fusion[:1]").copy()
+    src["reference_role"], src["reference"] = "warm_source", image[-1]
+    src.loc[src["metric"].eq("auc"), ["diff", "lo", "hi", "p_holm", "verdict"]] = [-0.015, -0.036, 0.006, 1.0,
+                                                                                     "not_shown"]
+    pd.concat([comp, src]).to_csv(run / "comparisons.csv", index=False)
+    st = pd.read_csv(run / "studies.csv")
+    mine = st["candidate"].eq(fusion[0])
+    st.loc[mine, ["curve_25", "curve_50", "curve_100", "at_budget"]] = [0.80, 0.84, 0.86, np.nan]
+    st.to_csv(run / "studies.csv", index=False)
+    detail = _section(write_findings(run), "Q3")
+    assert f"- {fusion[0]} was still improving when its training budget ran out (outer fold 0: inner score 0.800" \
+        in detail
+    st.loc[mine, ["curve_50", "curve_100"]] = [0.855, 0.86]               # flat from half the budget on
+    st.to_csv(run / "studies.csv", index=False)
+    assert f"- {fusion[0]} had levelled off by the end of its training budget" in _section(write_findings(run), "Q3")
+
+
 def test_old_run_without_fusion_versus_fusion_rows_says_they_were_not_tested(make_run):
     q3 = _answer(write_findings(make_run(schema="old")), "Q3")
     assert q3.endswith("; the ways of combining were not tested against each other.")

@@ -138,7 +138,25 @@ def test_studies_carry_the_learning_curve_of_iterative_bags(tmp_path):
         rows = st.loc[[name]]
         assert rows[["curve_25", "curve_50", "curve_100"]].notna().all().all(), name
         np.testing.assert_allclose(rows["curve_100"], rows["best_value"], atol=1e-9)
-        assert rows["at_budget"].between(0, 1).all()
+    assert st.loc[["xgboost"], "at_budget"].between(0, 1).all()
+    # the tiny profile's 2-epoch cap is within the MLP's patience (20): early stopping could not have
+    # fired, so it says nothing (NaN) and the curve alone tells whether the MLP was still improving
+    assert st.loc[["mlp"], "at_budget"].isna().all()
+
+
+def test_early_stopping_tells_nothing_where_the_budget_is_within_its_patience():
+    """A fit of no more epochs than its patience cannot stop early: "it did not stop" is then true by
+    construction and is no evidence that the network was still improving (None: the curve decides)."""
+    from benchmark.candidates.base import TrialContext, get_family
+    from test_fusion import toy_cohort
+
+    data, _ = toy_cohort(n=200)
+    ctx = TrialContext(seed=0, extra={"n_threads": 1})
+    kw = dict(batch_size=32, hidden=8, n_layers=1)
+    short = get_family("mlp")(max_epochs=3, patience=3, **kw).fit(data, None, ctx)
+    assert short.stopped_early_ is None and short.still_improving() is None
+    longer = get_family("mlp")(max_epochs=4, patience=3, **kw).fit(data, None, ctx)
+    assert longer.stopped_early_ is not None and longer.still_improving() in (True, False)
 
 
 def test_a_one_epoch_network_keeps_its_learning_curve_in_steps(tmp_path):

@@ -203,7 +203,10 @@ class TorchFamily(Family):
         self.model_ = result.model
         self.snapshots_, self.epoch_budget_ = result.snapshots, result.epochs
         self.trained_share_ = result.steps / max(1, result.total_steps)
-        self.stopped_early_ = None if vsrc is None or not tc.patience else len(result.history) < result.epochs
+        # early stopping can tell only where it could have fired: a budget of more epochs than its patience
+        # (a one-epoch fusion fit under quick never stops early, so "it did not" says nothing)
+        self.stopped_early_ = (None if vsrc is None or not tc.patience or result.epochs <= tc.patience
+                               else len(result.history) < result.epochs)
         self.best_epoch_ = result.best_epoch
         self.batch_size_ = result.batch_size
         self.history_ = result.history
@@ -290,7 +293,8 @@ class TorchFamily(Family):
             self.model_ = current
 
     def still_improving(self) -> bool | None:
-        """Early stopping on the holdout did not fire and the best epoch was among the last 10 %."""
+        """Early stopping on the holdout did not fire and the best epoch was among the last 10 %; None
+        without early stopping or with a budget too short for it to fire (epochs <= patience)."""
         if self.stopped_early_ is None:
             return None
         return (not self.stopped_early_) and self.best_epoch_ >= int(0.9 * self.epoch_budget_) - 1

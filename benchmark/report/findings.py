@@ -367,6 +367,18 @@ class _Run:
             return "but it was still improving when its training budget ran out, so it is not what this modality can reach"
         return ""
 
+    def improving_note(self, row: pd.Series | None) -> str:
+        """``still improving when its training budget ran out in k of n outer folds`` for a candidate
+        whose learning curve says so in at least one of the folds that have a curve ('' otherwise)."""
+        if row is None or not self.has_curves(row):
+            return ""
+        s = self.studies[self.studies["candidate"].eq(str(row["candidate"]))]
+        told = int((s["at_budget"].notna() | s["curve_50"].notna()).sum())
+        k = len(self.still_improving(row))
+        several = self.studies["repeat"].nunique() > 1
+        return (f"still improving when its training budget ran out in {k} of {told} "
+                f"{'studies (repeat x outer fold)' if several else 'outer folds'}") if k else ""
+
     def learning_lines(self, row: pd.Series | None) -> list[str]:
         """Detail lines: the learning curve of a best model (when stored), and whether it was still improving."""
         if row is None or not self.has_curves(row):
@@ -488,7 +500,7 @@ def _q1(run: _Run) -> tuple[Answer, list[str]]:
     if not others.empty:
         lines.append("")
         lines.append("Other image models: " + "; ".join(
-            f"{r['candidate']} AUC {fmt_ci(r, 'auc')}" + (" (at chance)" if _at_chance(r) else "")
+            f"{r['candidate']} AUC {fmt_ci(r, 'auc')}" + _parenthesis(["at chance"] * _at_chance(r) + [run.improving_note(r)])
             for _, r in others.iterrows()) + ".")
     return answer, lines
 
@@ -725,6 +737,12 @@ def _q3(run: _Run) -> tuple[Answer, list[str]]:
     return answer, lines
 
 
+def _parenthesis(parts: list[str]) -> str:
+    """`` (a; b)`` of the non-empty ``parts``, '' when none."""
+    parts = [p for p in parts if p]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _warm_source_lines(run: _Run, fusion: pd.DataFrame) -> list[str]:
     """End-to-end fusion networks against the image candidate they started from (role warm_source)."""
     rows = run.comp[run.comp["metric"].eq("auc") & run.comp["reference_role"].eq("warm_source")
@@ -744,6 +762,9 @@ def _warm_source_lines(run: _Run, fusion: pd.DataFrame) -> list[str]:
     if lower:
         lines.append(f"- Lower than the model they started from on this sample, but not shown worse after Holm's "
                      f"adjustment: {', '.join(lower)}.")
+    for _, c in rows.iterrows():   # why a network ended below its start: its budget, or not that
+        if num(c["diff"]) < 0:
+            lines += run.learning_lines(pd.Series({"candidate": c["candidate"]}))
     return lines
 
 
