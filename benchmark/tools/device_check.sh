@@ -82,7 +82,9 @@ echo "--deterministic, two reruns:"; python3 -m benchmark.tools.same_predictions
 echo "default (cuDNN autotuning), two reruns:"; python3 -m benchmark.tools.same_predictions /tmp/results/fast1 /tmp/results/fast2
 true'
 # 3. the cost plan calibrated on this GPU (the first step to need the default cohort generates it),
-#    and the standard plan with it and with the stored table
+#    and the standard plan with it and with the stored table (since 2026-12-01 the calibration also
+#    times batch 16 and 32 of each CNN, the sizes standard's search draws: 15 measurements, not 5,
+#    so this step may need a second call; what it measured stays in the packed cost_calibration.json)
 step plan_gpu 200 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
 step plan_h200 20 python3 -m benchmark plan --suite all --profile standard --device-profile h200
 # 4. every torch family once on the GPU (the smoke profile: 32 px; numbers mean nothing), on a small
