@@ -367,13 +367,18 @@ class _Run:
             return "but it was still improving when its training budget ran out, so it is not what this modality can reach"
         return ""
 
+    def curve_told(self, row: pd.Series) -> pd.Series:
+        """Per ``studies.csv`` row of the candidate: whether its curve can tell (an early-stopping
+        share, or a point at 50 % of the budget; a one-epoch fit without early stopping has neither)."""
+        s = self.studies[self.studies["candidate"].eq(str(row["candidate"]))]
+        return s["at_budget"].notna() | s["curve_50"].notna()
+
     def improving_note(self, row: pd.Series | None) -> str:
         """``still improving when its training budget ran out in k of n outer folds`` for a candidate
         whose learning curve says so in at least one of the folds that have a curve ('' otherwise)."""
         if row is None or not self.has_curves(row):
             return ""
-        s = self.studies[self.studies["candidate"].eq(str(row["candidate"]))]
-        told = int((s["at_budget"].notna() | s["curve_50"].notna()).sum())
+        told = int(self.curve_told(row).sum())
         k = len(self.still_improving(row))
         several = self.studies["repeat"].nunique() > 1
         return (f"still improving when its training budget ran out in {k} of {told} "
@@ -387,9 +392,7 @@ class _Run:
         rising = self.still_improving(row)
         if not rising.empty:
             return [f"- {name} was still improving when its training budget ran out ({self.curve_text(rising)})."]
-        s = self.studies[self.studies["candidate"].eq(name)]
-        told = s["at_budget"].notna() | s["curve_50"].notna()
-        if not told.all():   # e.g. a one-epoch budget: no point of the curve before its end
+        if not self.curve_told(row).all():   # e.g. a one-epoch budget: no point of the curve before its end
             return [f"- Whether {name} was still improving is unknown: its training budget was too short for a "
                     "learning curve in some outer fold."]
         return [f"- {name} had levelled off by the end of its training budget in every outer fold (early stopping "
