@@ -277,16 +277,26 @@ def test_which_way_of_combining_names_the_best_by_inner_score_and_those_not_show
     assert f"Not shown worse than the best: {', '.join([best] + others[1:])}; shown worse: {others[0]}." in text
 
 
+def _ok(run, modality: str) -> list[str]:
+    """The candidates of ``modality`` that ran (status ok), in leaderboard order."""
+    lb = pd.read_csv(run / "leaderboard.csv")
+    return lb[lb["modality"].eq(modality) & lb["status"].eq("ok")]["candidate"].tolist()
+
+
+def _warm_source_rows(run, networks: list[str], source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(comparisons.csv, a copy of the ``networks``' best_image rows as role warm_source against ``source``)."""
+    comp = pd.read_csv(run / "comparisons.csv")
+    src = comp[comp["reference_role"].eq("best_image") & comp["candidate"].isin(networks)].copy()
+    src["reference_role"], src["reference"] = "warm_source", source
+    return comp, src
+
+
 def test_fusion_networks_are_set_against_the_image_model_they_started_from(make_run, tmp_path):
     """Rows of role warm_source get their own list, and a network below its source is named."""
     run = _copy(make_run, tmp_path)
-    lb = pd.read_csv(run / "leaderboard.csv")
-    fusion = lb[lb["modality"].eq("fusion") & lb["status"].eq("ok")]["candidate"].tolist()
-    image = lb[lb["modality"].eq("image") & lb["status"].eq("ok")]["candidate"].tolist()
-    comp = pd.read_csv(run / "comparisons.csv")
+    fusion, image = _ok(run, "fusion"), _ok(run, "image")
     assert "End-to-end fusion networks against" not in write_findings(run)    # no such rows, no such list
-    src = comp[comp["reference_role"].eq("best_image")].query("candidate in @fusion[:2]").copy()
-    src["reference_role"], src["reference"] = "warm_source", image[-1]
+    comp, src = _warm_source_rows(run, fusion[:2], image[-1])
     src.loc[src["candidate"].eq(fusion[0]) & src["metric"].eq("auc"), ["diff", "lo", "hi", "p_holm", "verdict"]] = \
         [-0.031, -0.052, -0.010, 0.02, "reference_better"]
     src.loc[src["candidate"].eq(fusion[1]) & src["metric"].eq("auc"), ["diff", "lo", "hi", "p_holm", "verdict"]] = \
@@ -313,8 +323,7 @@ def test_other_image_models_say_in_how_many_folds_they_were_still_improving(make
     run = _copy(make_run, tmp_path, oracle=False)
     text = write_findings(run)
     best = _best_image(text)
-    lb = pd.read_csv(run / "leaderboard.csv")
-    other = next(c for c in lb[lb["modality"].eq("image") & lb["status"].eq("ok")]["candidate"] if c != best)
+    other = next(c for c in _ok(run, "image") if c != best)
     line = next(x for x in _section(text, "Q1").splitlines() if x.startswith("Other image models"))
     assert "still improving" not in line                                  # every curve flat: nothing said
     st = pd.read_csv(run / "studies.csv")
@@ -329,12 +338,8 @@ def test_other_image_models_say_in_how_many_folds_they_were_still_improving(make
 def test_a_fusion_network_below_its_start_gets_its_learning_curve(make_run, tmp_path):
     """Why a network ended below the image model it started from: still improving (its budget), or not."""
     run = _copy(make_run, tmp_path)
-    lb = pd.read_csv(run / "leaderboard.csv")
-    fusion = lb[lb["modality"].eq("fusion") & lb["status"].eq("ok")]["candidate"].tolist()
-    image = lb[lb["modality"].eq("image") & lb["status"].eq("ok")]["candidate"].tolist()
-    comp = pd.read_csv(run / "comparisons.csv")
-    src = comp[comp["reference_role"].eq("best_image")].query("candidate in @fusion[:1]").copy()
-    src["reference_role"], src["reference"] = "warm_source", image[-1]
+    fusion, image = _ok(run, "fusion"), _ok(run, "image")
+    comp, src = _warm_source_rows(run, fusion[:1], image[-1])
     src.loc[src["metric"].eq("auc"), ["diff", "lo", "hi", "p_holm", "verdict"]] = [-0.015, -0.036, 0.006, 1.0,
                                                                                      "not_shown"]
     pd.concat([comp, src]).to_csv(run / "comparisons.csv", index=False)
