@@ -57,8 +57,10 @@ def run_section(name: str, s: RunSummary) -> list[str]:
     v = s.info.get("versions") or {}
     versions = ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "timm", "xgboost", "lightgbm", "optuna") if k in v)
     lines = [f"## {name}", "", s.line(), ""]
-    if s.info.get("profile_description"):
-        lines += [f"Profile `{s.info.get('profile_name')}`: {s.info['profile_description']}.", ""]
+    if s.info.get("note"):
+        lines += [f"Conditions: {s.info['note']}", ""]
+    if s.info.get("budget"):
+        lines += [f"Profile `{s.info.get('profile_name')}`: {s.info['budget']}.", ""]
     if versions:
         lines += [f"Versions: {versions}.", ""]
     lines += ["| candidate | modality | AUC | Brier | ECE | calibration slope | sens@90 % spec | inner-CV | wall |",
@@ -95,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", nargs="?", default="docs/runs", help="stored summaries to render (default docs/runs)")
     p.add_argument("--store", nargs=2, metavar=("RUN_DIR", "DEST"), help="store a finished run's summary in DEST")
     p.add_argument("--machine", help="with --store: the machine, as the page names it (default: this CPU's model)")
+    p.add_argument("--note", help="with --store: the conditions of the run (e.g. other jobs on the machine)")
     args = p.parse_args(argv)
     try:
         if args.store:
-            dest = store(args.store[0], args.store[1], args.machine)
+            dest = store(args.store[0], args.store[1], args.machine, args.note)
             print(f"stored {dest / 'summary.json'} and {dest / 'leaderboard.csv'}", file=sys.stderr)
         else:
             sys.stdout.write(render(args.folder))

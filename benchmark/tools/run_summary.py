@@ -55,10 +55,10 @@ class RunSummary:
         cohort = f"{ds['n_patients']} patients, {ds['n_pos']} AFF" if ds.get("n_patients") else "cohort not recorded"
         if ds.get("synthetic"):
             cohort = "synthetic cohort, " + cohort
-        device = (i.get("hardware") or {}).get("device", "cpu")
+        device = (i.get("hardware") or {}).get("device")
         return (f"`{i.get('command', 'python -m benchmark run')}`: profile `{i.get('profile_name', '?')}`, "
-                f"device {device}, {self.machine()}, {self.date}, wall time {wall_time(i.get('wall_s'))} "
-                f"({cohort}).")
+                + (f"device {device}, " if device else "")
+                + f"{self.machine()}, {self.date}, wall time {wall_time(i.get('wall_s'))} ({cohort}).")
 
 
 def wall_time(seconds) -> str:
@@ -69,7 +69,7 @@ def wall_time(seconds) -> str:
     h, rest = divmod(s, 3600)
     m, sec = divmod(rest, 60)
     if h:
-        return f"{h} h {m} min {sec:02d} s"
+        return f"{h} h {m:02d} min {sec:02d} s"
     return f"{m} min {sec:02d} s" if m else f"{sec} s"
 
 
@@ -111,6 +111,20 @@ def cpu_model() -> str:
     return f"{os.cpu_count()}-core {model}" + (f" ({ext})" if ext else "")
 
 
+def budget_text(profile: dict) -> str:
+    """``3 x 2 folds, 1 repeat, trials per study register 6 / image 1 / fusion 1, 32 px images``."""
+    if not profile:
+        return ""
+    trials = profile.get("n_trials")
+    trials = (" / ".join(f"{m} {n}" for m, n in trials.items()) if isinstance(trials, dict) else str(trials))
+    repeats = profile.get("repeats", 1)
+    text = (f"{profile.get('outer_folds')} x {profile.get('inner_folds')} folds, {repeats} repeat"
+            f"{'s' if repeats != 1 else ''}, trials per study {trials}, {profile.get('image_size')} px images")
+    if profile.get("max_patients"):
+        text += f", at most {profile['max_patients']} patients"
+    return text
+
+
 def excerpt(manifest: dict) -> dict:
     """The manifest's fields the documentation shows; nothing that holds a path, a URL or a secret."""
     ds = manifest.get("dataset") or {}
@@ -119,7 +133,7 @@ def excerpt(manifest: dict) -> dict:
         "run": manifest.get("run"),
         "command": scrub_command(str(manifest.get("command") or "python -m benchmark run")),
         "profile_name": manifest.get("profile_name"),
-        "profile_description": (manifest.get("profile") or {}).get("description"),
+        "budget": budget_text(manifest.get("profile") or {}),
         "status": manifest.get("status"),
         "started": manifest.get("started"),
         "finished": manifest.get("finished"),
@@ -147,7 +161,7 @@ def read_summary(folder: str | Path) -> RunSummary:
     return RunSummary(info, pd.read_csv(board))
 
 
-def store(run_dir: str | Path, dest: str | Path, machine: str | None = None) -> Path:
+def store(run_dir: str | Path, dest: str | Path, machine: str | None = None, note: str | None = None) -> Path:
     """Keep ``summary.json`` and the headline columns of ``leaderboard.csv`` of a finished run in ``dest``."""
     run_dir, dest = Path(run_dir), Path(dest)
     manifest_path = run_dir / "manifest.json"
@@ -158,6 +172,8 @@ def store(run_dir: str | Path, dest: str | Path, machine: str | None = None) -> 
         raise UserError(f"{run_dir} is not complete (status {manifest.get('status')!r}); store a finished run")
     info = excerpt(manifest)
     info["machine"] = machine or cpu_model()
+    if note:
+        info["note"] = note
     board = read_summary(run_dir).leaderboard
     cols = KEPT_COLUMNS + [f"{m}{s}" for m in KEPT_METRICS for s in ("", "_lo", "_hi")]
     dest.mkdir(parents=True, exist_ok=True)
