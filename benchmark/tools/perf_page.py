@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import UserError
-from benchmark.tools.run_summary import RunSummary, fmt_ci, read_summary, store, wall_time
+from benchmark.tools.run_summary import RunSummary, fmt_ci, read_summary, run_tool, store, wall_time
 
 PROFILE_ORDER = ("smoke", "quick", "standard", "paper")
 HEADER = """# Measured performance
@@ -99,17 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--machine", help="with --store: the machine, as the page names it (default: this CPU's model)")
     p.add_argument("--note", help="with --store: the conditions of the run (e.g. other jobs on the machine)")
     args = p.parse_args(argv)
-    try:
+
+    def work() -> None:
         if args.store:
             dest = store(args.store[0], args.store[1], args.machine, args.note)
             print(f"stored {dest / 'summary.json'} and {dest / 'leaderboard.csv'}", file=sys.stderr)
         else:
             sys.stdout.write(render(args.folder))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
+    return run_tool(work)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.errors import UserError
-from benchmark.tools.run_summary import RunSummary, auc_table, read_summary
+from benchmark.tools.run_summary import RunSummary, auc_table, read_summary, run_tool
 
 
 def render(summary: RunSummary) -> str:
@@ -29,13 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.tools.readme_table", description=__doc__.splitlines()[0])
     p.add_argument("run", help="a run folder (results/<run>) or a stored summary (docs/runs/<name>)")
     args = p.parse_args(argv)
-    try:
-        sys.stdout.write(render(read_summary(args.run)))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_tool(lambda: sys.stdout.write(render(read_summary(args.run))))
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -16,8 +16,10 @@ import json
 import os
 import platform
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -211,3 +213,13 @@ def auc_table(board: pd.DataFrame, columns: int = 2) -> list[str]:
         parts = [" | ".join(g[i]) if i < len(g) else " |  | " for g in groups]
         lines.append("| " + " | | ".join(parts) + " |")
     return lines
+
+
+def run_tool(work: Callable[[], None]) -> int:
+    """A tool's exit status: 0 when ``work`` ran, 2 with the one-line error when it raised ``UserError``."""
+    try:
+        work()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from benchmark.errors import UserError
+from benchmark.tools.run_summary import run_tool
 
 BOX_ID = "answers"
 WIDTH = 1400
@@ -102,14 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chromium", help="Chromium executable (default: chromium on PATH, else /usr/bin/chromium)")
     p.add_argument("--width", type=int, default=WIDTH, help=f"window width in px (default {WIDTH})")
     args = p.parse_args(argv)
-    try:
-        w, h = screenshot(Path(args.run), Path(args.out), args.chromium, args.width)
-    except UserError as exc:
-        print(f"error: {exc}", flush=True)
-        return 2
-    print(f"{args.out}: {w} x {h} px, the Answers box of {Path(args.run) / 'leaderboard.html'}")
-    return 0
 
+    def work() -> None:
+        w, h = screenshot(Path(args.run), Path(args.out), args.chromium, args.width)
+        print(f"{args.out}: {w} x {h} px, the Answers box of {Path(args.run) / 'leaderboard.html'}")
+
+    return run_tool(work)
 
 if __name__ == "__main__":
     raise SystemExit(main())
