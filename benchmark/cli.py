@@ -2,7 +2,9 @@
 
 Each sub-command lives in the module of its stage; this file only wires them. A module
 contributes ``add_arguments(parser)`` and ``command(args) -> int``. ``UserError`` is
-printed as one line on stderr and exits with status 2.
+printed as one line on stderr and exits with status 2. ``python -m benchmark --help``
+lists every command with its purpose and an example (``EXAMPLES``); ``--version`` prints
+``benchmark.__version__``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from benchmark import __version__
 from benchmark.errors import UserError
 
 # sub-command -> (module, one-line help)
@@ -25,12 +28,32 @@ COMMANDS = {
     "predict": ("benchmark.export.predict", "predict new patients with a bundle (external validation with labels)"),
 }
 
+# sub-command -> one example a user can run as it is (the docs' tests parse each one)
+EXAMPLES = {
+    "run": "python -m benchmark run --suite register --profile smoke",
+    "plan": "python -m benchmark plan --suite all --profile quick",
+    "list": "python -m benchmark list",
+    "report": "python -m benchmark report results/my-run",
+    "synth": "python -m benchmark synth --patients 300 my-cohort",
+    "validate": "python -m benchmark validate my-cohort/dataset.yaml",
+    "export": "python -m benchmark export results/my-run",
+    "predict": "python -m benchmark predict results/my-run/bundles/late_stacking --data new-hospital.yaml",
+}
+
+DESCRIPTION = ("Benchmark harness for telling atypical from normal femoral fractures (AFF/NFF) from radiographs "
+               "and register data:\nevery candidate tuned and scored under one nested cross-validation protocol.")
+EPILOG = ("`python -m benchmark COMMAND --help` lists a command's options. Without --data, run and plan use "
+          "the synthetic cohort.")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"aff-benchmark {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=f"{help_text}\n  e.g. {EXAMPLES[name]}", description=help_text,
+                           epilog=f"example:\n  {EXAMPLES[name]}", formatter_class=argparse.RawDescriptionHelpFormatter)
         mod = importlib.import_module(module)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)

@@ -1,4 +1,4 @@
-"""Issue 10, runner side: what biased the findings by construction, each pinned by a test.
+"""Trustworthy findings, runner side: what would bias them by construction, each pinned by a test.
 
 - the fold that scores a trial is never handed to a fit (early stopping, epochs and rounds
   come from the fit's own training part);
