@@ -295,7 +295,7 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             fit_rows=int(round(n_fit)), epoch_cap=cap, epochs=epochs, inner=K, refit_images=refit_images,
             on_gpu=uses_gpu(fam), trial_shares=shares,
             trial_batches=_trial_batches(searched, fam, trials) if kind in ("cnn", "fusion_net") else []))
-    from benchmark.run_plan import warm_start_role
+    from benchmark.run.units import warm_start_role
 
     image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
     arch_of = {c.name: c.arch for c in out if c.kind == "cnn" and c.arch}
@@ -1251,9 +1251,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from benchmark.data.splits import outer_folds
-    from benchmark.run_folder import RunConfig
-    from benchmark.run_plan import build_plan, default_profile, load_run_cohort, pick_device, resolve_candidates
-    from benchmark.runner import threads_per_fit
+    from benchmark.run.folder import RunConfig, threads_per_fit
+    from benchmark.run.units import build_plan, default_profile, load_run_cohort, pick_device, resolve_candidates
     from benchmark.search.spaces import get_profile
 
     device = pick_device("auto")

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from benchmark import plan as P
-from benchmark.progress import Progress
-from benchmark.runner import RunConfig, run
+from benchmark.run.progress import Progress
+from benchmark.run.runner import RunConfig, run
 from benchmark.search.spaces import get_profile, load_candidates
 from runner_helpers import TINY_CNN, write_register_dataset, write_spaces
 
@@ -274,7 +274,7 @@ def _warm_toy_plan() -> list:
 def test_a_sequential_run_reprices_warm_started_units_once_their_source_is_final():
     from types import SimpleNamespace as NS
 
-    from benchmark.runner import warm_repricer
+    from benchmark.run.runner import warm_repricer
 
     plan = _warm_toy_plan()
     fus = plan[2]
@@ -302,8 +302,8 @@ def test_a_parallel_run_reprices_a_warm_started_unit_when_the_rows_settle_its_so
     image unit of its fold has ended, at the architecture of the best of them by inner-CV score."""
     from types import SimpleNamespace as NS
 
-    from benchmark.fold_runner import FoldRunner
-    from benchmark.runner import row_repricer
+    from benchmark.run.fold_runner import FoldRunner
+    from benchmark.run.runner import row_repricer
 
     plan = _warm_toy_plan()
     fus = plan[2]
@@ -450,7 +450,7 @@ def test_plan_cli_prints_the_makespan(tmp_path, capsys, monkeypatch):
 def test_run_estimate_prints_the_makespan_with_several_workers(tmp_path):
     from benchmark.data.dataset import load_dataset
     from benchmark.data.splits import outer_folds
-    from benchmark.run_plan import build_plan
+    from benchmark.run.units import build_plan
 
     data = write_register_dataset(tmp_path / "data", n=120, n_pos=30)
     spaces = write_spaces(tmp_path / "spaces", n_trials=2, outer_folds=3)

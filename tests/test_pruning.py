@@ -150,7 +150,7 @@ def test_a_run_and_its_export_under_halving_keep_the_epochs_at_the_cap(tiny_data
     from pathlib import Path
 
     from benchmark.export.export import export
-    from benchmark.runner import RunConfig, run
+    from benchmark.run.runner import RunConfig, run
     from runner_helpers import PROFILE_YAML, TINY_CNN, write_spaces
 
     ds = tiny_dataset(n_pos=10, n_neg=14)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset import load_dataset
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import write_register_dataset, write_spaces
 
 

@@ -342,7 +342,7 @@ class NeuralFusion(ImageFamily):
         "register_epochs": 5,
     }
     # warm_start: true (the run's source, by default the fold's best image candidate), false, or the name
-    # of an image candidate (checked by run_plan.with_warm_source, which knows the candidates)
+    # of an image candidate (checked by units.with_warm_source, which knows the candidates)
     choices: ClassVar[dict[str, tuple]] = {**ImageFamily.choices, "class_weight": ("none", "sqrt", "balanced")}
     net: ClassVar[type[FusionNet]]
     # The runner hands ``ctx.extra["warm_start"]``: the weights of this role's candidate in the fold

@@ -118,7 +118,7 @@ class Profile:
     refit_full: dict = field(default_factory=lambda: {m: False for m in MODALITIES})
     pruner: dict = field(default_factory=lambda: {"type": "median"})   # benchmark.search.pruning
     # where warm-started fusion networks start from: the fold's best image candidate ("best_image")
-    # or one named image candidate in every fold (run_plan.resolve_candidates applies it)
+    # or one named image candidate in every fold (units.resolve_candidates applies it)
     warm_start_source: str = "best_image"
 
     @property

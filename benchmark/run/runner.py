@@ -28,15 +28,14 @@ from benchmark.candidates.calibration import METHODS as CAL_METHODS
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold, outer_folds
 from benchmark.errors import UserError
-from benchmark.fold_runner import FoldRunner, oracle_rows
-from benchmark.progress import Progress
 from benchmark.paths import results_dir
-from benchmark.run_folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
-                                  write_folds)
 from benchmark.protocol import ROLES
-from benchmark.run_plan import (build_plan, default_dataset, default_profile, inner_fold_list, load_run_cohort,
-                                ROLE_SOURCE, named_warm_source, pick_device, resolve_candidates,
-                                warm_start_role)
+from benchmark.run.fold_runner import FoldRunner, oracle_rows
+from benchmark.run.folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
+                                  threads_per_fit, write_folds)
+from benchmark.run.progress import Progress
+from benchmark.run.units import (ROLE_SOURCE, build_plan, default_dataset, default_profile, inner_fold_list,
+                                 load_run_cohort, named_warm_source, pick_device, resolve_candidates, warm_start_role)
 from benchmark.search.spaces import Candidate, Profile, get_profile
 from benchmark.search.study import trials_frame
 
@@ -86,16 +85,6 @@ def _check_execution(cfg: RunConfig) -> None:
         raise UserError(f"--gpu-share {cfg.gpu_share}: give the share of one GPU a network unit takes, in (0, 1]")
     if cfg.threads is not None and cfg.threads < 1:
         raise UserError(f"--threads {cfg.threads}: give the CPU threads per fit, 1 or more")
-
-
-def threads_per_fit(cfg: RunConfig) -> int:
-    """CPU threads each fit uses: ``--threads``, else the cores shared among ``--workers`` (a
-    cluster: 2 per unit; sequential: every core). Stored with the run: it is part of the answer."""
-    if cfg.threads:
-        return cfg.threads
-    if cfg.cluster:
-        return 2
-    return max(1, (os.cpu_count() or 1) // (cfg.workers or 1))
 
 
 def storage_spec(cfg: RunConfig, run_path: Path) -> tuple[str, str]:
@@ -196,14 +185,14 @@ def run(cfg: RunConfig) -> Path:
 
 def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, rd: RunDir, storage: str,
                   ctx: TrialContext, cands: list[Candidate], priced, steps: int, device: str) -> list[dict]:
-    """The plan's units on Ray (``benchmark.scale``): ``--workers N`` locally, or ``--cluster``.
+    """The plan's units on Ray (``benchmark.run.scale``): ``--workers N`` locally, or ``--cluster``.
 
     As in a sequential run, a warm-started fusion unit is re-priced at its fold's chosen image
     architecture once that fold's image units have ended (``warm_repricer``); the driver
     keeps the fold choices from the rows as they come in (a tie may resolve differently from the
     workers' plan-order choice; it changes only the estimate)."""
     from benchmark.plan import makespan
-    from benchmark.scale import Resources, UnitEnv, gpu_unit, local_gpus, run_units
+    from benchmark.run.scale import Resources, UnitEnv, gpu_unit, local_gpus, run_units
 
     if any(c.modality == "image" or get_family(c.family).uses_images for c in cands):
         cohort.pixels(profile.image_size)   # decode once here; the workers map the cache file
@@ -305,7 +294,7 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
     try:
         parallel = {}
         if cfg.workers:   # a cluster's size is unknown here: its estimate stays the sequential one
-            from benchmark.scale import local_gpus
+            from benchmark.run.scale import local_gpus
 
             parallel = dict(workers=cfg.workers, gpus=local_gpus() if device == "cuda" else 0, gpu_share=cfg.gpu_share)
         with fit_threads(cfg.threads):   # the fits' own thread count (1 per unit on 2 workers of 2 cores)

@@ -25,10 +25,10 @@ from benchmark.candidates.fusion_inputs import source_frame
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
-from benchmark.progress import Progress
+from benchmark.run.progress import Progress
 from benchmark.protocol import ORACLE_COLUMNS, ROLES
-from benchmark.run_folder import RunDir
-from benchmark.run_plan import WorkUnit, inner_fold_list, named_warm_source, warm_start_role
+from benchmark.run.folder import RunDir
+from benchmark.run.units import WorkUnit, inner_fold_list, named_warm_source, warm_start_role
 from benchmark.search.spaces import Candidate, Profile
 from benchmark.search.pruning import for_search
 from benchmark.search.study import fit_context, run_study, score, stable_seed, study_name
