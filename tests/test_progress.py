@@ -216,7 +216,7 @@ def test_say_prints_one_line_with_the_eta(capsys):
 def test_with_a_schedule_the_tail_of_waiting_units_shows_in_the_estimate():
     """Two workers, a and b (10 s each) ready, c (100 s) waits for a: the run needs 110 s of
     wall, not (10 + 10 + 100) / 2 = 60 s, and the estimate with the plan's schedule says so."""
-    from benchmark.plan import makespan
+    from benchmark.run.plan.schedule import makespan
     from benchmark.run.units import WorkUnit
 
     class _C:   # the least a WorkUnit's candidate needs here

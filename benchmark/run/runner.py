@@ -191,7 +191,7 @@ def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, 
     architecture once that fold's image units have ended (``warm_repricer``); the driver
     keeps the fold choices from the rows as they come in (a tie may resolve differently from the
     workers' plan-order choice; it changes only the estimate)."""
-    from benchmark.plan import makespan
+    from benchmark.run.plan.schedule import makespan
     from benchmark.run.scale import Resources, UnitEnv, gpu_unit, local_gpus, run_units
 
     if any(c.modality == "image" or get_family(c.family).uses_images for c in cands):
@@ -285,11 +285,12 @@ def warm_repricer(priced, progress: Progress, plan: list):
 
 def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str,
                    cfg: RunConfig):
-    """Print the plan's estimate (``benchmark.plan``) and return it (``plan.Priced``) for ``Progress``.
+    """Print the plan's estimate (``benchmark.run.plan``) and return it (``pricing.Priced``) for ``Progress``.
 
     An estimate that cannot be made is one line, never a failed run: progress then counts trials.
     """
-    from benchmark.plan import fit_threads, run_estimate
+    from benchmark.run.plan.cache import fit_threads
+    from benchmark.run.plan.estimate import run_estimate
 
     try:
         parallel = {}

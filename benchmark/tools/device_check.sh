@@ -95,9 +95,9 @@ step fusion_smoke 100 bash -c 'small_cohort && \
 # 4b. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the
 #     calibrations the first session's plan step did not reach (convnext_nano, a fusion network)
 step aug 40 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --aug 0,1
-step calibrate_more 60 python3 -c "from benchmark import plan
+step calibrate_more 60 python3 -c "from benchmark.run.plan import measure
 for arch, fam in [('convnext_nano', 'timm_cnn'), ('resnet18', 'timm_cnn'), ('resnet18', 'joint_concat'), ('resnet18', 'attention')]:
-    print(arch, fam, plan.measure_image(arch, 224, 64, family=fam, steps=30, device='cuda'), flush=True)"
+    print(arch, fam, measure.measure_image(arch, 224, 64, family=fam, steps=30, device='cuda'), flush=True)"
 # 5. a reduced standard: resnet18 and late_stacking (and the register model it needs) at 224 px, halving;
 #    the GPU's load once a second beside it
 nvidia-smi dmon -s u -d 1 > "$D/slice_dmon.txt" 2>&1 &

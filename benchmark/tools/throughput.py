@@ -25,7 +25,7 @@ convnext_nano 96 against 94, after 70 s of compiling; the harness therefore runs
 harness fits at once on one device, in k processes started together (as Ray's workers), each
 with 1/k of the CPU threads. It prints each k's images/s summed over its fits and the gain
 over one fit alone: above 1 a fit leaves the device partly idle and sharing it pays
-(``plan.GPU_SHARE_UTIL`` assumes 1, no gain, until this is measured on a GPU).
+(``plan.schedule.GPU_SHARE_UTIL`` assumes 1, no gain, until this is measured on a GPU).
 """
 
 from __future__ import annotations
