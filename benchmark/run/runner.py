@@ -14,30 +14,27 @@ with ``status: failed`` and the reason in one line.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.calibration import METHODS as CAL_METHODS
 from benchmark.data.cohort import Cohort
-from benchmark.data.splits import Fold, outer_folds
+from benchmark.data.splits import outer_folds
 from benchmark.errors import UserError
 from benchmark.paths import results_dir
 from benchmark.protocol import ROLES
-from benchmark.run.fold_runner import FoldRunner, oracle_rows
+from benchmark.run.fold_runner import FoldRunner
 from benchmark.run.folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
                                   threads_per_fit, write_folds)
+from benchmark.run.gather import finish_run
 from benchmark.run.progress import Progress
 from benchmark.run.units import (ROLE_SOURCE, build_plan, default_dataset, default_profile, inner_fold_list,
-                                 load_run_cohort, named_warm_source, pick_device, resolve_candidates, warm_start_role)
+                                 load_run_cohort, pick_device, resolve_candidates, warm_start_role)
 from benchmark.search.spaces import Candidate, Profile, get_profile
-from benchmark.search.study import trials_frame
 
 __all__ = ["RunConfig", "run", "default_dataset"]
 
@@ -309,52 +306,6 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
     return priced
 
 
-def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict],
-               cands: list[Candidate], profile: Profile, storage: str, manifest: dict, wall_s: float,
-               run_id: str | None = None) -> None:
-    """Gather the parts into the run's tables and build the report (trials.csv: ``run_id``'s studies)."""
-    from benchmark.evaluate.compare import compare_candidates
-    from benchmark.evaluate.leaderboard import build_leaderboard
-    from benchmark.evaluate.uncertainty import add_uncertainty
-
-    parts = [pd.read_parquet(p) for p in sorted(rd.parts.glob("*.parquet"))
-             if p.name.split("__")[0] in {c.name for c in cands}]
-    pred = pd.concat(parts + [oracle_rows(cohort, folds)], ignore_index=True)
-    pred = add_uncertainty(pred.drop(columns=["position"]))
-    rd.write_atomic(rd.path / "predictions.parquet", lambda q: pred.to_parquet(q, index=False))
-    st = pd.DataFrame(studies)
-    fam = {c.name: (c.family, c.modality) for c in cands}
-    st.insert(1, "family", st["candidate"].map(lambda n: fam[n][0]))
-    st.insert(2, "modality", st["candidate"].map(lambda n: fam[n][1]))
-    st.to_csv(rd.path / "studies.csv", index=False)
-    pd.DataFrame(trials_frame(storage, run_id=run_id)).to_csv(rd.path / "trials.csv", index=False)
-    board, fold_metrics = build_leaderboard(pred, studies=st, n_boot=profile.bootstrap, seed=manifest["seed"])
-    board.to_csv(rd.path / "leaderboard.csv", index=False)
-    fold_metrics.to_csv(rd.path / "fold_metrics.csv", index=False)
-    named = {c.name: source for c in cands if (source := named_warm_source(c))}
-    comparisons = compare_candidates(pred, board, n_boot=profile.bootstrap, seed=manifest["seed"], warm_sources=named)
-    comparisons.to_csv(rd.path / "comparisons.csv", index=False)
-    manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
-                    status="complete")
-    manifest.pop("reason", None)
-    rd.write_json("manifest.json", manifest)
-    from benchmark.report.html import build_report
-
-    html = build_report(rd.path)
-    _print_summary(board, rd.path, html)
-
-
-def _print_summary(board: pd.DataFrame, run_path: Path, html: Path) -> None:
-    print("\nleaderboard (pooled outer-test AUC, 95% CI):")
-    for _, r in board.iterrows():
-        if r.get("status") == "failed":
-            print(f"  {r['candidate']:<18} {r['modality']:<9} FAILED: {r.get('info', '')}")
-        else:
-            print(f"  {r['candidate']:<18} {r['modality']:<9} AUC {r['auc']:.3f} [{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]")
-    print(f"\nresults: {run_path}\nreport:  {html}")
-
-
-
 # ---- CLI ------------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -394,4 +345,3 @@ def command(args: argparse.Namespace) -> int:
                     command="python -m benchmark " + " ".join(sys.argv[1:]))
     run(cfg)
     return 0
-
