@@ -18,7 +18,8 @@ from benchmark.run.plan import calibrate, counts, estimate, pricing, render, sch
 from benchmark.run.plan import cache as plan_cache, costs as plan_costs
 from benchmark.run.progress import Progress
 from benchmark.run.runner import RunConfig, run
-from benchmark.search.spaces import get_profile, load_candidates
+from benchmark.search.profiles import get_profile
+from benchmark.search.spaces import load_candidates
 from runner_helpers import TINY_CNN, write_register_dataset, write_spaces
 
 

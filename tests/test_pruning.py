@@ -14,7 +14,8 @@ from benchmark.candidates.torch_family import TorchFamily
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
 from benchmark.search import pruning as P
-from benchmark.search.spaces import get_profile, load_candidates
+from benchmark.search.profiles import get_profile
+from benchmark.search.spaces import load_candidates
 from benchmark.search.study import run_study
 from tabular_helpers import make_part, unlabelled
 

@@ -13,7 +13,7 @@ import pytest
 from benchmark.candidates.base import TrialContext
 from benchmark.data.splits import Fold
 from benchmark.search import study as study_mod
-from benchmark.search.spaces import get_profile
+from benchmark.search.profiles import get_profile
 from benchmark.search.study import INTERRUPTED, parse_study_name, run_study, study_name, trials_frame
 
 RNG = np.random.default_rng(0)

@@ -77,7 +77,7 @@ def test_a_profiles_warm_start_source_names_the_image_candidate_every_fold_start
     from benchmark.data.splits import outer_folds
     from benchmark.errors import UserError
     from benchmark.run.units import build_plan, resolve_candidates
-    from benchmark.search.spaces import get_profile
+    from benchmark.search.profiles import get_profile
 
     ds = tiny_dataset(n_pos=10, n_neg=14)
     monkeypatch.setenv("AFF_WARM_LOG", str(tmp_path / "warm.jsonl"))

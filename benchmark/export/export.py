@@ -49,7 +49,8 @@ from benchmark.export.schema import schema_of
 from benchmark.protocol import ROLES
 from benchmark.run.folder import RunConfig, RunDir, versions
 from benchmark.run.units import warm_start_role
-from benchmark.search.spaces import Candidate, get_profile
+from benchmark.search.profiles import get_profile
+from benchmark.search.spaces import Candidate
 from benchmark.search.pruning import for_search
 from benchmark.search.study import run_study, stable_seed
 

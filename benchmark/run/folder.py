@@ -25,7 +25,7 @@ import pandas as pd
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
-from benchmark.search.spaces import Profile
+from benchmark.search.profiles import Profile
 
 
 @dataclass

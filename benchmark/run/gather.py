@@ -18,7 +18,8 @@ from benchmark.data.splits import Fold
 from benchmark.protocol import ORACLE_COLUMNS
 from benchmark.run.folder import RunDir
 from benchmark.run.units import named_warm_source
-from benchmark.search.spaces import Candidate, Profile
+from benchmark.search.profiles import Profile
+from benchmark.search.spaces import Candidate
 from benchmark.search.study import trials_frame
 
 

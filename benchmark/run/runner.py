@@ -34,7 +34,8 @@ from benchmark.run.gather import finish_run
 from benchmark.run.progress import Progress
 from benchmark.run.units import (ROLE_SOURCE, build_plan, default_dataset, default_profile, inner_fold_list,
                                  load_run_cohort, pick_device, resolve_candidates, warm_start_role)
-from benchmark.search.spaces import Candidate, Profile, get_profile
+from benchmark.search.profiles import Profile, get_profile
+from benchmark.search.spaces import Candidate
 
 __all__ = ["RunConfig", "run", "default_dataset"]
 

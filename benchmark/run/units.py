@@ -26,7 +26,8 @@ from benchmark.errors import UserError
 from benchmark.paths import cache_dir
 from benchmark.protocol import ROLES
 from benchmark.run.folder import RunConfig
-from benchmark.search.spaces import Candidate, Profile, load_candidates, load_suites, suite_members
+from benchmark.search.profiles import Profile
+from benchmark.search.spaces import Candidate, load_candidates, load_suites, suite_members
 
 FUSION_INPUTS_SUITE = "fusion_inputs"
 

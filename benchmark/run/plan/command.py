@@ -40,7 +40,7 @@ def command(args: argparse.Namespace) -> int:
     from benchmark.data.splits import outer_folds
     from benchmark.run.folder import RunConfig, threads_per_fit
     from benchmark.run.units import build_plan, default_profile, load_run_cohort, pick_device, resolve_candidates
-    from benchmark.search.spaces import get_profile
+    from benchmark.search.profiles import get_profile
 
     device = pick_device("auto")
     dp = args.device_profile or ("h200" if device == "cuda" else "cpu")
