@@ -117,7 +117,7 @@ def run(cfg: RunConfig) -> Path:
     if cfg.calibration not in CAL_METHODS:
         raise UserError(f"--calibration {cfg.calibration}: use one of {', '.join(CAL_METHODS)}")
     cfg.threads = threads_per_fit(cfg)
-    if cfg.deterministic:   # cuBLAS reads this when CUDA starts; torch_train.configure_determinism does the rest
+    if cfg.deterministic:   # cuBLAS reads this when CUDA starts; torch_device.configure_determinism does the rest
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(cfg.device)
     if cfg.profile is None:

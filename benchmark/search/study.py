@@ -415,6 +415,6 @@ def _free_gpu() -> None:
 
     torch = sys.modules.get("torch")   # a run that never imported torch never used a GPU
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        from benchmark.candidates.torch_train import free_memory
+        from benchmark.candidates.torch_device import free_memory
 
         free_memory()

@@ -13,7 +13,7 @@ there, bf16 autocast, channels_last, AdamW, schedule, loss) after a warm-up epoc
 resolution, batch, autocast, channels_last and fused AdamW) after warm-up steps. It prints
 images per second for both and their ratio (the target on a GPU: >= 0.9). Both loops run
 with the same kernel settings: cuDNN autotuning by default, or deterministic algorithms with
-``--deterministic`` (``torch_train.configure_determinism``).
+``--deterministic`` (``torch_device.configure_determinism``).
 
 ``--compile MODE,...`` adds, per mode of ``torch.compile``, the bare loop with the model
 compiled (its first step, which compiles, is timed apart) and its ratio to the eager bare
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.torch_train import (amp_dtype, configure_determinism, free_memory, make_optimizer,
-                                              resolve_device)
+from benchmark.candidates.torch_device import amp_dtype, configure_determinism, free_memory, resolve_device
+from benchmark.candidates.torch_train import make_optimizer
 from benchmark.data.cohort import PatientData
 
 
