@@ -32,7 +32,8 @@ from benchmark.run.units import WorkUnit, inner_fold_list, named_warm_source, wa
 from benchmark.search.pruning import for_search
 from benchmark.search.profiles import Profile
 from benchmark.search.spaces import Candidate
-from benchmark.search.study import fit_context, run_study, stable_seed, study_name
+from benchmark.search.study import fit_context, run_study, stable_seed
+from benchmark.search.trials import study_name
 
 REUSED = "reused from an earlier run"   # the progress line of a unit --resume does not run again
 

@@ -67,7 +67,7 @@ def threads_per_fit(cfg: RunConfig) -> int:
 class RunDir:
     """A run's folder: ``parts/`` holds one finished candidate x repeat x outer fold each.
 
-    ``run_id`` is the run's identity in the Optuna storage (``study.study_name``): the folder
+    ``run_id`` is the run's identity in the Optuna storage (``trials.study_name``): the folder
     name and a random suffix, kept in the manifest and reused by ``--resume``, so two runs
     sharing one ``--storage`` never read each other's trials, even with the same folder name.
     """

@@ -20,7 +20,7 @@ from benchmark.run.folder import RunDir
 from benchmark.run.units import named_warm_source
 from benchmark.search.profiles import Profile
 from benchmark.search.spaces import Candidate
-from benchmark.search.study import trials_frame
+from benchmark.search.trials import trials_frame
 
 
 def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict],
