@@ -10,7 +10,7 @@ side by side.
 What is computed (``prob`` is the calibrated P(AFF), ``y`` 1 = AFF):
 
 - ``n, n_pos, prevalence, mean_prob`` (and ``n_boot``, ``seed`` of the bootstrap);
-- ``auc`` with a 95 % DeLong interval (``compare.delong_auc_variance``; AUC +/- 1.96 SE,
+- ``auc`` with a 95 % DeLong interval (``paired_tests.delong_auc_variance``; AUC +/- 1.96 SE,
   clipped to [0, 1]; NaN with fewer than two patients of a class);
 - ``brier``, ``log_loss``, ``citl``, ``oe_ratio``, ``cal_slope`` with 95 % percentile
   intervals from a class-stratified bootstrap of the patients (``n_boot`` resamples drawn
@@ -63,7 +63,7 @@ from scipy.stats import binomtest
 from benchmark.evaluate import conformal as cf
 from benchmark.evaluate import metrics
 from benchmark.evaluate import weighted as wt
-from benchmark.evaluate.compare import delong_auc_variance
+from benchmark.evaluate.paired_tests import delong_auc_variance
 
 Z95 = 1.959963984540054
 MAX_BINS = 10
