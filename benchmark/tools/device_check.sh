@@ -65,10 +65,10 @@ step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models 
 # 1b. would torch.compile pay? the bare loop compiled against eager (on the 2-core CPU it did not: 1.00x)
 step compile 150 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --compile default,reduce-overhead
 # 1c. the loop at the other batch sizes the CNN spaces offer (16, 32) and at 128: plan prices a batch b < 64
-#     at 64/b times the per-image cost at 64 (plan.h200_batch_factor, a host-bound model); this measures it
+#     at 64/b times the per-image cost at 64 (plan.costs.h200_batch_factor, a host-bound model); this measures it
 step batches 90 bash -c 'for b in 16 32 128; do echo "== batch $b"
   python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --batch $b --steps 60 || exit 1; done'
-# 2. k fits sharing the GPU (sets plan.GPU_SHARE_UTIL and the --gpu-share advice)
+# 2. k fits sharing the GPU (sets plan.schedule.GPU_SHARE_UTIL and the --gpu-share advice)
 step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
 # 2b. GPU determinism: two reruns with --deterministic, two without, on a small cohort made here
 #     (same_predictions prints per candidate whether the reruns' predictions are bit-identical)

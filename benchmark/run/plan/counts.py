@@ -135,7 +135,7 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
                     units: list | None = None) -> CostPlan:
     """Count every candidate's units, trials, fits and images (no training, no timing).
 
-    ``units``: the run plan (``run_plan.build_plan``); when None the counts assume one unit per
+    ``units``: the run plan (``units.build_plan``); when None the counts assume one unit per
     candidate x outer fold x repeat, which is what ``build_plan`` makes.
     """
     from benchmark.candidates.base import get_family

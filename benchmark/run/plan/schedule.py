@@ -111,7 +111,7 @@ def _graph(units: list) -> tuple[list, dict, dict]:
 
 def makespan(units: list, durations: dict, workers: int = 1, gpus: int = 0, gpu_share: float = 1.0,
              is_gpu_unit=None, *, util: float = GPU_SHARE_UTIL, order: str = "critical") -> Schedule:
-    """Simulate list scheduling of the run plan ``units`` (``run_plan.WorkUnit``s: ``key``, ``needs``).
+    """Simulate list scheduling of the run plan ``units`` (``units.WorkUnit``s: ``key``, ``needs``).
 
     ``durations``: unit key -> seconds in one process, alone (``Priced.unit_durations``; a key
     missing: 0 s). A unit starts when every unit it ``needs`` has ended, a worker slot is free
