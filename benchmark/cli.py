@@ -18,8 +18,8 @@ from benchmark.errors import UserError
 
 # sub-command -> (module, one-line help)
 COMMANDS = {
-    "run": ("benchmark.runner", "tune and evaluate candidates, write results/<run>/"),
-    "plan": ("benchmark.plan", "count a run's units, trials, fits and images and estimate its time, without training"),
+    "run": ("benchmark.run.runner", "tune and evaluate candidates, write results/<run>/"),
+    "plan": ("benchmark.run.plan.command", "count a run's units, trials, fits and images and estimate its time, without training"),
     "list": ("benchmark.search.spaces", "list candidates, suites and profiles"),
     "report": ("benchmark.report.html", "rebuild leaderboard.html from a run's stored files"),
     "synth": ("benchmark.data.synth", "write a synthetic AFF/NFF cohort"),

@@ -7,9 +7,9 @@ import pytest
 from scipy.special import expit
 
 from benchmark.evaluate import weighted as wt
-from benchmark.evaluate.compare import (
-    ALPHA, COMPARISON_COLUMNS, HIGHER_IS_BETTER, MARGINS, TEST_BOOTSTRAP, TEST_DELONG, VERDICTS,
-    compare_candidates, delong_auc_variance, delong_roc_test, holm, noninferior, verdict, z_test,
+from benchmark.evaluate.compare import COMPARISON_COLUMNS, MARGINS, TEST_BOOTSTRAP, TEST_DELONG, compare_candidates
+from benchmark.evaluate.paired_tests import (
+    ALPHA, HIGHER_IS_BETTER, VERDICTS, delong_auc_variance, delong_roc_test, holm, noninferior, verdict, z_test,
 )
 from benchmark.evaluate.leaderboard import build_leaderboard
 

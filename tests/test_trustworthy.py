@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from benchmark.candidates.calibration import Calibrator, bag_prediction, member_scale_ratio
 from benchmark.evaluate.uncertainty import add_uncertainty
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import PROBE_YAML, write_register_dataset, write_spaces
 
 LATE = """

@@ -63,10 +63,10 @@ step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models 
 # 1b. would torch.compile pay? the bare loop compiled against eager
 step compile 150 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --compile default,reduce-overhead
 # 1c. the loop at the other batch sizes the CNN spaces offer (16, 32) and at 128: plan prices a batch b < 64
-#     at 64/b times the per-image cost at 64 (plan.h200_batch_factor, a host-bound model); this measures it
+#     at 64/b times the per-image cost at 64 (plan.costs.h200_batch_factor, a host-bound model); this measures it
 step batches 90 bash -c 'for b in 16 32 128; do echo "== batch $b"
   python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --batch $b --steps 60 || exit 1; done'
-# 2. k fits sharing the GPU (sets plan.GPU_SHARE_UTIL and the --gpu-share advice)
+# 2. k fits sharing the GPU (sets plan.schedule.GPU_SHARE_UTIL and the --gpu-share advice)
 step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
 # 2b. GPU determinism: two reruns with --deterministic, two without, on a small cohort made here
 #     (same_predictions prints per candidate whether the reruns' predictions are bit-identical)
@@ -93,9 +93,9 @@ step fusion_smoke 100 bash -c 'small_cohort && \
 # 4b. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the
 #     calibration of convnext_nano and of fusion networks against their resnet18 backbone
 step aug 40 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --aug 0,1
-step calibrate_more 60 python3 -c "from benchmark import plan
+step calibrate_more 60 python3 -c "from benchmark.run.plan import measure
 for arch, fam in [('convnext_nano', 'timm_cnn'), ('resnet18', 'timm_cnn'), ('resnet18', 'joint_concat'), ('resnet18', 'attention')]:
-    print(arch, fam, plan.measure_image(arch, 224, 64, family=fam, steps=30, device='cuda'), flush=True)"
+    print(arch, fam, measure.measure_image(arch, 224, 64, family=fam, steps=30, device='cuda'), flush=True)"
 # 5. a reduced standard: resnet18 and late_stacking (and the register model it needs) at 224 px, halving;
 #    the GPU's load once a second beside it
 nvidia-smi dmon -s u -d 1 > "$D/slice_dmon.txt" 2>&1 &

@@ -13,7 +13,7 @@ there, bf16 autocast, channels_last, AdamW, schedule, loss) after a warm-up epoc
 resolution, batch, autocast, channels_last and fused AdamW) after warm-up steps. It prints
 images per second for both and their ratio (the target on a GPU: >= 0.9). Both loops run
 with the same kernel settings: cuDNN autotuning by default, or deterministic algorithms with
-``--deterministic`` (``torch_train.configure_determinism``).
+``--deterministic`` (``torch_device.configure_determinism``).
 
 ``--compile MODE,...`` adds, per mode of ``torch.compile``, the bare loop with the model
 compiled (its first step, which compiles, is timed apart) and its ratio to the eager bare
@@ -24,7 +24,7 @@ harness runs them eager).
 harness fits at once on one device, in k processes started together (as Ray's workers), each
 with 1/k of the CPU threads. It prints each k's images/s summed over its fits and the gain
 over one fit alone: above 1 a fit leaves the device partly idle and sharing it pays
-(``plan`` prices fits sharing a GPU with ``plan.GPU_SHARE_UTIL``).
+(``plan`` prices fits sharing a GPU with ``plan.schedule.GPU_SHARE_UTIL``).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.torch_train import (amp_dtype, configure_determinism, free_memory, make_optimizer,
-                                              resolve_device)
+from benchmark.candidates.torch_device import amp_dtype, configure_determinism, free_memory, resolve_device
+from benchmark.candidates.torch_train import make_optimizer
 from benchmark.data.cohort import PatientData
 
 
