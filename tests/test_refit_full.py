@@ -112,3 +112,20 @@ def test_refit_full_by_modality_refits_only_the_modalities_it_names(tmp_path, mo
         (spaces / "profiles.yaml").write_text(base + f"  refit_full: {bad}\n")
         with pytest.raises(UserError, match=says):
             get_profile("tiny", [spaces])
+
+
+def test_entropy_describes_the_scored_refit_prediction_not_the_members_mean(tmp_path):
+    """With a refit, ``prob`` (what log loss and Brier score are computed on) is not the members'
+    mean: ``entropy`` is the predictive entropy of ``prob``; mutual information stays the members'."""
+    from benchmark.evaluate.uncertainty import binary_entropy
+
+    data = write_register_dataset(tmp_path / "d", n=150, n_pos=30)
+    out = Path(run(RunConfig(candidates=["probe"], data=str(data), profile="tiny", device="cpu",
+                             spaces=[str(refit_spaces(tmp_path / "spaces"))], results_dir=str(tmp_path / "r"),
+                             run="rf")))
+    test = pd.read_parquet(out / "predictions.parquet").query("candidate == 'probe' and set == 'test'")
+    members = np.array([np.mean(m) for m in test["members"]])
+    assert np.abs(members - test["prob"]).max() > 0.01       # the refit predicts something else than the bag
+    np.testing.assert_allclose(test["entropy"], binary_entropy(test["prob"].to_numpy()), atol=1e-12)
+    h_members = np.array([np.mean(binary_entropy(np.asarray(m))) for m in test["members"]])
+    np.testing.assert_allclose(test["mutual_info"], np.maximum(binary_entropy(members) - h_members, 0), atol=1e-12)

@@ -135,10 +135,9 @@ class ExportedModel:
     def table(self, cohort: Cohort, *, keep_ids: bool = False) -> pd.DataFrame:
         final = self.outputs(cohort)[self.final.name]
         prob = final.prob
-        mean = final.members.mean(axis=0)
-        entropy = binary_entropy(mean)
-        mi = np.maximum(entropy - binary_entropy(final.members).mean(axis=0), 0.0)
-        df = pd.DataFrame({"patient": cohort.keys, "prob": prob, "entropy": entropy, "mutual_info": mi})
+        mi = np.maximum(binary_entropy(final.members.mean(axis=0)) - binary_entropy(final.members).mean(axis=0), 0.0)
+        # entropy of the predicted prob itself (as in the run's predictions); mutual_info: the members' disagreement
+        df = pd.DataFrame({"patient": cohort.keys, "prob": prob, "entropy": binary_entropy(prob), "mutual_info": mi})
         for level in LEVELS:
             sets = predict_sets(prob, self.conformal[level])
             df[f"set_{level}"] = [_set_text(s) for s in sets]
