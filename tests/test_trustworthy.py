@@ -89,13 +89,39 @@ def test_a_failed_input_gives_the_fusion_a_failed_row_and_the_run_finishes(tmp_p
 
 
 @pytest.mark.parametrize("method", ["platt", "temperature", "isotonic", "none"])
-def test_every_calibration_method_runs_through_a_run(tmp_path, method):
+def test_every_calibration_method_runs_through_a_run_and_is_the_one_applied(tmp_path, method):
     out = _run(tmp_path, ["probe"], calibration=method)
     board = pd.read_csv(out / "leaderboard.csv").set_index("candidate")
     assert board.loc["probe", "status"] != "failed", board.loc["probe", "info"]
-    pred = pd.read_parquet(out / "predictions.parquet")
+    assert json.loads((out / "manifest.json").read_text())["config"]["calibration"] == method
+    pred = pd.read_parquet(out / "predictions.parquet").query("candidate == 'probe'")
     assert np.isfinite(pred["prob"]).all() and pred["prob"].between(0, 1).all()
-    assert json.loads((out / "manifest.json").read_text()).get("calibration", method) == method
+    oof = pred[pred["set"] == "oof"]
+    for _, fold in oof.groupby("outer_fold"):   # what each method does to the out-of-fold predictions
+        raw, cal = fold["prob_raw"].to_numpy(), fold["prob"].to_numpy()
+        z, zc = logit(np.clip(raw, 1e-6, 1 - 1e-6)), logit(np.clip(cal, 1e-6, 1 - 1e-6))
+        fit = np.polyfit(z, zc, 1)
+        if method == "none":
+            np.testing.assert_array_equal(cal, raw)
+        elif method == "isotonic":   # a step function: fewer distinct values than the raw scores
+            assert len(np.unique(cal)) < len(np.unique(raw)) / 2
+        else:                        # a line in logits: temperature has no intercept
+            np.testing.assert_allclose(np.polyval(fit, z), zc, atol=1e-8)
+            assert method == "platt" or abs(fit[1]) < 1e-8
+
+
+def test_isotonic_calibration_does_not_change_discrimination(tmp_path):
+    """Isotonic steps tie predictions the raw score told apart; AUC, AP and DeLong are computed on
+    an order-preserving map of the raw score, so the same models give the same AUC as under Platt
+    scaling, while the calibration metrics read the calibrated probabilities."""
+    platt = pd.read_csv(_run(tmp_path / "p", ["probe"], calibration="platt") / "leaderboard.csv").set_index("candidate")
+    iso_dir = _run(tmp_path / "i", ["probe"], calibration="isotonic")
+    iso = pd.read_csv(iso_dir / "leaderboard.csv").set_index("candidate")
+    for m in ("auc", "auc_lo", "auc_hi", "ap", "sens_at_spec90"):
+        assert iso.loc["probe", m] == pytest.approx(platt.loc["probe", m], abs=1e-12), m
+    test = pd.read_parquet(iso_dir / "predictions.parquet").query("candidate == 'probe' and set == 'test'")
+    assert test["prob"].nunique() < test["prob_rank"].nunique()
+    assert iso.loc["probe", "brier"] != pytest.approx(platt.loc["probe", "brier"], abs=1e-9)
 
 
 def _slope(y, p):

@@ -11,6 +11,12 @@ Protocol (what each number means):
   repeat and the per-repeat values are averaged, so the CI is that of the reported
   (repeat-averaged) estimate. The fold-level thresholds and conformal thresholds are held
   fixed in the bootstrap (they come from 'oof' rows, not from the test patients).
+- Discrimination (``auc``, ``ap``, the test-optimal ``sens_at_spec90/95``) is computed on
+  ``prob_rank`` where a run stored it: per outer fold an order-preserving map of the raw
+  score (``calibration.order_preserving``: ``prob`` itself under Platt, temperature or no
+  calibration; under isotonic calibration, whose steps tie predictions, a Platt map fitted on
+  the same out-of-fold predictions). Calibration (Brier, log loss, ECE, intercept, slope),
+  thresholds, conformal sets and uncertainty use the calibrated ``prob``.
 - ``sensitivity_thr`` / ``specificity_thr``: per outer fold a threshold maximising
   Youden's J on that fold's 'oof' rows, applied to the fold's 'test' rows.
 - Sensitivity at a fixed specificity, two kinds:
@@ -95,12 +101,20 @@ class PatientTable:
     sets: dict[int, np.ndarray]  # level -> (n, 2) float 0/1, NaN without 'oof' rows
     # target -> 0/1 at the fold's OOF threshold for that specificity, NaN without 'oof' rows
     hard_spec: dict[int, np.ndarray] = field(default_factory=dict)
+    # the score AUC, AP and test-optimal sensitivity rank by (``prob_rank``); None: ``prob``
+    rank: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> "PatientTable":
         return PatientTable(self.patient[idx], self.y[idx], self.prob[idx], self.hard_thr[idx],
                             self.entropy[idx], self.mutual_info[idx], self.member_std[idx],
                             self.uncertainty[idx], {k: v[idx] for k, v in self.sets.items()},
-                            {k: v[idx] for k, v in self.hard_spec.items()})
+                            {k: v[idx] for k, v in self.hard_spec.items()},
+                            None if self.rank is None else self.rank[idx])
+
+    @property
+    def ranked(self) -> np.ndarray:
+        """The score discrimination is measured on: ``rank`` when given, else ``prob``."""
+        return self.prob if self.rank is None else self.rank
 
 
 def validate_predictions(pred: pd.DataFrame) -> pd.DataFrame:
@@ -185,7 +199,9 @@ def weighted_metrics(t: PatientTable, W: np.ndarray, *, n_bins: int = 10,
             else:
                 out.update({k: nan for k in keys})
     if want & {"auc", "ap", "ece", "sens_at_spec90", "sens_at_spec95"}:
-        out.update(wt.w_rank_metrics(y, p, W, n_bins=n_bins, specs=(0.90, 0.95)))
+        out.update(wt.w_rank_metrics(y, t.ranked, W, n_bins=n_bins, specs=(0.90, 0.95)))
+        if t.rank is not None and "ece" in want and not np.array_equal(t.rank, p):   # calibration: on prob
+            out["ece"] = wt.w_rank_metrics(y, p, W, n_bins=n_bins, specs=())["ece"]
     if want & {"cal_intercept", "cal_slope"}:
         out["cal_intercept"], out["cal_slope"] = wt.w_calibration(y, p, W)
     if want & {"aurc", "error_auroc"}:
@@ -223,7 +239,17 @@ def patient_table(rows: pd.DataFrame, oof: pd.DataFrame, *, uncertainty: str = "
         hard_thr=hard_thr, entropy=rows["entropy"].to_numpy(dtype=float),
         mutual_info=rows["mutual_info"].to_numpy(dtype=float),
         member_std=rows["member_std"].to_numpy(dtype=float),
-        uncertainty=rows[uncertainty].to_numpy(dtype=float), sets=sets, hard_spec=hard_spec)
+        uncertainty=rows[uncertainty].to_numpy(dtype=float), sets=sets, hard_spec=hard_spec,
+        rank=ranking_score(rows))
+
+
+def ranking_score(rows: pd.DataFrame) -> np.ndarray | None:
+    """``prob_rank`` of the rows (the order-preserving map discrimination is measured on), where
+    stored and complete; None (use ``prob``) for oracle rows and runs written before it existed."""
+    if "prob_rank" not in rows.columns:
+        return None
+    r = pd.to_numeric(rows["prob_rank"], errors="coerce").to_numpy(dtype=float)
+    return r if np.isfinite(r).all() else None
 
 
 def candidate_tables(cpred: pd.DataFrame, *, uncertainty: str = "entropy") -> dict[int, PatientTable]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.candidates.base import Family
-from benchmark.candidates.calibration import Calibrator, bag_prediction
+from benchmark.candidates.calibration import Calibrator, bag_prediction, order_preserving
 from benchmark.data.splits import Fold
 from benchmark.search.spaces import Candidate
 from benchmark.search.study import score
@@ -43,8 +43,12 @@ class BagPredictions:
         ``full`` (profile ``refit_full``): a model refitted on the whole outer-train part. It
         then predicts the outer-test patients (``prob`` = the calibrator applied to its
         prediction, ``prob_raw`` its prediction); the bag still gives the out-of-fold
-        predictions, the calibrator and the members (uncertainty). A fusion's refit reads its
-        inputs' ``prob``, i.e. their refits.
+        predictions, the calibrator and the members (uncertainty). ``prob_bag`` and
+        ``prob_raw_bag`` keep the bag's own prediction of the test rows (the same kind as a
+        single member's: ``calibration.bag_prediction``), which a fusion's refit reads, as it
+        was trained on its inputs' single-member out-of-fold predictions. ``prob_rank``: the
+        prediction on an order-preserving map of the raw score (``calibration.order_preserving``;
+        ``prob`` itself unless the calibration is isotonic), on which AUC, AP and DeLong are computed.
         """
         y = self.cohort.y
         oof_prob, oof_fold = self.oof_predictions(inner, models, make_view, oof_preds)
@@ -58,9 +62,12 @@ class BagPredictions:
         tr = fold.train
         cal = Calibrator(self.calibration).fit(oof_prob[tr], y[tr])
         test_prob, test_raw, cal_members = bag_prediction(cal, raw)
+        bag_prob, bag_raw = test_prob, test_raw
+        ranker = order_preserving(cal, oof_prob[tr], y[tr])
+        test_rank = test_prob if ranker is cal else bag_prediction(ranker, raw)[0]
         if full is not None:
             test_raw = np.asarray(full.predict_proba(make_view(fold.test, False)), dtype=np.float64)
-            test_prob = cal.transform(test_raw)
+            test_prob, test_rank = cal.transform(test_raw), ranker.transform(test_raw)
         keys, fam = self.cohort.keys, cand.family
         oof_cal = cal.transform(oof_prob[tr])
         rows = pd.DataFrame({
@@ -73,6 +80,9 @@ class BagPredictions:
             "y": np.concatenate([y[tr], y[fold.test]]).astype(np.int64),
             "prob": np.concatenate([oof_cal, test_prob]),
             "prob_raw": np.concatenate([oof_prob[tr], test_raw]),
+            "prob_bag": np.concatenate([oof_cal, bag_prob]),
+            "prob_raw_bag": np.concatenate([oof_prob[tr], bag_raw]),
+            "prob_rank": np.concatenate([ranker.transform(oof_prob[tr]), test_rank]),
         })
         rows["members"] = [[float(v)] for v in oof_cal] + [list(map(float, col)) for col in cal_members.T]
         rows["members_raw"] = [[float(v)] for v in oof_prob[tr]] + [list(map(float, col)) for col in raw.T]
