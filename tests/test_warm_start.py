@@ -333,3 +333,34 @@ def test_register_pretraining_learns_the_register_signal_and_is_seeded():
     assert np.array_equal(a, b)
     assert roc_auc_score(train.labels(), a) > 0.8
     assert not np.any(register_logits(0))
+
+
+def test_a_warm_started_fusion_network_does_not_stop_early_on_patients_its_start_memorised(tmp_path):
+    """Member k starts from image member k, trained on all of inner-train k: no holdout inside that
+    part is unseen by it, so a warm-started network trains on the whole part for its epoch budget
+    (no holdout, best epoch = last); a network from its own init still stops early on a holdout."""
+    import numpy as np
+    from safetensors.torch import save_file
+    from test_fusion import split, toy_cohort
+    from test_fusion_nets import TINY, ctx
+
+    from benchmark.candidates.base import get_family
+
+    train, _ = split(toy_cohort(n=80, size=16, seed=3)[0], seed=0, frac=0.5)
+    image = get_family("timm_cnn")(arch="test_resnet", batch_size=16, epochs=1, patience=None)
+    image.fit(train, None, ctx(epochs=1))
+    _, state = image.warm_start_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m0.safetensors"))
+    warm_ctx = ctx(epochs=4)
+    warm_ctx.extra.update(warm_start={"source": "img", "arch": "test_resnet",
+                                      "members": [str(tmp_path / "m0.safetensors")], "full": None}, inner_index=0)
+    params = {**TINY, "arch": "test_resnet", "patience": 1}
+    warm = get_family("joint_concat")(**params)
+    fit_part, stop_part = warm.fit_parts(train, None, warm_ctx)
+    assert stop_part is None and len(fit_part) == len(train)
+    warm.fit(train, None, warm_ctx)
+    assert len(warm.history_) == 4 and np.isnan([h["score"] for h in warm.history_]).all()
+    assert warm.stopped_early_ is None
+    cold = get_family("joint_concat")(**params)
+    fit_part, stop_part = cold.fit_parts(train, None, ctx(epochs=4))
+    assert stop_part is not None and len(fit_part) + len(stop_part) == len(train)
