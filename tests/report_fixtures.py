@@ -60,6 +60,7 @@ LOWER_IS_BETTER = {m for m, up in HIGHER_IS_BETTER.items() if not up}
 MARGIN = {"auc": 0.05, "ap": 0.05, "brier": 0.01, "log_loss": 0.05, "ece": 0.02, "entropy_mean": 0.05,
           "mutual_info_mean": 0.01}
 ITERATIVE = {"xgboost", "lightgbm", "mlp", "timm_cnn", "film", "embed_trees"}  # families with a learning curve
+SCHEDULED = {"timm_cnn", "film"}   # networks without early stopping (a CNN, a warm-started fusion network)
 COMPARISON_COLUMNS = ["candidate", "reference", "reference_role", "question", "metric", "value_candidate",
                       "value_reference", "diff", "lo", "hi", "p_value", "test", "holm_family", "p_holm", "margin",
                       "noninferior", "verdict", "n_patients"]
@@ -123,9 +124,14 @@ def _study_rows(rng, name, family, modality, outer_folds, still_improving: bool,
                     c25, c50, c100, share = top - 0.12, top - 0.06, top, float(rng.uniform(0.6, 1.0))
                 else:                # flat from half the budget on
                     c25, c50, c100, share = top - 0.05, top - 0.004, top, float(rng.uniform(0.0, 0.3))
-                row.update(curve_25=c25, curve_50=c50, curve_100=c100, at_budget=share)
+                row.update(curve_25=c25, curve_50=c50, curve_100=c100, at_budget=share,
+                           half_budget_score=np.nan, full_budget_score=np.nan)
+                if family in SCHEDULED:   # no early stopping: a half-budget fit on its own schedule tells
+                    row.update(at_budget=np.nan, half_budget_score=top - 0.001 - (0.05 if still_improving else 0.002),
+                               full_budget_score=top - 0.001)
             else:
-                row.update(curve_25=np.nan, curve_50=np.nan, curve_100=np.nan, at_budget=np.nan)
+                row.update(curve_25=np.nan, curve_50=np.nan, curve_100=np.nan, at_budget=np.nan,
+                           half_budget_score=np.nan, full_budget_score=np.nan)
             row["timed_out"] = False
         rows.append(row)
     return rows

@@ -328,7 +328,7 @@ def test_other_image_models_say_in_how_many_folds_they_were_still_improving(make
     assert "still improving" not in line                                  # every curve flat: nothing said
     st = pd.read_csv(run / "studies.csv")
     first = st.index[st["candidate"].eq(other)][0]                        # one outer fold still rising
-    st.loc[first, ["curve_50", "curve_100", "at_budget"]] = [0.70, 0.85, np.nan]
+    st.loc[first, ["half_budget_score", "full_budget_score", "at_budget"]] = [0.70, 0.85, np.nan]
     st.to_csv(run / "studies.csv", index=False)
     n = int(st["candidate"].eq(other).sum())
     line = next(x for x in _section(write_findings(run), "Q1").splitlines() if x.startswith("Other image models"))
@@ -345,12 +345,12 @@ def test_a_fusion_network_below_its_start_gets_its_learning_curve(make_run, tmp_
     pd.concat([comp, src]).to_csv(run / "comparisons.csv", index=False)
     st = pd.read_csv(run / "studies.csv")
     mine = st["candidate"].eq(fusion[0])
-    st.loc[mine, ["curve_25", "curve_50", "curve_100", "at_budget"]] = [0.80, 0.84, 0.86, np.nan]
+    st.loc[mine, ["half_budget_score", "full_budget_score", "at_budget"]] = [0.84, 0.86, np.nan]
     st.to_csv(run / "studies.csv", index=False)
     detail = _section(write_findings(run), "Q3")
-    assert f"- {fusion[0]} was still improving when its training budget ran out (outer fold 0: inner score 0.800" \
-        in detail
-    st.loc[mine, ["curve_50", "curve_100"]] = [0.855, 0.86]               # flat from half the budget on
+    assert (f"- {fusion[0]} was still improving when its training budget ran out (outer fold 0: inner score 0.840 "
+            "with half of its training budget (a fit with its own complete schedule) and 0.860 with all of it") in detail
+    st.loc[mine, ["half_budget_score", "full_budget_score"]] = [0.855, 0.86]   # half the budget did as well
     st.to_csv(run / "studies.csv", index=False)
     assert f"- {fusion[0]} had levelled off by the end of its training budget" in _section(write_findings(run), "Q3")
 
@@ -416,8 +416,8 @@ def test_without_oracles_a_single_model_still_improving_qualifies_the_fusion_gai
         "reflect under-trained single models rather than complementary modalities" in q3
     best = re.search(r"\*\*(\w+)\*\*", _answer(text, "Q1")).group(1)
     r = studies[studies["candidate"].eq(best)].iloc[0]
-    assert (f"outer fold 0: inner score {r['curve_25']:.3f}, {r['curve_50']:.3f} and {r['curve_100']:.3f} at 25, 50 "
-            "and 100 % of its training budget") in _section(text, "Q1")
+    assert (f"outer fold 0: inner score {r['half_budget_score']:.3f} with half of its training budget (a fit with its "
+            f"own complete schedule) and {r['full_budget_score']:.3f} with all of it") in _section(text, "Q1")
 
 
 def test_without_oracles_models_that_levelled_off_get_no_caveat(make_run):
@@ -442,10 +442,11 @@ def test_an_early_stopped_model_is_not_still_improving_because_its_curve_rises(m
 
 
 def test_a_budget_too_short_for_a_curve_is_unknown_not_levelled_off(make_run, tmp_path):
-    """A one-epoch CNN without early stopping: no 25 / 50 % point, so nothing is claimed either way."""
+    """A one-step CNN budget without early stopping: no half budget to fit, so nothing is claimed either way."""
     run = _copy(make_run, tmp_path, oracle=False)
     best = _best_image(write_findings(make_run(oracle=False)))
-    _edit(run, "studies.csv", lambda d: d["candidate"].eq(best), curve_25=np.nan, curve_50=np.nan, at_budget=np.nan)
+    _edit(run, "studies.csv", lambda d: d["candidate"].eq(best), curve_25=np.nan, curve_50=np.nan, at_budget=np.nan,
+          half_budget_score=np.nan, full_budget_score=np.nan)
     text = write_findings(run)
     assert f"Whether {best} was still improving is unknown" in _section(text, "Q1")
     assert f"{best} had levelled off" not in text

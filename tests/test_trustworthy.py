@@ -201,3 +201,49 @@ def test_a_one_epoch_network_keeps_its_learning_curve_in_steps(tmp_path):
     np.testing.assert_array_equal(fam.predict_proba(data), final)         # the snapshot did not replace the model
     one_step = get_family("mlp")(max_epochs=1, batch_size=0, patience=None, hidden=8, n_layers=1).fit(data, None, ctx)
     assert one_step.predict_at(data, 0.25) is None
+
+
+CALM_MLP = """
+name: calm_mlp
+family: mlp
+modality: register
+fixed: {max_epochs: 20, patience: 20, batch_size: 16, hidden: 32, n_layers: 2, lr: 0.03, dropout: 0.0,
+        schedule: cosine}
+space: {}
+"""
+
+
+def test_a_network_that_converged_early_under_a_cosine_schedule_is_not_called_still_improving(tmp_path):
+    """Without early stopping that could fire (20 epochs, patience 20), the 50 % snapshot is taken at a
+    learning rate still high and scores below the annealed end: that rise is the schedule, not
+    learning. A fit with its own complete schedule at half the budget scores what the full budget
+    does, so the findings do not call the network still improving."""
+    from benchmark.report.findings.tables import _Run
+    from runner_helpers import write_spaces
+
+    data = write_register_dataset(tmp_path / "data", n=300, n_pos=60, seed=0)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2, extra={"calm_mlp": CALM_MLP})
+    profiles = spaces / "profiles.yaml"
+    profiles.write_text(profiles.read_text().replace("max_epochs: 2", "max_epochs: 20"))
+    out = run(RunConfig(candidates=["calm_mlp"], data=str(data), profile="tiny", device="cpu", spaces=[str(spaces)],
+                        results_dir=str(tmp_path / "results"), seed=3, threads=1))
+    st = pd.read_csv(out / "studies.csv")
+    assert st["at_budget"].isna().all()                                   # early stopping could not fire
+    assert (st["curve_100"] - st["curve_50"]).max() > 0.03                # the snapshot's rise: the schedule
+    board = pd.read_csv(out / "leaderboard.csv")
+    still = _Run(board, None, {}, st).still_improving(board[board["candidate"] == "calm_mlp"].iloc[0])
+    assert still.empty, "called still improving on snapshots part-way through a cosine schedule"
+    assert (st["full_budget_score"] - st["half_budget_score"]).abs().max() < 0.01
+
+
+def test_a_half_budget_fit_has_its_own_complete_schedule():
+    """budget_share 0.5: half the optimiser steps, the learning rate annealed to its end within them."""
+    from benchmark.candidates.base import TrialContext, get_family
+    from test_fusion import toy_cohort
+
+    data, _ = toy_cohort(n=200)
+    kw = dict(max_epochs=6, patience=None, batch_size=20, hidden=8, n_layers=1, schedule="cosine")
+    full = get_family("mlp")(**kw).fit(data, None, TrialContext(seed=0, extra={"n_threads": 1}))
+    half = get_family("mlp")(**kw).fit(data, None, TrialContext(seed=0, extra={"n_threads": 1, "budget_share": 0.5}))
+    assert half.total_steps_ * 2 == full.total_steps_ and len(half.history_) == 3
+    assert full.half_budget_tells() and not np.allclose(half.predict_proba(data), full.predict_at(data, 0.5))

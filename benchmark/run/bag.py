@@ -7,6 +7,7 @@
     fr._predict_bag(cand, fold, inner, models, make_view)     # parts/<candidate>__r<repeat>_f<fold>.parquet
     fr.oof_predictions(inner, models, make_view)              # (P(AFF), inner fold) per patient
     fr._curve(inner, models, make_view, None)                  # curve_25/50/100, at_budget (studies.csv)
+    fr._half_budget(cand, fold, inner, params, make_view, seed, ctx_base, models, None)   # half/full_budget_score
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from benchmark.candidates.base import Family
 from benchmark.candidates.calibration import Calibrator, bag_prediction, order_preserving
 from benchmark.data.splits import Fold
 from benchmark.search.spaces import Candidate
-from benchmark.search.study import score
+from benchmark.search.study import fit_context, score
 
 CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learning curve (studies.csv)
+HALF_BUDGET = 0.5                 # the budget share of the extra fit that says what the rest of the budget added
 
 
 class BagPredictions:
@@ -134,3 +136,36 @@ class BagPredictions:
         if not cand.consumes:
             return make_view(fold.test, False)
         return self._view_maker(cand, self.upstream_for(cand, fold, member=k, inputs=inputs))(fold.test, False)
+
+    def _half_budget(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
+                     ctx_base, models: list, oof_preds: list | None) -> dict:
+        """``half_budget_score`` and ``full_budget_score`` (studies.csv): what the second half of the
+        budget added, for a network whose snapshots cannot say it (``Family.half_budget_tells``).
+
+        One more fit of the best params on inner fold 0 (its seed and, for a warm start, its
+        source member, as bag member 0) with its own complete schedule over half the step budget
+        (half the epochs, or half the samples when the profile's sample budget caps them), scored
+        on inner fold 0's validation part, against member 0's score there: a paired, same-fold
+        comparison of two complete schedules. NaN for every other model, and when the fit fails.
+        """
+        out = {"half_budget_score": float("nan"), "full_budget_score": float("nan")}
+        if not models or not models[0].half_budget_tells():
+            return out
+        f = inner[0]
+        view = make_view(f.test, False)
+        y = self.cohort.y[f.test]
+        full = oof_preds[0] if oof_preds is not None else models[0].predict_proba(view)
+        ctx = fit_context(ctx_base, seed, fold.repeat, fold.index, 0)
+        ctx.extra["budget_share"] = HALF_BUDGET
+        try:
+            half = cand.build(params).fit(make_view(f.train, True), None, ctx)
+            if getattr(half, "total_steps_", 0) >= getattr(models[0], "total_steps_", 0):
+                return out   # a budget too short to halve (e.g. one step)
+            out["half_budget_score"] = float(score(self.metric, y, half.predict_proba(view)))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:   # the curve is a diagnosis: its failure does not fail the unit
+            self.progress.say(f"[{cand.name}] half-budget fit failed: {type(exc).__name__}: {str(exc)[:120]}")
+            return out
+        out["full_budget_score"] = float(score(self.metric, y, full))
+        return out

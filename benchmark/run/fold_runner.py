@@ -290,6 +290,8 @@ class FoldRunner(BagPredictions):
                 self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs, full=full)
                 self.save_warm_weights(cand, fold, models, full)
                 row.update(self._curve(inner, models, make_view, res.best_valid_preds))
+                row.update(self._half_budget(cand, fold, inner, res.best_params, make_view, seed, ctx_base, models,
+                                             res.best_valid_preds))
                 self._record_best(cand, row)
                 res.best_models = res.best_valid_preds = None
                 del models

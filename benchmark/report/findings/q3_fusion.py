@@ -74,8 +74,8 @@ def _fusion_caveat(run: _Run, fusion: pd.Series) -> tuple[str, list[str]]:
                  "studies.csv has no learning curves."]
     head = ("Were the single models still improving? (learning curves from studies.csv: still improving when more "
             "than half of the bag was still improving at the end of its budget (early stopping did not fire), or, "
-            f"for a model without early stopping, when the inner score rose by more than {STILL_RISING} from 50 to "
-            "100 % of the budget)")
+            f"for a network without early stopping, when its full budget scored more than {STILL_RISING} above a fit "
+            "with half of it, each on its own complete schedule, on the same inner fold)")
     return clause, ["", head, ""] + lines
 
 
