@@ -155,8 +155,8 @@ def write_fake_run(
 ) -> Path:
     """Write a fake run folder at ``run_dir`` and return it.
 
-    ``fusion_verdict``/``fusion_p_holm`` set the AUC comparison of every fusion candidate
-    against the best single-modality reference, ``q2_verdict`` the MLP's AUC comparison
+    ``fusion_verdict``/``fusion_p_holm`` set the AUC comparisons of every fusion candidate
+    against the best image and the best register model, ``q2_verdict`` the MLP's AUC comparison
     with the best trees; the candidates named in ``still_improving`` have learning curves
     that still rise at the end of their budget. ``schema="old"``: the earlier format.
     """
@@ -282,7 +282,6 @@ def _write_comparisons(run_dir, lb, rng, fusion_verdict, fusion_p_holm, q2_verdi
     refs = {role: _best(ok[ok["modality"] == modality])
             for modality, role in (("image", "best_image"), ("register", "best_register"))}
     refs = {role: r for role, r in refs.items() if r is not None}
-    best_single = max(refs.values(), key=lambda r: r["inner_score"])["candidate"] if refs else None
     fusion = ok[ok["modality"] == "fusion"]
     pairs = [(cand, ref, role) for _, cand in fusion.iterrows() for role, ref in refs.items()]
     if schema != "old":
@@ -301,7 +300,7 @@ def _write_comparisons(run_dir, lb, rng, fusion_verdict, fusion_p_holm, q2_verdi
             out[i]["p_holm"] = float(p)
     for r in out:
         r["verdict"] = _verdict(r)
-        if r["metric"] == "auc" and r["reference"] == best_single and r["question"] == "Q3":
+        if r["metric"] == "auc" and r["reference_role"] in ("best_image", "best_register") and r["question"] == "Q3":
             _force(r, "not_shown" if fusion_verdict == "no_difference" else fusion_verdict, fusion_p_holm)
         if r["metric"] == "auc" and r["reference_role"] == "best_tree":
             _force(r, q2_verdict, 0.004 if q2_verdict.endswith("_better") else 0.4)

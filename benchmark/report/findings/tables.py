@@ -179,9 +179,9 @@ class _Run:
         oracle = self.oracle.get(modality)
         if oracle is not None:
             gap = self.gap(row)
-            if gap > UNDERTRAINED_GAP:
+            if gap > UNDERTRAINED_GAP:   # the oracle is the generator's exact posterior, not what a model can see
                 return (f"but it stands {fmt(gap)} AUC below the {modality} oracle ({fmt(oracle['auc'])}), so the "
-                        f"{modality} data hold more than this model learned")
+                        f"generator's {modality} evidence holds more than this model learned")
             return ""
         if not self.still_improving(row).empty:
             return "but it was still improving when its training budget ran out, so it is not what this modality can reach"
