@@ -70,8 +70,8 @@ answers speak of, the answer records), one per question (``q1_images``, ``q2_reg
 ``findings.md``).
 """
 
-from benchmark.report.findings.assemble import (FEW_TRIALS, SMALL_IMAGES_PX, build_findings, findings_markdown,
-                                                findings_text, key_comparisons, write_findings)
+from benchmark.report.findings.assemble import (FEW_TRIALS, SMALL_IMAGES_PX, build_findings, combining_answer,
+                                                findings_markdown, findings_text, key_comparisons, write_findings)
 from benchmark.report.findings.q3_fusion import CEILING_TIE
 from benchmark.report.findings.tables import (AT_BUDGET_SHARE, CHANCE_AUC, QUESTIONS, SINGLE_MODALITIES, STILL_RISING,
                                               TREE_FAMILIES, UNDERTRAINED_GAP, Answer, Findings, best_by_inner)
@@ -79,5 +79,5 @@ from benchmark.report.findings.wording import ALPHA, LOWER_IS_BETTER, comparison
 
 __all__ = ["ALPHA", "AT_BUDGET_SHARE", "CEILING_TIE", "CHANCE_AUC", "FEW_TRIALS", "LOWER_IS_BETTER", "QUESTIONS",
            "SINGLE_MODALITIES", "SMALL_IMAGES_PX", "STILL_RISING", "TREE_FAMILIES", "UNDERTRAINED_GAP", "Answer",
-           "Findings", "best_by_inner", "build_findings", "comparison_clause", "findings_markdown", "findings_text",
+           "Findings", "best_by_inner", "build_findings", "combining_answer", "comparison_clause", "findings_markdown", "findings_text",
            "fmt", "fmt_ci", "fmt_p", "key_comparisons", "outcome", "write_findings"]

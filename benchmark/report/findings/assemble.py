@@ -14,7 +14,7 @@ import pandas as pd
 from benchmark.protocol import ROLES
 from benchmark.report.findings.q1_images import _q1
 from benchmark.report.findings.q2_register import _q2
-from benchmark.report.findings.q3_fusion import _q3
+from benchmark.report.findings.q3_fusion import _q3, combining_verdict
 from benchmark.report.findings.tables import Findings, _Run
 from benchmark.report.findings.wording import fmt, outcome
 from benchmark.report.run_files import (
@@ -147,6 +147,14 @@ def findings_markdown(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     return findings_text(read_leaderboard(run_dir), read_comparisons(run_dir), read_manifest(run_dir),
                          read_studies(run_dir))
+
+
+def combining_answer(run_dir: Path) -> tuple[str, str | None]:
+    """(kind, the best fusion) of a run folder's Q3 answer (``q3_fusion.combining_verdict``): what
+    ``export`` reads to choose the model the evidence supports."""
+    run_dir = Path(run_dir)
+    return combining_verdict(_Run(read_leaderboard(run_dir), read_comparisons(run_dir), read_manifest(run_dir),
+                                  read_studies(run_dir)))
 
 
 def write_findings(run_dir: Path, run: RunFiles | None = None) -> str:

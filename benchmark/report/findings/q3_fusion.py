@@ -200,6 +200,23 @@ def _comparable_note(run: _Run) -> str:
             f"is called the better single model: {tail}")
 
 
+def _q3_rows(run: _Run, name: str) -> tuple[dict[str, pd.Series], dict[str, pd.Series]]:
+    """(role -> reference row, role -> the AUC row of ``name`` against it) for the references it was compared with."""
+    refs = _references(run)
+    rows = {role: c for role, ref in refs.items() if (c := _find(run.comp, name, str(ref["candidate"]), "auc")) is not None}
+    return {role: refs[role] for role in rows}, rows
+
+
+def combining_verdict(run: _Run) -> tuple[str, str | None]:
+    """(kind, the best fusion by inner score) of the Q3 answer: ``yes`` (better than the best image and
+    the best register model), ``no``, ``worse``, ``not_shown``, or ``cannot`` (no fusion, no paired test)."""
+    top = run.best["fusion"]
+    if top is None or run.comp is None:
+        return "cannot", None
+    refs, rows = _q3_rows(run, str(top["candidate"]))
+    return (_verdict(str(top["candidate"]), refs, rows)[0] if rows else "cannot"), str(top["candidate"])
+
+
 def _q3(run: _Run) -> tuple[Answer, list[str]]:
     lines = [f"## {QUESTIONS['q3']}", ""]
     fusion = run.rows[run.rows["modality"].eq("fusion")]
@@ -217,13 +234,12 @@ def _q3(run: _Run) -> tuple[Answer, list[str]]:
     if run.comp is None:
         return cannot("comparisons.csv is missing or empty, so there is no paired test of fusion against the single "
                       "modalities")
-    refs, top = _references(run), run.best["fusion"]
+    top = run.best["fusion"]
     name = str(top["candidate"])
-    rows = {role: c for role, ref in refs.items() if (c := _find(run.comp, name, str(ref["candidate"]), "auc")) is not None}
+    refs, rows = _q3_rows(run, name)
     if not rows:
         return cannot(f"comparisons.csv has no AUC comparison of {name}, the best fusion by inner score, with a "
                       "single-modality model")
-    refs = {role: refs[role] for role in rows}
     which, which_lines = _which_way(run, fusion, top)
     kind, text = _verdict(name, refs, rows)
     caveat_lines = []
