@@ -87,7 +87,8 @@ import pandas as pd
 
 from benchmark.errors import UserError
 from benchmark.evaluate import weighted as wt
-from benchmark.evaluate.leaderboard import PatientTable, ranking_score, validate_predictions, weighted_metrics
+from benchmark.evaluate.leaderboard import validate_predictions
+from benchmark.evaluate.patient_metrics import PatientTable, ranking_score, weighted_metrics
 from benchmark.evaluate.paired_tests import (HIGHER_IS_BETTER, adjust_and_decide, bootstrap_se, delong_roc_test,
                                              noninferior, z_test)
 from benchmark.protocol import ROLES
