@@ -164,3 +164,13 @@ def test_a_fusion_refit_reads_its_inputs_bag_predictions_the_kind_it_trained_on(
     from_bags = expit(0.5 * logit(a["prob_bag"]) + 0.5 * logit(b["prob_bag"]))
     assert np.abs(from_refits - from_bags).max() > 1e-3
     np.testing.assert_allclose(f["prob_raw"], from_bags, rtol=1e-9)
+    # an exported model does the same: its fusion refit reads the inputs' bag predictions
+    from benchmark.data.dataset import load_dataset
+    from benchmark.export.export import build_export
+
+    ex = build_export(out, "fused", device="cpu")
+    outs = ex.model.outputs(load_dataset(data))
+    pa, pb = outs["probe"], outs["probe_b"]
+    assert pa.bag is not None and np.abs(pa.bag[0] - pa.prob).max() > 1e-3
+    np.testing.assert_allclose(outs["fused"].prob_raw, expit(0.5 * logit(pa.bag[0]) + 0.5 * logit(pb.bag[0])),
+                               rtol=1e-9)
