@@ -38,12 +38,6 @@ def _references(run: _Run) -> dict[str, pd.Series]:
     return out
 
 
-def _best_single(run: _Run) -> pd.Series | None:
-    """The best single-modality model by inner score among the Q3 references (best image, best register)."""
-    refs = list(_references(run).values())
-    return best_by_inner(pd.DataFrame(refs)) if refs else None
-
-
 def _fusion_caveat(run: _Run, fusion: pd.Series) -> tuple[str, list[str]]:
     """(answer clause, detail lines): is a fusion gain explained by a single model short of its ceiling?"""
     joint = run.oracle["fusion"]
