@@ -67,8 +67,8 @@ def _q2(run: _Run) -> tuple[Answer, list[str]]:
         text = f"Cannot be answered: the run has no {missing} candidate with test predictions"
     best = run.best["register"]
     if best is not None and _at_chance(best) and not text.startswith("At chance"):
-        text += (f"; register data alone are at chance here: the best register model, **{best['candidate']}**, has AUC "
-                 f"{fmt_ci(best, 'auc')}, {_chance_interval(best)}")
+        text += (f"; no register model of this run is shown better than chance: the best, **{best['candidate']}**, has "
+                 f"AUC {fmt_ci(best, 'auc')}, {_chance_interval(best)}")
     answer = Answer("q2", QUESTIONS["q2"], text + ".")
 
     if mlp is not None:
