@@ -131,14 +131,7 @@ def test_entropy_describes_the_scored_refit_prediction_not_the_members_mean(tmp_
     np.testing.assert_allclose(test["mutual_info"], np.maximum(binary_entropy(members) - h_members, 0), atol=1e-12)
 
 
-LATE_FIXED = """
-name: fused
-family: late_average
-modality: fusion
-consumes: [probe, probe_b]
-fixed: {scale: logit, weight: 0.5}
-space: {}
-"""
+from test_trustworthy import LATE as LATE_FIXED   # noqa: E402  late_average of probe and probe_b, fixed weights
 
 
 def test_a_fusion_refit_reads_its_inputs_bag_predictions_the_kind_it_trained_on(tmp_path):
