@@ -292,8 +292,14 @@ def test_q3_says_the_run_cannot_tell_what_combining_adds_when_a_single_model_is_
     _edit(run, "leaderboard.csv", lambda d: d["candidate"].eq(image), auc=0.505, auc_lo=0.44, auc_hi=0.57)
     q3 = _answer(write_findings(run), "Q3")
     assert q3.startswith("Not shown:")
-    assert (f"but the best image model, {image}, is at chance (AUC 0.505 [0.440, 0.570]), so this run cannot tell "
+    assert (f"but the best image model, {image} (AUC 0.505 [0.440, 0.570]) is at chance, so this run cannot tell "
             "what combining adds") in q3
+    register = _q3_refs(run)["best_register"]
+    _edit(run, "leaderboard.csv", lambda d: d["candidate"].eq(register), auc=0.52, auc_lo=0.46, auc_hi=0.58)
+    q3 = _answer(write_findings(run), "Q3")
+    assert (f"but the best image model, {image} (AUC 0.505 [0.440, 0.570]) and the best register model, {register} "
+            "(AUC 0.520 [0.460, 0.580]) are at chance, so this run cannot tell what combining adds;") in q3
+    assert q3.count("cannot tell") == 1
 
 
 def test_q3_detail_says_when_the_modalities_inner_scores_are_not_comparable(make_run, tmp_path):

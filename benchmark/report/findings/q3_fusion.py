@@ -155,19 +155,20 @@ def _shortfalls(run: _Run, refs: dict[str, pd.Series], kind: str) -> str:
     """The clause that limits a No / Not shown / Worse answer to these models: a single model at chance (Not
     shown: the run cannot tell what combining adds), far below its oracle or still improving (better-trained
     single models may change the answer), or, for Worse, that combining cannot lose at the Bayes limit."""
-    parts = []
+    parts, chance = [], []
     for role, ref in refs.items():
-        m, who = ROLES[role], f"the best {ROLES[role]} model, {ref['candidate']},"
+        m, who = ROLES[role], f"the best {ROLES[role]} model, {ref['candidate']}"
         if _at_chance(ref):
-            if kind == "not_shown":
-                parts.append(f"{who} is at chance (AUC {fmt_ci(ref, 'auc')}), so this run cannot tell what combining "
-                             "adds")
+            chance.append(f"{who} (AUC {fmt_ci(ref, 'auc')})")
         elif run.oracle[m] is not None and run.gap(ref) > UNDERTRAINED_GAP:
-            parts.append(f"{who} stands {fmt(run.gap(ref))} AUC below the {m} oracle, so better-trained single models "
+            parts.append(f"{who}, stands {fmt(run.gap(ref))} AUC below the {m} oracle, so better-trained single models "
                          "may change this answer")
         elif run.oracle[m] is None and not run.still_improving(ref).empty:
-            parts.append(f"{who} was still improving when its training budget ran out, so better-trained single "
+            parts.append(f"{who}, was still improving when its training budget ran out, so better-trained single "
                          "models may change this answer")
+    if chance and kind == "not_shown":
+        parts.insert(0, f"{' and '.join(chance)} {'is' if len(chance) == 1 else 'are'} at chance, so this run cannot "
+                        "tell what combining adds")
     if kind == "worse":
         parts.append("this is what the fusion models trained here reached: at the Bayes limit combining both data "
                      "types cannot discriminate worse than either alone")
