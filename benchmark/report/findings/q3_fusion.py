@@ -244,7 +244,7 @@ def _q3(run: _Run) -> tuple[Answer, list[str]]:
         caveat = _shortfalls(run, refs, kind)
     answer = Answer("q3", QUESTIONS["q3"], text + (f"; {caveat}" if caveat else "") + which + ".")
 
-    lines.append(_comparable_note(run))
+    lines += [_comparable_note(run), ""]
     for role, ref in refs.items():
         lines.append(f"- {_ref_name(role, ref)} ({_inner(ref)}, AUC {fmt_ci(ref, 'auc')}).")
     auc = run.comp[run.comp["metric"].eq("auc") & run.comp["question"].eq("Q3")
@@ -256,7 +256,7 @@ def _q3(run: _Run) -> tuple[Answer, list[str]]:
     lines += caveat_lines + [""] + which_lines
     for ref in refs.values():
         lines += [""] + uncertainty_lines(run.comp, name, str(ref["candidate"]))
-    return answer, lines + [""]
+    return answer, lines
 
 
 def _warm_source_lines(run: _Run, fusion: pd.DataFrame) -> list[str]:
