@@ -60,6 +60,7 @@ LOWER_IS_BETTER = {m for m, up in HIGHER_IS_BETTER.items() if not up}
 MARGIN = {"auc": 0.05, "ap": 0.05, "brier": 0.01, "log_loss": 0.05, "ece": 0.02, "entropy_mean": 0.05,
           "mutual_info_mean": 0.01}
 ITERATIVE = {"xgboost", "lightgbm", "mlp", "timm_cnn", "film", "embed_trees"}  # families with a learning curve
+SCHEDULED = {"timm_cnn", "film"}   # networks without early stopping (a CNN, a warm-started fusion network)
 COMPARISON_COLUMNS = ["candidate", "reference", "reference_role", "question", "metric", "value_candidate",
                       "value_reference", "diff", "lo", "hi", "p_value", "test", "holm_family", "p_holm", "margin",
                       "noninferior", "verdict", "n_patients"]
@@ -123,9 +124,14 @@ def _study_rows(rng, name, family, modality, outer_folds, still_improving: bool,
                     c25, c50, c100, share = top - 0.12, top - 0.06, top, float(rng.uniform(0.6, 1.0))
                 else:                # flat from half the budget on
                     c25, c50, c100, share = top - 0.05, top - 0.004, top, float(rng.uniform(0.0, 0.3))
-                row.update(curve_25=c25, curve_50=c50, curve_100=c100, at_budget=share)
+                row.update(curve_25=c25, curve_50=c50, curve_100=c100, at_budget=share,
+                           half_budget_score=np.nan, full_budget_score=np.nan)
+                if family in SCHEDULED:   # no early stopping: a half-budget fit on its own schedule tells
+                    row.update(at_budget=np.nan, half_budget_score=top - 0.001 - (0.05 if still_improving else 0.002),
+                               full_budget_score=top - 0.001)
             else:
-                row.update(curve_25=np.nan, curve_50=np.nan, curve_100=np.nan, at_budget=np.nan)
+                row.update(curve_25=np.nan, curve_50=np.nan, curve_100=np.nan, at_budget=np.nan,
+                           half_budget_score=np.nan, full_budget_score=np.nan)
             row["timed_out"] = False
         rows.append(row)
     return rows
@@ -149,8 +155,8 @@ def write_fake_run(
 ) -> Path:
     """Write a fake run folder at ``run_dir`` and return it.
 
-    ``fusion_verdict``/``fusion_p_holm`` set the AUC comparison of every fusion candidate
-    against the best single-modality reference, ``q2_verdict`` the MLP's AUC comparison
+    ``fusion_verdict``/``fusion_p_holm`` set the AUC comparisons of every fusion candidate
+    against the best image and the best register model, ``q2_verdict`` the MLP's AUC comparison
     with the best trees; the candidates named in ``still_improving`` have learning curves
     that still rise at the end of their budget. ``schema="old"``: the earlier format.
     """
@@ -276,7 +282,6 @@ def _write_comparisons(run_dir, lb, rng, fusion_verdict, fusion_p_holm, q2_verdi
     refs = {role: _best(ok[ok["modality"] == modality])
             for modality, role in (("image", "best_image"), ("register", "best_register"))}
     refs = {role: r for role, r in refs.items() if r is not None}
-    best_single = max(refs.values(), key=lambda r: r["inner_score"])["candidate"] if refs else None
     fusion = ok[ok["modality"] == "fusion"]
     pairs = [(cand, ref, role) for _, cand in fusion.iterrows() for role, ref in refs.items()]
     if schema != "old":
@@ -295,7 +300,7 @@ def _write_comparisons(run_dir, lb, rng, fusion_verdict, fusion_p_holm, q2_verdi
             out[i]["p_holm"] = float(p)
     for r in out:
         r["verdict"] = _verdict(r)
-        if r["metric"] == "auc" and r["reference"] == best_single and r["question"] == "Q3":
+        if r["metric"] == "auc" and r["reference_role"] in ("best_image", "best_register") and r["question"] == "Q3":
             _force(r, "not_shown" if fusion_verdict == "no_difference" else fusion_verdict, fusion_p_holm)
         if r["metric"] == "auc" and r["reference_role"] == "best_tree":
             _force(r, q2_verdict, 0.004 if q2_verdict.endswith("_better") else 0.4)

@@ -261,3 +261,65 @@ def test_uncertainty_rows_test_the_mean_by_bootstrap_not_a_per_patient_median_sh
     assert row["verdict"] == "equivalent"  # the CI lies within 10 % of the mean entropy
     mi = _rows(cmp, "fus", "img", "mutual_info_mean")
     assert mi["p_value"] == 1.0 and mi["verdict"] == "equivalent" and mi["noninferior"]
+
+
+def _repeats(pred: pd.DataFrame, shifts: list[float], seed: int = 5) -> pd.DataFrame:
+    """``pred`` copied into len(shifts) repeats: repeat r's probabilities moved by shifts[r] noise in logits."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r, s in enumerate(shifts):
+        d = pred.copy()
+        z = np.log(d["prob"] / (1 - d["prob"])) + s * rng.normal(size=len(d))
+        d["prob"] = d["prob_raw"] = expit(z)
+        d["members"] = [[float(v)] for v in d["prob"]]
+        d["repeat"] = r
+        out.append(d)
+    return pd.concat(out, ignore_index=True)
+
+
+def _q3_rows(pred):
+    studies = pd.DataFrame({"candidate": ["fus", "img", "reg"], "repeat": 0, "outer_fold": 0,
+                            "best_value": [0.9, 0.8, 0.75], "n_trials": 3, "n_failed": 0, "wall_s": 1.0,
+                            "status": "ok", "info": ""})
+    lb, _ = build_leaderboard(pred, studies=studies, n_boot=20, seed=0)
+    return lb, compare_candidates(pred, lb, n_boot=300, seed=0)
+
+
+def test_every_repeat_enters_the_paired_comparison():
+    """Three repeats that differ: each comparison value is the mean over all three (as the
+    leaderboard's), not the first repeat's."""
+    one = _fabricate({"fus": ("late", "fusion", 1.5), "img": ("cnn", "image", 1.0), "reg": ("xgb", "register", 0.6)})
+    pred = _repeats(one, [0.0, 1.5, 3.0])
+    lb, cmp = _q3_rows(pred)
+    auc = _rows(cmp, "fus", "img", "auc")
+    assert auc["n_repeats"] == 3 and auc["n_patients"] == 300
+    board = lb.set_index("candidate")
+    for m in ("auc", "brier", "log_loss"):
+        row = _rows(cmp, "fus", "img", m)
+        assert row["value_candidate"] == pytest.approx(board.loc["fus", m], abs=1e-9), m
+        assert row["value_reference"] == pytest.approx(board.loc["img", m], abs=1e-9), m
+    first = _rows(_q3_rows(pred[pred["repeat"] == 0])[1], "fus", "img", "auc")
+    assert abs(auc["value_candidate"] - first["value_candidate"]) > 0.01
+
+
+def test_a_patients_repeated_rows_are_not_counted_as_independent_patients():
+    """Three identical repeats hold the evidence of one: the same values and the same standard
+    errors (DeLong and bootstrap), not ones sqrt(3) times smaller."""
+    one = _fabricate({"fus": ("late", "fusion", 1.5), "img": ("cnn", "image", 1.0), "reg": ("xgb", "register", 0.6)})
+    single = _q3_rows(_repeats(one, [0.0]))[1]
+    triple = _q3_rows(_repeats(one, [0.0, 0.0, 0.0]))[1]
+    for m in ("auc", "brier", "log_loss", "entropy_mean"):
+        a, b = _rows(single, "fus", "img", m), _rows(triple, "fus", "img", m)
+        assert b["diff"] == pytest.approx(a["diff"], abs=1e-12), m
+        assert (b["hi"] - b["lo"]) == pytest.approx(a["hi"] - a["lo"], rel=1e-9), m
+        assert b["p_value"] == pytest.approx(a["p_value"], rel=1e-9), m
+
+
+def test_delong_over_repeats_averages_each_patients_components():
+    y = np.array(Y)
+    s1, s2 = np.array(S1), np.array(S2)
+    one = delong_roc_test(y, s1, s2)
+    three = delong_roc_test(y, np.stack([s1] * 3), np.stack([s2] * 3))
+    np.testing.assert_allclose(three, one, rtol=1e-12)
+    other = delong_roc_test(y, np.stack([s1, s2]), np.stack([s2, s2]))
+    assert other[0] == pytest.approx((one[0] + one[1]) / 2) and other[2] == pytest.approx(one[2] / 2)

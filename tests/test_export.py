@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -191,8 +192,41 @@ def test_the_bundle_holds_safe_formats_and_a_card(exported):
     assert not card.startswith("**SYNTHETIC")      # a user's (non-synthetic) cohort
 
 
-def test_default_candidate_is_the_best_fusion(exported):
-    assert default_candidate(exported["run"]) == "stack"
+def _with_q3(run: Path, dest: Path, verdict: str, p_holm: float, diff: float) -> Path:
+    """A copy of the run's tables whose best fusion's AUC rows against the single modalities read ``verdict``."""
+    dest.mkdir()
+    for name in ("manifest.json", "leaderboard.csv", "comparisons.csv", "studies.csv"):
+        shutil.copy(run / name, dest / name)
+    comp = pd.read_csv(dest / "comparisons.csv")
+    rows = comp["question"].eq("Q3") & comp["reference_role"].isin(["best_image", "best_register"]) \
+        & comp["metric"].eq("auc")
+    assert rows.any()
+    comp.loc[rows, ["diff", "lo", "hi", "p_holm", "verdict"]] = [diff, diff - 0.02, diff + 0.02, p_holm, verdict]
+    comp.to_csv(dest / "comparisons.csv", index=False)
+    return dest
+
+
+def test_export_takes_a_fusion_only_when_the_findings_say_it_beats_the_single_modalities(exported, tmp_path):
+    """The default is the model the evidence supports: the best fusion when Q3 says "Yes", else the best
+    single-modality model by inner-CV score, with the reason for the model card."""
+    studies = pd.read_csv(exported["run"] / "studies.csv")
+    inner = studies[studies["modality"] == "register"].groupby("candidate")["best_value"].mean()
+    lost = _with_q3(exported["run"], tmp_path / "lost", "not_shown", 0.4, 0.01)
+    assert default_candidate(lost) == inner.idxmax(), "a fusion exported although the findings do not say it helps"
+    from benchmark.export.export import export_choice
+
+    won = _with_q3(exported["run"], tmp_path / "won", "candidate_better", 0.001, 0.05)
+    name, why = export_choice(won)
+    assert name == "stack" and "answer Q3 'Yes'" in why and default_candidate(won) == "stack"
+    name, why = export_choice(lost)
+    assert name == inner.idxmax() and "Q3 'Not shown'" in why and "best single-modality model" in why
+    worse = _with_q3(exported["run"], tmp_path / "worse", "reference_better", 0.001, -0.05)
+    assert export_choice(worse)[0] == inner.idxmax()
+
+
+def test_the_model_card_says_why_this_model(exported):
+    card = (exported["bundle"] / "model_card.md").read_text()
+    assert "Why this model: chosen with --candidate." in card
 
 
 def test_export_refuses_unfinished_runs_and_unknown_candidates(exported, tmp_path):
@@ -214,7 +248,7 @@ def test_patients_without_images_are_kept_and_marked(tiny_dataset, tmp_path):
     spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2, extra={"tiny_cnn": TINY_CNN, "late": LATE})
     out = run(RunConfig(candidates=["logreg", "tiny_cnn", "late"], data=str(ds.yaml), profile="tiny", device="cpu",
                         spaces=[str(spaces)], results_dir=str(tmp_path / "results"), run="img"))
-    bundle = export(Path(out), None, tmp_path / "bundle", device="cpu")      # default: the fusion candidate
+    bundle = export(Path(out), "late", tmp_path / "bundle", device="cpu")
     assert json.loads((bundle / "bundle.json").read_text())["candidate"] == "late"
     man = ds.read_manifest()
     ds.write_manifest(man[~man["patient_id"].isin(ds.ids[:3])])               # three patients lose their images

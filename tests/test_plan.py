@@ -52,7 +52,8 @@ def test_images_seen_follow_the_epoch_cap_and_the_sample_budget():
     # smoke: 300 patients, 2 x 2 folds -> 75 patients per fit, 2.5 images each; 1 epoch cap, 256 images per fit
     (c,) = counts.build_cost_plan([cands["resnet18"]], smoke, n_patients=300, images_per_patient=2.5).candidates
     assert (c.units, c.trials, c.fits, c.train_images) == (2, 1, 2, [188])
-    assert c.images_seen == 2 * 2 * 188
+    # and per unit one fit at half the budget (no early stopping: the learning curve's complete schedule)
+    assert c.half_images == 94 and c.images_seen == 2 * 2 * 188 + 2 * 94
     # quick: 4,000 images per fit is less than two epochs of ~3,477 images: one epoch
     (c,) = counts.build_cost_plan([cands["resnet18"]], quick, n_patients=4172, images_per_patient=2.5).candidates
     assert c.epochs == [1] and c.train_images == [3477]
@@ -66,10 +67,15 @@ def test_images_seen_follow_the_epoch_cap_and_the_sample_budget():
     assert h.epochs == [30] * 10 and h.fits == 10 * 3 and h.trial_shares[0] == 1.0
     assert h.train_images[0] == c.train_images[1] and all(0 < f <= 1 for f in h.trial_shares)
     assert sum(h.train_images) < 0.5 * sum(c.train_images)
-    # a fusion network's fixed epochs (30) under the quick cap and budget, on 85 % of the part (its holdout);
-    # quick's one fusion trial and its refit on all of outer-train (refit_full)
+    # a fusion network's fixed epochs (30) under the quick cap and budget, warm-started: on all of the part (no
+    # holdout); quick's one fusion trial, its refit on all of outer-train (refit_full) and the half-budget fit
     (c,) = counts.build_cost_plan([cands["joint_concat"]], quick, n_patients=4172, images_per_patient=2.5).candidates
     assert c.kind == "fusion_net" and c.epochs == [1] and c.fits == 2 + 1 and c.refit_images > c.train_images[0]
+    assert c.train_images == [3477] and c.half_images == round(3477 / 2)
+    # trees tell from their rounds and a network whose early stopping can fire from its share: no extra fit
+    for name in ("xgboost", "mlp"):
+        (c,) = counts.build_cost_plan([cands[name]], quick, n_patients=4172, images_per_patient=2.5).candidates
+        assert c.half_images == 0 and c.half_fits == 0.0, name
 
 
 def test_h200_table_lookup_and_pixel_scaling():
@@ -225,9 +231,12 @@ def test_a_warm_started_fusion_net_is_priced_at_the_costliest_of_the_runs_image_
     costs = plan_costs.Costs(source="test", train_s={"resnet18": 1.0, "resnet50": 3.0}, eval_s={"resnet18": 0.0, "resnet50": 0.0},
                     fusion_overhead=1.0)
     priced = pricing.price(plan, costs).per_candidate
-    # the same images: joint_concat at the costliest arch (resnet50, 3), film at its own, resnet18 (1)
+    # joint_concat at the costliest arch (resnet50, 3), film at its own, resnet18 (1); the warm-started network
+    # trains on its whole part (no early-stopping holdout), film from its own init on 85 % of it
     warm, cold = priced["joint_concat"]["total_s"], priced["film"]["total_s"]
-    assert warm - pricing.UNIT_OVERHEAD_S * 3 == pytest.approx(3 * (cold - pricing.UNIT_OVERHEAD_S * 3), rel=0.01)
+    ratio = by["joint_concat"].images_seen / by["film"].images_seen
+    assert ratio == pytest.approx(1 / 0.85, rel=0.01)
+    assert warm - pricing.UNIT_OVERHEAD_S * 3 == pytest.approx(3 * ratio * (cold - pricing.UNIT_OVERHEAD_S * 3), rel=0.01)
     # once a fold's source is chosen its units take that architecture's cost: resnet18 1 / resnet50 3
     full = pricing.price(plan, costs)
     assert full.warm_scale("joint_concat", "resnet50") == pytest.approx(1.0)

@@ -112,3 +112,58 @@ def test_refit_full_by_modality_refits_only_the_modalities_it_names(tmp_path, mo
         (spaces / "profiles.yaml").write_text(base + f"  refit_full: {bad}\n")
         with pytest.raises(UserError, match=says):
             get_profile("tiny", [spaces])
+
+
+def test_entropy_describes_the_scored_refit_prediction_not_the_members_mean(tmp_path):
+    """With a refit, ``prob`` (what log loss and Brier score are computed on) is not the members'
+    mean: ``entropy`` is the predictive entropy of ``prob``; mutual information stays the members'."""
+    from benchmark.evaluate.uncertainty import binary_entropy
+
+    data = write_register_dataset(tmp_path / "d", n=150, n_pos=30)
+    out = Path(run(RunConfig(candidates=["probe"], data=str(data), profile="tiny", device="cpu",
+                             spaces=[str(refit_spaces(tmp_path / "spaces"))], results_dir=str(tmp_path / "r"),
+                             run="rf")))
+    test = pd.read_parquet(out / "predictions.parquet").query("candidate == 'probe' and set == 'test'")
+    members = np.array([np.mean(m) for m in test["members"]])
+    assert np.abs(members - test["prob"]).max() > 0.01       # the refit predicts something else than the bag
+    np.testing.assert_allclose(test["entropy"], binary_entropy(test["prob"].to_numpy()), atol=1e-12)
+    h_members = np.array([np.mean(binary_entropy(np.asarray(m))) for m in test["members"]])
+    np.testing.assert_allclose(test["mutual_info"], np.maximum(binary_entropy(members) - h_members, 0), atol=1e-12)
+
+
+from test_trustworthy import LATE as LATE_FIXED   # noqa: E402  late_average of probe and probe_b, fixed weights
+
+
+def test_a_fusion_refit_reads_its_inputs_bag_predictions_the_kind_it_trained_on(tmp_path):
+    """A fusion trains on its inputs' single-member out-of-fold predictions; its refit must read the
+    same kind at test (the inputs' bag prediction mapped to one member's spread, ``prob_bag``), not
+    the inputs' own refits."""
+    from scipy.special import expit, logit
+
+    from runner_helpers import PROBE_YAML
+
+    data = write_register_dataset(tmp_path / "d", n=150, n_pos=30)
+    spaces = refit_spaces(tmp_path / "spaces")
+    (spaces / "probe_b.yaml").write_text(PROBE_YAML.format(fixed="").replace("name: probe", "name: probe_b"))
+    (spaces / "fused.yaml").write_text(LATE_FIXED)
+    out = Path(run(RunConfig(candidates=["probe", "probe_b", "fused"], data=str(data), profile="tiny", device="cpu",
+                             spaces=[str(spaces)], results_dir=str(tmp_path / "r"), run="rf")))
+    parts = out / "parts"
+    a, b, f = (pd.read_parquet(parts / f"{n}__r0_f0.parquet").query("set == 'test'").set_index("position")
+               for n in ("probe", "probe_b", "fused"))
+    a, b = a.loc[f.index], b.loc[f.index]
+    from_refits = expit(0.5 * logit(a["prob"]) + 0.5 * logit(b["prob"]))
+    assert np.abs(f["prob_raw"] - from_refits).max() > 1e-3, "the fusion's refit read its inputs' refits"
+    from_bags = expit(0.5 * logit(a["prob_bag"]) + 0.5 * logit(b["prob_bag"]))
+    assert np.abs(from_refits - from_bags).max() > 1e-3
+    np.testing.assert_allclose(f["prob_raw"], from_bags, rtol=1e-9)
+    # an exported model does the same: its fusion refit reads the inputs' bag predictions
+    from benchmark.data.dataset import load_dataset
+    from benchmark.export.export import build_export
+
+    ex = build_export(out, "fused", device="cpu")
+    outs = ex.model.outputs(load_dataset(data))
+    pa, pb = outs["probe"], outs["probe_b"]
+    assert pa.bag is not None and np.abs(pa.bag[0] - pa.prob).max() > 1e-3
+    np.testing.assert_allclose(outs["fused"].prob_raw, expit(0.5 * logit(pa.bag[0]) + 0.5 * logit(pb.bag[0])),
+                               rtol=1e-9)

@@ -89,13 +89,39 @@ def test_a_failed_input_gives_the_fusion_a_failed_row_and_the_run_finishes(tmp_p
 
 
 @pytest.mark.parametrize("method", ["platt", "temperature", "isotonic", "none"])
-def test_every_calibration_method_runs_through_a_run(tmp_path, method):
+def test_every_calibration_method_runs_through_a_run_and_is_the_one_applied(tmp_path, method):
     out = _run(tmp_path, ["probe"], calibration=method)
     board = pd.read_csv(out / "leaderboard.csv").set_index("candidate")
     assert board.loc["probe", "status"] != "failed", board.loc["probe", "info"]
-    pred = pd.read_parquet(out / "predictions.parquet")
+    assert json.loads((out / "manifest.json").read_text())["config"]["calibration"] == method
+    pred = pd.read_parquet(out / "predictions.parquet").query("candidate == 'probe'")
     assert np.isfinite(pred["prob"]).all() and pred["prob"].between(0, 1).all()
-    assert json.loads((out / "manifest.json").read_text()).get("calibration", method) == method
+    oof = pred[pred["set"] == "oof"]
+    for _, fold in oof.groupby("outer_fold"):   # what each method does to the out-of-fold predictions
+        raw, cal = fold["prob_raw"].to_numpy(), fold["prob"].to_numpy()
+        z, zc = logit(np.clip(raw, 1e-6, 1 - 1e-6)), logit(np.clip(cal, 1e-6, 1 - 1e-6))
+        fit = np.polyfit(z, zc, 1)
+        if method == "none":
+            np.testing.assert_array_equal(cal, raw)
+        elif method == "isotonic":   # a step function: fewer distinct values than the raw scores
+            assert len(np.unique(cal)) < len(np.unique(raw)) / 2
+        else:                        # a line in logits: temperature has no intercept
+            np.testing.assert_allclose(np.polyval(fit, z), zc, atol=1e-8)
+            assert method == "platt" or abs(fit[1]) < 1e-8
+
+
+def test_isotonic_calibration_does_not_change_discrimination(tmp_path):
+    """Isotonic steps tie predictions the raw score told apart; AUC, AP and DeLong are computed on
+    an order-preserving map of the raw score, so the same models give the same AUC as under Platt
+    scaling, while the calibration metrics read the calibrated probabilities."""
+    platt = pd.read_csv(_run(tmp_path / "p", ["probe"], calibration="platt") / "leaderboard.csv").set_index("candidate")
+    iso_dir = _run(tmp_path / "i", ["probe"], calibration="isotonic")
+    iso = pd.read_csv(iso_dir / "leaderboard.csv").set_index("candidate")
+    for m in ("auc", "auc_lo", "auc_hi", "ap", "sens_at_spec90"):
+        assert iso.loc["probe", m] == pytest.approx(platt.loc["probe", m], abs=1e-12), m
+    test = pd.read_parquet(iso_dir / "predictions.parquet").query("candidate == 'probe' and set == 'test'")
+    assert test["prob"].nunique() < test["prob_rank"].nunique()
+    assert iso.loc["probe", "brier"] != pytest.approx(platt.loc["probe", "brier"], abs=1e-9)
 
 
 def _slope(y, p):
@@ -175,3 +201,49 @@ def test_a_one_epoch_network_keeps_its_learning_curve_in_steps(tmp_path):
     np.testing.assert_array_equal(fam.predict_proba(data), final)         # the snapshot did not replace the model
     one_step = get_family("mlp")(max_epochs=1, batch_size=0, patience=None, hidden=8, n_layers=1).fit(data, None, ctx)
     assert one_step.predict_at(data, 0.25) is None
+
+
+CALM_MLP = """
+name: calm_mlp
+family: mlp
+modality: register
+fixed: {max_epochs: 20, patience: 20, batch_size: 16, hidden: 32, n_layers: 2, lr: 0.03, dropout: 0.0,
+        schedule: cosine}
+space: {}
+"""
+
+
+def test_a_network_that_converged_early_under_a_cosine_schedule_is_not_called_still_improving(tmp_path):
+    """Without early stopping that could fire (20 epochs, patience 20), the 50 % snapshot is taken at a
+    learning rate still high and scores below the annealed end: that rise is the schedule, not
+    learning. A fit with its own complete schedule at half the budget scores what the full budget
+    does, so the findings do not call the network still improving."""
+    from benchmark.report.findings.tables import _Run
+    from runner_helpers import write_spaces
+
+    data = write_register_dataset(tmp_path / "data", n=300, n_pos=60, seed=0)
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2, extra={"calm_mlp": CALM_MLP})
+    profiles = spaces / "profiles.yaml"
+    profiles.write_text(profiles.read_text().replace("max_epochs: 2", "max_epochs: 20"))
+    out = run(RunConfig(candidates=["calm_mlp"], data=str(data), profile="tiny", device="cpu", spaces=[str(spaces)],
+                        results_dir=str(tmp_path / "results"), seed=3, threads=1))
+    st = pd.read_csv(out / "studies.csv")
+    assert st["at_budget"].isna().all()                                   # early stopping could not fire
+    assert (st["curve_100"] - st["curve_50"]).max() > 0.03                # the snapshot's rise: the schedule
+    board = pd.read_csv(out / "leaderboard.csv")
+    still = _Run(board, None, {}, st).still_improving(board[board["candidate"] == "calm_mlp"].iloc[0])
+    assert still.empty, "called still improving on snapshots part-way through a cosine schedule"
+    assert (st["full_budget_score"] - st["half_budget_score"]).abs().max() < 0.01
+
+
+def test_a_half_budget_fit_has_its_own_complete_schedule():
+    """budget_share 0.5: half the optimiser steps, the learning rate annealed to its end within them."""
+    from benchmark.candidates.base import TrialContext, get_family
+    from test_fusion import toy_cohort
+
+    data, _ = toy_cohort(n=200)
+    kw = dict(max_epochs=6, patience=None, batch_size=20, hidden=8, n_layers=1, schedule="cosine")
+    full = get_family("mlp")(**kw).fit(data, None, TrialContext(seed=0, extra={"n_threads": 1}))
+    half = get_family("mlp")(**kw).fit(data, None, TrialContext(seed=0, extra={"n_threads": 1, "budget_share": 0.5}))
+    assert half.total_steps_ * 2 == full.total_steps_ and len(half.history_) == 3
+    assert full.half_budget_tells() and not np.allclose(half.predict_proba(data), full.predict_at(data, 0.5))

@@ -144,23 +144,34 @@ def test_export_warm_starts_a_network_that_does_not_consume_its_source(tiny_data
     assert [c.name for c in ex.model.components] == ["warm"]
 
 
+def _saved_image_member(tmp_path, n: int):
+    """(train, test, arch, weights) of a one-epoch image member trained on half of a toy cohort, its weights
+    saved as ``tmp_path/m0.safetensors`` (what a fusion network's warm start reads)."""
+    from safetensors.torch import save_file
+    from test_fusion import split, toy_cohort
+    from test_fusion_nets import ctx
+
+    from benchmark.candidates.base import get_family
+
+    train, test = split(toy_cohort(n=n, size=16, seed=3)[0], seed=0, frac=0.5)
+    image = get_family("timm_cnn")(arch="test_resnet", batch_size=16, epochs=1, patience=None)
+    image.fit(train, None, ctx(epochs=1))
+    arch, state = image.warm_start_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m0.safetensors"))
+    return train, test, arch, state
+
+
 def test_a_fusion_network_starts_from_the_image_members_weights_and_keeps_its_architecture(tmp_path):
     """Family side: the backbone starts as the image member (its arch replaces the fusion's own),
     and a restored bundle rebuilds that architecture."""
     import numpy as np
     import torch
-    from safetensors.torch import save_file
     from test_bundle_codec import round_trip
-    from test_fusion import split, toy_cohort
     from test_fusion_nets import TINY, ctx
 
     from benchmark.candidates.base import get_family
 
-    train, test = split(toy_cohort(n=60, size=16, seed=3)[0], seed=0, frac=0.5)
-    image = get_family("timm_cnn")(arch="test_resnet", batch_size=16, epochs=1, patience=None)
-    image.fit(train, None, ctx(epochs=1))
-    arch, state = image.warm_start_state()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "m0.safetensors"))
+    train, test, arch, state = _saved_image_member(tmp_path, n=60)
     c = ctx(epochs=1)
     c.extra.update(warm_start={"source": "img", "arch": arch, "members": [str(tmp_path / "m0.safetensors")],
                                "full": None}, inner_index=0)
@@ -333,3 +344,28 @@ def test_register_pretraining_learns_the_register_signal_and_is_seeded():
     assert np.array_equal(a, b)
     assert roc_auc_score(train.labels(), a) > 0.8
     assert not np.any(register_logits(0))
+
+
+def test_a_warm_started_fusion_network_does_not_stop_early_on_patients_its_start_memorised(tmp_path):
+    """Member k starts from image member k, trained on all of inner-train k: no holdout inside that
+    part is unseen by it, so a warm-started network trains on the whole part for its epoch budget
+    (no holdout, best epoch = last); a network from its own init still stops early on a holdout."""
+    import numpy as np
+    from test_fusion_nets import TINY, ctx
+
+    from benchmark.candidates.base import get_family
+
+    train, _, _, _ = _saved_image_member(tmp_path, n=80)
+    warm_ctx = ctx(epochs=4)
+    warm_ctx.extra.update(warm_start={"source": "img", "arch": "test_resnet",
+                                      "members": [str(tmp_path / "m0.safetensors")], "full": None}, inner_index=0)
+    params = {**TINY, "arch": "test_resnet", "patience": 1}
+    warm = get_family("joint_concat")(**params)
+    fit_part, stop_part = warm.fit_parts(train, None, warm_ctx)
+    assert stop_part is None and len(fit_part) == len(train)
+    warm.fit(train, None, warm_ctx)
+    assert len(warm.history_) == 4 and np.isnan([h["score"] for h in warm.history_]).all()
+    assert warm.stopped_early_ is None
+    cold = get_family("joint_concat")(**params)
+    fit_part, stop_part = cold.fit_parts(train, None, ctx(epochs=4))
+    assert stop_part is not None and len(fit_part) + len(stop_part) == len(train)

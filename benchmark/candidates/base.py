@@ -228,6 +228,14 @@ class Family:
         not fire); None when the family has no early stopping to tell."""
         return None
 
+    def half_budget_tells(self) -> bool:
+        """Whether this fitted model needs a fit at half its budget to tell whether it was still
+        improving: a network with a learning-rate schedule and no early stopping that could fire,
+        whose snapshots part-way through are not models trained on less (``ctx.extra["budget_share"]``
+        then gives a fit its own complete schedule at that share). False: its own snapshots or
+        early stopping tell (boosted trees' rounds, ``still_improving``), or it does not iterate."""
+        return False
+
     def predict_members(self, data) -> np.ndarray:
         """(n_passes, n_patients) stochastic predictions (MC dropout); default: one pass."""
         return self.predict_proba(data)[None, :]

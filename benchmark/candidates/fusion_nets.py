@@ -39,7 +39,8 @@ statistics therefore include the blank rows of a batch; in evaluation a row's ou
 not depend on the other rows. Logit layers (head, auxiliary heads, the register MLP's
 head) run in float32 under autocast. Training uses ``torch_train.train_model`` (device-resident
 data, AMP on CUDA, out-of-memory retry, per-epoch validation AUC via ``ctx.report``, early
-stopping); deterministic on the CPU for a seed. The networks themselves are ``fusion_modules``'.
+stopping for a network from its own init; a warm-started one trains its epoch budget on the
+whole part: ``fit_parts``); deterministic on the CPU for a seed. The networks themselves are ``fusion_modules``'.
 """
 
 from __future__ import annotations
@@ -116,15 +117,34 @@ class NeuralFusion(ImageFamily):
         self.pos_weight_ = positive_weight(y, s["class_weight"])
         self.fusion_dim_ = int(s["fusion_dim"])
 
+    @staticmethod
+    def _warm_path(s: dict, ctx: TrialContext) -> tuple[dict | None, int, str | None]:
+        """(the runner's warm start, this fit's inner index, the weights file it starts from or None)."""
+        ws = ctx.extra.get("warm_start") if s["warm_start"] else None
+        k = int(ctx.extra.get("inner_index", 0))
+        if ws is None:
+            return None, k, None
+        return ws, k, (ws["members"][k] if k < len(ws["members"]) else ws.get("full")) or None
+
+    def fit_parts(self, train, valid, ctx: TrialContext):
+        """A warm-started network trains on all of ``train`` for its epoch budget, without early stopping.
+
+        Its start, the image member trained on the same patients (``fold_runner.warm_start_for``),
+        saw every patient a holdout could be drawn from, so a holdout would pick the epoch on
+        patients the backbone has memorised; the last epoch's weights are kept. A network from its
+        own init stops early on a seeded holdout of ``train`` (``preprocess.early_stopping_parts``).
+        """
+        if self._warm_path(self.settings(), ctx)[2] is not None and (valid is None or valid.y is None):
+            return train, None
+        return super().fit_parts(train, valid, ctx)
+
     def _warm_start(self, s: dict, fit_part, ctx: TrialContext) -> tuple[str, dict | None]:
         """(architecture, backbone weights to start from or None); a restored bundle keeps its ``arch_``."""
         if fit_part is None:
             return getattr(self, "arch_", s["arch"]), None
-        ws = ctx.extra.get("warm_start") if s["warm_start"] else None
+        ws, k, path = self._warm_path(s, ctx)
         if ws is None:
             return s["arch"], None
-        k = int(ctx.extra.get("inner_index", 0))
-        path = ws["members"][k] if k < len(ws["members"]) else ws.get("full")
         if not path:
             ctx.notes.append(f"warm start: {ws['source']} has no model for fit {k}; {s['arch']} from its own init")
             return s["arch"], None

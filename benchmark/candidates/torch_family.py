@@ -148,7 +148,7 @@ class TorchFamily(Family):
                            patience=None if not s["patience"] else int(s["patience"]),
                            pos_weight=pos_weight, balanced_sampler=self.balanced_sampler(s),
                            grad_clip=s["grad_clip"], max_samples=self.max_samples(ctx),
-                           drop_last=self.drop_last)
+                           drop_last=self.drop_last, budget_share=float(ctx.extra.get("budget_share") or 1.0))
 
     # -- fit
 
@@ -201,6 +201,7 @@ class TorchFamily(Family):
         self.model_ = result.model
         self.snapshots_, self.epoch_budget_ = result.snapshots, result.epochs
         self.trained_share_ = result.steps / max(1, result.total_steps)
+        self.total_steps_ = result.total_steps
         # early stopping can tell only where it could have fired: a budget of more epochs than its patience
         # (a one-epoch fusion fit under quick never stops early, so "it did not" says nothing)
         self.stopped_early_ = (None if vsrc is None or not tc.patience or result.epochs <= tc.patience
@@ -296,6 +297,12 @@ class TorchFamily(Family):
         if self.stopped_early_ is None:
             return None
         return (not self.stopped_early_) and self.best_epoch_ >= int(0.9 * self.epoch_budget_) - 1
+
+    def half_budget_tells(self) -> bool:
+        """Without early stopping that could fire (``still_improving`` None), the snapshots at 25 / 50 %
+        are taken part-way through a cosine or one-cycle schedule, at a learning rate still high: a
+        fit with its own schedule at half the budget tells what the other half added."""
+        return self.stopped_early_ is None and getattr(self, "total_steps_", 0) > 1
 
     def embed(self, data) -> np.ndarray:
         """(n_patients, d) the network's ``embed`` features averaged over each patient's samples (NaN rows without)."""

@@ -79,6 +79,7 @@ class TrainConfig:
     max_samples: int | None = None          # budget: samples seen per fit (whole epochs, at least one)
     drop_last: bool = True                  # drop an epoch's last partial batch (False: keep it if >= 2 samples)
     snapshots: tuple[float, ...] = (0.25, 0.5)   # shares of the step budget whose weights are kept (learning curve)
+    budget_share: float = 1.0               # train this share of the step budget, on its own complete schedule
 
 
 @dataclass
@@ -186,7 +187,11 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
     if cfg.max_samples:   # the profile's sample budget, in whole epochs (at least one); deterministic
         epochs = max(1, min(epochs, cfg.max_samples // max(n, 1)))
     steps_per_epoch = max(1, n // batch_size if cfg.drop_last else -(-n // batch_size))
-    sched = make_scheduler(opt, cfg.schedule, steps_per_epoch * epochs, cfg.warmup_frac)
+    total_steps = steps_per_epoch * epochs
+    if cfg.budget_share < 1:   # a smaller budget, scheduled over its own steps (not a snapshot part-way)
+        total_steps = max(1, int(round(cfg.budget_share * total_steps)))
+        epochs = -(-total_steps // steps_per_epoch)
+    sched = make_scheduler(opt, cfg.schedule, total_steps, cfg.warmup_frac)
     dtype = amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     order_gen = torch.Generator().manual_seed(int(ctx.seed))
@@ -199,7 +204,6 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
 
     best_state, best_score, best_epoch, bad = None, -math.inf, -1, 0
     history: list[dict] = []
-    total_steps = steps_per_epoch * epochs
     # optimiser step -> share of the budget whose weights are kept (before the last step only)
     snap_at: dict[int, list[float]] = {}
     for f in cfg.snapshots:
@@ -216,6 +220,8 @@ def _train_once(build_model, train: BatchSource, cfg: TrainConfig, ctx, prepare:
         loss_sum = torch.zeros((), device=device)
         n_batches = seen = 0
         for batch in train.batches(order, batch_size, drop_last=cfg.drop_last):
+            if step >= total_steps:
+                break        # a share of the budget ends part-way through its last epoch
             if len(next(iter(batch.values()))) < 2:
                 continue     # batch norm cannot train on one sample
             batch = prepare(batch, aug_gen)

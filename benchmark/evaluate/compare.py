@@ -14,8 +14,12 @@ references. ``question`` and ``reference_role`` say why a row exists:
 - ``Q2`` (MLP against trees on the register): every candidate of family ``mlp`` against
   ``best_tree`` (the best inner score among the families in ``TREE_FAMILIES``).
 
-Both candidates of a pair are compared on the same outer-test patients of the **first
-repeat** both have (the lowest repeat index; with a single repeat that is all of them).
+Both candidates of a pair are compared on the same outer-test patients, in **every repeat**
+both have: each value is the mean over those repeats (as on the leaderboard), and each test
+treats a patient's repeated rows as one unit. DeLong's structural components of a patient are
+averaged over the repeats before the variance is taken; a bootstrap resample draws patients and
+applies to every repeat. So three identical repeats give the standard error of one, not one
+sqrt(3) times smaller. ``n_patients`` counts patients (each once), ``n_repeats`` the repeats.
 
 **Rows.** One per metric and pair: ``auc, ap, brier, log_loss, ece, entropy_mean,
 mutual_info_mean``. ``diff = value_candidate - value_reference`` (point estimates on the
@@ -23,7 +27,8 @@ paired patients). Higher is better for AUC and AP, lower for Brier, log loss, EC
 entropy and mean mutual information (less uncertainty), as ``HIGHER_IS_BETTER`` says.
 
 - ``auc``: DeLong test for correlated ROC curves (fast algorithm of Sun & Xu 2014),
-  ``z = diff / SE_DeLong``;
+  ``z = diff / SE_DeLong``, on ``prob_rank`` where stored (AUC and AP rank the order-preserving
+  map of the raw score; ``leaderboard``'s docstring);
 - every other metric: paired, class-stratified bootstrap over the test patients (the same
   resampled patients for both candidates in each of the B resamples), ``SE`` = standard
   deviation of the B resampled differences, ``z = diff / SE`` (a studentized, normal-
@@ -82,7 +87,8 @@ import pandas as pd
 
 from benchmark.errors import UserError
 from benchmark.evaluate import weighted as wt
-from benchmark.evaluate.leaderboard import PatientTable, validate_predictions, weighted_metrics
+from benchmark.evaluate.leaderboard import validate_predictions
+from benchmark.evaluate.patient_metrics import PatientTable, ranking_score, weighted_metrics
 from benchmark.evaluate.paired_tests import (HIGHER_IS_BETTER, adjust_and_decide, bootstrap_se, delong_roc_test,
                                              noninferior, z_test)
 from benchmark.protocol import ROLES
@@ -90,7 +96,7 @@ from benchmark.protocol import ROLES
 COMPARISON_COLUMNS: tuple[str, ...] = (
     "candidate", "reference", "reference_role", "question", "metric", "value_candidate", "value_reference",
     "diff", "lo", "hi", "p_value", "test", "holm_family", "p_holm", "margin", "noninferior", "verdict",
-    "n_patients",
+    "n_patients", "n_repeats",
 )
 TEST_DELONG = "DeLong over test patients (fitted models fixed)"
 TEST_BOOTSTRAP = "bootstrap over test patients (fitted models fixed)"
@@ -178,43 +184,49 @@ def _table(rows: pd.DataFrame) -> PatientTable:
                         prob=rows["prob"].to_numpy(float), hard_thr=np.full(n, np.nan),
                         entropy=rows["entropy"].to_numpy(float), mutual_info=rows["mutual_info"].to_numpy(float),
                         member_std=rows["member_std"].to_numpy(float), uncertainty=rows["entropy"].to_numpy(float),
-                        sets={})
+                        sets={}, rank=ranking_score(rows))
 
 
-def _paired_rows(pred: pd.DataFrame, cand: str, ref: str) -> tuple[pd.DataFrame, pd.DataFrame, int] | None:
-    test = pred[pred["set"] == "test"]
+def _paired_rows(pred: pd.DataFrame, cand: str, ref: str) -> tuple[list[pd.DataFrame], list[pd.DataFrame]] | None:
+    """Per repeat both candidates have, their test rows on the patients both have in every one of
+    those repeats, in one patient order: (candidate's per repeat, reference's per repeat)."""
+    test = pred[pred["set"] == "test"].assign(patient=lambda d: d["patient"].astype(str))
     a, b = test[test["candidate"] == cand], test[test["candidate"] == ref]
     common = sorted(set(a["repeat"]) & set(b["repeat"]))
     if not common:
         return None
-    r = common[0]
-    a = a[a["repeat"] == r].assign(patient=lambda d: d["patient"].astype(str)).set_index("patient")
-    b = b[b["repeat"] == r].assign(patient=lambda d: d["patient"].astype(str)).set_index("patient")
-    keys = sorted(set(a.index) & set(b.index))
-    a, b = a.loc[keys].reset_index(), b.loc[keys].reset_index()
-    if (a["y"].to_numpy() != b["y"].to_numpy()).any():
-        raise UserError(f"predictions.parquet: candidates {cand!r} and {ref!r} disagree on the label of "
-                        "some patients; all candidates must be evaluated on the same labels.")
-    return a, b, int(r)
+    by = {(name, r): d[d["repeat"] == r].set_index("patient") for name, d in ((cand, a), (ref, b)) for r in common}
+    keys = sorted(set.intersection(*(set(d.index) for d in by.values())))
+    ra = [by[(cand, r)].loc[keys].reset_index() for r in common]
+    rb = [by[(ref, r)].loc[keys].reset_index() for r in common]
+    for x, z in zip(ra, rb):
+        if (x["y"].to_numpy() != z["y"].to_numpy()).any():
+            raise UserError(f"predictions.parquet: candidates {cand!r} and {ref!r} disagree on the label of "
+                            "some patients; all candidates must be evaluated on the same labels.")
+    return ra, rb
 
 
-def _values(t: PatientTable, name: str, repeat: int, *, n_boot: int, seed: int, n_bins: int,
+def _values(tables: list[PatientTable], name: str, repeats: tuple, *, n_boot: int, seed: int, n_bins: int,
             counts_cache: dict | None, values_cache: dict | None) -> tuple[dict, dict]:
     """(point values, bootstrap values) of the compared metrics for one candidate on these
-    patients; the resamples depend only on the patients, so they are reused across pairs."""
-    key = (name, repeat, hash("\x1f".join(t.patient)), n_boot, seed, n_bins)
+    patients, each the mean over the repeats (``tables``, one per repeat, in one patient order);
+    a resample draws patients and applies to every repeat, so a patient's repeated rows move
+    together. The resamples depend only on the patients, so they are reused across pairs."""
+    t0 = tables[0]
+    key = (name, repeats, hash("\x1f".join(t0.patient)), n_boot, seed, n_bins)
     if values_cache is not None and key in values_cache:
         return values_cache[key]
     names = tuple(HIGHER_IS_BETTER)
-    point = {m: float(v[0]) for m, v in weighted_metrics(t, np.ones((1, t.y.size)), n_bins=n_bins,
-                                                         only=names).items()}
+    ones = np.ones((1, t0.y.size))
+    per = [weighted_metrics(t, ones, n_bins=n_bins, only=names) for t in tables]
+    point = {m: float(np.mean([v[m][0] for v in per])) for m in names}
     boot: dict[str, list[np.ndarray]] = {m: [] for m in names}
     if n_boot > 0:
-        counts = wt.resample_counts(t.patient, t.y, n_boot, seed, counts_cache)
-        for part in wt.chunks(n_boot, t.y.size):
-            vals = weighted_metrics(t, counts[part], n_bins=n_bins, only=names)
+        counts = wt.resample_counts(t0.patient, t0.y, n_boot, seed, counts_cache)
+        for part in wt.chunks(n_boot, t0.y.size):
+            vals = [weighted_metrics(t, counts[part], n_bins=n_bins, only=names) for t in tables]
             for m in names:
-                boot[m].append(vals[m])
+                boot[m].append(np.mean([v[m] for v in vals], axis=0))
     res = (point, {m: np.concatenate(v) if v else np.empty(0) for m, v in boot.items()})
     if values_cache is not None:
         values_cache[key] = res
@@ -226,23 +238,25 @@ def compare_pair(pred: pd.DataFrame, cand: str, ref: str, *, n_boot: int, seed: 
     """Rows of ``comparisons.csv`` for one candidate against one reference, without
     ``question``/``reference_role`` and before Holm (``p_holm`` NaN, ``verdict`` None).
 
-    Resamples depend only on ``seed`` and the paired patients; ``counts_cache`` and
-    ``values_cache`` (dicts) reuse resamples and per-candidate values across pairs.
+    Every repeat both have enters (module docstring). Resamples depend only on ``seed`` and the
+    paired patients; ``counts_cache`` and ``values_cache`` (dicts) reuse resamples and
+    per-candidate values across pairs.
     """
     pair = _paired_rows(pred, cand, ref)
     if pair is None:
         return []
-    a, b, repeat = pair
-    ta, tb = _table(a), _table(b)
+    ra, rb = pair
+    repeats = tuple(int(d["repeat"].iloc[0]) for d in ra) if len(ra[0]) else ()
+    ta, tb = [_table(d) for d in ra], [_table(d) for d in rb]
     kw = dict(n_boot=n_boot, seed=seed, n_bins=n_bins, counts_cache=counts_cache, values_cache=values_cache)
-    va, ba = _values(ta, cand, repeat, **kw)
-    vb, bb = _values(tb, ref, repeat, **kw)
+    va, ba = _values(ta, cand, repeats, **kw)
+    vb, bb = _values(tb, ref, repeats, **kw)
     rows = []
     for m in HIGHER_IS_BETTER:
         diff = va[m] - vb[m]
         if m == "auc":
             try:
-                se = delong_roc_test(ta.y, ta.prob, tb.prob)[3]
+                se = delong_roc_test(ta[0].y, [t.ranked for t in ta], [t.ranked for t in tb])[3]
             except ValueError:
                 se = float("nan")
         else:
@@ -253,7 +267,7 @@ def compare_pair(pred: pd.DataFrame, cand: str, ref: str, *, n_boot: int, seed: 
                      "value_candidate": va[m], "value_reference": vb[m], "diff": float(diff),
                      "lo": lo, "hi": hi, "p_value": p, "test": TEST_OF[m], "holm_family": HOLM_FAMILY[m],
                      "p_holm": np.nan, "margin": margin, "noninferior": noninferior(m, lo, hi, margin),
-                     "verdict": None, "n_patients": int(ta.y.size)})
+                     "verdict": None, "n_patients": int(ta[0].y.size), "n_repeats": len(ta)})
     return rows
 
 

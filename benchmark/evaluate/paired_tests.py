@@ -19,11 +19,10 @@ Z95 = float(stats.norm.ppf(0.975))
 VERDICTS = ("candidate_better", "reference_better", "equivalent", "not_shown")
 
 
-def _delong_cov(y, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUCs and their DeLong covariance matrix for k score vectors (k, n) on one label
-    vector, by the midrank algorithm of Sun & Xu (2014), O(k n log n)."""
-    y = np.asarray(y).astype(int).ravel()
-    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+def _structural(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AUCs (k,) and the DeLong structural components of the positives (k, m) and of the
+    negatives (k, n) of k score vectors (k, N) on one label vector, by the midrank algorithm of
+    Sun & Xu (2014), O(k N log N). The AUC is the mean of either set of components."""
     pos, neg = scores[:, y == 1], scores[:, y == 0]
     m, n = pos.shape[1], neg.shape[1]
     if m < 2 or n < 2:
@@ -34,7 +33,25 @@ def _delong_cov(y, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     aucs = tz[:, :m].sum(1) / (m * n) - (m + 1.0) / (2.0 * n)
     v01 = (tz[:, :m] - tx) / n          # structural components of the positives
     v10 = 1.0 - (tz[:, m:] - ty) / m    # ... and of the negatives
-    cov = np.atleast_2d(np.cov(v01)) / m + np.atleast_2d(np.cov(v10)) / n
+    return aucs, v01, v10
+
+
+def _delong_cov(y, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs and their DeLong covariance matrix for k score vectors on one label vector: ``scores``
+    (k, N), or (k, R, N) for R repeats of the same patients.
+
+    With repeats, each AUC is the mean of its R per-repeat AUCs, and each patient's structural
+    component is the mean of its R components: the patient, not the (patient, repeat) row, is
+    the unit, so R identical repeats give the variance of one (not R times less).
+    """
+    y = np.asarray(y).astype(int).ravel()
+    scores = np.asarray(scores, dtype=float)
+    scores = scores[:, None, :] if scores.ndim == 2 else np.atleast_3d(scores)
+    parts = [_structural(y, scores[:, r, :]) for r in range(scores.shape[1])]
+    aucs = np.mean([a for a, _, _ in parts], axis=0)
+    v01 = np.mean([v for _, v, _ in parts], axis=0)
+    v10 = np.mean([v for _, _, v in parts], axis=0)
+    cov = np.atleast_2d(np.cov(v01)) / v01.shape[1] + np.atleast_2d(np.cov(v10)) / v10.shape[1]
     return aucs, cov
 
 
@@ -52,10 +69,13 @@ def delong_auc_variance(y, p) -> tuple[float, float]:
 def delong_roc_test(y, p1, p2) -> tuple[float, float, float, float, float, float]:
     """Two-sided DeLong test of AUC(p1) = AUC(p2) on the same patients.
 
-    Returns ``(auc1, auc2, diff, se, z, p)`` with ``diff = auc1 - auc2``; ``z`` and ``p`` are
-    NaN when the two score vectors give identical structural components (se = 0).
+    ``p1``, ``p2``: (N,) scores, or (R, N) for R repeats of the same N patients (each AUC then
+    the mean over repeats, each patient counted once: ``_delong_cov``). Returns
+    ``(auc1, auc2, diff, se, z, p)`` with ``diff = auc1 - auc2``; ``z`` and ``p`` are NaN when
+    the two score vectors give identical structural components (se = 0).
     """
-    aucs, cov = _delong_cov(y, np.vstack([np.asarray(p1, float), np.asarray(p2, float)]))
+    p1, p2 = np.atleast_2d(np.asarray(p1, float)), np.atleast_2d(np.asarray(p2, float))
+    aucs, cov = _delong_cov(y, np.stack([p1, p2]))
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     se = float(np.sqrt(max(var, 0.0)))

@@ -1,22 +1,29 @@
-"""Per-patient uncertainty from the members of a bag (or MC-dropout passes).
+"""Per-patient uncertainty of the scored prediction and of the bag's members (or MC-dropout passes).
 
-For a binary outcome with member probabilities ``p_1 .. p_M`` of AFF and their mean
-``p_bar``, all in natural log (nats, maximum ``ln 2 ~= 0.693``):
+For a binary outcome with the scored probability ``prob`` (the very column log loss, Brier
+score and calibration are computed on), member probabilities ``p_1 .. p_M`` of AFF and their
+mean ``p_bar``, all in natural log (nats, maximum ``ln 2 ~= 0.693``):
 
-- ``entropy``          = H(p_bar), the total predictive uncertainty;
-- ``expected_entropy`` = mean_m H(p_m), the aleatoric part;
-- ``mutual_info``      = entropy - expected_entropy (>= 0), the epistemic part
-  (disagreement between members; 0 with a single member);
+- ``entropy``          = H(prob), the predictive entropy of the scored prediction (the bag's
+  calibrated mean mapped to one member's spread, or a refit's prediction: whatever ``prob``
+  is), so an entropy and a log loss compared in one row describe one predictor;
+- ``expected_entropy`` = mean_m H(p_m), the members' aleatoric part;
+- ``mutual_info``      = H(p_bar) - expected_entropy (>= 0), the members' epistemic part
+  (their disagreement; 0 with a single member);
 - ``member_std``       = population standard deviation (ddof=0) of the p_m.
 
-``H(q) = -q ln q - (1 - q) ln(1 - q)`` with ``0 ln 0 = 0``. The entropy is taken of the
-mean of the members (not of the ``prob`` column) so that the decomposition is exact and
-the mutual information is never negative.
+``H(q) = -q ln q - (1 - q) ln(1 - q)`` with ``0 ln 0 = 0``. ``expected_entropy`` and
+``mutual_info`` describe the bag's members, ``entropy`` the predictor that is scored; the
+decomposition ``entropy = expected_entropy + mutual_info`` holds when ``prob`` is the
+members' mean (out-of-fold rows: one member, ``prob`` itself). A table without ``prob``
+takes ``p_bar`` as the prediction.
 
 >>> import pandas as pd
 >>> df = add_uncertainty(pd.DataFrame({"prob": [0.5, 0.5], "members": [[0.5], [0.1, 0.9]]}))
 >>> df[["entropy", "mutual_info"]].round(3).values.tolist()
 [[0.693, 0.0], [0.693, 0.368]]
+>>> add_uncertainty(pd.DataFrame({"prob": [0.2], "members": [[0.1, 0.9]]}))["entropy"].round(3).tolist()
+[0.5]
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ def add_uncertainty(pred: pd.DataFrame) -> pd.DataFrame:
 
     ``pred`` needs ``members`` (list of member probabilities per row) or, failing that,
     ``prob`` (treated as a single member). Rows with an empty member list fall back to
-    ``prob``.
+    ``prob``. ``entropy`` is that of ``prob`` (of the members' mean where ``prob`` is missing).
     """
     out = pred.copy()
     if len(out) == 0:
@@ -78,9 +85,10 @@ def add_uncertainty(pred: pd.DataFrame) -> pd.DataFrame:
     exp_ent = np.add.reduceat(binary_entropy(flat), starts) / counts
     dev2 = (flat - np.repeat(mean, counts)) ** 2
     std = np.sqrt(np.add.reduceat(dev2, starts) / counts)
-    ent = binary_entropy(mean)
-    out["entropy"] = ent
+    ent_mean = binary_entropy(mean)
+    prob = out["prob"].to_numpy(dtype=float) if "prob" in out.columns else mean
+    out["entropy"] = binary_entropy(np.where(np.isfinite(prob), prob, mean))
     out["expected_entropy"] = exp_ent
-    out["mutual_info"] = np.maximum(ent - exp_ent, 0.0)
+    out["mutual_info"] = np.maximum(ent_mean - exp_ent, 0.0)
     out["member_std"] = std
     return out

@@ -104,6 +104,8 @@ def model_card(model: ExportedModel, *, cohort=None, run_dir: Path | None = None
             "without external validation (`python -m benchmark predict BUNDLE --data NEW.yaml` with labels writes "
             "validation.html), or for use without a clinician.", "",
             "## The model", ""]
+    if m.get("why"):
+        out += [f"Why this model: {m['why']}.", ""]
     out.append("| component | family | modality | members | inputs | tuned parameters |")
     out.append("|---|---|---|---|---|---|")
     params = {c["name"]: c.get("best_params") for c in m.get("components", [])}

@@ -1,5 +1,10 @@
 """``python -m benchmark export RUN [--candidate NAME] [--out DIR]``: the winner, trained on everyone.
 
+Without ``--candidate`` the model the run's evidence supports (``export_choice``): the best
+fusion by inner-CV score when the findings answer Q3 "Yes" (it beats both the best image and
+the best register model), else the best single-modality model by inner-CV score; the model
+card says why.
+
 The run's nested cross-validation estimated how well a *procedure* does: search the
 candidate's space on inner folds, bag the best trial's inner-fold models, calibrate on
 their out-of-fold predictions. Export applies that same procedure (the run's profile,
@@ -59,15 +64,35 @@ _EPS = 1e-6
 
 
 def default_candidate(run_dir: Path) -> str:
-    """The best fusion candidate by mean inner-CV score, else the best single one."""
+    """The candidate the run's evidence supports (``export_choice``)."""
+    return export_choice(run_dir)[0]
+
+
+def export_choice(run_dir: Path) -> tuple[str, str]:
+    """(candidate, why): the best fusion by inner-CV score when the run's findings answer Q3 "Yes" (it
+    discriminates better than the best image and the best register model, Holm-adjusted), else the best
+    single-modality candidate by mean inner-CV score; ``why`` is the sentence the model card states."""
+    from benchmark.report.findings import combining_answer
+
     st = _studies(run_dir)
     ok = st[st["status"] != "failed"]
     if ok.empty:
         raise UserError(f"{run_dir}: no candidate finished in this run; nothing to export")
     score = ok.groupby("candidate").agg(best=("best_value", "mean"), modality=("modality", "first"))
-    fusion = score[score["modality"] == "fusion"]
-    pick = fusion if len(fusion) else score
-    return str(pick["best"].idxmax())
+    kind, fusion = combining_answer(run_dir) if (run_dir / "leaderboard.csv").exists() else ("cannot", None)
+    if kind == "yes" and fusion in score.index:
+        return fusion, (f"the run's findings answer Q3 'Yes': {fusion}, the best fusion by inner-CV score, "
+                        "discriminates better than both the best image and the best register model (paired DeLong "
+                        "tests, Holm-adjusted, comparisons.csv)")
+    single = score[score["modality"].isin(list(ROLES.values()))]
+    pick = single if len(single) else score
+    name = str(pick["best"].idxmax())
+    said = {"no": "'No' (it does not discriminate better than a single modality by more than the margin)",
+            "worse": "'Worse'", "not_shown": "'Not shown' (no gain over both single modalities was shown)",
+            "cannot": "no answer"}.get(kind, kind)
+    return name, (f"the run's findings give Q3 {said}, so the best single-modality model by mean inner-CV score, "
+                  f"{name} ({score.loc[name, 'modality']}, {score.loc[name, 'best']:.3f}), is exported rather than "
+                  "a fusion")
 
 
 def _studies(run_dir: Path) -> pd.DataFrame:
@@ -146,7 +171,8 @@ class Exported:
 
 
 def _run_settings(run_dir: Path, candidate: str | None):
-    """(manifest, run config, candidate name, every candidate) of a complete run (UserError otherwise)."""
+    """(manifest, run config, candidate name, every candidate, why that candidate) of a complete run
+    (UserError otherwise)."""
     from benchmark.run.units import resolve_candidates
 
     man_path = run_dir / "manifest.json"
@@ -157,12 +183,12 @@ def _run_settings(run_dir: Path, candidate: str | None):
         raise UserError(f"{run_dir}: the run is {man.get('status', 'unfinished')}; export needs a complete run "
                         "(continue it with run --resume)")
     cfg = RunConfig(**{**man["config"], "resume": False})
-    name = candidate or default_candidate(run_dir)
+    name, why = (candidate, "chosen with --candidate") if candidate else export_choice(run_dir)
     _, allc = resolve_candidates(cfg, get_profile(man["profile_name"], cfg.spaces))
     if name not in allc or name not in set(_studies(run_dir)["candidate"]):
         raise UserError(f"--candidate {name!r} is not a candidate of this run; the run has "
                         f"{', '.join(man.get('candidates', []))}")
-    return man, cfg, name, allc
+    return man, cfg, name, allc, why
 
 
 def build_export(run_dir: Path, candidate: str | None = None, device: str = "auto") -> Exported:
@@ -171,7 +197,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
     from benchmark.run.runner import base_context
 
     run_dir = Path(run_dir)
-    man, cfg, name, allc = _run_settings(run_dir, candidate)
+    man, cfg, name, allc, why = _run_settings(run_dir, candidate)
     device = pick_device(device)
     profile = get_profile(man["profile_name"], cfg.spaces)
     cohort, _ = load_run_cohort(cfg, profile)
@@ -196,7 +222,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
     reads_register = any(_reads_register(c) for c in comps)
     image_size = max((c.image_size for c in comps if c.image_size is not None), default=None)
     meta = {
-        "candidate": name, "family": allc[name].family, "modality": allc[name].modality,
+        "candidate": name, "family": allc[name].family, "modality": allc[name].modality, "why": why,
         "run": run_dir.name, "run_id": man.get("run_id"), "profile": profile.name, "seed": cfg.seed,
         "calibration": cfg.calibration, "metric": cfg.metric, "created": dt.datetime.now().isoformat(timespec="seconds"),
         "versions": versions(), "device": device, "export_wall_s": round(time.monotonic() - t0, 1),
@@ -219,7 +245,7 @@ def export(run_dir: Path, candidate: str | None = None, out: Path | None = None,
 
     run_dir = Path(run_dir)
     t0 = time.monotonic()
-    _, _, name, _ = _run_settings(run_dir, candidate)
+    name = _run_settings(run_dir, candidate)[2]
     out = Path(out) if out else run_dir / "bundles" / name
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
@@ -325,8 +351,9 @@ def _has_col(path: Path, col: str) -> bool:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder (or its name under results/)")
-    p.add_argument("--candidate", default=None, help="candidate to export (default: the best fusion candidate by "
-                                                      "inner-CV score, else the best single one)")
+    p.add_argument("--candidate", default=None, help="candidate to export (default: the best fusion by inner-CV "
+                                                      "score when the findings say it beats both single modalities, "
+                                                      "else the best single-modality model by inner-CV score)")
     p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default: RUN/bundles/<candidate>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--results", default=None, metavar="DIR", help="where run folders are (default: results/)")

@@ -60,6 +60,7 @@ class ComponentOutput:
     prob_raw: np.ndarray        # (n,) sigmoid of the members' mean logit
     members: np.ndarray         # (K, n) each member calibrated
     members_raw: np.ndarray     # (K, n)
+    bag: tuple[np.ndarray, np.ndarray] | None = None   # (prob, prob_raw) of the bag when a refit predicts
 
 
 @dataclass
@@ -100,8 +101,8 @@ class ExportedModel:
                     cols = []
                     for role, name in comp.sources.items():
                         src, kind = out[name], self._modality(name)
-                        if k is None:
-                            prob, praw = src.prob, src.prob_raw
+                        if k is None:   # the bag's prediction (the kind of one member's), not a refit's
+                            prob, praw = src.bag if src.bag is not None else (src.prob, src.prob_raw)
                         else:
                             prob, praw = _member(src.members, k), _member(src.members_raw, k)
                         cols.append(source_frame(role, prob, praw, index=positions,   # no image, nothing to say
@@ -111,10 +112,12 @@ class ExportedModel:
 
             raw = np.stack([np.asarray(m.predict_proba(view(k)), dtype=np.float64) for k, m in enumerate(comp.members)])
             prob, prob_raw, members = bag_prediction(comp.calibrator, raw, r=comp.r, mu=comp.mu)
+            bag = None
             if comp.full is not None:   # refit_full: the refitted model predicts, the bag gives the uncertainty
+                bag = (prob, prob_raw)
                 prob_raw = np.asarray(comp.full.predict_proba(view(None)), dtype=np.float64)
                 prob = comp.calibrator.transform(prob_raw)
-            out[comp.name] = ComponentOutput(prob, prob_raw, members, raw)
+            out[comp.name] = ComponentOutput(prob, prob_raw, members, raw, bag)
         return out
 
     def _modality(self, name: str) -> str:
@@ -135,10 +138,9 @@ class ExportedModel:
     def table(self, cohort: Cohort, *, keep_ids: bool = False) -> pd.DataFrame:
         final = self.outputs(cohort)[self.final.name]
         prob = final.prob
-        mean = final.members.mean(axis=0)
-        entropy = binary_entropy(mean)
-        mi = np.maximum(entropy - binary_entropy(final.members).mean(axis=0), 0.0)
-        df = pd.DataFrame({"patient": cohort.keys, "prob": prob, "entropy": entropy, "mutual_info": mi})
+        mi = np.maximum(binary_entropy(final.members.mean(axis=0)) - binary_entropy(final.members).mean(axis=0), 0.0)
+        # entropy of the predicted prob itself (as in the run's predictions); mutual_info: the members' disagreement
+        df = pd.DataFrame({"patient": cohort.keys, "prob": prob, "entropy": binary_entropy(prob), "mutual_info": mi})
         for level in LEVELS:
             sets = predict_sets(prob, self.conformal[level])
             df[f"set_{level}"] = [_set_text(s) for s in sets]

@@ -354,7 +354,8 @@ def build_figures(run: RunFiles) -> list[FigureSpec]:
         "Calibrated P(AFF) against observed frequency in 10 equal-mass bins per candidate; legend shows the stored ECE.",
         lambda: reliability_figure(preds, lb, order, colors), bool(order), no_preds)
     add("fig-uncertainty", "Uncertainty distributions",
-        "Per-patient predictive entropy and mutual information (epistemic part, from bag members or MC-dropout passes), "
+        "Per-patient predictive entropy of the scored P(AFF) and mutual information (the members' disagreement, from "
+        "bag members or MC-dropout passes), "
         "grouped by modality; boxes show quartiles, whiskers the 2.5-97.5 % range.",
         lambda: uncertainty_figure(preds, lb, order, colors), bool(order), no_preds)
     add("fig-risk-coverage", "Risk-coverage curves",
@@ -371,8 +372,10 @@ def build_figures(run: RunFiles) -> list[FigureSpec]:
     add("fig-learning", "Learning curves",
         "Inner out-of-fold score of each candidate's bag (the objective of the search) when its members predict at "
         "25, 50 and 100 % of their training budget (epochs for networks, boosting rounds for trees), one line per "
-        "outer fold, from studies.csv. A line still rising at 100 % means the model was still improving when the "
-        "budget ran out. Non-iterative families (logistic regression, late fusion) have none.",
+        "outer fold, from studies.csv. For boosted trees a line still rising at 100 % means the model was still "
+        "improving; for a network without early stopping the 25 and 50 % points are snapshots part-way through its "
+        "learning-rate schedule, so the findings judge it by a fit with half the budget on its own schedule "
+        "(half_budget_score) instead. Non-iterative families (logistic regression, late fusion) have none.",
         lambda: learning_curve_figure(studies, order or lb["candidate"].tolist()), has_curves,
         "studies.csv is missing or has no learning-curve columns (curve_25, curve_50, curve_100).")
     add("fig-decision", "Decision curves (net benefit)",

@@ -16,7 +16,7 @@ Older runs are read as the current format: ``comparisons.csv`` without ``questio
 ``holm_family``, ``margin`` or ``noninferior`` gets them empty (``question`` from the
 reference role), and its verdict ``no_difference`` reads as ``not_shown``; ``studies.csv``
 without the learning-curve columns (``curve_25``, ``curve_50``, ``curve_100``,
-``at_budget``) or ``timed_out`` gets them empty.
+``at_budget``, ``half_budget_score``, ``full_budget_score``) or ``timed_out`` gets them empty.
 
 >>> num("0.25"), num(None) != num(None), safe_text("failed reading /data/site/x.dcm\\nTraceback")
 (0.25, True, 'failed reading <path>')
@@ -46,6 +46,8 @@ OLD_VERDICTS = {"no_difference": "not_shown"}  # runs written before the equival
 QUESTION_OF_ROLE = {"best_tree": "Q2"}  # every other reference role is a Q3 (fusion) row
 STUDIES_REQUIRED = ("candidate", "outer_fold")
 CURVE_COLUMNS = ("curve_25", "curve_50", "curve_100")  # inner score at 25 / 50 / 100 % of the training budget
+# a network without early stopping that could fire: a fit at half the budget on its own schedule, and member 0
+BUDGET_COLUMNS = ("half_budget_score", "full_budget_score")
 PREDICTION_COLUMNS = ("candidate", "modality", "repeat", "set", "y", "prob", "members") + UNCERTAINTY_COLUMNS
 
 
@@ -156,7 +158,7 @@ def read_studies(run_dir: Path) -> pd.DataFrame | None:
     studies["candidate"] = studies["candidate"].astype(str)
     if "repeat" not in studies.columns:
         studies["repeat"] = 0
-    for col in CURVE_COLUMNS + ("at_budget", "best_value"):
+    for col in CURVE_COLUMNS + ("at_budget", "best_value") + BUDGET_COLUMNS:
         studies[col] = pd.to_numeric(studies[col], errors="coerce") if col in studies.columns else math.nan
     studies["timed_out"] = (studies["timed_out"].map(flag).astype(object) if "timed_out" in studies.columns
                             else None)

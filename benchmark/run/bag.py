@@ -7,6 +7,7 @@
     fr._predict_bag(cand, fold, inner, models, make_view)     # parts/<candidate>__r<repeat>_f<fold>.parquet
     fr.oof_predictions(inner, models, make_view)              # (P(AFF), inner fold) per patient
     fr._curve(inner, models, make_view, None)                  # curve_25/50/100, at_budget (studies.csv)
+    fr._half_budget(cand, fold, inner, params, make_view, seed, ctx_base, models, None)   # half/full_budget_score
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from benchmark.candidates.base import Family
-from benchmark.candidates.calibration import Calibrator, bag_prediction
+from benchmark.candidates.calibration import Calibrator, bag_prediction, order_preserving
 from benchmark.data.splits import Fold
 from benchmark.search.spaces import Candidate
-from benchmark.search.study import score
+from benchmark.search.study import fit_context, score
 
 CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learning curve (studies.csv)
+HALF_BUDGET = 0.5                 # the budget share of the extra fit that says what the rest of the budget added
 
 
 class BagPredictions:
@@ -43,8 +45,12 @@ class BagPredictions:
         ``full`` (profile ``refit_full``): a model refitted on the whole outer-train part. It
         then predicts the outer-test patients (``prob`` = the calibrator applied to its
         prediction, ``prob_raw`` its prediction); the bag still gives the out-of-fold
-        predictions, the calibrator and the members (uncertainty). A fusion's refit reads its
-        inputs' ``prob``, i.e. their refits.
+        predictions, the calibrator and the members (uncertainty). ``prob_bag`` and
+        ``prob_raw_bag`` keep the bag's own prediction of the test rows (the same kind as a
+        single member's: ``calibration.bag_prediction``), which a fusion's refit reads, as it
+        was trained on its inputs' single-member out-of-fold predictions. ``prob_rank``: the
+        prediction on an order-preserving map of the raw score (``calibration.order_preserving``;
+        ``prob`` itself unless the calibration is isotonic), on which AUC, AP and DeLong are computed.
         """
         y = self.cohort.y
         oof_prob, oof_fold = self.oof_predictions(inner, models, make_view, oof_preds)
@@ -58,9 +64,12 @@ class BagPredictions:
         tr = fold.train
         cal = Calibrator(self.calibration).fit(oof_prob[tr], y[tr])
         test_prob, test_raw, cal_members = bag_prediction(cal, raw)
+        bag_prob, bag_raw = test_prob, test_raw
+        ranker = order_preserving(cal, oof_prob[tr], y[tr])
+        test_rank = test_prob if ranker is cal else bag_prediction(ranker, raw)[0]
         if full is not None:
             test_raw = np.asarray(full.predict_proba(make_view(fold.test, False)), dtype=np.float64)
-            test_prob = cal.transform(test_raw)
+            test_prob, test_rank = cal.transform(test_raw), ranker.transform(test_raw)
         keys, fam = self.cohort.keys, cand.family
         oof_cal = cal.transform(oof_prob[tr])
         rows = pd.DataFrame({
@@ -73,6 +82,9 @@ class BagPredictions:
             "y": np.concatenate([y[tr], y[fold.test]]).astype(np.int64),
             "prob": np.concatenate([oof_cal, test_prob]),
             "prob_raw": np.concatenate([oof_prob[tr], test_raw]),
+            "prob_bag": np.concatenate([oof_cal, bag_prob]),
+            "prob_raw_bag": np.concatenate([oof_prob[tr], bag_raw]),
+            "prob_rank": np.concatenate([ranker.transform(oof_prob[tr]), test_rank]),
         })
         rows["members"] = [[float(v)] for v in oof_cal] + [list(map(float, col)) for col in cal_members.T]
         rows["members_raw"] = [[float(v)] for v in oof_prob[tr]] + [list(map(float, col)) for col in raw.T]
@@ -124,3 +136,36 @@ class BagPredictions:
         if not cand.consumes:
             return make_view(fold.test, False)
         return self._view_maker(cand, self.upstream_for(cand, fold, member=k, inputs=inputs))(fold.test, False)
+
+    def _half_budget(self, cand: Candidate, fold: Fold, inner: list[Fold], params: dict, make_view, seed: int,
+                     ctx_base, models: list, oof_preds: list | None) -> dict:
+        """``half_budget_score`` and ``full_budget_score`` (studies.csv): what the second half of the
+        budget added, for a network whose snapshots cannot say it (``Family.half_budget_tells``).
+
+        One more fit of the best params on inner fold 0 (its seed and, for a warm start, its
+        source member, as bag member 0) with its own complete schedule over half the step budget
+        (half the epochs, or half the samples when the profile's sample budget caps them), scored
+        on inner fold 0's validation part, against member 0's score there: a paired, same-fold
+        comparison of two complete schedules. NaN for every other model, and when the fit fails.
+        """
+        out = {"half_budget_score": float("nan"), "full_budget_score": float("nan")}
+        if not models or not models[0].half_budget_tells():
+            return out
+        f = inner[0]
+        view = make_view(f.test, False)
+        y = self.cohort.y[f.test]
+        full = oof_preds[0] if oof_preds is not None else models[0].predict_proba(view)
+        ctx = fit_context(ctx_base, seed, fold.repeat, fold.index, 0)
+        ctx.extra["budget_share"] = HALF_BUDGET
+        try:
+            half = cand.build(params).fit(make_view(f.train, True), None, ctx)
+            if getattr(half, "total_steps_", 0) >= getattr(models[0], "total_steps_", 0):
+                return out   # a budget too short to halve (e.g. one step)
+            out["half_budget_score"] = float(score(self.metric, y, half.predict_proba(view)))
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:   # the curve is a diagnosis: its failure does not fail the unit
+            self.progress.say(f"[{cand.name}] half-budget fit failed: {type(exc).__name__}: {str(exc)[:120]}")
+            return out
+        out["full_budget_score"] = float(score(self.metric, y, full))
+        return out

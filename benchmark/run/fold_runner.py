@@ -189,11 +189,14 @@ class FoldRunner(BagPredictions):
                      inputs: list | None = None) -> pd.DataFrame | None:
         """Predictions of consumed candidates, indexed by cohort position.
 
-        Outer-train patients get the consumed bag's inner out-of-fold values, outer-test
-        patients the value of the consumed bag's member ``member`` (its combined prediction
-        when None): fusion member k combines member k of each input, so the inputs'
-        disagreement carries through to the fusion's uncertainty. Nothing comes from a model
-        trained on the patient. ``inputs`` are ``read_inputs``' parts (read when not given).
+        Outer-train patients get the consumed bag's inner out-of-fold values (one member's
+        prediction each), outer-test patients the value of the consumed bag's member ``member``,
+        or, when None (what a fusion's refit reads), the bag's prediction mapped to one member's
+        spread (``prob_bag``, ``calibration.bag_prediction``), never an input's refit: fusion
+        member k combines member k of each input, so the inputs' disagreement carries through
+        to the fusion's uncertainty, and every input at test is the kind the fusion trained on.
+        Nothing comes from a model trained on the patient. ``inputs`` are ``read_inputs``' parts
+        (read when not given); a part written before ``prob_bag`` existed gives its ``prob``.
         """
         if not cand.consumes:
             return None
@@ -201,10 +204,15 @@ class FoldRunner(BagPredictions):
         cols = []
         for up, name, df in inputs:
             prob, raw = df["prob"].copy(), df["prob_raw"].copy()
+            test = (df["set"] == "test").to_numpy()
             if member is not None:
-                test = (df["set"] == "test").to_numpy()
                 prob[test] = _member(df.loc[test, "members"], member)
                 raw[test] = _member(df.loc[test, "members_raw"] if "members_raw" in df else df.loc[test, "members"], member)
+            elif "prob_bag" in df:
+                prob[test], raw[test] = df.loc[test, "prob_bag"], df.loc[test, "prob_raw_bag"]
+            elif self.profile.refits(self.cands[name].modality) and self.profile.refits(cand.modality):
+                self.progress.say(f"[{cand.name}] {name}'s part has no prob_bag (written by an older version): "
+                                  "the refit reads its refit's prediction at test")
             cols.append(source_frame(up, prob, raw, index=df.index,
                                      missing=self.no_image(name, df.index.to_numpy())))
         out = pd.concat(cols, axis=1)
@@ -282,6 +290,8 @@ class FoldRunner(BagPredictions):
                 self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs, full=full)
                 self.save_warm_weights(cand, fold, models, full)
                 row.update(self._curve(inner, models, make_view, res.best_valid_preds))
+                row.update(self._half_budget(cand, fold, inner, res.best_params, make_view, seed, ctx_base, models,
+                                             res.best_valid_preds))
                 self._record_best(cand, row)
                 res.best_models = res.best_valid_preds = None
                 del models

@@ -14,7 +14,7 @@ import pandas as pd
 from benchmark.protocol import ROLES
 from benchmark.report.findings.q1_images import _q1
 from benchmark.report.findings.q2_register import _q2
-from benchmark.report.findings.q3_fusion import _best_single, _q3
+from benchmark.report.findings.q3_fusion import _q3, combining_verdict
 from benchmark.report.findings.tables import Findings, _Run
 from benchmark.report.findings.wording import fmt, outcome
 from benchmark.report.run_files import (
@@ -110,18 +110,15 @@ def _caveats(run: _Run) -> list[str]:
 
 def key_comparisons(lb: pd.DataFrame, comp: pd.DataFrame | None) -> pd.DataFrame:
     """The AUC rows of comparisons.csv behind the answers, in answer order, with a ``label``
-    (``Q2: mlp − xgboost``) and an ``outcome``: Q2 rows, every fusion against the best
-    single-modality model, the other fusions against the best fusion. Empty without rows."""
+    (``Q2: mlp − xgboost``) and an ``outcome``: Q2 rows, every fusion against the best image and
+    the best register model, the other fusions against the best fusion. Empty without rows."""
     columns = list(comp.columns) + ["label", "outcome"] if comp is not None else ["label", "outcome"]
     run = _Run(lb, comp, {}, None)
     if run.comp is None:
         return pd.DataFrame(columns=columns)
     auc = run.comp[run.comp["metric"].eq("auc")]
     parts = [auc[auc["question"].eq("Q2")]]
-    single = _best_single(run) if (auc["question"].eq("Q3")).any() else None
-    if single is not None:
-        parts.append(auc[auc["question"].eq("Q3") & auc["reference"].eq(single["candidate"])
-                         & auc["reference_role"].isin(list(ROLES))])
+    parts.append(auc[auc["question"].eq("Q3") & auc["reference_role"].isin(list(ROLES))])
     parts.append(auc[auc["reference_role"].eq("best_fusion")])
     rows = pd.concat(parts).drop_duplicates(subset=["candidate", "reference", "metric"])
     if rows.empty:
@@ -150,6 +147,14 @@ def findings_markdown(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     return findings_text(read_leaderboard(run_dir), read_comparisons(run_dir), read_manifest(run_dir),
                          read_studies(run_dir))
+
+
+def combining_answer(run_dir: Path) -> tuple[str, str | None]:
+    """(kind, the best fusion) of a run folder's Q3 answer (``q3_fusion.combining_verdict``): what
+    ``export`` reads to choose the model the evidence supports."""
+    run_dir = Path(run_dir)
+    return combining_verdict(_Run(read_leaderboard(run_dir), read_comparisons(run_dir), read_manifest(run_dir),
+                                  read_studies(run_dir)))
 
 
 def write_findings(run_dir: Path, run: RunFiles | None = None) -> str:

@@ -11,6 +11,7 @@ from benchmark.report.findings.tables import (QUESTIONS, Answer, _at_chance, _ch
                                               _is_tree, _Run, best_by_inner)
 from benchmark.report.findings.wording import (_equivalent, _evidence, _not_shown, _signed, comparison_clause, fmt,
                                                fmt_ci, outcome)
+from benchmark.report.run_files import flag
 
 def _q2_row(run: _Run, mlp: pd.Series | None) -> pd.Series | None:
     """The AUC row of the Q2 comparison: the best MLP (by inner score) against the best trees."""
@@ -25,19 +26,20 @@ def _q2_row(run: _Run, mlp: pd.Series | None) -> pd.Series | None:
 
 
 def _q2_sentence(c: pd.Series) -> str:
+    """The answer to "neural network or trees?", led by which (or neither, or either)."""
     mlp, tree = f"**{c['candidate']}**", f"**{c['reference']}**"
     kind = outcome(c)
     if kind == "better":
-        return f"Yes, and better: the neural network {mlp} discriminates better than the best trees, {tree}: {_evidence(c)}"
+        return f"The neural network: {mlp} discriminates better than the best trees, {tree}: {_evidence(c)}"
     if kind == "worse":
-        return f"No: the neural network {mlp} discriminates worse than the best trees, {tree}: {_evidence(c)}"
+        return f"Trees: the neural network {mlp} discriminates worse than the best trees, {tree}: {_evidence(c)}"
     if kind == "equivalent":
-        return f"Yes: the neural network {mlp} and the best trees, {tree}, are {_equivalent(c)}"
-    if c.get("noninferior") is True:
-        return (f"As well, within the margin: the neural network {mlp} is not worse than the best trees, {tree}, by more "
-                f"than {fmt(c.get('margin'))} AUC (difference {_signed(c['diff'])} [{fmt(c['lo'])}, {fmt(c['hi'])}]; "
-                "equivalence is not shown)")
-    return f"Not shown: the neural network {mlp} against the best trees, {tree}: {_not_shown(c)}"
+        return f"Either: the neural network {mlp} and the best trees, {tree}, are {_equivalent(c)}"
+    if flag(c.get("noninferior")) is True:
+        return (f"The neural network does as well, within the margin: {mlp} is not worse than the best trees, {tree}, by "
+                f"more than {fmt(c.get('margin'))} AUC (difference {_signed(c['diff'])} [{fmt(c['lo'])}, "
+                f"{fmt(c['hi'])}]; equivalence is not shown)")
+    return f"Not shown which: the neural network {mlp} against the best trees, {tree}: {_not_shown(c)}"
 
 
 def _q2(run: _Run) -> tuple[Answer, list[str]]:
@@ -65,8 +67,8 @@ def _q2(run: _Run) -> tuple[Answer, list[str]]:
         text = f"Cannot be answered: the run has no {missing} candidate with test predictions"
     best = run.best["register"]
     if best is not None and _at_chance(best) and not text.startswith("At chance"):
-        text += (f"; register data alone are at chance here: the best register model, **{best['candidate']}**, has AUC "
-                 f"{fmt_ci(best, 'auc')}, {_chance_interval(best)}")
+        text += (f"; no register model of this run is shown better than chance: the best, **{best['candidate']}**, has "
+                 f"AUC {fmt_ci(best, 'auc')}, {_chance_interval(best)}")
     answer = Answer("q2", QUESTIONS["q2"], text + ".")
 
     if mlp is not None:

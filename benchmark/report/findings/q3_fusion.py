@@ -1,9 +1,13 @@
-"""Q3, combining: the best fusion against the best single-modality model, the ways of combining, uncertainty.
+"""Q3, combining: the best fusion against the best image *and* the best register model, the ways of combining.
 
-A fusion gain is checked against what the single models could reach (their oracles, or their
-learning curves: ``_fusion_caveat``); uncertainty is called lower with fusion only when
-entropy is lower and log loss and Brier score are not worse by more than their margins
-(``_uncertainty``).
+The two references are each modality's best model by inner-CV score. Their inner scores are
+not compared with each other (a modality may get other trial budgets, or a refit whose test
+prediction the inner score does not describe), so the best fusion is tested against both
+(Holm across both, in comparisons.csv's primary family) and "Yes" needs it to beat both
+(``_verdict``). A fusion gain is checked against what the single models could reach (their
+oracles, or their learning curves: ``_fusion_caveat``); any other answer says when a single
+model falls short of its ceiling or is at chance, since the run then cannot tell what combining
+adds. Uncertainty is ``uncertainty``'s.
 """
 
 from __future__ import annotations
@@ -14,19 +18,24 @@ import pandas as pd
 
 from benchmark.protocol import ROLES
 from benchmark.report.findings.tables import (QUESTIONS, SINGLE_MODALITIES, STILL_RISING, UNDERTRAINED_GAP, Answer,
-                                              _inner, _Run, best_by_inner)
-from benchmark.report.findings.wording import (_equivalent, _evidence, _find, _label, _not_shown, _signed,
-                                               _test_full, comparison_clause, fmt, fmt_ci, fmt_p, outcome)
-from benchmark.report.run_files import num
+                                              _at_chance, _inner, _Run, best_by_inner)
+from benchmark.report.findings.uncertainty import uncertainty_lines
+from benchmark.report.findings.wording import (_equivalent, _evidence, _find, _not_shown, comparison_clause, fmt,
+                                               fmt_ci, outcome)
+from benchmark.report.run_files import num, profile_of
 
 CEILING_TIE = 0.01  # joint oracle within this of a single-modality oracle: the other modality adds almost nothing
 
 
-def _best_single(run: _Run) -> pd.Series | None:
-    """The best single-modality model by inner score among the Q3 references (best image, best register)."""
-    comp = run.comp
-    refs = comp.loc[comp["question"].eq("Q3") & comp["reference_role"].isin(list(ROLES)), "reference"].unique()
-    return best_by_inner(run.rows[run.rows["candidate"].isin(refs)])
+def _references(run: _Run) -> dict[str, pd.Series]:
+    """Role (best_image, best_register) -> the leaderboard row of the candidate playing it in comparisons.csv."""
+    comp, out = run.comp, {}
+    for role in ROLES:
+        names = comp.loc[comp["question"].eq("Q3") & comp["reference_role"].eq(role), "reference"].unique()
+        rows = run.rows[run.rows["candidate"].isin(names)]
+        if not rows.empty:
+            out[role] = best_by_inner(rows)
+    return out
 
 
 def _fusion_caveat(run: _Run, fusion: pd.Series) -> tuple[str, list[str]]:
@@ -74,8 +83,8 @@ def _fusion_caveat(run: _Run, fusion: pd.Series) -> tuple[str, list[str]]:
                  "studies.csv has no learning curves."]
     head = ("Were the single models still improving? (learning curves from studies.csv: still improving when more "
             "than half of the bag was still improving at the end of its budget (early stopping did not fire), or, "
-            f"for a model without early stopping, when the inner score rose by more than {STILL_RISING} from 50 to "
-            "100 % of the budget)")
+            f"for a network without early stopping, when its full budget scored more than {STILL_RISING} above a fit "
+            "with half of it, each on its own complete schedule, on the same inner fold)")
     return clause, ["", head, ""] + lines
 
 
@@ -109,6 +118,100 @@ def _which_way(run: _Run, fusion: pd.DataFrame, top: pd.Series) -> tuple[str, li
     return clause, lines
 
 
+def _ref_name(role: str, ref: pd.Series) -> str:
+    return f"the best {ROLES[role]} model, **{ref['candidate']}**"
+
+
+def _against(role: str, ref: pd.Series, row: pd.Series) -> str:
+    """One reference's AUC row in words, as a clause of the answer."""
+    who, kind = _ref_name(role, ref), outcome(row)
+    if kind in ("better", "worse"):
+        return f"{kind} than {who} ({_evidence(row)})"
+    if kind == "equivalent":
+        return f"against {who}, {_equivalent(row)}"
+    return f"against {who}, not shown either way: {_not_shown(row)}"
+
+
+def _verdict(name: str, refs: dict[str, pd.Series], rows: dict[str, pd.Series]) -> tuple[str, str]:
+    """(kind, sentence): Yes only when the fusion beats every single modality that ran; Worse when it is
+    worse than one; No when it is equivalent to one (it adds no more than the margin over it)."""
+    subject = f"**{name}**, the best fusion by inner-CV score,"
+    kinds = {role: outcome(c) for role, c in rows.items()}
+    first = next((r for k in ("worse", "equivalent") for r in rows if kinds[r] == k), None)
+    rest = "; ".join(_against(r, refs[r], rows[r]) for r in rows if r != first)
+    if first is not None and kinds[first] == "worse":
+        return "worse", f"Worse: {subject} discriminates worse than {_ref_name(first, refs[first])}: " \
+                        f"{_evidence(rows[first])}" + (f"; {rest}" if rest else "")
+    if first is not None:
+        return "no", (f"No: {subject} is not better than {_ref_name(first, refs[first])} by more than the margin: "
+                      f"{_equivalent(rows[first])}" + (f"; {rest}" if rest else ""))
+    if all(k == "better" for k in kinds.values()):
+        both = "both single modalities" if len(rows) == len(ROLES) else "the one single modality this run has"
+        return "yes", f"Yes: {subject} discriminates better than {both}: {rest}"
+    return "not_shown", f"Not shown: {subject} {rest}"
+
+
+def _shortfalls(run: _Run, refs: dict[str, pd.Series], kind: str) -> str:
+    """The clause that limits a No / Not shown / Worse answer to these models: a single model at chance (Not
+    shown: the run cannot tell what combining adds), far below its oracle or still improving (better-trained
+    single models may change the answer), or, for Worse, that combining cannot lose at the Bayes limit."""
+    parts, chance = [], []
+    for role, ref in refs.items():
+        m, who = ROLES[role], f"the best {ROLES[role]} model, {ref['candidate']}"
+        if _at_chance(ref):
+            chance.append(f"{who} (AUC {fmt_ci(ref, 'auc')})")
+        elif run.oracle[m] is not None and run.gap(ref) > UNDERTRAINED_GAP:
+            parts.append(f"{who}, stands {fmt(run.gap(ref))} AUC below the {m} oracle, so better-trained single models "
+                         "may change this answer")
+        elif run.oracle[m] is None and not run.still_improving(ref).empty:
+            parts.append(f"{who}, was still improving when its training budget ran out, so better-trained single "
+                         "models may change this answer")
+    if chance and kind == "not_shown":
+        parts.insert(0, f"{' and '.join(chance)} {'is' if len(chance) == 1 else 'are'} at chance, so this run cannot "
+                        "tell what combining adds")
+    if kind == "worse":
+        parts.append("this is what the fusion models trained here reached: at the Bayes limit combining both data "
+                     "types cannot discriminate worse than either alone")
+    return f"but {'; '.join(parts)}" if parts else ""
+
+
+def _comparable_note(run: _Run) -> str:
+    """Why the best fusion is tested against both references rather than the better of them."""
+    _, prof = profile_of(run.manifest)
+    per = lambda v, m: v.get(m) if isinstance(v, dict) else v   # noqa: E731
+    trials, refit = prof.get("n_trials"), prof.get("refit_full")
+    differ = []
+    if per(trials, "image") != per(trials, "register"):
+        differ.append(f"{per(trials, 'image')} image against {per(trials, 'register')} register trials per study")
+    refits = [m for m in SINGLE_MODALITIES if per(refit, m)]
+    if refits:
+        differ.append(f"for {' and '.join(refits)} models a refit on all of outer-train predicts the test patients, "
+                      "while the inner score describes the bag")
+    head = "The best image and the best register model are each their modality's best by inner-CV score"
+    tail = "the best fusion is tested against both (Holm-adjusted), and 'Yes' needs it to beat both."
+    if not differ:
+        return f"{head}; {tail}"
+    return (f"{head}; their inner scores are not comparable across modalities here ({'; '.join(differ)}), so neither "
+            f"is called the better single model: {tail}")
+
+
+def _q3_rows(run: _Run, name: str) -> tuple[dict[str, pd.Series], dict[str, pd.Series]]:
+    """(role -> reference row, role -> the AUC row of ``name`` against it) for the references it was compared with."""
+    refs = _references(run)
+    rows = {role: c for role, ref in refs.items() if (c := _find(run.comp, name, str(ref["candidate"]), "auc")) is not None}
+    return {role: refs[role] for role in rows}, rows
+
+
+def combining_verdict(run: _Run) -> tuple[str, str | None]:
+    """(kind, the best fusion by inner score) of the Q3 answer: ``yes`` (better than the best image and
+    the best register model), ``no``, ``worse``, ``not_shown``, or ``cannot`` (no fusion, no paired test)."""
+    top = run.best["fusion"]
+    if top is None or run.comp is None:
+        return "cannot", None
+    refs, rows = _q3_rows(run, str(top["candidate"]))
+    return (_verdict(str(top["candidate"]), refs, rows)[0] if rows else "cannot"), str(top["candidate"])
+
+
 def _q3(run: _Run) -> tuple[Answer, list[str]]:
     lines = [f"## {QUESTIONS['q3']}", ""]
     fusion = run.rows[run.rows["modality"].eq("fusion")]
@@ -126,42 +229,33 @@ def _q3(run: _Run) -> tuple[Answer, list[str]]:
     if run.comp is None:
         return cannot("comparisons.csv is missing or empty, so there is no paired test of fusion against the single "
                       "modalities")
-    single = _best_single(run)
     top = run.best["fusion"]
-    if single is None:
-        return cannot("comparisons.csv has no comparison of fusion with a single-modality model")
-    ref, name = str(single["candidate"]), str(top["candidate"])
-    row = _find(run.comp, name, ref, "auc")
-    if row is None:
-        return cannot(f"comparisons.csv has no AUC comparison of {name}, the best fusion by inner score, with {ref}")
+    name = str(top["candidate"])
+    refs, rows = _q3_rows(run, name)
+    if not rows:
+        return cannot(f"comparisons.csv has no AUC comparison of {name}, the best fusion by inner score, with a "
+                      "single-modality model")
     which, which_lines = _which_way(run, fusion, top)
-    kind = outcome(row)
-    subject = f"**{name}**, the best fusion by inner-CV score"
-    target = f"**{ref}**, the best single-modality model"
-    caveat, caveat_lines = "", []
-    if kind == "better":
-        text = f"Yes: {subject}, discriminates better than {target}: {_evidence(row)}"
+    kind, text = _verdict(name, refs, rows)
+    caveat_lines = []
+    if kind == "yes":
         caveat, caveat_lines = _fusion_caveat(run, top)
-    elif kind == "equivalent":
-        text = f"No: {subject}, and {target}, are {_equivalent(row)}"
-    elif kind == "worse":
-        text = f"Worse: {subject}, discriminates worse than {target}: {_evidence(row)}"
     else:
-        text = f"Not shown: {subject}, against {target}: {_not_shown(row)}"
+        caveat = _shortfalls(run, refs, kind)
     answer = Answer("q3", QUESTIONS["q3"], text + (f"; {caveat}" if caveat else "") + which + ".")
 
-    role = row.get("reference_role", "")
-    role = f"best {ROLES[role]} model" if role in ROLES else "best single-modality model"
-    lines.append(f"The best single-modality model by inner score is **{ref}** ({role}, {_inner(single)}, "
-                 f"AUC {fmt_ci(single, 'auc')}).")
+    lines += [_comparable_note(run), ""]
+    for role, ref in refs.items():
+        lines.append(f"- {_ref_name(role, ref)} ({_inner(ref)}, AUC {fmt_ci(ref, 'auc')}).")
     auc = run.comp[run.comp["metric"].eq("auc") & run.comp["question"].eq("Q3")
                    & run.comp["reference_role"].isin(list(ROLES)) & run.comp["candidate"].isin(fusion["candidate"])]
     for other, group in auc.groupby("reference", sort=False):
         lines += ["", f"Fusion against {other} (AUC, comparisons.csv):", ""]
         lines += [f"- {comparison_clause(c)}." for _, c in group.iterrows()]
     lines += _warm_source_lines(run, fusion)
-    lines += caveat_lines + [""] + which_lines + [""]
-    lines += _uncertainty(run.comp, name, ref)
+    lines += caveat_lines + [""] + which_lines
+    for ref in refs.values():
+        lines += [""] + uncertainty_lines(run.comp, name, str(ref["candidate"]))
     return answer, lines
 
 
@@ -187,56 +281,4 @@ def _warm_source_lines(run: _Run, fusion: pd.DataFrame) -> list[str]:
     for _, c in rows.iterrows():   # why a network ended below its start: its budget, or not that
         if num(c["diff"]) < 0:
             lines += run.learning_lines(pd.Series({"candidate": c["candidate"]}))
-    return lines
-
-
-def _uncertainty(comp: pd.DataFrame, fusion: str, ref: str) -> list[str]:
-    """Is uncertainty lower with fusion, and is that earned (proper scoring rules not worse)?"""
-    lines = [f"Uncertainty ({fusion} against {ref}):", ""]
-    ent = _find(comp, fusion, ref, "entropy_mean")
-    if ent is None:
-        return lines + ["- Cannot be answered: comparisons.csv has no entropy comparison for this pair."]
-    lines.append(
-        f"- What was tested: mean predictive entropy lower with fusion (paired {_test_full(ent)}), and log loss and "
-        "Brier score, proper scoring rules, not worse with fusion by more than their margins (non-inferiority: the "
-        "unfavourable end of the 95 % interval of the difference within the margin). Lower entropy alone could be "
-        "overconfidence.")
-    lines.append(f"- {_label('entropy_mean')}: {fmt(ent.get('value_candidate'))} with fusion against "
-                 f"{fmt(ent.get('value_reference'))}; {comparison_clause(ent, 'fusion', ref)}.")
-    proper, unknown, failing = [], [], []
-    for m in ("log_loss", "brier"):
-        c = _find(comp, fusion, ref, m)
-        if c is None:
-            unknown.append(_label(m))
-            continue
-        ni = c.get("noninferior")
-        margin = fmt(c.get("margin"))
-        verdict = {True: f"not worse by more than the margin {margin}",
-                   False: f"not shown to be within the margin {margin} of the reference's",
-                   None: "no non-inferiority result stored"}[ni if ni in (True, False) else None]
-        if ni is False and outcome(c) == "worse":
-            verdict = f"worse with fusion (Holm-adjusted p {fmt_p(c['p_holm'])}), not within the margin {margin}"
-        lines.append(f"- {_label(m)}: {fmt(c.get('value_candidate'))} with fusion against {fmt(c.get('value_reference'))}, "
-                     f"difference {_signed(c['diff'])} [{fmt(c['lo'])}, {fmt(c['hi'])}]: {verdict}.")
-        (proper if ni is True else failing if ni is False else unknown).append(_label(m))
-    mi = _find(comp, fusion, ref, "mutual_info_mean")
-    if mi is not None:
-        lines.append(f"- {_label('mutual_info_mean')} (reported, not part of the verdict): "
-                     f"{fmt(mi.get('value_candidate'))} against {fmt(mi.get('value_reference'))}; "
-                     f"{comparison_clause(mi, 'fusion', ref)}.")
-    kind = outcome(ent)
-    if kind != "better":
-        word = {"worse": "higher with fusion", "equivalent": "the same with and without fusion, within the margin"}.get(
-            kind, "not shown to be lower with fusion")
-        lines.append(f"- Verdict: uncertainty is {word}.")
-    elif failing:
-        lines.append(f"- Verdict: predictions are more confident with fusion (lower entropy), but {' and '.join(failing)} "
-                     "is not shown to stay within its margin, so the lower entropy is not earned (it may be "
-                     "overconfidence); uncertainty is not called lower.")
-    elif unknown:
-        lines.append(f"- Verdict: entropy is lower with fusion, but comparisons.csv has no non-inferiority result for "
-                     f"{' and '.join(unknown)}, so whether that is earned cannot be said; uncertainty is not called lower.")
-    else:
-        lines.append("- Verdict: uncertainty is lower with fusion, and earned: entropy is lower, and log loss and Brier "
-                     "score are not worse by more than their margins.")
     return lines

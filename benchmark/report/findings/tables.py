@@ -16,13 +16,15 @@ import pandas as pd
 
 from benchmark.protocol import ORACLE_OF, ROLES
 from benchmark.report.findings.wording import fmt
-from benchmark.report.run_files import num
+from benchmark.report.run_files import BUDGET_COLUMNS, CURVE_COLUMNS, num
 
 CHANCE_AUC = 0.5  # a best model whose AUC interval includes this is "at chance"
 UNDERTRAINED_GAP = 0.02  # a best model this far (AUC) below its modality's oracle did not reach the ceiling
-STILL_RISING = 0.01  # inner-score rise from 50 % to 100 % of the budget that counts as "still improving"
+STILL_RISING = 0.01  # inner-score rise from a half-budget fit to the full budget that counts as "still improving"
 AT_BUDGET_SHARE = 0.5  # share of the bag still improving at the end of its budget that counts as "still improving"
 TREE_FAMILIES = ("xgboost", "lightgbm")  # the register families that are gradient-boosted trees
+# studies.csv: the bag's snapshots, its early-stopping share, and the half-budget fit beside member 0
+LEARNING_COLUMNS = CURVE_COLUMNS + ("at_budget",) + BUDGET_COLUMNS
 SINGLE_MODALITIES = tuple(ROLES.values())  # ("image", "register"): what fusion is compared with
 QUESTIONS = {
     "q1": "Q1. Images alone",
@@ -126,16 +128,26 @@ class _Run:
         """The stored ``auc_gap`` of a row (NaN when missing)."""
         return num(row.get("auc_gap"))
 
+    def _study_rows(self, row: pd.Series) -> pd.DataFrame:
+        """The candidate's ``studies.csv`` rows, with the learning-curve columns (NaN where a run lacks them)."""
+        s = self.studies[self.studies["candidate"].eq(str(row["candidate"]))]
+        return s.reindex(columns=list(s.columns) + [c for c in LEARNING_COLUMNS if c not in s.columns])
+
     def still_improving(self, row: pd.Series | None) -> pd.DataFrame:
-        """The ``studies.csv`` rows of a candidate whose learning curve says it was still improving."""
+        """The ``studies.csv`` rows of a candidate whose learning curve says it was still improving.
+
+        Early stopping decides where a model with an ``at_budget`` share stopped learning (more
+        than ``AT_BUDGET_SHARE`` of the bag still improving). A network without early stopping that
+        could fire is judged by its fit with its own complete schedule at half the budget: still
+        improving when the full budget scored more than ``STILL_RISING`` above it on the same inner
+        fold. Snapshots part-way through a schedule (``curve_50``) are not evidence: under a cosine
+        or one-cycle schedule they are taken at a learning rate still high.
+        """
         st = self.studies
         if row is None or st is None or st.empty:
             return pd.DataFrame()
-        s = st[st["candidate"].eq(str(row["candidate"]))]
-        # Early stopping decides where a model with an ``at_budget`` share stopped learning: its
-        # curve up to the kept epoch or round rises by construction, so only the share counts.
-        # The curve speaks for models without early stopping (at_budget NaN, e.g. CNNs).
-        rising = ((s["curve_100"] - s["curve_50"]) > STILL_RISING) & s["at_budget"].isna()
+        s = self._study_rows(row)
+        rising = (s["full_budget_score"] - s["half_budget_score"]) > STILL_RISING
         busy = s["at_budget"] > AT_BUDGET_SHARE
         return s[rising.fillna(False) | busy.fillna(False)]
 
@@ -143,18 +155,21 @@ class _Run:
         st = self.studies
         if row is None or st is None or st.empty:
             return False
-        s = st[st["candidate"].eq(str(row["candidate"]))]
-        return bool(s["curve_100"].notna().any() or s["at_budget"].notna().any())
+        s = self._study_rows(row)
+        return bool(s[list(LEARNING_COLUMNS)].notna().any().any())
 
     def curve_text(self, s: pd.DataFrame) -> str:
-        """The learning-curve cells of the given studies rows, fold by fold."""
+        """What the learning-curve cells of the given studies rows say, fold by fold."""
         several = self.studies is not None and self.studies["repeat"].nunique() > 1
         parts = []
         for _, r in s.iterrows():
             where = f"outer fold {int(r['outer_fold'])}" + (f" of repeat {int(r['repeat'])}" if several else "")
-            share = "" if math.isnan(num(r["at_budget"])) else f"; share of the bag still improving at the end: {fmt(r['at_budget'])}"
-            parts.append(f"{where}: inner score {fmt(r['curve_25'])}, {fmt(r['curve_50'])} and {fmt(r['curve_100'])} "
-                         f"at 25, 50 and 100 % of its training budget{share}")
+            if not math.isnan(num(r.get("at_budget"))):
+                parts.append(f"{where}: share of the bag still improving when its budget ended {fmt(r['at_budget'])}")
+            else:
+                parts.append(f"{where}: inner score {fmt(r.get('half_budget_score'))} with half of its training "
+                             f"budget (a fit with its own complete schedule) and {fmt(r.get('full_budget_score'))} "
+                             "with all of it, on the same inner fold")
         return "; ".join(parts)
 
     def shortfall(self, row: pd.Series | None, modality: str) -> str:
@@ -164,9 +179,9 @@ class _Run:
         oracle = self.oracle.get(modality)
         if oracle is not None:
             gap = self.gap(row)
-            if gap > UNDERTRAINED_GAP:
+            if gap > UNDERTRAINED_GAP:   # the oracle is the generator's exact posterior, not what a model can see
                 return (f"but it stands {fmt(gap)} AUC below the {modality} oracle ({fmt(oracle['auc'])}), so the "
-                        f"{modality} data hold more than this model learned")
+                        f"generator's {modality} evidence holds more than this model learned")
             return ""
         if not self.still_improving(row).empty:
             return "but it was still improving when its training budget ran out, so it is not what this modality can reach"
@@ -174,9 +189,9 @@ class _Run:
 
     def curve_told(self, row: pd.Series) -> pd.Series:
         """Per ``studies.csv`` row of the candidate: whether its curve can tell (an early-stopping
-        share, or a point at 50 % of the budget; a one-epoch fit without early stopping has neither)."""
-        s = self.studies[self.studies["candidate"].eq(str(row["candidate"]))]
-        return s["at_budget"].notna() | s["curve_50"].notna()
+        share, or a half-budget fit beside the full one; a budget too short to halve has neither)."""
+        s = self._study_rows(row)
+        return s["at_budget"].notna() | (s["half_budget_score"].notna() & s["full_budget_score"].notna())
 
     def improving_note(self, row: pd.Series | None) -> str:
         """``still improving when its training budget ran out in k of n outer folds`` for a candidate
@@ -201,5 +216,5 @@ class _Run:
             return [f"- Whether {name} was still improving is unknown: its training budget was too short for a "
                     "learning curve in some outer fold."]
         return [f"- {name} had levelled off by the end of its training budget in every outer fold (early stopping "
-                f"ended at least half of the bag before its budget, or, without early stopping, the inner score rose "
-                f"by at most {STILL_RISING} from 50 to 100 % of the budget)."]
+                f"ended at least half of the bag before its budget, or, without early stopping, the full budget scored "
+                f"at most {STILL_RISING} above a fit with half of it, each on its own complete schedule)."]

@@ -15,6 +15,11 @@ so their measured fit time already holds their epochs.
 
 Under a profile's successive halving (``pruner``) a network trial is priced at its expected
 share of full training (``pruning.halving_shares``), every trial at the epoch cap.
+
+A network without early stopping that could fire (a CNN, a warm-started fusion network, a
+network whose budget is within its patience) adds one fit at half the budget per unit (the
+learning curve's ``bag._half_budget``: ``half_images`` or ``half_fits``) and its prediction of
+one inner-validation fold.
 """
 
 from __future__ import annotations
@@ -62,10 +67,15 @@ class CandidatePlan:
     @property
     def images_seen(self) -> int:
         """Images seen in training over the whole run (every fit of every unit)."""
-        return self.units * self.inner * sum(self.train_images) + self.units * self.refit_images
+        return self.units * self.inner * sum(self.train_images) + self.units * (self.refit_images + self.half_images)
 
     inner: int = 1
     refit_images: int = 0
+    # per unit: the learning curve's fit at half the budget (``bag._half_budget``) of a network without
+    # early stopping that could fire: images it trains on (CNNs, fusion networks), or its share of a
+    # measured fit (the MLP); its prediction of one inner-validation fold is in ``bag_eval_images``
+    half_images: int = 0
+    half_fits: float = 0.0
 
 
 @dataclass
@@ -96,6 +106,18 @@ def _network_epochs(cand, fam_cls, trials: int, cap: int | None) -> list[int]:
         first = int(cand.start.get(key, high))
         raw = [first] + [high] * (trials - 1)
     return [min(e, cap) if cap else e for e in raw]
+
+
+def _stops_early(cand, fam_cls, epochs: int, warm: bool) -> bool:
+    """Whether a network's early stopping can fire: it has a holdout (not a CNN, not a warm-started
+    fusion network) and a budget of more epochs than its patience (``TorchFamily.fit``)."""
+    from benchmark.candidates.image import TimmCNN
+
+    if warm or issubclass(fam_cls, TimmCNN):
+        return False
+    patience = next((src["patience"] for src in (cand.fixed, cand.start) if "patience" in src),
+                    (fam_cls.defaults or {}).get("patience"))
+    return bool(patience) and epochs > int(patience)
 
 
 def uses_gpu(fam_cls) -> bool:
@@ -142,6 +164,7 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
     from benchmark.candidates.fusion_embed import _EmbedTrees
     from benchmark.candidates.fusion_nets import NeuralFusion
     from benchmark.candidates.torch_family import ImageFamily, TorchFamily
+    from benchmark.run.units import warm_start_role
 
     K, outer = profile.inner_folds, profile.outer_folds
     n_out_train = n_patients * (outer - 1) / outer
@@ -185,13 +208,16 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
         shares: list[float] = []
         if rungs is not None and kind == "table":   # the MLP: its measured fit time, scaled by the expected share
             shares = list(halving_shares(trials, rungs, cap))
+        half_images, half_fits = 0, 0.0
         if kind in ("cnn", "fusion_net"):
-            part = 1 - HOLDOUT if kind == "fusion_net" else 1.0   # fusion nets hold out 15 % to stop early
+            warm = kind == "fusion_net" and warm_start_role(cand) is not None   # no holdout: fusion_nets.fit_parts
+            held = kind == "fusion_net" and not warm
+            part = 1 - HOLDOUT if held else 1.0   # a fusion net from its own init holds out 15 % to stop early
             n_imgs = int(round(n_fit * ipp * part))
             epochs = _network_epochs(searched, fam, trials, profile.epoch_cap(cand.modality, True))
             if profile.max_image_samples:
                 epochs = [max(1, min(e, profile.max_image_samples // max(n_imgs, 1))) for e in epochs]
-            hold = n_fit * ipp * HOLDOUT if kind == "fusion_net" else 0.0
+            hold = n_fit * ipp * HOLDOUT if held else 0.0
             # search: each fit predicts its inner-validation fold (+ its holdout every epoch)
             trial_eval = [int(round(K * (n_valid * ipp + hold * e))) for e in epochs]
             train_images = [e * n_imgs for e in epochs]
@@ -205,16 +231,20 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             if refit:
                 refit_images = int(round(epochs[0] * n_out_train * ipp * part))
                 eval_imgs += n_test * ipp
+            if not _stops_early(searched, fam, epochs[0], warm):   # the half-budget fit, priced at the start's epochs
+                half_images = int(round(0.5 * epochs[0] * n_imgs))
+                eval_imgs += n_valid * ipp + 0.5 * epochs[0] * hold
+        elif kind == "table" and issubclass(fam, TorchFamily):   # the MLP: its measured fit includes its epochs
+            e = _network_epochs(searched, fam, 1, cap)[0]
+            half_fits = 0.0 if _stops_early(searched, fam, e, False) else 0.5
         out.append(CandidatePlan(
             name=cand.name, modality=cand.modality, family=cand.family, kind=kind, arch=arch,
             batch=_batch(cand, fam) if issubclass(fam, TorchFamily) else None, units=n_units, trials=trials,
             fits=trials * K + (1 if refit else 0), train_images=train_images,
             trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
             fit_rows=int(round(n_fit)), epoch_cap=cap, epochs=epochs, inner=K, refit_images=refit_images,
-            on_gpu=uses_gpu(fam), trial_shares=shares,
+            on_gpu=uses_gpu(fam), trial_shares=shares, half_images=half_images, half_fits=half_fits,
             trial_batches=_trial_batches(searched, fam, trials) if kind in ("cnn", "fusion_net") else []))
-    from benchmark.run.units import warm_start_role
-
     image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
     arch_of = {c.name: c.arch for c in out if c.kind == "cnn" and c.arch}
     for c, cand in zip(out, cands):

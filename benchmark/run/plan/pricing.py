@@ -108,7 +108,8 @@ def price(plan: CostPlan, costs: Costs, *, warm_pick=max) -> Priced:
             ev = costs.eval_s[arch] * over
             trial_list = [c.inner * n * t + m * ev + TRIAL_OVERHEAD_S
                           for n, m, t in zip(c.train_images, c.trial_eval_images, tr)]
-            refit_s = c.bag_eval_images * ev + c.refit_images * tr[0]   # the refit priced at the start's batch
+            # the refit and the half-budget fit priced at the start's batch
+            refit_s = c.bag_eval_images * ev + (c.refit_images + c.half_images) * tr[0]
         elif c.kind == "embed":
             fit = costs.fit_s.get(c.name, 0.0)
             trial_list = [c.inner * fit + TRIAL_OVERHEAD_S] * c.trials
@@ -121,7 +122,7 @@ def price(plan: CostPlan, costs: Costs, *, warm_pick=max) -> Priced:
             fit = costs.fit_s.get(c.name, 0.0)
             shares = c.trial_shares or [1.0] * c.trials
             trial_list = [c.inner * fit * f + TRIAL_OVERHEAD_S for f in shares]
-            refit_s = fit if c.fits > c.trials * c.inner else 0.0
+            refit_s = (fit if c.fits > c.trials * c.inner else 0.0) + fit * c.half_fits
         refit_s += UNIT_OVERHEAD_S
         trial_s = sum(trial_list) / max(1, len(trial_list))
         unit = sum(trial_list) + refit_s
