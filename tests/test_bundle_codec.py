@@ -207,18 +207,24 @@ def test_decoding_refuses_a_foreign_class_reached_through_a_package_module(name)
 
 def test_encoding_refuses_a_lambda_in_a_family_attribute_naming_its_path():
     fam = get_family("late_average")(scale="logit")
-    fam.sources_ = ["best_image", "best_register"]
-    fam.extra_ = {"hook": lambda p: p}
-    with pytest.raises(BundleFormatError, match=r"c0\.m1\.extra_\.hook"):
+    fam.sources_ = ["best_image", lambda p: p]
+    with pytest.raises(BundleFormatError, match=r"c0\.m1\.sources_\[1\]"):
         Writer().encode(fam, "c0.m1")
 
 
 def test_encoding_refuses_an_open_file_naming_its_path(tmp_path):
     fam = get_family("late_average")(scale="logit")
     with open(tmp_path / "log.txt", "w") as fh:
-        fam.log_ = [fh]
-        with pytest.raises(BundleFormatError, match=r"c2\.m0\.log_\[0\]"):
+        fam.sources_ = [fh]
+        with pytest.raises(BundleFormatError, match=r"c2\.m0\.sources_\[0\]"):
             Writer().encode(fam, "c2.m0")
+
+
+def test_encoding_refuses_an_attribute_without_a_declared_field_naming_it():
+    fam = get_family("late_average")(scale="logit")
+    fam.sources_, fam.prior_, fam.extra_ = ["best_image"], 0.5, {"hook": 1}
+    with pytest.raises(BundleFormatError, match=r"c0\.m1\.extra_: .*field_specs"):
+        Writer().encode(fam, "c0.m1")
 
 
 @pytest.mark.parametrize("method", ["platt", "temperature", "isotonic", "none"])

@@ -45,6 +45,7 @@ import numpy as np
 
 from benchmark.data.dicom import READER_VERSION, ImageError, max_megapixels, read_image, set_max_megapixels
 from benchmark.errors import UserError
+from benchmark.outputs import private_dir
 from benchmark.paths import cache_dir as default_cache_dir
 
 CACHE_VERSION = "1"   # bump when resizing/quantisation changes
@@ -115,7 +116,7 @@ def load_pixels(paths: list[str], size: int, cache_dir: Path | None = None, *,
     if hit is not None:
         return hit
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)   # decoded patient images: owner-only (benchmark.outputs)
     tag = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp_px = target.with_name(target.name + tag)
     tmp_ids = _ids_file(target).with_name(_ids_file(target).name + tag)

@@ -212,8 +212,10 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
     return Exported(ExportedModel(comps, conformal, threshold, schema, meta), cohort, trainer.oof[name], run_dir)
 
 
-def export(run_dir: Path, candidate: str | None = None, out: Path | None = None, device: str = "auto") -> Path:
-    """Train ``candidate``'s procedure on the run's whole cohort and write the bundle; returns its folder."""
+def export(run_dir: Path, candidate: str | None = None, out: Path | None = None, device: str = "auto",
+           sign: Path | None = None) -> Path:
+    """Train ``candidate``'s procedure on the run's whole cohort and write the bundle (signed with the private
+    key ``sign`` when given); returns its folder."""
     from benchmark.export.bundle import write_bundle
 
     run_dir = Path(run_dir)
@@ -223,7 +225,7 @@ def export(run_dir: Path, candidate: str | None = None, out: Path | None = None,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
     ex = build_export(run_dir, name, device)
-    path = write_bundle(ex.model, out, cohort=ex.cohort, run_dir=run_dir, oof=ex.oof)
+    path = write_bundle(ex.model, out, cohort=ex.cohort, run_dir=run_dir, oof=ex.oof, sign=sign)
     print(f"bundle: {path}  ({time.monotonic() - t0:.0f} s)", flush=True)
     return path
 
@@ -329,11 +331,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default: RUN/bundles/<candidate>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--results", default=None, metavar="DIR", help="where run folders are (default: results/)")
+    p.add_argument("--sign", default=None, metavar="KEY", help="sign the bundle with this private key "
+                                                               "(python -m benchmark keys new DIR makes one)")
 
 
 def command(args: argparse.Namespace) -> int:
     from benchmark.report.html import resolve_run
 
     run_dir = resolve_run(args.run, Path(args.results) if args.results else None)
-    export(run_dir, args.candidate, Path(args.out) if args.out else None, device=args.device)
+    export(run_dir, args.candidate, Path(args.out) if args.out else None, device=args.device,
+           sign=Path(args.sign) if args.sign else None)
     return 0
