@@ -25,8 +25,9 @@ interrupted run leaves no partial cache behind.
 
 Decoding uses a pool of ``workers`` processes (default ``min(2, cpu_count)``) once there
 are at least ``PARALLEL_MIN`` images to decode. Each worker decodes under this process's
-image size limit (``benchmark.data.dicom.set_max_megapixels``, set from the dataset file's
-``images.max_megapixels``), passed along so that it holds with 'spawn' too.
+limits (``benchmark.data.decode_limits``: ``images.max_megapixels``, ``images.max_decode_mb``
+and the dataset's folders), passed along so that they hold with 'spawn' too. Large images
+are box-reduced towards ``size`` right after decoding (``read_image(target=size)``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.dicom import READER_VERSION, ImageError, max_megapixels, read_image, set_max_megapixels
+from benchmark.data.dicom import READER_VERSION, ImageError, decode_limits, read_image, set_decode_limits
 from benchmark.errors import UserError
 from benchmark.outputs import private_dir
 from benchmark.paths import cache_dir as default_cache_dir
@@ -73,8 +74,8 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def decode(path: str, size: int) -> np.ndarray:
-    """One image file -> ``(size, size)`` uint8 (``read_image`` then ``resize_square``)."""
-    return resize_square(read_image(path), size)
+    """One image file -> ``(size, size)`` uint8 (``read_image`` towards ``size``, then ``resize_square``)."""
+    return resize_square(read_image(path, target=size), size)
 
 
 def image_digests(paths: list[str]) -> np.ndarray:
@@ -202,8 +203,8 @@ def _decode_into(arr: np.ndarray, paths: list[str], rows: list[int], size: int, 
         for path, row in zip(paths, rows):
             arr[row] = _decode_or_raise(path, size, row, n_total)
         return
-    limit = max_megapixels()
-    chunks = [(paths[i:i + CHUNK], rows[i:i + CHUNK], size, n_total, limit) for i in range(0, len(paths), CHUNK)]
+    limits = decode_limits()
+    chunks = [(paths[i:i + CHUNK], rows[i:i + CHUNK], size, n_total, limits) for i in range(0, len(paths), CHUNK)]
     with process_pool(workers) as pool:
         for rows_done, block, error in pool.map(_decode_chunk, chunks):
             if error is not None:
@@ -222,9 +223,9 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
 
 
-def _decode_chunk(task: tuple[list[str], list[int], int, int, float]):
-    paths, rows, size, n_total, limit = task
-    set_max_megapixels(limit)  # a spawned worker starts with the default
+def _decode_chunk(task: tuple[list[str], list[int], int, int, object]):
+    paths, rows, size, n_total, limits = task
+    set_decode_limits(limits)  # a spawned worker starts with the defaults
     block = np.empty((len(paths), size, size), dtype=np.uint8)
     try:
         for k, (path, row) in enumerate(zip(paths, rows)):
@@ -236,7 +237,7 @@ def _decode_chunk(task: tuple[list[str], list[int], int, int, float]):
 
 def _decode_or_raise(path: str, size: int, row: int, n_total: int) -> np.ndarray:
     try:
-        return resize_square(read_image(path), size)
+        return decode(path, size)
     except ImageError as exc:
         raise UserError(
             f"image {row + 1} of {n_total} cannot be used: {exc}; "

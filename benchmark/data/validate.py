@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.dataset import Inspection, inspect_dataset
+from benchmark.data.decode_limits import decode_limits
 from benchmark.data.image_cache import process_pool
 from benchmark.data.splits import min_positives, run_folds
 from benchmark.data.tables import SNIFF_BYTES, sniff_separator
@@ -258,22 +259,23 @@ def decode_problems(paths: list[str], locations: list[str], *, workers: int | No
     """Decode every image; one message per image that fails, naming its location."""
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
     if workers == 1 or len(paths) < PARALLEL_MIN:
-        failures = _decode_chunk((0, paths))
+        failures = _decode_chunk((0, paths, decode_limits()))
     else:
-        chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
+        chunks = [(i, paths[i:i + CHUNK], decode_limits()) for i in range(0, len(paths), CHUNK)]
         with process_pool(workers) as pool:
             failures = [f for part in pool.map(_decode_chunk, chunks) for f in part]
     return [f"{locations[i]}: {msg}" for i, msg in failures]
 
 
-def _decode_chunk(task: tuple[int, list[str]]) -> list[tuple[int, str]]:
-    from benchmark.data.dicom import ImageError, read_image
+def _decode_chunk(task: tuple[int, list[str], object]) -> list[tuple[int, str]]:
+    from benchmark.data.dicom import CHECK_SIZE, ImageError, read_image, set_decode_limits
 
-    start, paths = task
+    start, paths, limits = task
+    set_decode_limits(limits)   # a spawned worker starts with the defaults
     out = []
     for k, p in enumerate(paths):
         try:
-            read_image(p)
+            read_image(p, target=CHECK_SIZE)   # as the run decodes: towards the largest profile size
         except ImageError as exc:
             out.append((start + k, str(exc)))
     return out

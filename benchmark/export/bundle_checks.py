@@ -235,7 +235,7 @@ def dry_run(model) -> None:
         prob = table["prob"].to_numpy(dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - whatever the bundle's objects raise, the bundle is at fault
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise BundleFormatError(f"its model does not run on a blank patient ({(lines[0] if lines else type(exc).__name__)[:160]}); "
+        raise BundleFormatError(f"its model does not run on a blank patient ({(lines[0] if lines else 'it failed without a message')[:160]}); "
                                 "the bundle is damaged or was edited") from None
     if not np.all((prob >= 0) & (prob <= 1) | np.isnan(prob)):
         raise BundleFormatError("its model predicts probabilities outside [0, 1]; the bundle is damaged or was edited")

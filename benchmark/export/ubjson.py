@@ -140,7 +140,7 @@ def parse(data: bytes, what: str):
     except (struct.error, UnicodeDecodeError, ValueError) as exc:
         if isinstance(exc, BundleFormatError):
             raise
-        raise r.fail(type(exc).__name__) from None
+        raise r.fail("malformed data") from None
     if r.pos != len(r.data):
         raise r.fail("bytes after the end of the model")
     return value
