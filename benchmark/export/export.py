@@ -19,8 +19,9 @@ seed, calibration and metric) once more, to the whole cohort:
    profile's ``warm_start_source`` names) is trained first for its weights, as in the run;
    the bundle keeps it only when the fusion also consumes it.
 
-The run's nested-CV figures are the performance claim for this procedure; the bundle's
-model card says so. The bundle is written by ``benchmark.export.bundle``.
+Categorical levels seen in fewer than 5 patients are pooled into ``other`` first
+(``schema.pool_rare_levels``), so that no rare level reaches the bundle. The run's nested-CV
+figures are the performance claim for this procedure; the bundle's model card says so. The bundle is written by ``benchmark.export.bundle``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from benchmark.errors import UserError
 from benchmark.evaluate.conformal import fit_thresholds
 from benchmark.evaluate.metrics import threshold_at_spec
 from benchmark.export.model import LEVELS, Component, ExportedModel
-from benchmark.export.schema import schema_of
+from benchmark.export.schema import pool_rare_levels, schema_of
 from benchmark.protocol import ROLES
 from benchmark.run_folder import RunConfig, RunDir, versions
 from benchmark.run_plan import warm_start_role
@@ -177,6 +178,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
     if cohort.fingerprint != man["dataset"]["fingerprint"]:
         raise UserError(f"{cfg.data}: the dataset changed since run {run_dir.name} (fingerprint differs); "
                         "export needs the run's data")
+    cohort = pool_rare_levels(cohort)   # no level of fewer than 5 patients goes into the bundle
     order = _order(name, allc, run_dir)
     kept = _kept(name, order)
     warm_only = [n for n, _, _ in order if n not in kept]
