@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from benchmark.candidates.family_source import allow_family_folder
 from benchmark.errors import UserError, yaml_problem
 from benchmark.protocol import MODALITIES, ROLES
 from benchmark.search.pruning import parse_pruner
@@ -333,6 +334,7 @@ def _check_params(path: Path, family_cls, fixed: dict, space: dict) -> None:
 def load_candidate(path: str | Path, raw: dict[str, tuple[Path, dict]] | None = None) -> Candidate:
     """Read and validate one candidate file (``raw``: the other candidates' files, for ``extends``)."""
     path = Path(path)
+    allow_family_folder(path.parent)   # the folder of a candidate file named on its own counts as a --spaces folder
     data = _read_candidate(path)
     if "extends" in data:
         raw = dict(raw if raw is not None else _raw_candidates(_dirs([path.parent])))
@@ -389,6 +391,7 @@ def _dirs(extra: list[str | Path] | None) -> list[Path]:
         d = Path(d)
         if not d.is_dir():
             raise UserError(f"--spaces {d}: not a folder; give a folder of candidate YAML files")
+        allow_family_folder(d)   # its modules may be named as families (benchmark.candidates.family_source)
         dirs.append(d)
     return dirs
 
