@@ -32,11 +32,12 @@ import contextlib
 import contextvars
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from benchmark.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _BUNDLE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("bundle_weights_only", default=False)
@@ -111,11 +112,13 @@ def _no_files_from_bundles(what: Any) -> None:
                         "only the bundle's own weights, so the bundle is refused")
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, "torch.Tensor"]:
     """The state dict in a weights file: ``.safetensors`` with safetensors, anything else with
     ``torch.load(weights_only=True)``; a training checkpoint's ``state_dict`` / ``model`` (EMA first)
     and DDP / ``torch.compile`` prefixes are unwrapped as timm does."""
     import argparse
+
+    import torch
 
     _no_files_from_bundles(path)
     path = Path(path)

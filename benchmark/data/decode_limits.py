@@ -26,7 +26,9 @@ from benchmark.errors import UserError
 DEFAULT_MAX_MEGAPIXELS = 100.0
 DEFAULT_MAX_DECODE_MB = 640.0
 REDUCING_GAP = 3.0        # as image_cache.resize_square asks Pillow: box-reduce while >= 3x the target
-PIPELINE_BYTES = 20       # bytes per (reduced) pixel of the grey pipeline: float32 image, window, percentiles
+PIPELINE_BYTES = 32       # bytes per (reduced) grey pixel of the pipeline: float64 image, window, percentiles (measured
+                          # 19-31 with benchmark.tools.hostile_inputs' images); colour images count double
+OVERHEAD_BYTES = 16 << 20  # decoders' own buffers (a JPEG's MCU rows, PNG lines, codec state)
 CHECK_SIZE = 512          # the target size ``validate`` decodes towards (no profile uses more)
 
 
@@ -99,12 +101,12 @@ def reduction(width: int, height: int, target: int | None) -> int:
 
 
 def decode_peak_bytes(width: int, height: int, *, decoder_bytes_per_px: float, held_bytes: int = 0,
-                      target: int | None = None) -> int:
+                      target: int | None = None, colour: bool = False) -> int:
     """Estimated peak memory of decoding one image: ``held_bytes`` (e.g. the file's pixel data in memory), the
     decoder's full-resolution buffers (``decoder_bytes_per_px``), and the grey pipeline on the reduced image."""
     px = max(width, 0) * max(height, 0)
     f = reduction(width, height, target)
-    return int(held_bytes + px * decoder_bytes_per_px + PIPELINE_BYTES * px / (f * f))
+    return int(OVERHEAD_BYTES + held_bytes + px * decoder_bytes_per_px + PIPELINE_BYTES * (1 + colour) * px / (f * f))
 
 
 def check_decode_memory(peak: int, width: int, height: int, what: str) -> None:

@@ -122,9 +122,13 @@ def check_frame(ds, fh, held_bytes: int, target: int | None) -> None:
                              "it was not decoded (the file is damaged or crafted)")
         if info.precision > 16:
             raise ImageError(f"the {info.kind} stream declares {info.precision}-bit samples; at most 16 are read")
-    per_px = {"JPEG2000": 4 * spp + out, "JPEGLS": 2 * out, "JPEG": 2 * out, "RLE": 2 * out}.get(family, 2 * out)
+    per_px = {"JPEG2000": 4 * spp + out + 1, "JPEGLS": 2 * out, "JPEG": 2 * out, "RLE": 2 * out}.get(family, 2 * out)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    colour = spp > 1 or photometric == "PALETTE COLOR"
     if photometric.startswith("YBR") or photometric == "PALETTE COLOR":
         per_px += 3 * 8                                  # colour conversion works in wider types
-    peak = decode_peak_bytes(cols, rows, decoder_bytes_per_px=per_px, held_bytes=held_bytes, target=target)
+    elif colour:
+        per_px += 8
+    peak = decode_peak_bytes(cols, rows, decoder_bytes_per_px=per_px, held_bytes=held_bytes, target=target,
+                             colour=colour)
     check_decode_memory(peak, cols, rows, getattr(ts, "name", None) or "uncompressed DICOM")

@@ -14,17 +14,24 @@ import numpy as np
 _PERCENTILES = (0.5, 99.5)
 
 
-def box_reduce(arr: np.ndarray, f: int) -> np.ndarray:
+def box_reduce(arr, f: int) -> np.ndarray:
     """The mean of each ``f`` x ``f`` block of ``arr`` (the last, partial blocks over the pixels they have), as
-    Pillow's ``Image.reduce``; ``arr`` unchanged when ``f`` is 1. Sums block rows first, so the float array it
-    makes is ``1 / f`` of the input's pixels at most."""
+    Pillow's ``Image.reduce``; ``arr`` unchanged when ``f`` is 1. ``arr``: a (h, w[, c]) array, or a Pillow
+    image (read in strips of rows, so no full-size array of it is made). Works through strips of rows, so the
+    float64 copies it makes are a few megabytes, never the full image's."""
     if f <= 1:
-        return arr
-    h, w = arr.shape[:2]
-    rows, cols = np.arange(0, h, f), np.arange(0, w, f)
-    out = np.add.reduceat(arr, rows, axis=0, dtype=np.float64)
-    out = np.add.reduceat(out, cols, axis=1)
-    n_r, n_c = np.diff(np.append(rows, h)), np.diff(np.append(cols, w))
+        return arr if not hasattr(arr, "getbands") else np.asarray(arr)
+    pil = hasattr(arr, "getbands")
+    w, h = arr.size if pil else (arr.shape[1], arr.shape[0])
+    step = f * max(1, (8 << 20) // max(1, 8 * w * f))   # rows per strip: about 8 MB of float64
+    cols = np.arange(0, w, f)
+    parts = []
+    for y0 in range(0, h, step):
+        strip = np.asarray(arr.crop((0, y0, w, min(h, y0 + step)))) if pil else arr[y0:y0 + step]
+        rows = np.add.reduceat(strip, np.arange(0, len(strip), f), axis=0, dtype=np.float64)
+        parts.append(np.add.reduceat(rows, cols, axis=1))
+    out = np.concatenate(parts)
+    n_r, n_c = np.diff(np.append(np.arange(0, h, f), h)), np.diff(np.append(cols, w))
     counts = np.outer(n_r, n_c).astype(np.float64)
     return out / (counts[..., None] if out.ndim == 3 else counts)
 

@@ -93,7 +93,7 @@ def identifier_reason(s: pd.Series, col: str) -> str | None:
             return "its cells look like personal identity numbers"
         if cells.str.contains("@", regex=False).mean() >= MOSTLY and share_matching(cells, _EMAIL) >= MOSTLY:
             return "its cells look like e-mail addresses"
-        if share_matching(cells, DATE) >= MOSTLY:
+        if share_matching(cells, DATE) >= MOSTLY and not cells.str.fullmatch(r"\d+").all():
             return None  # dates: _feature says they are not features (a date of birth is caught by its name)
         if share_matching(cells, _PHONE) >= MOSTLY:
             return "its cells look like phone numbers"

@@ -12,7 +12,7 @@ decoded at a reduced DCT scale (Pillow's ``draft``, 1/2 to 1/8) and any image is
 (``Image.reduce``, the factor Pillow's resize would use) before it becomes a float array,
 so a 100-megapixel PNG costs its decoded buffer plus a small float image, never a
 full-resolution float array. 16-bit data, which ``reduce`` does not take, is box-reduced
-in NumPy from its 2-byte array.
+in NumPy strip by strip (``grey.box_reduce``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from benchmark.data.grey import box_reduce, percentile_window
 
 _PIL_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 _SIXTEEN = ("I;16", "I;16B", "I;16L", "I;16N")
-_BYTES_PER_PX = {"1": 1, "L": 1, "P": 1, **{m: 2 for m in _SIXTEEN}}   # Pillow's buffer; 4 for the rest
+_BYTES_PER_PX = {"1": 1.25, "L": 1.25, "P": 1.25, **{m: 3 for m in _SIXTEEN}}   # Pillow's buffer, measured; 4.5 for the rest
 
 
 def _draft_scale(width: int, height: int, target: int | None) -> int:
@@ -75,9 +75,9 @@ def pillow_peak_bytes(im, target: int | None, *, exif: bool = True) -> int:
     """Estimated peak memory of ``read_pillow`` for the opened (not yet loaded) ``im``."""
     w, h = im.size
     scale = _draft_scale(w, h, target) if im.format == "JPEG" else 1
-    per_px = _BYTES_PER_PX.get(im.mode, 4)
-    if im.mode in _SIXTEEN:
-        per_px += 2                      # the uint16 array box_reduce reads
+    per_px = _BYTES_PER_PX.get(im.mode, 4.5)
+    if im.mode in _SIXTEEN and not reduction(w, h, target) > 1:
+        per_px += 2                      # the full uint16 array (reduced images are read in strips)
     if im.mode in ("1", "P"):
         per_px += 4                      # converted before reducing
     try:
@@ -100,13 +100,13 @@ def read_pillow(fh, target: int | None = None) -> np.ndarray:
                 scale = _draft_scale(*im.size, target)
                 if scale > 1:
                     im.draft(im.mode, (im.size[0] // scale, im.size[1] // scale))
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)   # (not in place it copies even an upright image)
             im.load()
             if im.mode in ("1", "P"):
                 im = im.convert("RGBA" if im.mode == "P" and "transparency" in im.info else "L")
             f = reduction(*im.size, target)
-            if im.mode in _SIXTEEN:
-                return percentile_window(box_reduce(np.asarray(im), f))
+            if im.mode in _SIXTEEN:   # Image.reduce takes no 16-bit data: reduced here, strip by strip
+                return percentile_window(box_reduce(im, f).astype(np.float64, copy=False))
             if f > 1:
                 im = im.reduce(f)
             if im.mode in ("I", "F"):

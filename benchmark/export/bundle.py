@@ -130,7 +130,7 @@ def load_model(path: str | Path, device: str = "cpu", *, trust: list[str] | None
         >>> m = load_model("results/run-1/bundles/late_stacking")         # doctest: +SKIP
         >>> m.predict("new-hospital.yaml").head()                         # doctest: +SKIP
     """
-    from benchmark.candidates.backbones import bundle_weights_only
+    from benchmark.candidates.weights import bundle_weights_only
     from benchmark.export.bundle_checks import check_cv_figures, check_meta, check_schema, decode_components, dry_run
     from benchmark.export.bundle_files import SIGNATURE, read_bundle
     from benchmark.export.safe_json import loads

@@ -148,8 +148,9 @@ _COMPONENT = {"name", "family", "modality", "sources", "image_size", "r", "mu", 
 
 def decode_components(tree, reader) -> tuple[list, dict, float]:
     """(components, conformal thresholds, decision threshold) of model.json, each field checked."""
-    from benchmark.candidates.base import family_names, get_family
-    from benchmark.export.codec import _class_name_of
+    from benchmark.candidates.base import Family
+    from benchmark.export.codec import class_of
+    from benchmark.export.field_specs import CLASSES
     from benchmark.export.model import Component
     from benchmark.protocol import MODALITIES
 
@@ -162,9 +163,14 @@ def decode_components(tree, reader) -> tuple[list, dict, float]:
         where = f"model.json: components[{i}]"
         _dict(node, _COMPONENT, where, _COMPONENT - {"full"})
         name = Str(NAME, pattern=r"[A-Za-z0-9_.\-]+").read(reader, node["name"], f"{where}.name")
-        family = Str(64, choices=tuple(family_names())).read(reader, node["family"], f"{where}.family")
+        family = Str(64, pattern=r"[a-z0-9_]+").read(reader, node["family"], f"{where}.family")
         modality = Str(16, choices=tuple(MODALITIES)).read(reader, node["modality"], f"{where}.modality")
-        fam = get_family(family)
+        # the family's class: the one its first member names, if listed (only that module is imported)
+        first = node["members"][0] if isinstance(node["members"], list) and node["members"] else None
+        cls_name = first.get("__object__") if isinstance(first, dict) else None
+        fam = class_of(cls_name) if cls_name in CLASSES else None
+        if fam is None or not issubclass(fam, Family) or fam.family_name != family:
+            raise BundleFormatError(f"{where}.members[0]: {str(cls_name)[:80]!r} is not a model of family {family!r}")
         size = NoneOr(Int(8, MAX_IMAGE_SIZE)).read(reader, node["image_size"], f"{where}.image_size")
         if (size is not None) != bool(fam.uses_images):
             raise BundleFormatError(f"{where}.image_size: {size!r} for family {family}, which "
@@ -179,7 +185,7 @@ def decode_components(tree, reader) -> tuple[list, dict, float]:
                 raise BundleFormatError(f"{where}.sources.{role[:40]}: {str(src)[:40]!r} is not an earlier component")
         if name in earlier:
             raise BundleFormatError(f"{where}.name: {name!r} is used twice")
-        member = Obj(_class_name_of(fam))
+        member = Obj(cls_name)
         members = List(member, MAX_MEMBERS).read(reader, node["members"], f"{where}.members")
         if not members:
             raise BundleFormatError(f"{where}.members: no member")

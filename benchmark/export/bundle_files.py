@@ -95,9 +95,9 @@ def _read(rel: str, root_fd: int, path: Path, limit: int) -> bytes:
         if st.st_size > limit:
             raise UserError(f"{path}: {rel} is {st.st_size:,} bytes, above the limit of {limit:,} "
                             "(AFF_BENCHMARK_MAX_BUNDLE_MB raises it for a genuine large model)")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise UserError(f"{path}: {rel} grew while it was read; the bundle is refused")
+        data = fh.read(st.st_size + 1)   # never more than the file holds (read() sets aside what it is asked)
+    if len(data) != st.st_size:
+        raise UserError(f"{path}: {rel} changed while it was read; the bundle is refused")
     return data
 
 

@@ -244,7 +244,7 @@ class Reader:
         if spec is None:
             raise BundleFormatError(f"{where}: the model tree names class {str(name)[:80]!r}; a bundle may hold only "
                                     "the classes listed in benchmark/export/field_specs.py")
-        cls = _import(name)
+        cls = class_of(name)
         state = node["state"]
         if node_kind(state) != "__map__" or len(state) != 1 or not isinstance(state["__map__"], dict):
             raise BundleFormatError(f"{where}: the state of {name} is {describe(state)}, not a map of fields")
@@ -287,7 +287,7 @@ class Reader:
         return obj
 
 
-def _import(name: str) -> type:
+def class_of(name: str) -> type:
     """The class of a name listed in ``field_specs.CLASSES`` (never a name taken from elsewhere)."""
     mod_name, _, qual = name.partition(":")
     try:
