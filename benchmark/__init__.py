@@ -17,13 +17,13 @@ if "OMP_WAIT_POLICY" not in _os.environ:
 __version__ = "0.1.0"
 
 
-def load_model(path, device: str = "cpu"):
+def load_model(path, device: str = "cpu", *, trust=None):
     """The exported model in a bundle folder (``python -m benchmark export``); see ``benchmark.export``.
 
         from benchmark import load_model
-        m = load_model("results/<run>/bundles/late_stacking")
+        m = load_model("results/<run>/bundles/late_stacking", trust=["site-a.pub"])   # trust: optional
         table = m.predict("new-hospital.yaml")       # or a Cohort from benchmark.data.dataset.load_dataset
     """
     from benchmark.export.bundle import load_model as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, trust=trust)

@@ -281,7 +281,7 @@ class Pairs(Field):
         return out
 
 
-_TEXT_DTYPE = re.compile(r"O|<U(\d{1,5})|\|S(\d{1,5})")
+_TEXT_DTYPE = re.compile(r"O|<U(\d{1,12})|\|S(\d{1,12})")
 
 
 class Array(Field):

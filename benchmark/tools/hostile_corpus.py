@@ -173,8 +173,8 @@ def bundle_cases(root: Path, bundles: dict[str, Path]) -> list[Case]:
     add("hook-skipped-pickle", "embed", "state 'bundle_restore': null and pretrained_ naming a .pth whose pickle "
         "runs code", edit_tree(hook_off(evil)), kind="predict", marker=marker)
     add("list-array-huge-dtype", "logreg", "a __list_array__ of dtype <U500000000",
-        edit_tree(lambda t: member(t)["pre_"]["state"]["__map__"].update(
-            columns_=[], feature_names={"__list_array__": ["a"], "shape": [1], "dtype": "<U500000000"})))
+        edit_tree(lambda t: member(t)["model_"]["state"]["__map__"].update(
+            feature_names_in_={"__list_array__": ["a"], "shape": [1], "dtype": "<U500000000"})))
     add("mlp-hidden-16000", "mlp", "an MLP whose settings say hidden: 16000",
         edit_tree(lambda t: (params(t).update(hidden=16000), member(t).update(hidden_=16000))))
     add("mlp-hidden-4000-weights-mismatch", "mlp", "an MLP whose settings (hidden 4000) differ from its weights",
