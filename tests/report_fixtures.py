@@ -26,7 +26,8 @@ import pandas as pd
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from benchmark.evaluate.compare import HIGHER_IS_BETTER, TEST_OF, holm
+from benchmark.evaluate.compare import TEST_OF
+from benchmark.evaluate.paired_tests import HIGHER_IS_BETTER, holm
 from benchmark.evaluate.leaderboard import METRICS as LEADERBOARD_METRICS
 from benchmark.evaluate.uncertainty import add_uncertainty, binary_entropy
 from benchmark.protocol import ORACLE_OF

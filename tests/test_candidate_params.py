@@ -7,7 +7,8 @@ import yaml
 
 from benchmark.candidates.base import family_names, get_family
 from benchmark.errors import UserError
-from benchmark.search.spaces import BUILTIN_DIR, load_candidate, load_candidates
+from benchmark.search.files import BUILTIN_DIR
+from benchmark.search.spaces import load_candidate, load_candidates
 
 # One built-in candidate per family: its file is the template the misspellings go into.
 BUILTIN = {c.family: c for c in load_candidates().values()}

@@ -7,9 +7,9 @@ import pytest
 from scipy.special import expit
 
 from benchmark.evaluate import weighted as wt
-from benchmark.evaluate.compare import (
-    ALPHA, COMPARISON_COLUMNS, HIGHER_IS_BETTER, MARGINS, TEST_BOOTSTRAP, TEST_DELONG, VERDICTS,
-    compare_candidates, delong_auc_variance, delong_roc_test, holm, noninferior, verdict, z_test,
+from benchmark.evaluate.compare import COMPARISON_COLUMNS, MARGINS, TEST_BOOTSTRAP, TEST_DELONG, compare_candidates
+from benchmark.evaluate.paired_tests import (
+    ALPHA, HIGHER_IS_BETTER, VERDICTS, delong_auc_variance, delong_roc_test, holm, noninferior, verdict, z_test,
 )
 from benchmark.evaluate.leaderboard import build_leaderboard
 
@@ -62,7 +62,7 @@ def test_holm_hand_computed():
 
 
 def test_z_test_has_no_floor_and_its_interval_agrees_with_its_p_value():
-    p, lo, hi, z = z_test(-0.011, 0.0018)  # the Brier case of issue 10
+    p, lo, hi, z = z_test(-0.011, 0.0018)  # a clear Brier difference (the case below)
     assert p < 1e-6 and lo == pytest.approx(-0.011 - 1.959964 * 0.0018) and hi < 0
     for diff, se in [(0.01, 0.005), (0.01, 0.0051), (-0.03, 0.1)]:
         p, lo, hi, _ = z_test(diff, se)
@@ -155,9 +155,9 @@ def _rows(cmp, cand, ref, metric):
 
 
 def test_clear_brier_difference_with_500_resamples_is_significant_after_holm():
-    # issue 10: "Brier difference -0.011 [-0.015, -0.008], Holm-adjusted p = 0.100" next to
-    # candidate_better. A percentile-count p-value cannot go below 2 / 501, so Holm over the
-    # table's rows pushed every bootstrap row above 0.05.
+    # "Brier difference -0.011 [-0.015, -0.008], Holm-adjusted p = 0.100" must not sit next to
+    # candidate_better: a percentile-count p-value cannot go below 2 / 501, so Holm over the
+    # table's rows would push every bootstrap row above 0.05.
     spec = {"fus": ("late_average", "fusion", 2.0), "img": ("timm_cnn", "image", 0.8),
             "reg": ("xgboost", "register", 0.8), "mlp": ("mlp", "register", 0.8)}
     pred = _fabricate({k: v for k, v in spec.items()}, n=300)

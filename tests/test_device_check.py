@@ -1,5 +1,5 @@
 """benchmark/tools/device_check.sh without a GPU: its mechanics (named steps, the deadline, the
-packed outputs), so the one prepared command of a GPU session does not fail on a typo."""
+packed outputs), so a GPU run of it cannot fail on a typo."""
 
 from __future__ import annotations
 

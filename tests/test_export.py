@@ -17,7 +17,7 @@ from benchmark.errors import UserError
 from benchmark.export.bundle import write_bundle
 from benchmark.export.export import build_export, default_candidate
 from benchmark.export.schema import SchemaWarning, load_for_prediction
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import LATE, TINY_CNN, write_register_dataset, write_spaces
 
 STACK = """

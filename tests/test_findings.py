@@ -550,7 +550,7 @@ def test_failed_candidate_reason_is_shown_without_dataset_path(make_run):
 
 
 def test_per_modality_budgets_read_as_words_and_the_smallest_counts():
-    from benchmark.report.findings import _profile
+    from benchmark.report.findings.assemble import _profile
 
     manifest = {"profile": {"name": "mine", "outer_folds": 5, "inner_folds": 3, "image_size": 224,
                             "n_trials": {"register": 30, "image": 10, "fusion": 10},

@@ -93,7 +93,7 @@ def test_neural_fusion_beats_each_single_modality_input(name):
 
 def test_auxiliary_loss_is_left_once_for_the_loop_to_add():
     from benchmark.candidates.backbones import TabularNet
-    from benchmark.candidates.fusion_nets import ConcatNet, _backbone
+    from benchmark.candidates.fusion_modules import ConcatNet, _backbone
 
     torch.manual_seed(0)
     net = ConcatNet(_backbone("test_resnet", None, 0.0, 0), TabularNet(2, [], hidden=8, n_layers=1, dropout=0.0,
@@ -119,7 +119,7 @@ def test_auxiliary_loss_is_left_once_for_the_loop_to_add():
 
 
 def test_film_starts_as_the_identity_and_names_a_missing_stage():
-    from benchmark.candidates.fusion_nets import FiLMNet, _backbone
+    from benchmark.candidates.fusion_modules import FiLMNet, _backbone
     from benchmark.candidates.backbones import TabularNet
 
     torch.manual_seed(0)

@@ -93,7 +93,7 @@ def test_levels_of_fewer_than_five_patients_become_other(tiny_dataset):
 
 def test_an_exported_bundle_holds_no_level_seen_in_fewer_than_five_patients(tmp_path):
     from benchmark.export.export import export
-    from benchmark.runner import RunConfig, run
+    from benchmark.run.runner import RunConfig, run
     from runner_helpers import write_register_dataset, write_spaces
 
     data = write_register_dataset(tmp_path / "d", n=120, n_pos=30)

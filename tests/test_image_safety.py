@@ -1,8 +1,8 @@
-"""Image safety (issue 11): paths stay inside the dataset, and decoding is bounded by the declared size.
+"""Image safety: paths stay inside the dataset, and decoding is bounded by the declared size.
 
 The bomb files are crafted small: a PNG header declaring a huge image, and a deflated DICOM
 whose header declares 16000 x 16000 pixels. ``make_deflated_dicom`` / ``make_png_header``
-can also write the full-size bombs for a memory measurement (see the report of issue 11).
+can also write the full-size bombs, to measure the memory a decoder would take.
 """
 
 from __future__ import annotations

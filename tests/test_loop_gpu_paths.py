@@ -17,10 +17,11 @@ from benchmark.candidates import torch_train
 from benchmark.candidates.backbones import TabularNet, build_timm_model
 from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.batches import BatchSource
-from benchmark.candidates.fusion_nets import AttentionNet, ConcatNet, FiLMNet, GatedNet, _backbone, probe_backbone
+from benchmark.candidates.fusion_modules import AttentionNet, ConcatNet, FiLMNet, GatedNet, _backbone, probe_backbone
 from benchmark.candidates.image import ImageNet
 from benchmark.candidates.mlp import RegisterNet
-from benchmark.candidates.torch_train import TrainConfig, configure_determinism, train_model
+from benchmark.candidates.torch_device import configure_determinism
+from benchmark.candidates.torch_train import TrainConfig, train_model
 
 NETS = {"joint_concat": ConcatNet, "gated": GatedNet, "film": FiLMNet, "attention": AttentionNet}
 N_NUMERIC, CARDS = 3, [4]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import LATE, TINY_CNN, write_spaces
 
 NAME = "Lindqvist"

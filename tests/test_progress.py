@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.progress import Progress
+from benchmark.run.progress import Progress
 
 
 class Clock:
@@ -216,8 +216,8 @@ def test_say_prints_one_line_with_the_eta(capsys):
 def test_with_a_schedule_the_tail_of_waiting_units_shows_in_the_estimate():
     """Two workers, a and b (10 s each) ready, c (100 s) waits for a: the run needs 110 s of
     wall, not (10 + 10 + 100) / 2 = 60 s, and the estimate with the plan's schedule says so."""
-    from benchmark.plan import makespan
-    from benchmark.run_plan import WorkUnit
+    from benchmark.run.plan.schedule import makespan
+    from benchmark.run.units import WorkUnit
 
     class _C:   # the least a WorkUnit's candidate needs here
         def __init__(self, name):
@@ -246,7 +246,7 @@ def test_with_a_schedule_the_tail_of_waiting_units_shows_in_the_estimate():
 
 
 def test_rescale_changes_a_unit_not_begun_and_nothing_else():
-    from benchmark.progress import Progress
+    from benchmark.run.progress import Progress
 
     p = Progress(2, costs={"a": (10.0, 1, 0.0), "b": (10.0, 1, 2.0)}, clock=lambda: 0.0)
     p.rescale("b", 2.0)

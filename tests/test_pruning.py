@@ -14,7 +14,8 @@ from benchmark.candidates.torch_family import TorchFamily
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
 from benchmark.search import pruning as P
-from benchmark.search.spaces import get_profile, load_candidates
+from benchmark.search.profiles import get_profile
+from benchmark.search.spaces import load_candidates
 from benchmark.search.study import run_study
 from tabular_helpers import make_part, unlabelled
 
@@ -150,7 +151,7 @@ def test_a_run_and_its_export_under_halving_keep_the_epochs_at_the_cap(tiny_data
     from pathlib import Path
 
     from benchmark.export.export import export
-    from benchmark.runner import RunConfig, run
+    from benchmark.run.runner import RunConfig, run
     from runner_helpers import PROFILE_YAML, TINY_CNN, write_spaces
 
     ds = tiny_dataset(n_pos=10, n_neg=14)

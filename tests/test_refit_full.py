@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset import load_dataset
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import write_register_dataset, write_spaces
 
 
@@ -92,7 +92,7 @@ def test_refit_full_by_modality_refits_only_the_modalities_it_names(tmp_path, mo
     import pytest
 
     from benchmark.errors import UserError
-    from benchmark.search.spaces import get_profile
+    from benchmark.search.profiles import get_profile
 
     data = write_register_dataset(tmp_path / "d", n=150, n_pos=30)
     log = tmp_path / "probe.jsonl"

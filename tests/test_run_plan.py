@@ -8,8 +8,8 @@ from benchmark.candidates.fusion_inputs import (UpstreamColumn, embedding_column
                                                 upstream_sources)
 from benchmark.data.cohort import PatientData
 from benchmark.data.splits import outer_folds
-from benchmark.run_folder import RunConfig
-from benchmark.run_plan import build_plan, resolve_candidates
+from benchmark.run.folder import RunConfig
+from benchmark.run.units import build_plan, resolve_candidates
 
 
 def test_plan_is_one_unit_per_candidate_and_fold_and_consumers_come_after_what_they_need():

@@ -17,7 +17,7 @@ import pytest
 from benchmark.cli import main
 from benchmark.data.dataset import load_dataset
 from benchmark.errors import UserError
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import PROBE_YAML, write_register_dataset, write_spaces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def test_unknown_suite_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("stop", [RuntimeError("disk full\nsecond line"), KeyboardInterrupt()])
 def test_a_run_that_stops_leaves_a_failed_manifest_with_the_reason(tmp_path, monkeypatch, stop):
-    from benchmark.fold_runner import FoldRunner
+    from benchmark.run.fold_runner import FoldRunner
 
     calls = {"n": 0}
     real = FoldRunner.run_unit

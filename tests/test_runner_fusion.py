@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import write_spaces
 
 CNN = """

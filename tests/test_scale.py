@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("ray")
 
 from benchmark.errors import UserError  # noqa: E402
-from benchmark.runner import RunConfig, run  # noqa: E402
+from benchmark.run.runner import RunConfig, run  # noqa: E402
 from runner_helpers import LATE, PROBE_YAML, TINY_CNN, write_register_dataset, write_spaces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import write_register_dataset, write_spaces
 
 

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.search.spaces import get_profile, load_candidate, load_candidates, load_profiles, load_suites, suite_members
+from benchmark.search.profiles import get_profile, load_profiles
+from benchmark.search.spaces import load_candidate, load_candidates, load_suites, suite_members
 
 
 def _write(tmp_path: Path, text: str, name: str = "cand.yaml") -> Path:

@@ -30,7 +30,8 @@ from benchmark.errors import UserError
 from benchmark.search import storage as storage_mod
 from benchmark.search.storage import (dashboard_storage, normalise_url, open_storage, redact,
                                       uses_concurrent_writers_safely)
-from benchmark.search.study import INTERRUPTED, _interrupted, run_study, study_name, trials_frame
+from benchmark.search.study import run_study
+from benchmark.search.trials import INTERRUPTED, _interrupted, study_name, trials_frame
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")   # heartbeats, fail_stale_trials
 

@@ -13,8 +13,9 @@ import pytest
 from benchmark.candidates.base import TrialContext
 from benchmark.data.splits import Fold
 from benchmark.search import study as study_mod
-from benchmark.search.spaces import get_profile
-from benchmark.search.study import INTERRUPTED, parse_study_name, run_study, study_name, trials_frame
+from benchmark.search.profiles import get_profile
+from benchmark.search.study import run_study
+from benchmark.search.trials import INTERRUPTED, parse_study_name, study_name, trials_frame
 
 RNG = np.random.default_rng(0)
 Y = np.array([0, 1] * 20)

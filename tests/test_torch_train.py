@@ -10,6 +10,7 @@ import torch.nn as nn
 from benchmark.candidates.augment import augment_batch
 from benchmark.candidates.base import TrialContext
 from benchmark.candidates.batches import BatchSource, in_background
+from benchmark.candidates.torch_device import resolve_device, run_with_oom_retry
 from benchmark.candidates.torch_train import (
     NonFiniteLoss,
     TrainConfig,
@@ -18,8 +19,6 @@ from benchmark.candidates.torch_train import (
     make_optimizer,
     make_scheduler,
     predict_outputs,
-    resolve_device,
-    run_with_oom_retry,
     train_model,
 )
 from benchmark.errors import UserError
@@ -105,7 +104,7 @@ def test_same_seed_trains_the_same_model_twice_on_cpu():
 
 
 def test_oom_retry_halves_the_batch_until_it_fits_and_notes_each_step(monkeypatch):
-    import benchmark.candidates.torch_train as tt
+    import benchmark.candidates.torch_device as tt
 
     freed = []
     monkeypatch.setattr(tt, "free_memory", lambda: freed.append(1))

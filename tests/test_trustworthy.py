@@ -1,4 +1,4 @@
-"""Issue 10, runner side: what biased the findings by construction, each pinned by a test.
+"""Trustworthy findings, runner side: what would bias them by construction, each pinned by a test.
 
 - the fold that scores a trial is never handed to a fit (early stopping, epochs and rounds
   come from the fit's own training part);
@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from benchmark.candidates.calibration import Calibrator, bag_prediction, member_scale_ratio
 from benchmark.evaluate.uncertainty import add_uncertainty
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import PROBE_YAML, write_register_dataset, write_spaces
 
 LATE = """

@@ -11,7 +11,8 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from benchmark.evaluate import conformal as C
-from benchmark.report.validation import CSV_COLUMNS, validation_figures, write_validation
+from benchmark.report.validation import validation_figures
+from benchmark.report.validation_page import CSV_COLUMNS, write_validation
 
 LEVELS = {"90": [0.6, 0.7], "95": [0.8, float("inf")]}
 

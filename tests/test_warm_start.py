@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.runner import RunConfig, run
+from benchmark.run.runner import RunConfig, run
 from runner_helpers import write_spaces
 
 SOURCE = """
@@ -76,8 +76,8 @@ def test_a_profiles_warm_start_source_names_the_image_candidate_every_fold_start
 
     from benchmark.data.splits import outer_folds
     from benchmark.errors import UserError
-    from benchmark.run_plan import build_plan, resolve_candidates
-    from benchmark.search.spaces import get_profile
+    from benchmark.run.units import build_plan, resolve_candidates
+    from benchmark.search.profiles import get_profile
 
     ds = tiny_dataset(n_pos=10, n_neg=14)
     monkeypatch.setenv("AFF_WARM_LOG", str(tmp_path / "warm.jsonl"))

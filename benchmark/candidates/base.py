@@ -138,7 +138,31 @@ class TrialContext:
 
 
 class Family:
-    """Base class of candidate families: declare ``defaults``, implement fit/predict_proba."""
+    """Base class of candidate families: declare ``defaults``, implement ``fit`` and ``predict_proba``.
+
+    The constructor only stores the keyword parameters (``self.params``); ``settings()``
+    merges them over ``defaults`` and refuses unknown names. ``fit(train, valid, ctx)`` trains
+    on a ``PatientData`` part and returns ``self``; ``predict_proba(part)`` returns P(AFF) per
+    patient. ``valid`` is None inside the search (the fold that scores a trial is never handed
+    to a fit): a family that wants early stopping splits its own training part.
+
+    ```python
+    class KNNFamily(Family):
+        defaults = {"n_neighbors": 25}
+
+        def fit(self, train, valid, ctx):
+            self.pre = TabularPreprocessor().fit(train.register, train.categorical)
+            k = min(self.settings()["n_neighbors"], len(train))
+            self.model = KNeighborsClassifier(k).fit(self.pre.transform(train.register), train.labels())
+            return self
+
+        def predict_proba(self, data):
+            return self.model.predict_proba(self.pre.transform(data.register))[:, 1]
+    ```
+
+    A candidate file names it as ``family: mypackage.knn:KNNFamily``, or the class is
+    registered with ``@register_family("knn")``.
+    """
 
     family_name: ClassVar[str] = ""
     # Declared parameters and their defaults (None: not declared, any parameter accepted).
@@ -162,8 +186,10 @@ class Family:
     def check_params(cls, params: dict[str, Any], where: str = "", *, values: bool = True) -> None:
         """UserError for an unknown name (or, with ``values``, a value outside ``choices``).
 
-            XGBoostFamily.check_params({"max_dept": 4}, "xgboost.yaml: fixed")
-            # UserError: xgboost.yaml: fixed.max_dept: not a parameter of family 'xgboost'; ...
+        ```python
+        XGBoostFamily.check_params({"max_dept": 4}, "xgboost.yaml: fixed")
+        # UserError: xgboost.yaml: fixed.max_dept: not a parameter of family 'xgboost'; ...
+        ```
         """
         names = cls.param_names()
         prefix = f"{where}." if where else f"{cls.family_name or cls.__name__}: parameter "
@@ -187,9 +213,11 @@ class Family:
         return {**(self.defaults or {}), **self.params}
 
     def fit(self, train, valid, ctx: TrialContext) -> "Family":  # pragma: no cover - interface
+        """Train on ``train`` (a labelled ``PatientData``); ``valid`` is None in the search. Returns self."""
         raise NotImplementedError
 
     def predict_proba(self, data) -> np.ndarray:  # pragma: no cover - interface
+        """P(AFF) per patient of ``data`` (a ``PatientData``, labels withheld): shape (n_patients,)."""
         raise NotImplementedError
 
     def predict_at(self, data, share: float) -> np.ndarray | None:

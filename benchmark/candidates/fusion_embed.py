@@ -44,7 +44,7 @@ from benchmark.candidates.backbones import (aggregate_per_patient, build_timm_mo
                                             resolve_weights)
 from benchmark.candidates.base import Family, TrialContext, register_family
 from benchmark.candidates.tabular import BoostedTrees, LightGBMFamily, XGBoostFamily
-from benchmark.candidates.torch_train import cpu_threads, resolve_device, torch_threads
+from benchmark.candidates.torch_device import cpu_threads, resolve_device, torch_threads
 from benchmark.errors import UserError
 
 ENCODER_SEED = 0           # the random initialisation used when no weights are given

@@ -39,17 +39,15 @@ from benchmark.candidates.base import Family, TrialContext
 from benchmark.candidates.preprocess import early_stopping_parts
 from benchmark.candidates.scoring import safe_auc, sigmoid
 from benchmark.candidates.batches import BatchSource
-from benchmark.candidates.torch_train import (
-    TrainConfig,
+from benchmark.candidates.torch_device import (
     configure_determinism,
     cpu_threads,
     free_memory,
-    predict_outputs,
     resolve_device,
     seed_everything,
     torch_threads,
-    train_model,
 )
+from benchmark.candidates.torch_train import TrainConfig, predict_outputs, train_model
 from benchmark.errors import UserError
 
 MC_SEED_OFFSET = 7919   # MC-dropout passes draw from seed + this, apart from training's streams

@@ -134,7 +134,7 @@ def profile_check(ins: Inspection, spaces: list | None = None) -> tuple[list[str
     stratified folds depend on the class counts, not on the seed). The need is the fewest
     positive patients with which they can be made beside this cohort's negatives.
     """
-    from benchmark.search.spaces import load_profiles   # the run's budgets (a command, not the data layer)
+    from benchmark.search.profiles import load_profiles   # the run's budgets (a command, not the data layer)
 
     pos, neg = ins.label_names
     y = np.asarray(ins.cohort.y, dtype=np.int64)

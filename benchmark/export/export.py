@@ -48,9 +48,10 @@ from benchmark.evaluate.metrics import threshold_at_spec
 from benchmark.export.model import LEVELS, Component, ExportedModel
 from benchmark.export.schema import pool_rare_levels, schema_of
 from benchmark.protocol import ROLES
-from benchmark.run_folder import RunConfig, RunDir, versions
-from benchmark.run_plan import warm_start_role
-from benchmark.search.spaces import Candidate, get_profile
+from benchmark.run.folder import RunConfig, RunDir, versions
+from benchmark.run.units import warm_start_role
+from benchmark.search.profiles import get_profile
+from benchmark.search.spaces import Candidate
 from benchmark.search.pruning import for_search
 from benchmark.search.study import run_study, stable_seed
 
@@ -147,7 +148,7 @@ class Exported:
 
 def _run_settings(run_dir: Path, candidate: str | None):
     """(manifest, run config, candidate name, every candidate) of a complete run (UserError otherwise)."""
-    from benchmark.run_plan import resolve_candidates
+    from benchmark.run.units import resolve_candidates
 
     man_path = run_dir / "manifest.json"
     if not man_path.exists():
@@ -167,8 +168,8 @@ def _run_settings(run_dir: Path, candidate: str | None):
 
 def build_export(run_dir: Path, candidate: str | None = None, device: str = "auto") -> Exported:
     """Train ``candidate``'s procedure (default: ``default_candidate``) on the run's whole cohort."""
-    from benchmark.run_plan import load_run_cohort, pick_device
-    from benchmark.runner import base_context
+    from benchmark.run.units import load_run_cohort, pick_device
+    from benchmark.run.runner import base_context
 
     run_dir = Path(run_dir)
     man, cfg, name, allc = _run_settings(run_dir, candidate)
@@ -242,8 +243,8 @@ class _Trainer:
 
     def __init__(self, cohort, profile, cfg: RunConfig, tmp: Path, ctx_base, candidates: dict[str, Candidate]) -> None:
         """``candidates``: every component, known up front so that warm-start sources keep their weights."""
-        from benchmark.fold_runner import FoldRunner
-        from benchmark.progress import Progress
+        from benchmark.run.fold_runner import FoldRunner
+        from benchmark.run.progress import Progress
 
         self.cohort, self.profile, self.cfg = cohort, profile, cfg
         n = cohort.n_patients

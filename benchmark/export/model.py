@@ -64,6 +64,13 @@ class ComponentOutput:
 
 @dataclass
 class ExportedModel:
+    """A candidate's bag trained on the whole cohort, with its inputs (what ``load_model`` returns).
+
+    ``predict`` gives one row per patient: ``patient``, ``prob`` (calibrated P(AFF)),
+    ``entropy``, ``mutual_info``, ``set_90``, ``set_95`` (conformal sets), ``above_threshold``
+    (the decision threshold at 90 % specificity on out-of-fold data) and ``missing``.
+    """
+
     components: list[Component]
     conformal: dict[str, list[float]]   # level -> per-class thresholds [q_NFF, q_AFF]
     threshold: float                    # decision threshold on prob (90 % specificity, OOF)

@@ -52,7 +52,8 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
         print(f"warning: {written['predictions']} holds the dataset's own patient ids (--keep-ids): it is patient "
               "data; store and share it as such", file=sys.stderr)
     if getattr(cohort, "labelled", True):
-        from benchmark.report.validation import validation_figures, write_validation
+        from benchmark.report.validation import validation_figures
+        from benchmark.report.validation_page import write_validation
 
         ext = validation_figures(cohort.y, table["prob"].to_numpy(), threshold=model.threshold,
                                  conformal=model.conformal, n_boot=N_BOOT, seed=int(model.meta.get("seed", 0)))

@@ -1,4 +1,4 @@
-"""Readers of a run folder's stored files, shared by ``findings.py``, ``html.py`` and ``plots.py``.
+"""Readers of a run folder's stored files, shared by ``findings/``, ``html.py`` and ``plots.py``.
 
 The report never recomputes a metric: it reads what the run stored (``manifest.json``,
 ``leaderboard.csv``, ``comparisons.csv``, ``studies.csv``, ``trials.csv``,

@@ -1,1 +1,1 @@
-"""Search: candidate files, suites and profiles (spaces.py); Optuna studies (study.py)."""
+"""Search: candidate files and suites (spaces.py), profiles (profiles.py); Optuna studies (study.py, trials.py)."""

@@ -17,14 +17,12 @@ attributes, so ``--resume`` does not restart the clock), and a study stopped by 
     res.best_params, res.best_value, res.best_models      # the bag: the best trial's inner-fold models
     res.timed_out                                         # True only when the safety net fired
 
-Study names carry the run's identity (``study_name``), so runs sharing one storage never
-read each other's trials; ``trials_frame(storage, run_id)`` lists one run's trials.
+Study names carry the run's identity (``trials.study_name``), so runs sharing one storage
+never read each other's trials; ``trials.trials_frame(storage, run_id)`` lists one run's trials.
 
 ``storage`` is a spec for ``storage.open_storage``: an ``sqlite:///`` URL, a journal file path
-(parallel workers on one machine) or a ``postgresql://`` URL (workers on many machines). On
-PostgreSQL a daemon thread records the running trial's heartbeat every ``HEARTBEAT_S``
-seconds; every trial records the process that ran it (user attribute ``worker``,
-``host:pid``).
+(parallel workers on one machine) or a ``postgresql://`` URL (workers on many machines); the
+heartbeats of running trials and the ``worker`` of each trial: ``trials``.
 
 ``make_view(positions, labels)`` gives the ``PatientData`` of cohort positions (labels only
 where ``labels`` is true); ``inner`` are the outer-train part's inner folds. Every model
@@ -34,20 +32,13 @@ for the same (study, repeat, outer fold, inner fold) wherever it is trained.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
-import re
-import socket
-import threading
 import time
 import traceback
 import warnings
 import zlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
-from urllib.parse import quote, unquote
 
 import numpy as np
 import optuna
@@ -58,49 +49,11 @@ from benchmark.data.splits import Fold
 from benchmark.errors import UserError
 from benchmark.search.pruning import EpochRungs, Monitor, for_search, make_pruner, prunes_epochs
 from benchmark.search.storage import open_storage, scrub
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+from benchmark.search.trials import _heartbeat_interval, _Heartbeat, _interrupted, _short, worker_id
 
 STEP_STRIDE = 10_000   # steps of inner fold k are k*STEP_STRIDE + epoch; the fold score goes last
-INTERRUPTED = "interrupted (process stopped during the trial)"
 ELAPSED_ATTR = "search_s"   # study user attribute: seconds of trials run so far, over every run of the study
 _clock = time.monotonic     # the search clock (tests replace it)
-
-
-def study_name(run_id: str, candidate: str, repeat: int, fold: int) -> str:
-    """The study of one work unit of one run: ``<run id>:<candidate>:r<repeat>:f<fold>``.
-
-    The run id and the candidate name are percent-encoded (``:`` becomes ``%3A``), so a name
-    always splits into exactly four parts; ``parse_study_name`` reverses it.
-    """
-    if not run_id:
-        raise ValueError("study_name needs the run's id (manifest 'run_id')")
-    return f"{quote(str(run_id), safe='')}:{quote(str(candidate), safe='')}:r{int(repeat)}:f{int(fold)}"
-
-
-_UNIT = re.compile(r"r(\d+)")
-_FOLD = re.compile(r"f(\d+)")
-
-
-def parse_study_name(name: str) -> tuple[str | None, str, int, int] | None:
-    """(run id, candidate, repeat, outer fold) of a study name; None for a study of no run.
-
-    Names made by ``study_name`` have four parts; names of the old format
-    (``<candidate>:r<repeat>:f<fold>``, no run) give run id None.
-    """
-    parts = name.split(":")
-    if len(parts) == 4:
-        run, cand, r, f = parts
-        mr, mf = _UNIT.fullmatch(r), _FOLD.fullmatch(f)
-        if mr and mf and run and cand:
-            return unquote(run), unquote(cand), int(mr.group(1)), int(mf.group(1))
-    parts = name.rsplit(":", 2)
-    if len(parts) == 3:
-        cand, r, f = parts
-        mr, mf = _UNIT.fullmatch(r), _FOLD.fullmatch(f)
-        if mr and mf and cand:
-            return None, cand, int(mr.group(1)), int(mf.group(1))
-    return None
 
 
 def score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
@@ -154,11 +107,6 @@ class StudyResult:
     best_valid_preds: list | None = None   # and their predictions on their inner-validation folds
     timed_out: bool = False   # the time limit (a safety net) stopped the study before n_trials finished trials
     search_s: float = 0.0     # seconds of trials so far, over every run of the study
-
-
-def _short(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg}"[:300]
 
 
 def _running_score(metric: str, y_fold: np.ndarray, done: list[float]) -> Callable[[np.ndarray], float]:
@@ -327,84 +275,6 @@ def run_study(
                        timed_out=timed_out, search_s=spent)
 
 
-def trials_frame(storage: str, run_id: str | None = None) -> "list[dict]":
-    """The trials of one run's studies in a storage (``run_id`` None: of every study), as rows of trials.csv.
-
-    Studies whose names ``parse_study_name`` does not read (another tool's) are left out.
-    """
-    rows = []
-    store = open_storage(storage)
-    for name in optuna.study.get_all_study_names(store):   # creation order: the plan's
-        parsed = parse_study_name(name)
-        if parsed is None or (run_id is not None and parsed[0] != run_id):
-            continue
-        _, cand, r, f = parsed
-        study = optuna.load_study(study_name=name, storage=store)
-        for t in study.get_trials(deepcopy=False):
-            rows.append({
-                "candidate": cand, "repeat": r, "outer_fold": f, "trial": t.number,
-                "state": t.state.name, "value": t.value,
-                "duration_s": t.duration.total_seconds() if t.duration else None,
-                "params": json.dumps(t.params, sort_keys=True, default=str),
-                "info": INTERRUPTED if _interrupted(t) else t.user_attrs.get("fail_reason", t.user_attrs.get("notes", "")),
-            })
-    return rows
-
-
-def _interrupted(t) -> bool:
-    """A failed trial without a reason: the process stopped during it (closed on resume)."""
-    reason = t.user_attrs.get("fail_reason")
-    return t.state == optuna.trial.TrialState.FAIL and (reason is None or reason == INTERRUPTED)
-
-
-def worker_id() -> str:
-    """``host:pid`` of this process: each trial's user attribute ``worker``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _heartbeat_interval(store) -> int | None:
-    """Seconds between heartbeats of a running trial; None when the storage keeps none (SQLite, journal)."""
-    if isinstance(store, optuna.storages.RDBStorage):
-        return store.get_heartbeat_interval()
-    return None
-
-
-class _Heartbeat:
-    """Records ``trial_id``'s heartbeat now and then every interval from a daemon thread, until ``stop``.
-
-    A process that dies stops beating; ``fail_stale_trials`` then fails its trial after the
-    storage's grace period. A failed beat (the server away for a moment) is logged and retried.
-    """
-
-    def __init__(self, store, trial_id: int) -> None:
-        self._stop = threading.Event()
-        self._thread = None
-        interval = _heartbeat_interval(store)
-        if not interval:
-            return
-        self._store, self._trial_id = store, trial_id
-        self._beat()   # at once, so the trial has a heartbeat from its start
-        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True,
-                                        name=f"optuna-heartbeat-{trial_id}")
-        self._thread.start()
-
-    def _beat(self) -> None:
-        try:
-            self._store.record_heartbeat(self._trial_id)
-        except Exception as exc:  # the trial goes on; the next beat retries
-            logging.getLogger(__name__).warning(f"heartbeat of trial {self._trial_id} failed: {_short(exc)}")
-
-    def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self._beat()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-            self._thread = None
-
-
 def _free_gpu() -> None:
     """After a trial that used a GPU: collect its cyclic garbage and hand cached CUDA blocks back.
 
@@ -415,6 +285,6 @@ def _free_gpu() -> None:
 
     torch = sys.modules.get("torch")   # a run that never imported torch never used a GPU
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        from benchmark.candidates.torch_train import free_memory
+        from benchmark.candidates.torch_device import free_memory
 
         free_memory()

@@ -1,23 +1,21 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 14 in one command, for a session lent the GPU machine (15 min in all).
-# Prepare here:   bash ../shared/device/wheels.sh pandas==3.1.1             (carry: [".whl"]; about 38 MiB)
-#                 (the machine's image has torch, timm, numpy, pandas, pyarrow, scikit-learn; pandas is
-#                 carried so that it is the version CI tests with)
-# Run there:      bash benchmark/tools/device_check.sh                      (timeout_s 600)
-#                 bash benchmark/tools/device_check.sh fusion_smoke aug     (only the steps named; DEADLINE_S=...)
-# All steps need more than one 10-minute call. Seconds each took on an H200 on 2026-11-30 (README,
-# "Measured on a GPU"): throughput 87, throughput_deterministic 20, concurrent > 60 (k = 4 unfinished),
-# plan_gpu > 140 (cohort generation, then efficientnet_b0 alone autotuned for 43 s), fusion_smoke 78 (it
-# replaced a smoke step on the default cohort, which was slower and needed the cohort generated),
-# aug 23, calibrate_more 47, slice > 190 (1,500 -> 800 patients was still too many: now 500). A device
-# session has 15 minutes with each start: e.g. `throughput batches concurrent determinism fusion_smoke aug`,
-# then `compile plan_gpu plan_h200 slice` (batches: new, not yet run; about 60 s by the throughput step's pace).
-# Every step writes its output under a scratch folder and has its own time limit, cut to what is left
-# before DEADLINE_S, so one failing or slow step leaves the others' figures. After each step the
-# outputs are packed again into $OUT/device_check.tgz (the device tool returns at most 8 files), so a
-# command stopped at its limit still returns every step that ended. Nothing here is timed by a test:
-# read the files. A step stopped at its limit gets SIGABRT first, so Python's fault handler prints
-# where every thread was (a hang shows up as a traceback at the end of the step's file).
+# The GPU checks in one command: the training loop against a bare timm loop (with and without
+# augmentation, deterministic kernels, torch.compile, other batch sizes), fits sharing the GPU,
+# whether --deterministic reruns are identical, the cost plan calibrated on this GPU, every torch
+# family on CUDA, and a reduced `standard` run (benchmark/tools/device_slice/profiles.yaml).
+#   bash benchmark/tools/device_check.sh                        every step
+#   bash benchmark/tools/device_check.sh fusion_smoke aug       only the steps named
+# Settings (environment): OUT, where the figures go (default /tmp/device_check_out); DEADLINE_S,
+# seconds from the start by which every step has ended (default 585); DEVICE_CHECK_DIR, the steps'
+# scratch folder. A folder .whl of wheels in the working directory is installed first (offline,
+# without dependencies, into /tmp/site) for packages the machine lacks.
+# All steps together take more than ten minutes on one GPU: name a few steps per call.
+# Every step writes its output under the scratch folder and has its own time limit, cut to what is
+# left before DEADLINE_S, so one failing or slow step leaves the others' figures. After each step the
+# outputs are packed again into $OUT/device_check.tgz, so a command stopped at its limit still returns
+# every step that ended. Nothing here is timed by a test: read the files. A step stopped at its limit
+# gets SIGABRT first, so Python's fault handler prints where every thread was (a hang shows up as a
+# traceback at the end of the step's file).
 set -u
 OUT=${OUT:-/tmp/device_check_out}
 DEADLINE_S=${DEADLINE_S:-585}                  # seconds from the start by which every step has ended
@@ -62,13 +60,13 @@ print('cpus', __import__('os').cpu_count())" > "$D/versions.txt" 2>&1
 # 1. the loop against bare timm (target >= 0.9), resnet18/50 at 224 and 512 px, then deterministic kernels
 step throughput 100 python3 -m benchmark.tools.throughput --models resnet18,resnet50 --sizes 224,512 --steps 100
 step throughput_deterministic 30 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --deterministic
-# 1b. would torch.compile pay? the bare loop compiled against eager (on the 2-core CPU it did not: 1.00x)
+# 1b. would torch.compile pay? the bare loop compiled against eager
 step compile 150 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --compile default,reduce-overhead
 # 1c. the loop at the other batch sizes the CNN spaces offer (16, 32) and at 128: plan prices a batch b < 64
-#     at 64/b times the per-image cost at 64 (plan.h200_batch_factor, a host-bound model); this measures it
+#     at 64/b times the per-image cost at 64 (plan.costs.h200_batch_factor, a host-bound model); this measures it
 step batches 90 bash -c 'for b in 16 32 128; do echo "== batch $b"
   python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --batch $b --steps 60 || exit 1; done'
-# 2. k fits sharing the GPU (sets plan.GPU_SHARE_UTIL and the --gpu-share advice)
+# 2. k fits sharing the GPU (sets plan.schedule.GPU_SHARE_UTIL and the --gpu-share advice)
 step concurrent 100 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 200 --concurrent 1,2,4
 # 2b. GPU determinism: two reruns with --deterministic, two without, on a small cohort made here
 #     (same_predictions prints per candidate whether the reruns' predictions are bit-identical)
@@ -82,9 +80,9 @@ echo "--deterministic, two reruns:"; python3 -m benchmark.tools.same_predictions
 echo "default (cuDNN autotuning), two reruns:"; python3 -m benchmark.tools.same_predictions /tmp/results/fast1 /tmp/results/fast2
 true'
 # 3. the cost plan calibrated on this GPU (the first step to need the default cohort generates it),
-#    and the standard plan with it and with the stored table (since 2026-12-01 the calibration also
-#    times batch 16 and 32 of each CNN, the sizes standard's search draws: 15 measurements, not 5,
-#    so this step may need a second call; what it measured stays in the packed cost_calibration.json)
+#    and the standard plan with it and with the stored table (the calibration times batch 16, 32 and 64
+#    of each CNN, the sizes standard's search draws; what it measured stays in the packed
+#    cost_calibration.json, so a second call goes on from there)
 step plan_gpu 200 python3 -m benchmark plan --suite all --profile standard --device-profile gpu --gpus 1
 step plan_h200 20 python3 -m benchmark plan --suite all --profile standard --device-profile h200
 # 4. every torch family once on the GPU (the smoke profile: 32 px; numbers mean nothing), on a small
@@ -93,11 +91,11 @@ step fusion_smoke 100 bash -c 'small_cohort && \
   python3 -m benchmark run --data /tmp/small_cohort/dataset.yaml --profile smoke --device cuda --results /tmp/results \
   --run fusion_smoke --candidates resnet18,joint_concat,film,gated,attention,mlp,embed_xgboost'
 # 4b. the loop without augmentation (how much of the gap to the bare loop is augmentation), and the
-#     calibrations the first session's plan step did not reach (convnext_nano, a fusion network)
+#     calibration of convnext_nano and of fusion networks against their resnet18 backbone
 step aug 40 python3 -m benchmark.tools.throughput --models resnet18 --sizes 224 --steps 100 --aug 0,1
-step calibrate_more 60 python3 -c "from benchmark import plan
+step calibrate_more 60 python3 -c "from benchmark.run.plan import measure
 for arch, fam in [('convnext_nano', 'timm_cnn'), ('resnet18', 'timm_cnn'), ('resnet18', 'joint_concat'), ('resnet18', 'attention')]:
-    print(arch, fam, plan.measure_image(arch, 224, 64, family=fam, steps=30, device='cuda'), flush=True)"
+    print(arch, fam, measure.measure_image(arch, 224, 64, family=fam, steps=30, device='cuda'), flush=True)"
 # 5. a reduced standard: resnet18 and late_stacking (and the register model it needs) at 224 px, halving;
 #    the GPU's load once a second beside it
 nvidia-smi dmon -s u -d 1 > "$D/slice_dmon.txt" 2>&1 &

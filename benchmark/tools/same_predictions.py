@@ -5,9 +5,9 @@
 Reads both run folders' ``predictions.parquet`` and pairs their rows by candidate, repeat,
 outer fold, set, inner fold and patient position. Prints one line per candidate: the rows
 paired, how many differ, and the largest absolute difference of the raw and the calibrated
-probability (``prob_raw``, ``prob``). It is how a GPU session checks ``run --deterministic``
-(two reruns, identical?) against the default autotuned kernels (different in the last digits?),
-and how anyone checks that a change left results alone. Only counts and differences are
+probability (``prob_raw``, ``prob``). It checks that two reruns with ``run --deterministic``
+are identical on a GPU (and how far apart reruns with the default autotuned kernels are), or
+that a change of code or settings left the results alone. Only counts and differences are
 printed: no patient appears. Exit status 0 when every paired row is identical, 1 otherwise,
 2 when a run folder has no predictions.
 """

@@ -13,19 +13,18 @@ there, bf16 autocast, channels_last, AdamW, schedule, loss) after a warm-up epoc
 resolution, batch, autocast, channels_last and fused AdamW) after warm-up steps. It prints
 images per second for both and their ratio (the target on a GPU: >= 0.9). Both loops run
 with the same kernel settings: cuDNN autotuning by default, or deterministic algorithms with
-``--deterministic`` (``torch_train.configure_determinism``).
+``--deterministic`` (``torch_device.configure_determinism``).
 
 ``--compile MODE,...`` adds, per mode of ``torch.compile``, the bare loop with the model
 compiled (its first step, which compiles, is timed apart) and its ratio to the eager bare
-loop: the figure that decides whether the harness should compile its networks. On the
-2-core CPU (32 px, batch 64) it does not pay: resnet18 211 against 212 img/s eager,
-convnext_nano 96 against 94, after 70 s of compiling; the harness therefore runs eager.
+loop: the figure that decides whether compiling the networks would pay on this machine (the
+harness runs them eager).
 
 ``--concurrent 1,2,4`` measures instead what ``run --workers N --gpu-share 1/k`` relies on: k
 harness fits at once on one device, in k processes started together (as Ray's workers), each
 with 1/k of the CPU threads. It prints each k's images/s summed over its fits and the gain
 over one fit alone: above 1 a fit leaves the device partly idle and sharing it pays
-(``plan.GPU_SHARE_UTIL`` assumes 1, no gain, until this is measured on a GPU).
+(``plan`` prices fits sharing a GPU with ``plan.schedule.GPU_SHARE_UTIL``).
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.candidates.base import TrialContext, get_family
-from benchmark.candidates.torch_train import (amp_dtype, configure_determinism, free_memory, make_optimizer,
-                                              resolve_device)
+from benchmark.candidates.torch_device import amp_dtype, configure_determinism, free_memory, resolve_device
+from benchmark.candidates.torch_train import make_optimizer
 from benchmark.data.cohort import PatientData
 
 

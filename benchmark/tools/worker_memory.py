@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from benchmark.data.dataset import load_dataset
-    from benchmark.run_plan import default_dataset
-    from benchmark.scale import Resources, UnitEnv, start_ray
+    from benchmark.run.units import default_dataset
+    from benchmark.run.scale import Resources, UnitEnv, start_ray
 
     cohort = load_dataset(args.data or default_dataset())
     t0 = time.monotonic()

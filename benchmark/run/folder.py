@@ -25,7 +25,7 @@ import pandas as pd
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
-from benchmark.search.spaces import Profile
+from benchmark.search.profiles import Profile
 
 
 @dataclass
@@ -48,17 +48,26 @@ class RunConfig:
     command: str = ""
     deterministic: bool = False     # bit-identical reruns on a GPU, at some cost in speed
     threads: int | None = None      # CPU threads per fit (None: the cores / workers); part of the answer
-    # How the run is executed (benchmark.scale), not what it computes: taken from the command line on --resume.
+    # How the run is executed (benchmark.run.scale), not what it computes: taken from the command line on --resume.
     workers: int | None = None      # units at once on a local Ray instance (None: this process, one at a time)
     cluster: str | None = None      # address of a Ray cluster to run the units on
     gpu_share: float = 1.0          # the share of a GPU one network unit takes
 
 
+def threads_per_fit(cfg: RunConfig) -> int:
+    """CPU threads each fit uses: ``--threads``, else the cores shared among ``--workers`` (a
+    cluster: 2 per unit; sequential: every core). Stored with the run: it is part of the answer."""
+    if cfg.threads:
+        return cfg.threads
+    if cfg.cluster:
+        return 2
+    return max(1, (os.cpu_count() or 1) // (cfg.workers or 1))
+
 
 class RunDir:
     """A run's folder: ``parts/`` holds one finished candidate x repeat x outer fold each.
 
-    ``run_id`` is the run's identity in the Optuna storage (``study.study_name``): the folder
+    ``run_id`` is the run's identity in the Optuna storage (``trials.study_name``): the folder
     name and a random suffix, kept in the manifest and reused by ``--resume``, so two runs
     sharing one ``--storage`` never read each other's trials, even with the same folder name.
     """

@@ -19,28 +19,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.candidates.base import Family, TrialContext, get_family
-from benchmark.candidates.calibration import Calibrator, bag_prediction
+from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.fusion_inputs import source_frame
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
-from benchmark.progress import Progress
-from benchmark.protocol import ORACLE_COLUMNS, ROLES
-from benchmark.run_folder import RunDir
-from benchmark.run_plan import WorkUnit, inner_fold_list, named_warm_source, warm_start_role
-from benchmark.search.spaces import Candidate, Profile
+from benchmark.protocol import ROLES
+from benchmark.run.bag import BagPredictions
+from benchmark.run.folder import RunDir
+from benchmark.run.progress import Progress
+from benchmark.run.units import WorkUnit, inner_fold_list, named_warm_source, warm_start_role
 from benchmark.search.pruning import for_search
-from benchmark.search.study import fit_context, run_study, score, stable_seed, study_name
+from benchmark.search.profiles import Profile
+from benchmark.search.spaces import Candidate
+from benchmark.search.study import fit_context, run_study, stable_seed
+from benchmark.search.trials import study_name
 
 REUSED = "reused from an earlier run"   # the progress line of a unit --resume does not run again
-CURVE_SHARES = (0.25, 0.5, 1.0)   # shares of the training budget on the learning curve (studies.csv)
 
 
 # ---- one candidate x outer fold -------------------------------------------------------------
 
-class FoldRunner:
-    """Runs work units in plan order, remembering each fold's best image / register candidate."""
+class FoldRunner(BagPredictions):
+    """Runs work units in plan order, remembering each fold's best image / register candidate.
+
+    Its bag's predictions, part file and learning curve come from ``bag.BagPredictions``."""
 
     def __init__(self, cohort: Cohort, profile: Profile, rd: RunDir, storage: str, progress: Progress, *,
                  seed: int, metric: str, calibration: str, ctx_base: TrialContext,
@@ -321,105 +324,6 @@ class FoldRunner:
         ctx = fit_context(ctx_base, seed, fold.repeat, fold.index, len(inner))
         return cand.build(params).fit(make_view(fold.train, True), None, ctx)
 
-    def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,
-                     oof_preds: list | None = None, inputs: list | None = None, full=None) -> None:
-        """OOF + outer-test predictions of the bag, calibrated on the OOF part; written as a part.
-
-        Every candidate's members are its K inner-fold models (one deterministic prediction
-        each; a fusion member k reads member k of its inputs), so uncertainty compares like
-        with like. The calibrator is fitted on the OOF predictions (one member each) and
-        applied to each member and to the single-member-equivalent mean
-        (``calibration.bag_prediction``). MC-dropout passes, when the profile asks, are kept
-        apart in ``mc_members`` (calibrated), not mixed into the members.
-        ``oof_preds`` are the members' predictions on their inner-validation folds when the
-        search already made them (not computed twice); ``inputs`` are the consumed parts
-        (``read_inputs``), read once per unit.
-
-        ``full`` (profile ``refit_full``): a model refitted on the whole outer-train part. It
-        then predicts the outer-test patients (``prob`` = the calibrator applied to its
-        prediction, ``prob_raw`` its prediction); the bag still gives the out-of-fold
-        predictions, the calibrator and the members (uncertainty). A fusion's refit reads its
-        inputs' ``prob``, i.e. their refits.
-        """
-        y = self.cohort.y
-        oof_prob, oof_fold = self.oof_predictions(inner, models, make_view, oof_preds)
-        raw_members, mc = [], []
-        for k, model in enumerate(models):
-            view = self._member_view(cand, fold, k, make_view, inputs)
-            raw_members.append(np.asarray(model.predict_proba(view), dtype=np.float64))
-            if self.profile.mc_passes and type(model).predict_members is not Family.predict_members:
-                mc.append(np.asarray(model.predict_members(view), dtype=np.float64))
-        raw = np.stack(raw_members)                                   # (K, n_test)
-        tr = fold.train
-        cal = Calibrator(self.calibration).fit(oof_prob[tr], y[tr])
-        test_prob, test_raw, cal_members = bag_prediction(cal, raw)
-        if full is not None:
-            test_raw = np.asarray(full.predict_proba(make_view(fold.test, False)), dtype=np.float64)
-            test_prob = cal.transform(test_raw)
-        keys, fam = self.cohort.keys, cand.family
-        oof_cal = cal.transform(oof_prob[tr])
-        rows = pd.DataFrame({
-            "candidate": cand.name, "family": fam, "modality": cand.modality, "repeat": fold.repeat,
-            "outer_fold": fold.index,
-            "set": ["oof"] * len(tr) + ["test"] * len(fold.test),
-            "inner_fold": np.concatenate([oof_fold[tr], np.full(len(fold.test), -1)]),
-            "position": np.concatenate([tr, fold.test]),
-            "patient": np.concatenate([keys[tr], keys[fold.test]]),
-            "y": np.concatenate([y[tr], y[fold.test]]).astype(np.int64),
-            "prob": np.concatenate([oof_cal, test_prob]),
-            "prob_raw": np.concatenate([oof_prob[tr], test_raw]),
-        })
-        rows["members"] = [[float(v)] for v in oof_cal] + [list(map(float, col)) for col in cal_members.T]
-        rows["members_raw"] = [[float(v)] for v in oof_prob[tr]] + [list(map(float, col)) for col in raw.T]
-        if mc:
-            passes = cal.transform(np.concatenate(mc, axis=0))
-            rows["mc_members"] = [[] for _ in tr] + [list(map(float, col)) for col in passes.T]
-        self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index), lambda q: rows.to_parquet(q, index=False))
-
-    def oof_predictions(self, inner: list[Fold], models: list, make_view,
-                        oof_preds: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(P(AFF), inner fold) of every patient an inner fold scores, by the member that did not
-        train on it (NaN / -1 elsewhere); ``oof_preds``: the search's own, when it kept them."""
-        n = self.cohort.n_patients
-        prob, which = np.full(n, np.nan), np.full(n, -1)
-        for k, (f, model) in enumerate(zip(inner, models)):
-            prob[f.test] = oof_preds[k] if oof_preds is not None else model.predict_proba(make_view(f.test, False))
-            which[f.test] = k
-        return prob, which
-
-    def _curve(self, inner: list[Fold], models: list, make_view, oof_preds: list | None) -> dict:
-        """The bag's learning curve: its inner-CV score at 25 / 50 / 100 % of each member's budget.
-
-        Each member scores its own inner-validation fold as it stood after that share of its
-        training (epochs, boosting rounds); ``at_budget`` is the share of members still
-        improving when their budget ended. NaN for families that do not iterate.
-        """
-        y = self.cohort.y
-        out = {f"curve_{int(100 * s)}": float("nan") for s in CURVE_SHARES}
-        out["at_budget"] = float("nan")
-        if type(models[0]).predict_at is Family.predict_at:
-            return out
-        scores = np.full((len(CURVE_SHARES), len(inner)), np.nan)
-        for k, (f, model) in enumerate(zip(inner, models)):
-            view = make_view(f.test, False)   # built once per fold, for every share
-            for j, share in enumerate(CURVE_SHARES):
-                p = oof_preds[k] if share >= 1 and oof_preds is not None else model.predict_at(view, share)
-                if p is not None:
-                    scores[j, k] = score(self.metric, y[f.test], p)
-        for j, share in enumerate(CURVE_SHARES):
-            row = scores[j]
-            out[f"curve_{int(100 * share)}"] = float(np.nanmean(row)) if np.isfinite(row).any() else float("nan")
-        flags = [m.still_improving() for m in models]
-        if all(f is not None for f in flags):
-            out["at_budget"] = float(np.mean(flags))
-        return out
-
-    def _member_view(self, cand: Candidate, fold: Fold, k: int, make_view, inputs: list | None):
-        """The outer-test part as bag member ``k`` sees it (its inputs' member ``k`` for fusion)."""
-        if not cand.consumes:
-            return make_view(fold.test, False)
-        return self._view_maker(cand, self.upstream_for(cand, fold, member=k, inputs=inputs))(fold.test, False)
-
 
 def _row(cand: Candidate, fold: Fold, **fields) -> dict:
     """A studies.csv row of one unit: ``fields`` over the defaults of a unit that ran no trial."""
@@ -439,21 +343,3 @@ class MissingInput(RuntimeError):
 def _member(cells: pd.Series, k: int) -> np.ndarray:
     """Member ``k`` of each row's member list (wrapping when an input has fewer members)."""
     return np.array([float(m[k % len(m)]) for m in cells], dtype=np.float64)
-
-
-def oracle_rows(cohort: Cohort, folds: list[Fold]) -> pd.DataFrame:
-    if cohort.oracle is None:
-        return pd.DataFrame()
-    out = []
-    for f in folds:
-        for col in ORACLE_COLUMNS:
-            if col not in cohort.oracle:
-                continue
-            p = cohort.oracle[col].to_numpy(dtype=float)[f.test]
-            out.append(pd.DataFrame({
-                "candidate": col, "family": "oracle", "modality": "oracle", "repeat": f.repeat,
-                "outer_fold": f.index, "set": "test", "inner_fold": -1, "position": f.test,
-                "patient": cohort.keys[f.test], "y": cohort.y[f.test].astype(np.int64),
-                "prob": p, "prob_raw": p, "members": [[float(v)] for v in p]}))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-

@@ -9,7 +9,7 @@ its own process as before, and nothing here is imported.
 
 What is run where:
 
-- A unit (candidate x repeat x outer fold: ``run_plan.WorkUnit``) is one Ray task. It asks for
+- A unit (candidate x repeat x outer fold: ``units.WorkUnit``) is one Ray task. It asks for
   ``threads`` CPUs, and a network unit on a GPU run also for ``gpu_share`` of a GPU, so
   ``1 / gpu_share`` small fits share one GPU. A unit is submitted once every unit it waits
   for (``needs``) has finished, with their studies.csv rows, so a fusion unit resolves
@@ -166,8 +166,8 @@ def _run_unit(env: UnitEnv, unit, rows: list, queue, device: str) -> dict:
     ``env`` arrives as an argument (Ray unpacks it before the task starts; its arrays are
     read from the shared object store): nothing here blocks on ``ray.get``.
     """
-    from benchmark.fold_runner import FoldRunner
-    from benchmark.run_folder import RunDir
+    from benchmark.run.fold_runner import FoldRunner
+    from benchmark.run.folder import RunDir
 
     ctx = env.ctx_base if device == env.ctx_base.device else replace(env.ctx_base, device=device)
     progress = QueueProgress(queue, unit.key)
@@ -194,7 +194,7 @@ def run_units(plan: list, env: UnitEnv, progress, res: Resources, *, reused=lamb
     Units are submitted in plan order as soon as what they wait for has finished; Ray starts
     them as CPUs and GPU shares free up.
     """
-    from benchmark.fold_runner import REUSED
+    from benchmark.run.fold_runner import REUSED
 
     ray = start_ray(res)
     pending: dict = {}
@@ -263,7 +263,7 @@ def _drain(queue, empty, progress) -> None:
 
 def _result(ray, ref, unit) -> dict:
     """The unit's row, or a failed row saying why the unit failed twice."""
-    from benchmark.fold_runner import failed_row
+    from benchmark.run.fold_runner import failed_row
 
     try:
         row = ray.get(ref)

@@ -2,7 +2,7 @@
 
 A plan is an explicit list of work units, one per candidate x repeat x outer fold, in an
 order where every unit comes after the units it waits for. The runner works through it in
-one process, or ``benchmark.scale`` hands its units to Ray workers as their needs finish::
+one process, or ``benchmark.run.scale`` hands its units to Ray workers as their needs finish::
 
     cands, _ = resolve_candidates(cfg)                 # fusion inputs added when missing
     plan = build_plan(cands, folds)
@@ -25,8 +25,9 @@ from benchmark.data.splits import Fold, inner_folds
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir
 from benchmark.protocol import ROLES
-from benchmark.run_folder import RunConfig
-from benchmark.search.spaces import Candidate, Profile, load_candidates, load_suites, suite_members
+from benchmark.run.folder import RunConfig
+from benchmark.search.profiles import Profile
+from benchmark.search.spaces import Candidate, load_candidates, load_suites, suite_members
 
 FUSION_INPUTS_SUITE = "fusion_inputs"
 

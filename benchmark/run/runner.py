@@ -14,32 +14,29 @@ with ``status: failed`` and the reason in one line.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from benchmark.candidates.base import TrialContext, get_family
 from benchmark.candidates.calibration import METHODS as CAL_METHODS
 from benchmark.data.cohort import Cohort
-from benchmark.data.splits import Fold, outer_folds
+from benchmark.data.splits import outer_folds
 from benchmark.errors import UserError
 from benchmark.outputs import private_dir
-from benchmark.fold_runner import FoldRunner, oracle_rows
-from benchmark.progress import Progress
 from benchmark.paths import results_dir
-from benchmark.run_folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
-                                  write_folds)
 from benchmark.protocol import ROLES
-from benchmark.run_plan import (build_plan, default_dataset, default_profile, inner_fold_list, load_run_cohort,
-                                ROLE_SOURCE, named_warm_source, pick_device, resolve_candidates,
-                                warm_start_role)
-from benchmark.search.spaces import Candidate, Profile, get_profile
-from benchmark.search.study import trials_frame
+from benchmark.run.fold_runner import FoldRunner
+from benchmark.run.folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
+                                  threads_per_fit, write_folds)
+from benchmark.run.gather import finish_run
+from benchmark.run.progress import Progress
+from benchmark.run.units import (ROLE_SOURCE, build_plan, default_dataset, default_profile, inner_fold_list,
+                                 load_run_cohort, pick_device, resolve_candidates, warm_start_role)
+from benchmark.search.profiles import Profile, get_profile
+from benchmark.search.spaces import Candidate
 
 __all__ = ["RunConfig", "run", "default_dataset"]
 
@@ -89,16 +86,6 @@ def _check_execution(cfg: RunConfig) -> None:
         raise UserError(f"--threads {cfg.threads}: give the CPU threads per fit, 1 or more")
 
 
-def threads_per_fit(cfg: RunConfig) -> int:
-    """CPU threads each fit uses: ``--threads``, else the cores shared among ``--workers`` (a
-    cluster: 2 per unit; sequential: every core). Stored with the run: it is part of the answer."""
-    if cfg.threads:
-        return cfg.threads
-    if cfg.cluster:
-        return 2
-    return max(1, (os.cpu_count() or 1) // (cfg.workers or 1))
-
-
 def storage_spec(cfg: RunConfig, run_path: Path) -> tuple[str, str]:
     """(the Optuna storage the run's studies go to, the file name in the manifest).
 
@@ -131,7 +118,7 @@ def run(cfg: RunConfig) -> Path:
     if cfg.calibration not in CAL_METHODS:
         raise UserError(f"--calibration {cfg.calibration}: use one of {', '.join(CAL_METHODS)}")
     cfg.threads = threads_per_fit(cfg)
-    if cfg.deterministic:   # cuBLAS reads this when CUDA starts; torch_train.configure_determinism does the rest
+    if cfg.deterministic:   # cuBLAS reads this when CUDA starts; torch_device.configure_determinism does the rest
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(cfg.device)
     if cfg.profile is None:
@@ -197,14 +184,14 @@ def run(cfg: RunConfig) -> Path:
 
 def _run_parallel(cfg: RunConfig, plan: list, cohort: Cohort, profile: Profile, rd: RunDir, storage: str,
                   ctx: TrialContext, cands: list[Candidate], priced, steps: int, device: str) -> list[dict]:
-    """The plan's units on Ray (``benchmark.scale``): ``--workers N`` locally, or ``--cluster``.
+    """The plan's units on Ray (``benchmark.run.scale``): ``--workers N`` locally, or ``--cluster``.
 
     As in a sequential run, a warm-started fusion unit is re-priced at its fold's chosen image
     architecture once that fold's image units have ended (``warm_repricer``); the driver
     keeps the fold choices from the rows as they come in (a tie may resolve differently from the
     workers' plan-order choice; it changes only the estimate)."""
-    from benchmark.plan import makespan
-    from benchmark.scale import Resources, UnitEnv, gpu_unit, local_gpus, run_units
+    from benchmark.run.plan.schedule import makespan
+    from benchmark.run.scale import Resources, UnitEnv, gpu_unit, local_gpus, run_units
 
     if any(c.modality == "image" or get_family(c.family).uses_images for c in cands):
         cohort.pixels(profile.image_size)   # decode once here; the workers map the cache file
@@ -297,16 +284,17 @@ def warm_repricer(priced, progress: Progress, plan: list):
 
 def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, plan: list, device: str,
                    cfg: RunConfig):
-    """Print the plan's estimate (``benchmark.plan``) and return it (``plan.Priced``) for ``Progress``.
+    """Print the plan's estimate (``benchmark.run.plan``) and return it (``pricing.Priced``) for ``Progress``.
 
     An estimate that cannot be made is one line, never a failed run: progress then counts trials.
     """
-    from benchmark.plan import fit_threads, run_estimate
+    from benchmark.run.plan.cache import fit_threads
+    from benchmark.run.plan.estimate import run_estimate
 
     try:
         parallel = {}
         if cfg.workers:   # a cluster's size is unknown here: its estimate stays the sequential one
-            from benchmark.scale import local_gpus
+            from benchmark.run.scale import local_gpus
 
             parallel = dict(workers=cfg.workers, gpus=local_gpus() if device == "cuda" else 0, gpu_share=cfg.gpu_share)
         with fit_threads(cfg.threads):   # the fits' own thread count (1 per unit on 2 workers of 2 cores)
@@ -318,52 +306,6 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
               flush=True)
         return None
     return priced
-
-
-def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict],
-               cands: list[Candidate], profile: Profile, storage: str, manifest: dict, wall_s: float,
-               run_id: str | None = None) -> None:
-    """Gather the parts into the run's tables and build the report (trials.csv: ``run_id``'s studies)."""
-    from benchmark.evaluate.compare import compare_candidates
-    from benchmark.evaluate.leaderboard import build_leaderboard
-    from benchmark.evaluate.uncertainty import add_uncertainty
-
-    parts = [pd.read_parquet(p) for p in sorted(rd.parts.glob("*.parquet"))
-             if p.name.split("__")[0] in {c.name for c in cands}]
-    pred = pd.concat(parts + [oracle_rows(cohort, folds)], ignore_index=True)
-    pred = add_uncertainty(pred.drop(columns=["position"]))
-    rd.write_atomic(rd.path / "predictions.parquet", lambda q: pred.to_parquet(q, index=False))
-    st = pd.DataFrame(studies)
-    fam = {c.name: (c.family, c.modality) for c in cands}
-    st.insert(1, "family", st["candidate"].map(lambda n: fam[n][0]))
-    st.insert(2, "modality", st["candidate"].map(lambda n: fam[n][1]))
-    st.to_csv(rd.path / "studies.csv", index=False)
-    pd.DataFrame(trials_frame(storage, run_id=run_id)).to_csv(rd.path / "trials.csv", index=False)
-    board, fold_metrics = build_leaderboard(pred, studies=st, n_boot=profile.bootstrap, seed=manifest["seed"])
-    board.to_csv(rd.path / "leaderboard.csv", index=False)
-    fold_metrics.to_csv(rd.path / "fold_metrics.csv", index=False)
-    named = {c.name: source for c in cands if (source := named_warm_source(c))}
-    comparisons = compare_candidates(pred, board, n_boot=profile.bootstrap, seed=manifest["seed"], warm_sources=named)
-    comparisons.to_csv(rd.path / "comparisons.csv", index=False)
-    manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
-                    status="complete")
-    manifest.pop("reason", None)
-    rd.write_json("manifest.json", manifest)
-    from benchmark.report.html import build_report
-
-    html = build_report(rd.path)
-    _print_summary(board, rd.path, html)
-
-
-def _print_summary(board: pd.DataFrame, run_path: Path, html: Path) -> None:
-    print("\nleaderboard (pooled outer-test AUC, 95% CI):")
-    for _, r in board.iterrows():
-        if r.get("status") == "failed":
-            print(f"  {r['candidate']:<18} {r['modality']:<9} FAILED: {r.get('info', '')}")
-        else:
-            print(f"  {r['candidate']:<18} {r['modality']:<9} AUC {r['auc']:.3f} [{r['auc_lo']:.3f}, {r['auc_hi']:.3f}]")
-    print(f"\nresults: {run_path}\nreport:  {html}")
-
 
 
 # ---- CLI ------------------------------------------------------------------------------------
@@ -405,4 +347,3 @@ def command(args: argparse.Namespace) -> int:
                     command="python -m benchmark " + " ".join(sys.argv[1:]))
     run(cfg)
     return 0
-

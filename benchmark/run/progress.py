@@ -1,7 +1,7 @@
 """The progress line of a run: elapsed time and an estimate of the time left, for one or several workers.
 
 Without ``costs`` every trial and refit counts as one equal step. With ``costs`` (unit key
--> (seconds per trial, trials, seconds of the refit), the plan's estimate: ``benchmark.plan``)
+-> (seconds per trial, trials, seconds of the refit), the plan's estimate: ``benchmark.run.plan``)
 each step weighs its unit's estimated cost, and the time left is the estimated cost left
 times the observed pace (elapsed / estimated cost done), blended with the plan's own
 figures while little is done (``PRIOR_SHARE`` of the total acts as work done at the
@@ -40,11 +40,11 @@ costs no time now, so it must not speed up the pace).
 The run's tail, when fewer units are ready than workers (fusion units waiting for their
 inputs), is seen when ``schedule`` is given: a function of the estimated seconds still to do
 per unit (unit key -> seconds in one process) returning the makespan of that work on the
-run's workers, ``plan.makespan`` over the run plan's units and needs. The time left is then
+run's workers, ``plan.schedule.makespan`` over the run plan's units and needs. The time left is then
 that makespan times the observed speed of one worker (``pace x workers``), instead of the
 cost left over a full pool of workers::
 
-    p = Progress(3, costs=costs, workers=2, schedule=lambda rem: plan.makespan(units, rem, workers=2).makespan)
+    p = Progress(3, costs=costs, workers=2, schedule=lambda rem: makespan(units, rem, workers=2).makespan)
 
 What the estimate does not see: work in flight (a trial counts when it ends, so with N
 workers up to N trials' work is done but not yet counted).
