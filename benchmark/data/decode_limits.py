@@ -10,8 +10,9 @@ to decoding workers as one ``DecodeLimits``:
   memory decoding one image takes, estimated from its header before any pixel is decoded
   (``decode_peak_bytes``): what the decoder holds at full resolution, plus the grey
   pipeline on the image after its box reduction. The default keeps ``validate`` under 1 GB;
-- ``roots`` (``images.root`` and ``images.allowed_roots``): the folders an image file must
-  lie in when it is opened (``safe_open.open_image``).
+- ``roots``: folders an image file must lie in when it is opened (``safe_open.open_image``);
+  a dataset's own (``images.root`` and ``images.allowed_roots``) travel with its images
+  (``Cohort.image_roots``) and are passed to ``read_image`` / ``check_image`` explicitly.
 
 Every refusal is an ``ImageError`` (a ``UserError``) that names the sizes and the key to
 raise, never the file (the caller adds the manifest row).
@@ -56,11 +57,10 @@ def decode_limits() -> DecodeLimits:
     return _limits
 
 
-def set_dataset_limits(max_mp: float, max_mb: float, roots: list[str]) -> None:
-    """The limits of a dataset file, for this process. Its roots join those of datasets loaded before (a process
-    may decode the images of several cohorts), so files must lie in the folders of some loaded dataset."""
-    known = tuple(dict.fromkeys((*_limits.roots, *roots)))
-    set_decode_limits(DecodeLimits(float(max_mp), float(max_mb), known))
+def set_dataset_limits(max_mp: float, max_mb: float) -> None:
+    """The size and memory limits of a dataset file, for this process (its folders travel with its images:
+    ``Cohort.image_roots``, passed to ``read_image`` / ``check_image`` as ``roots``)."""
+    set_decode_limits(replace(_limits, max_megapixels=float(max_mp), max_decode_mb=float(max_mb)))
 
 
 def set_max_megapixels(value: float | None) -> None:

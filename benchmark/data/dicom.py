@@ -90,12 +90,13 @@ def image_kind(path: str | os.PathLike, fh=None) -> str:
     return "dicom"
 
 
-def read_image(path: str | os.PathLike, *, target: int | None = None) -> np.ndarray:
+def read_image(path: str | os.PathLike, *, target: int | None = None, roots=None) -> np.ndarray:
     """Decode ``path`` to a 2-D float32 array in [0, 1], brighter = higher (see module doc).
 
     ``target``: the size the image will be resized to fit; large images are box-reduced towards it.
+    ``roots``: the folders the opened file must lie in (a dataset's ``Cohort.image_roots``; None: any).
     """
-    with open_image(path) as fh:
+    with open_image(path, roots) as fh:
         kind = image_kind(path, fh)
         img = _read_dicom(fh, target) if kind == "dicom" else read_pillow(fh, target)
     img = np.nan_to_num(img.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
@@ -105,7 +106,7 @@ def read_image(path: str | os.PathLike, *, target: int | None = None) -> np.ndar
     return img
 
 
-def check_image(path: str | os.PathLike) -> None:
+def check_image(path: str | os.PathLike, roots=None) -> None:
     """Cheap checks without decoding pixels; raises ``ImageError`` like ``read_image`` would.
 
     DICOM: the header parses, there is pixel data, a decoder exists for its transfer syntax,
@@ -113,7 +114,7 @@ def check_image(path: str | os.PathLike) -> None:
     uncompressed pixel data is as long as rows x columns x samples x bits says (catches
     truncated files). Other formats: Pillow can identify the file and verify its structure.
     """
-    with open_image(path) as fh:
+    with open_image(path, roots) as fh:
         if image_kind(path, fh) == "pillow":
             verify_pillow(fh)
             return

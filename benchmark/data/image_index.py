@@ -49,7 +49,7 @@ def read_images(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     from benchmark.data.decode_limits import set_dataset_limits
 
     im = spec.images
-    set_dataset_limits(im.max_megapixels, im.max_decode_mb, _roots(spec))
+    set_dataset_limits(im.max_megapixels, im.max_decode_mb)
     imgs = _from_manifest(spec, probs) if im.manifest is not None else _from_pattern(spec, probs)
     if imgs is None:
         return None
@@ -57,7 +57,7 @@ def read_images(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     return imgs
 
 
-def _roots(spec: DatasetSpec) -> list[str]:
+def image_roots(spec: DatasetSpec) -> list[str]:
     """``images.root`` and ``images.allowed_roots``, symbolic links resolved."""
     return [os.path.normcase(os.path.realpath(r)) for r in (spec.images.root, *spec.images.allowed_roots)]
 
@@ -97,7 +97,7 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     paths, wheres, seen = [], [], {}
     n_before = len(probs.items)
     absent, outside = [], 0
-    roots = _roots(spec)
+    roots = image_roots(spec)
     for i, (pid, rel) in enumerate(zip(pids, rels)):
         loc = where(im.manifest, first_row + i, im.path_column)
         wheres.append(loc)
@@ -156,7 +156,7 @@ def _from_pattern(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
                 files.append(os.path.join(dirpath, fn))
     pids, paths, rels, labels = [], [], [], []
     unmatched = 0
-    roots = _roots(spec)
+    roots = image_roots(spec)
     for p in files:
         rel = Path(os.path.relpath(p, im.root)).as_posix()
         m = rx.fullmatch(rel)
@@ -197,10 +197,10 @@ def _check_image_files(spec: DatasetSpec, imgs: ImageIndex, probs: Problems) -> 
     marker = (spec.cache_dir or default_cache_dir()) / "checks" / f"{key}.ok"
     if marker.exists():
         return
-    bad = 0
+    bad, roots = 0, image_roots(spec)
     for path, loc in zip(imgs.paths, imgs.where):
         try:
-            check_image(path)
+            check_image(path, roots)
         except ImageError as exc:
             bad += 1
             if bad <= _MAX_LISTED:

@@ -29,8 +29,9 @@ def _opener(path, flags):
     return os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
 
 
-def open_image(path: str | os.PathLike):
-    """``path`` opened for binary reading, after checking where the open file really is."""
+def open_image(path: str | os.PathLike, roots: tuple[str, ...] | list[str] | None = None):
+    """``path`` opened for binary reading, after checking where the open file really is: inside one of
+    ``roots`` (real paths; None: those of ``decode_limits``; empty: anywhere)."""
     try:
         fh = open(path, "rb", opener=_opener)   # builtins.open: audit hooks and tests see the path
     except OSError as exc:
@@ -39,7 +40,7 @@ def open_image(path: str | os.PathLike):
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ImageError("not a regular file (a device, pipe or folder); it was not read")
-        roots = decode_limits().roots
+        roots = decode_limits().roots if roots is None else tuple(roots)
         if roots and not inside(_real_path(fh, path, st), roots):
             raise ImageError("the image path leads outside images.root now (the file or a folder on its path was "
                              "replaced by a symbolic link after the dataset was checked); it was not read")
