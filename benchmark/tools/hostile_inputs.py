@@ -10,7 +10,8 @@ process: ``load_model(bundle)`` for a bundle, ``predict BUNDLE --data COHORT`` f
 case, ``validate DATASET`` for an image or register case. The table gives the exit status,
 whether the output was one error line per problem without a traceback, whether the attack
 ran code (its marker file appeared), the peak resident memory of the process
-(``wait4``'s ``ru_maxrss``) and its wall time. The process runs under a memory cap
+(``wait4``'s ``ru_maxrss``), its wall time, and for a bundle the time ``load_model`` itself
+took (imports excluded). The process runs under a memory cap
 (``RLIMIT_AS``, ``--cap-gb``), a file-size cap and a CPU-time cap, so that a case that
 would take the machine down stops with an error instead (shown as such).
 """
@@ -27,9 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-LOAD = ("import sys\nfrom benchmark import load_model\nfrom benchmark.errors import UserError\n"
-        "try:\n    load_model(sys.argv[1])\nexcept UserError as exc:\n    print(f'error: {exc}', file=sys.stderr)\n"
-        "    sys.exit(2)\n")
+LOAD = ("import sys, time\nfrom benchmark import load_model\nfrom benchmark.errors import UserError\n"
+        "t = time.monotonic()\ntry:\n    load_model(sys.argv[1])\nexcept UserError as exc:\n"
+        "    print(f'error: {exc}', file=sys.stderr)\n    sys.exit(2)\nfinally:\n"
+        "    print(f'note: load_model {time.monotonic() - t:.2f} s', file=sys.stderr)\n")
 
 
 def command(case, out: Path) -> list[str]:
@@ -46,7 +48,7 @@ def run_case(case, code: Path, work: Path, *, cap_gb: float, timeout_s: float) -
     """One case in a subprocess: exit status, output verdict, peak RSS (MB), seconds."""
     env = {**os.environ, **case.env, "PYTHONPATH": str(code), "AFF_BENCHMARK_CACHE": str(work / "cache"),
            "AFF_BENCHMARK_RESULTS": str(work / "results")}
-    env.pop(("AFF_BENCHMARK_FAMILY_DIRS"), None)
+    env.pop("AFF_BENCHMARK_FAMILY_DIRS", None)
     if case.marker is not None and case.marker.exists():
         case.marker.unlink()
     cap = int(cap_gb * (1 << 30))
@@ -79,7 +81,8 @@ def run_case(case, code: Path, work: Path, *, cap_gb: float, timeout_s: float) -
     section = stdout.split("\nproblems (", 1)[1] if "\nproblems (" in stdout else ""
     problems = [ln.strip()[2:] for ln in section.splitlines() if ln.startswith("  - ")]
     first = lines[0] if lines else (problems[0] if problems else "")
-    return {"case": case.name, "kind": case.kind, "what": case.what, "exit": proc.returncode,
+    load_s = next((float(ln.split()[2]) for ln in stderr.splitlines() if ln.startswith("note: load_model")), None)
+    return {"case": case.name, "kind": case.kind, "what": case.what, "exit": proc.returncode, "load_s": load_s,
             "traceback": "Traceback" in text, "one_line": proc.returncode == 2 and len(lines) <= 1 and "Traceback" not in text,
             "code_ran": bool(case.marker is not None and case.marker.exists()),
             "peak_mb": round(usage.ru_maxrss / 1024), "seconds": round(time.monotonic() - t0, 1), "message": first[:200]}
@@ -126,13 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out / f"run-{args.code.name}"
     work.mkdir(parents=True, exist_ok=True)
     print(f"code: {args.code}   cap {args.cap_gb:g} GB address space per case")
-    print(f"{'case':<34} {'kind':<9} {'verdict':<14} {'peak MB':>8} {'s':>6}  message")
+    print(f"{'case':<34} {'kind':<9} {'verdict':<14} {'peak MB':>8} {'s':>6} {'load s':>6}  message")
     rows = []
     for case in cases:
         r = run_case(case, args.code, work, cap_gb=args.cap_gb, timeout_s=args.timeout)
         rows.append(r)
-        print(f"{r['case']:<34} {r['kind']:<9} {verdict(r):<14} {r['peak_mb']:>8} {r['seconds']:>6}  {r['message'][:110]}",
-              flush=True)
+        load = "" if r["load_s"] is None else f"{r['load_s']:.2f}"
+        print(f"{r['case']:<34} {r['kind']:<9} {verdict(r):<14} {r['peak_mb']:>8} {r['seconds']:>6} {load:>6}  "
+              f"{r['message'][:110]}", flush=True)
     if args.json:
         args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0
