@@ -314,3 +314,17 @@ def build(root: Path, *, kinds: tuple[str, ...] = ("bundle", "image", "register"
     if "register" in kinds:
         cases += register_cases(root, data)
     return cases
+
+
+def write_index(cases: list[Case], path: Path) -> None:
+    """The cases as JSON (what ``hostile_inputs`` reads)."""
+    path.write_text(json.dumps([{**c.__dict__, "path": str(c.path), "marker": str(c.marker) if c.marker else None,
+                                 "trust": str(c.trust) if c.trust else None} for c in cases], indent=1))
+
+
+if __name__ == "__main__":   # python -m benchmark.tools.hostile_corpus OUT [KINDS]: build, write OUT/cases.json
+    import sys
+
+    out = Path(sys.argv[1])
+    write_index(build(out, kinds=tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("bundle", "image", "register")),
+                out / "cases.json")

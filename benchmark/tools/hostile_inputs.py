@@ -4,14 +4,15 @@
     python -m benchmark.tools.hostile_inputs --out /tmp/hostile --code /work/main --reuse   # another one
 
 The corpus (``hostile_corpus.build``: hostile bundles, DICOM/PNG/TIFF/JPEG files, registers with
-identifiers) is written once with this checkout; ``--code`` runs the cases with another
+identifiers) is written once with this checkout, in a process of its own (a child's peak RSS
+includes what it inherits when forked, so this process imports nothing heavy); ``--code`` runs the cases with another
 checkout on ``PYTHONPATH`` (e.g. the code before a change). Each case runs in its own
 process: ``load_model(bundle)`` for a bundle, ``predict BUNDLE --data COHORT`` for a predict
 case, ``validate DATASET`` for an image or register case. The table gives the exit status,
 whether the output was one error line per problem without a traceback, whether the attack
 ran code (its marker file appeared), the peak resident memory of the process
 (``wait4``'s ``ru_maxrss``), its wall time, and for a bundle the time ``load_model`` itself
-took (imports excluded). The process runs under a memory cap
+took (the bundle module's own imports excluded). The process runs under a memory cap
 (``RLIMIT_AS``, ``--cap-gb``), a file-size cap and a CPU-time cap, so that a case that
 would take the machine down stops with an error instead (shown as such).
 """
@@ -27,8 +28,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-LOAD = ("import sys, time\nfrom benchmark import load_model\nfrom benchmark.errors import UserError\n"
+LOAD = ("import sys, time\nimport benchmark.export.bundle\nfrom benchmark import load_model\n"
+        "from benchmark.errors import UserError\n"
         "t = time.monotonic()\ntry:\n    load_model(sys.argv[1])\nexcept UserError as exc:\n"
         "    print(f'error: {exc}', file=sys.stderr)\n    sys.exit(2)\nfinally:\n"
         "    print(f'note: load_model {time.monotonic() - t:.2f} s', file=sys.stderr)\n")
@@ -112,17 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=180.0)
     p.add_argument("--json", type=Path, default=None, help="write the results here as JSON lines")
     args = p.parse_args(argv)
-    from benchmark.tools.hostile_corpus import build
-    from benchmark.tools.hostile_images import Case
-
     index = args.out / "cases.json"
-    if args.reuse and index.exists():
-        cases = [Case(**{**c, "path": Path(c["path"]), "marker": Path(c["marker"]) if c["marker"] else None,
-                         "trust": Path(c["trust"]) if c["trust"] else None}) for c in json.loads(index.read_text())]
-    else:
-        cases = build(args.out, kinds=tuple(k.strip() for k in args.kinds.split(",")))
-        index.write_text(json.dumps([{**c.__dict__, "path": str(c.path), "marker": str(c.marker) if c.marker else None,
-                                      "trust": str(c.trust) if c.trust else None} for c in cases], indent=1))
+    if not (args.reuse and index.exists()):   # built in a process of its own: this one stays small, and a
+        args.out.mkdir(parents=True, exist_ok=True)   # child's peak RSS counts what it inherits when forked
+        subprocess.run([sys.executable, "-m", "benchmark.tools.hostile_corpus", str(args.out), args.kinds], check=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    cases = [SimpleNamespace(**{**c, "path": Path(c["path"]), "marker": Path(c["marker"]) if c["marker"] else None,
+                                "trust": Path(c["trust"]) if c["trust"] else None})
+             for c in json.loads(index.read_text())]
     if args.only:
         keep = set(args.only.split(","))
         cases = [c for c in cases if c.name in keep]
