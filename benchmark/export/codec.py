@@ -244,7 +244,6 @@ class Reader:
         if spec is None:
             raise BundleFormatError(f"{where}: the model tree names class {str(name)[:80]!r}; a bundle may hold only "
                                     "the classes listed in benchmark/export/field_specs.py")
-        cls = class_of(name)
         state = node["state"]
         if node_kind(state) != "__map__" or len(state) != 1 or not isinstance(state["__map__"], dict):
             raise BundleFormatError(f"{where}: the state of {name} is {describe(state)}, not a map of fields")
@@ -255,12 +254,22 @@ class Reader:
         missing = [k for k in spec.fields if k not in state and k not in spec.optional]
         if missing:
             raise BundleFormatError(f"{where}: {name} lacks its field {missing[0]!r}")
+        # every field is read and checked before the class's module is imported (PyTorch for a network)
+        values = {key: fld.read(self, state[key], f"{where}.{key}") for key, fld in spec.fields.items()
+                  if key in state and not isinstance(fld, Ignored)}
+        extra = None
+        if spec.extra is not None:
+            if "extra" not in node:
+                raise BundleFormatError(f"{where}: {name} needs its 'extra' entry (weights)")
+            extra = spec.extra.read(self, node["extra"], f"{where}.extra")
+            for ref in extra.values():   # weights files: their headers against their sizes, still without PyTorch
+                if isinstance(ref, str) and ref.endswith(".safetensors"):
+                    safetensors_header(self.file(ref, where), ref)
+        elif "extra" in node:
+            raise BundleFormatError(f"{where}: {name} takes no 'extra' entry")
+        cls = class_of(name)
         obj = cls.__new__(cls)
-        for key, fld in spec.fields.items():
-            if key in state:
-                value = fld.read(self, state[key], f"{where}.{key}")
-                if not isinstance(fld, Ignored):
-                    obj.__dict__[key] = value
+        obj.__dict__.update(values)   # the listed fields only, each checked above
         if "params" in spec.fields:
             check_params(cls, obj.params, f"{where}.params")
         if spec.check is not None:
@@ -269,9 +278,8 @@ class Reader:
             spec.after(obj)
         restore = getattr(cls, "bundle_restore", None)
         if spec.extra is not None:
-            if "extra" not in node or not callable(restore):
-                raise BundleFormatError(f"{where}: {name} needs its 'extra' entry (weights)")
-            extra = spec.extra.read(self, node["extra"], f"{where}.extra")
+            if not callable(restore):
+                raise BundleFormatError(f"{where}: {name} cannot restore its weights in this installation")
             try:
                 restore(obj, self, extra)
             except BundleFormatError:
@@ -282,8 +290,6 @@ class Reader:
                 if isinstance(exc, UserError):
                     raise BundleFormatError(f"{where}: {exc}") from None
                 raise BundleFormatError(f"{where}: the network cannot be rebuilt ({_first_line(exc)})") from None
-        elif "extra" in node:
-            raise BundleFormatError(f"{where}: {name} takes no 'extra' entry")
         return obj
 
 

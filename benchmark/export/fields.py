@@ -349,9 +349,7 @@ class Device(Field):
     def decode(self, reader, node, where):
         check_node(node, "__device__", where)
         Str(16, pattern=r"cpu|cuda(:\d{1,2})?|mps").read(reader, node["__device__"], where)
-        import torch
-
-        return torch.device(reader.device)   # a restored model runs where it is loaded
+        return reader.device   # a restored model runs where it is loaded (its bundle_restore makes it a torch.device)
 
 
 class Ignored(Field):
