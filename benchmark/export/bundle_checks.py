@@ -148,9 +148,7 @@ _COMPONENT = {"name", "family", "modality", "sources", "image_size", "r", "mu", 
 
 def decode_components(tree, reader) -> tuple[list, dict, float]:
     """(components, conformal thresholds, decision threshold) of model.json, each field checked."""
-    from benchmark.candidates.base import Family
-    from benchmark.export.codec import class_of
-    from benchmark.export.field_specs import CLASSES
+    from benchmark.export.field_specs import FAMILY_CLASSES
     from benchmark.export.model import Component
     from benchmark.protocol import MODALITIES
 
@@ -163,18 +161,9 @@ def decode_components(tree, reader) -> tuple[list, dict, float]:
         where = f"model.json: components[{i}]"
         _dict(node, _COMPONENT, where, _COMPONENT - {"full"})
         name = Str(NAME, pattern=r"[A-Za-z0-9_.\-]+").read(reader, node["name"], f"{where}.name")
-        family = Str(64, pattern=r"[a-z0-9_]+").read(reader, node["family"], f"{where}.family")
+        family = Str(64, choices=tuple(FAMILY_CLASSES)).read(reader, node["family"], f"{where}.family")
         modality = Str(16, choices=tuple(MODALITIES)).read(reader, node["modality"], f"{where}.modality")
-        # the family's class: the one its first member names, if listed (only that module is imported)
-        first = node["members"][0] if isinstance(node["members"], list) and node["members"] else None
-        cls_name = first.get("__object__") if isinstance(first, dict) else None
-        fam = class_of(cls_name) if cls_name in CLASSES else None
-        if fam is None or not issubclass(fam, Family) or fam.family_name != family:
-            raise BundleFormatError(f"{where}.members[0]: {str(cls_name)[:80]!r} is not a model of family {family!r}")
         size = NoneOr(Int(8, MAX_IMAGE_SIZE)).read(reader, node["image_size"], f"{where}.image_size")
-        if (size is not None) != bool(fam.uses_images):
-            raise BundleFormatError(f"{where}.image_size: {size!r} for family {family}, which "
-                                    f"{'reads' if fam.uses_images else 'does not read'} images")
         sources = node["sources"]
         if not isinstance(sources, dict) or len(sources) > MAX_COMPONENTS:
             raise BundleFormatError(f"{where}.sources: not a map of inputs to components")
@@ -185,10 +174,13 @@ def decode_components(tree, reader) -> tuple[list, dict, float]:
                 raise BundleFormatError(f"{where}.sources.{role[:40]}: {str(src)[:40]!r} is not an earlier component")
         if name in earlier:
             raise BundleFormatError(f"{where}.name: {name!r} is used twice")
-        member = Obj(cls_name)
+        member = Obj(FAMILY_CLASSES[family])   # members of the component's own family only
         members = List(member, MAX_MEMBERS).read(reader, node["members"], f"{where}.members")
         if not members:
             raise BundleFormatError(f"{where}.members: no member")
+        if (size is not None) != bool(type(members[0]).uses_images):
+            raise BundleFormatError(f"{where}.image_size: {size!r} for family {family!r}, which "
+                                    f"{'reads' if type(members[0]).uses_images else 'does not read'} images")
         comps.append(Component(
             name=name, family=family, modality=modality, members=members,
             calibrator=Obj("benchmark.candidates.calibration:Calibrator").read(reader, node["calibrator"],

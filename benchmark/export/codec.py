@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmark.export.field_specs import CLASSES, check_params
+from benchmark.export.field_specs import CLASSES, check_param_sizes, check_params
 from benchmark.export.fields import Any_, Ignored, check_node, describe, node_kind
 from benchmark.export.limits import MAX_TENSORS, BundleFormatError, check_count
 
@@ -257,6 +257,8 @@ class Reader:
         # every field is read and checked before the class's module is imported (PyTorch for a network)
         values = {key: fld.read(self, state[key], f"{where}.{key}") for key, fld in spec.fields.items()
                   if key in state and not isinstance(fld, Ignored)}
+        if "params" in values:
+            check_param_sizes(values["params"], f"{where}.params")
         extra = None
         if spec.extra is not None:
             if "extra" not in node:

@@ -276,6 +276,17 @@ CLASSES: dict[str, ObjectSpec] = {
         optional=frozenset({"feature_names_in_", "n_features_in_"}), check=_check_isotonic, after=_build_isotonic),
 }
 
+# The family each exportable class is (``register_family``'s names), known without importing the class:
+# a component's members are checked against it before any module (PyTorch's, for a network) is imported.
+FAMILY_CLASSES: dict[str, str] = {
+    "logreg": P + "tabular:LogRegFamily", "xgboost": P + "tabular:XGBoostFamily",
+    "lightgbm": P + "tabular:LightGBMFamily", "mlp": P + "mlp:MLPFamily", "timm_cnn": P + "image:TimmCNN",
+    "late_average": P + "fusion_late:LateAverageFamily", "late_stacking": P + "fusion_late:LateStackingFamily",
+    "embed_xgboost": P + "fusion_embed:EmbedXGBoostFamily", "embed_lightgbm": P + "fusion_embed:EmbedLightGBMFamily",
+    "joint_concat": P + "fusion_nets:JointConcatFamily", "gated": P + "fusion_nets:GatedFamily",
+    "film": P + "fusion_nets:FiLMFamily", "attention": P + "fusion_nets:AttentionFamily",
+}
+
 # Parameters that size a network or a batch: (low, high) when present in a family's ``params``.
 PARAM_BOUNDS: dict[str, tuple[int, int]] = {
     "hidden": (1, MAX_WIDTH), "tab_hidden": (1, MAX_WIDTH), "fusion_dim": (1, MAX_WIDTH),
@@ -287,13 +298,18 @@ PARAM_BOUNDS: dict[str, tuple[int, int]] = {
 
 
 def check_params(cls: type, params: dict, where: str) -> None:
-    """A family's ``params``: names and choices it declares, and the sizes in ``PARAM_BOUNDS``."""
+    """A family's ``params``: names and choices it declares (``check_param_sizes`` comes first, before the class's
+    module is imported)."""
     from benchmark.errors import UserError
 
     try:
         cls.check_params(params, where)
     except UserError as exc:
         raise BundleFormatError(str(exc)) from None
+
+
+def check_param_sizes(params: dict, where: str) -> None:
+    """The sizes in ``PARAM_BOUNDS`` and the architecture names of a family's ``params``."""
     for key, (lo, hi) in PARAM_BOUNDS.items():
         v = params.get(key)
         if v is None:
