@@ -186,7 +186,7 @@ class Reader:
         import torch
 
         header = safetensors_header(self.file(name, where), name)
-        with torch.device("meta"):
+        with torch.device("meta"), _ShapesOnly():
             expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
         if set(expected) != set(header):
             odd = sorted(set(expected) ^ set(header))[0]
@@ -293,6 +293,20 @@ class Reader:
                     raise BundleFormatError(f"{where}: {exc}") from None
                 raise BundleFormatError(f"{where}: the network cannot be rebuilt ({_first_line(exc)})") from None
         return obj
+
+
+def _ShapesOnly():
+    """A torch function mode for building a network on the meta device: random normal initialisation is
+    skipped (its meta implementation imports ``torch._dynamo``, some 150 MB; the values are never read)."""
+    from torch.overrides import TorchFunctionMode
+
+    class ShapesOnly(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("normal_", "kaiming_normal_"):
+                return args[0] if args else (kwargs or {}).get("tensor", (kwargs or {}).get("self"))
+            return func(*args, **(kwargs or {}))
+
+    return ShapesOnly()
 
 
 def class_of(name: str) -> type:

@@ -10,8 +10,9 @@ checkout on ``PYTHONPATH`` (e.g. the code before a change). Each case runs in it
 process: ``load_model(bundle)`` for a bundle, ``predict BUNDLE --data COHORT`` for a predict
 case, ``validate DATASET`` for an image or register case. The table gives the exit status,
 whether the output was one error line per problem without a traceback, whether the attack
-ran code (its marker file appeared), the peak resident memory of the process
-(``wait4``'s ``ru_maxrss``), its wall time, and for a bundle the time ``load_model`` itself
+ran code (its marker file appeared), the peak resident memory of the process (its
+``VmHWM`` at exit; ``wait4``'s ``ru_maxrss`` for a process that was killed, which also
+counts what the fork inherited from this one), its wall time, and for a bundle the time ``load_model`` itself
 took (the bundle module's own imports excluded). The process runs under a memory cap
 (``RLIMIT_AS``, ``--cap-gb``), a file-size cap and a CPU-time cap, so that a case that
 would take the machine down stops with an error instead (shown as such).
@@ -37,14 +38,22 @@ LOAD = ("import sys, time\nimport benchmark.export.bundle\nfrom benchmark import
         "    print(f'note: load_model {time.monotonic() - t:.2f} s', file=sys.stderr)\n")
 
 
+# the process's own peak (VmHWM: since its exec; wait4's ru_maxrss also counts what the fork inherited)
+PEAK = ("import atexit, sys\n"
+        "def _peak():\n    hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+        "    print(f'note: peak_kb {hwm[0].split()[1]}', file=sys.stderr)\n"
+        "atexit.register(_peak)\n")
+CLI = PEAK + "import runpy\nsys.argv = ['benchmark', *sys.argv[1:]]\nrunpy.run_module('benchmark', run_name='__main__')\n"
+
+
 def command(case, out: Path) -> list[str]:
     if case.kind == "bundle":
-        return [sys.executable, "-c", LOAD, str(case.path)]
+        return [sys.executable, "-c", PEAK + LOAD, str(case.path)]
     if case.kind == "predict":
-        cmd = [sys.executable, "-m", "benchmark", "predict", str(case.path), "--data", case.env["AFF_HOSTILE_DATA"],
+        cmd = [sys.executable, "-c", CLI, "predict", str(case.path), "--data", case.env["AFF_HOSTILE_DATA"],
                "--out", str(out / f"pred-{case.name}")]
         return cmd + (["--trust", str(case.trust)] if case.trust else [])
-    return [sys.executable, "-m", "benchmark", "validate", str(case.path)]
+    return [sys.executable, "-c", CLI, "validate", str(case.path)]
 
 
 def run_case(case, code: Path, work: Path, *, cap_gb: float, timeout_s: float) -> dict:
@@ -85,10 +94,11 @@ def run_case(case, code: Path, work: Path, *, cap_gb: float, timeout_s: float) -
     problems = [ln.strip()[2:] for ln in section.splitlines() if ln.startswith("  - ")]
     first = lines[0] if lines else (problems[0] if problems else "")
     load_s = next((float(ln.split()[2]) for ln in stderr.splitlines() if ln.startswith("note: load_model")), None)
+    peak_kb = next((int(ln.split()[2]) for ln in stderr.splitlines() if ln.startswith("note: peak_kb")), None)
     return {"case": case.name, "kind": case.kind, "what": case.what, "exit": proc.returncode, "load_s": load_s,
             "traceback": "Traceback" in text, "one_line": proc.returncode == 2 and len(lines) <= 1 and "Traceback" not in text,
             "code_ran": bool(case.marker is not None and case.marker.exists()),
-            "peak_mb": round(usage.ru_maxrss / 1024), "seconds": round(time.monotonic() - t0, 1), "message": first[:200]}
+            "peak_mb": round((peak_kb or usage.ru_maxrss) / 1024), "peak_measured": "VmHWM" if peak_kb else "ru_maxrss", "seconds": round(time.monotonic() - t0, 1), "message": first[:200]}
 
 
 def verdict(r: dict) -> str:
