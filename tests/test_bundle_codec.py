@@ -187,6 +187,18 @@ def test_neural_fusion_net_round_trips_bit_identically_in_eval_mode_on_cpu(fusio
 # -- what a bundle may not hold
 
 
+def test_every_exportable_family_is_listed_with_its_class_and_fields():
+    from benchmark.candidates import base
+    from benchmark.candidates.base import get_family
+    from benchmark.export.codec import _class_name_of
+    from benchmark.export.field_specs import CLASSES, FAMILY_CLASSES
+
+    base.family_names()   # the built-in families registered
+    assert set(FAMILY_CLASSES) == {n for n, c in base._FAMILIES.items() if c.__module__.startswith("benchmark.")}
+    for name, cls_name in FAMILY_CLASSES.items():
+        assert _class_name_of(get_family(name)) == cls_name and cls_name in CLASSES
+
+
 @pytest.mark.parametrize("name", ["os:system", "subprocess:Popen", "http.server:SimpleHTTPRequestHandler",
                                   "builtins:dict", "numpy:ndarray"])
 def test_decoding_refuses_a_class_outside_the_allow_list_without_importing_it(name):
