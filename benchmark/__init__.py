@@ -16,20 +16,22 @@ if "OMP_WAIT_POLICY" not in _os.environ:
 __version__ = "0.2.0"
 
 
-def load_model(path, device: str = "cpu"):
+def load_model(path, device: str = "cpu", *, trust=None):
     """The exported model in a bundle folder written by ``python -m benchmark export``.
 
     Every file of the bundle is checked against its SHA-256 in ``bundle.json`` before anything
-    is read; a changed, missing or unlisted file is refused by name. ``device`` is where the
-    networks run (``"cpu"`` or ``"cuda"``).
+    is read; a changed, missing or unlisted file is refused by name, and every part is read
+    through checked, bounded fields (docs/security.md). ``device`` is where the networks run
+    (``"cpu"`` or ``"cuda"``). ``trust``: public key files or folders; the bundle must then be
+    signed by one of them (``python -m benchmark keys``).
 
     ```python
     from benchmark import load_model
 
-    model = load_model("results/my-run/bundles/late_stacking")
+    model = load_model("results/my-run/bundles/late_stacking", trust=["site-a.pub"])   # trust: optional
     table = model.predict("new-hospital.yaml")   # or a Cohort from benchmark.data.dataset.load_dataset
     ```
     """
     from benchmark.export.bundle import load_model as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, trust=trust)

@@ -4,17 +4,20 @@ Each sub-command lives in the module of its stage; this file only wires them. A 
 contributes ``add_arguments(parser)`` and ``command(args) -> int``. ``UserError`` is
 printed as one line on stderr and exits with status 2. ``python -m benchmark --help``
 lists every command with its purpose and an example (``EXAMPLES``); ``--version`` prints
-``benchmark.__version__``.
+``benchmark.__version__``. Every command writes its files readable by their owner only
+unless ``--shared-output`` is given (``benchmark.outputs``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from benchmark import __version__
 from benchmark.errors import UserError
+from benchmark.outputs import SHARED_ENV, owner_only
 
 # sub-command -> (module, one-line help)
 COMMANDS = {
@@ -26,6 +29,7 @@ COMMANDS = {
     "validate": ("benchmark.data.validate", "check a dataset file and print a summary"),
     "export": ("benchmark.export.export", "train a run's candidate on the whole cohort and write a model bundle"),
     "predict": ("benchmark.export.predict", "predict new patients with a bundle (external validation with labels)"),
+    "keys": ("benchmark.export.signing", "make a signing key pair, sign a bundle, or check who signed one"),
 }
 
 # sub-command -> one example a user can run as it is (the docs' tests parse each one)
@@ -38,6 +42,7 @@ EXAMPLES = {
     "validate": "python -m benchmark validate my-cohort/dataset.yaml",
     "export": "python -m benchmark export results/my-run",
     "predict": "python -m benchmark predict results/my-run/bundles/late_stacking --data new-hospital.yaml",
+    "keys": "python -m benchmark keys new my-keys",
 }
 
 DESCRIPTION = ("Benchmark harness for telling atypical from normal femoral fractures (AFF/NFF) from radiographs "
@@ -50,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"aff-benchmark {__version__}")
+    parser.add_argument("--shared-output", action="store_true",
+                        help="give outputs the process's own file modes (default: readable by their owner only;\n"
+                             "also AFF_BENCHMARK_SHARED_OUTPUT=1)")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=f"{help_text}\n  e.g. {EXAMPLES[name]}", description=help_text,
@@ -63,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.shared_output:
+        os.environ[SHARED_ENV] = "1"   # subprocesses and Ray workers see it too
     try:
-        return int(args._module.command(args) or 0)
+        with owner_only():
+            return int(args._module.command(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

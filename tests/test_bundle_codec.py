@@ -187,6 +187,18 @@ def test_neural_fusion_net_round_trips_bit_identically_in_eval_mode_on_cpu(fusio
 # -- what a bundle may not hold
 
 
+def test_every_exportable_family_is_listed_with_its_class_and_fields():
+    from benchmark.candidates import base
+    from benchmark.candidates.base import get_family
+    from benchmark.export.codec import _class_name_of
+    from benchmark.export.field_specs import CLASSES, FAMILY_CLASSES
+
+    base.family_names()   # the built-in families registered
+    assert set(FAMILY_CLASSES) == {n for n, c in base._FAMILIES.items() if c.__module__.startswith("benchmark.")}
+    for name, cls_name in FAMILY_CLASSES.items():
+        assert _class_name_of(get_family(name)) == cls_name and cls_name in CLASSES
+
+
 @pytest.mark.parametrize("name", ["os:system", "subprocess:Popen", "http.server:SimpleHTTPRequestHandler",
                                   "builtins:dict", "numpy:ndarray"])
 def test_decoding_refuses_a_class_outside_the_allow_list_without_importing_it(name):
@@ -207,18 +219,24 @@ def test_decoding_refuses_a_foreign_class_reached_through_a_package_module(name)
 
 def test_encoding_refuses_a_lambda_in_a_family_attribute_naming_its_path():
     fam = get_family("late_average")(scale="logit")
-    fam.sources_ = ["best_image", "best_register"]
-    fam.extra_ = {"hook": lambda p: p}
-    with pytest.raises(BundleFormatError, match=r"c0\.m1\.extra_\.hook"):
+    fam.sources_ = ["best_image", lambda p: p]
+    with pytest.raises(BundleFormatError, match=r"c0\.m1\.sources_\[1\]"):
         Writer().encode(fam, "c0.m1")
 
 
 def test_encoding_refuses_an_open_file_naming_its_path(tmp_path):
     fam = get_family("late_average")(scale="logit")
     with open(tmp_path / "log.txt", "w") as fh:
-        fam.log_ = [fh]
-        with pytest.raises(BundleFormatError, match=r"c2\.m0\.log_\[0\]"):
+        fam.sources_ = [fh]
+        with pytest.raises(BundleFormatError, match=r"c2\.m0\.sources_\[0\]"):
             Writer().encode(fam, "c2.m0")
+
+
+def test_encoding_refuses_an_attribute_without_a_declared_field_naming_it():
+    fam = get_family("late_average")(scale="logit")
+    fam.sources_, fam.prior_, fam.extra_ = ["best_image"], 0.5, {"hook": 1}
+    with pytest.raises(BundleFormatError, match=r"c0\.m1\.extra_: .*field_specs"):
+        Writer().encode(fam, "c0.m1")
 
 
 @pytest.mark.parametrize("method", ["platt", "temperature", "isotonic", "none"])

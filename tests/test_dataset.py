@@ -347,7 +347,7 @@ def test_image_header_checks_are_skipped_once_the_same_files_passed(tiny_dataset
 
     calls = []
     real = dicom.check_image
-    monkeypatch.setattr(dicom, "check_image", lambda p: (calls.append(p), real(p))[1])
+    monkeypatch.setattr(dicom, "check_image", lambda p, roots=None: (calls.append(p), real(p, roots))[1])
     ds = tiny_dataset()
     load_dataset(ds.yaml)
     assert len(calls) == 20

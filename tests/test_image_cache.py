@@ -37,9 +37,9 @@ def count_decodes(monkeypatch):
     calls = []
     real = ic.read_image
 
-    def counting(path):
+    def counting(path, **kwargs):
         calls.append(path)
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(ic, "read_image", counting)
     return calls
@@ -107,11 +107,11 @@ def test_an_interrupted_run_leaves_no_cache_file_behind(images, tmp_path, monkey
     calls = []
     real = ic.read_image
 
-    def interrupted(path):
+    def interrupted(path, **kwargs):
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(ic, "read_image", interrupted)
     with pytest.raises(KeyboardInterrupt):

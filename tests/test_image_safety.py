@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _default_limit():
-    dicom.set_max_megapixels(None)
+    dicom.set_decode_limits(None)
     yield
-    dicom.set_max_megapixels(None)
+    dicom.set_decode_limits(None)
 
 
 @pytest.fixture
@@ -238,7 +238,9 @@ def test_a_huge_png_is_refused_from_its_header_without_a_pillow_warning(tmp_path
         assert str(exc.value).startswith(f"the image declares {width} x {height} pixels x 8 bits ({mp:,.0f} "
                                          "megapixels), above the limit of 100 megapixels; it was not decoded")
     dicom.set_max_megapixels(1000)
-    with dicom._open_pillow(p) as im:   # a raised limit lets it through (Pillow's own limit too)
+    from benchmark.data.pillow_image import open_pillow
+
+    with open(p, "rb") as fh, open_pillow(fh, 512) as im:   # a raised limit lets it through (Pillow's own limit too)
         assert im.size == (width, height)
 
 
@@ -270,10 +272,10 @@ def test_decoding_workers_get_the_limit(tmp_path):
     from benchmark.data import image_cache as ic
 
     p = make_png_header(tmp_path / "a.png", 30, 30, full=True)
-    rows, block, error = ic._decode_chunk(([str(p)], [0], 8, 1, 0.0001))
+    rows, block, error = ic._decode_chunk(([str(p)], [0], 8, 1, dicom.DecodeLimits(max_megapixels=0.0001)))
     assert block is None and "above the limit of 0.0001 megapixels" in error
     dicom.set_max_megapixels(None)
-    rows, block, error = ic._decode_chunk(([str(p)], [0], 8, 1, 100.0))
+    rows, block, error = ic._decode_chunk(([str(p)], [0], 8, 1, dicom.DecodeLimits()))
     assert error is None and block.shape == (1, 8, 8)
 
 

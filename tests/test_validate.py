@@ -53,13 +53,18 @@ def test_images_that_only_fail_when_decoded_are_found_unless_no_decode(tiny_data
     ds = tiny_dataset()
     man = ds.read_manifest()
     raw = bytearray(open(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"), "rb").read())
-    i = raw.find(b"\xff\xd8\xff")
-    raw[i:i + 2] = b"\x00\x00"      # the JPEG-LS stream loses its start marker; the header stays valid
+    i = raw.find(b"\xff\xda", raw.find(b"\xff\xd8\xff"))
+    raw[i + 1] = 0xDB                # the JPEG-LS start-of-scan becomes a table segment; its frame header stays valid
     (ds.images / man.loc[5, "path"]).write_bytes(bytes(raw))
     code, out = run_validate(capsys, ds.yaml)
     assert code == 2 and "images.csv, row 7, column 'path': DICOM pixel data cannot be decoded" in out
     code, out = run_validate(capsys, ds.yaml, "--no-decode")
     assert code == 0, out
+    j = raw.find(b"\xff\xd8\xff")
+    raw[j:j + 2] = b"\x00\x00"      # without its start-of-image marker the header checks already see it
+    (ds.images / man.loc[5, "path"]).write_bytes(bytes(raw))
+    code, out = run_validate(capsys, ds.yaml, "--no-decode")
+    assert code == 2 and "row 7, column 'path': the compressed pixel data is not a JPEG-LS stream" in out
 
 
 def test_dropped_patients_are_warnings_and_the_dataset_stays_usable(tiny_dataset, capsys):

@@ -1,18 +1,10 @@
 """Encoders the torch families build on: timm image backbones (local weights only) and the register MLP.
 
-timm backbones, never from the network (``HF_HUB_OFFLINE=1``):
-
-- ``pretrained: /path/resnet18.safetensors`` (or ``.pth``): that file;
-- ``pretrained: /path/folder``: ``<arch>.safetensors``/``.pth`` in it, or timm's caches
-  (``models--timm--<arch>.<tag>/snapshots/*/model.safetensors``, ``checkpoints/<file>``);
-- ``pretrained: true``: the folder named by ``AFF_BENCHMARK_WEIGHTS``, which must hold them;
-- unset: that folder's weights when it has them, else random initialisation;
-- ``pretrained: false``: random initialisation.
-
-A 3-channel first convolution is summed to one channel (timm's ``adapt_input_conv``);
-the classifier is re-initialised (timm drops a pretrained head of another class count), and a
-one-logit head never starts far wider than ``nn.Linear``'s default (``temper_head``).
-Named but missing weights are a ``UserError``::
+Starting weights come only from ``benchmark.candidates.weights`` (``resolve_weights`` says
+which file, ``read_weights`` reads it; re-exported here). A 3-channel first convolution is
+summed to one channel (timm's ``adapt_input_conv``); the classifier is re-initialised (timm
+drops a pretrained head of another class count), and a one-logit head never starts far wider
+than ``nn.Linear``'s default (``temper_head``)::
 
     net = build_timm_model("resnet18", weights=resolve_weights("resnet18", None))   # (n, 1, S, S) -> (n, 1)
     enc = TabularNet(n_numeric=10, cardinalities=[4], hidden=64, n_layers=2, dropout=0.1,
@@ -26,7 +18,6 @@ logits have 8 significant bits and tie patients at the AUC's resolution.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,104 +25,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from benchmark.candidates.weights import (WEIGHTS_ENV, bundle_weights_only, find_weights,  # noqa: F401 - re-exported
+                                          read_weights, resolve_weights)
 from benchmark.errors import UserError
-
-# Weights are only ever read from a named file (timm's 'file' source); this guards the rest.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-WEIGHTS_ENV = "AFF_BENCHMARK_WEIGHTS"
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".bin")
-_HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-
-# ----------------------------------------------------------------------------- weights
-
-def _name_variants(arch: str) -> list[str]:
-    """``resnet18`` -> [resnet18, resnet18.a1_in1k (timm's default tag)]; tagged names kept first."""
-    import timm
-
-    names = [arch]
-    base, _, tag = arch.partition(".")
-    if tag:
-        names.append(base)
-    else:
-        cfg = timm.models.get_pretrained_cfg(arch)
-        if cfg is not None and cfg.tag:
-            names.append(f"{base}.{cfg.tag}")
-    return names
-
-
-def find_weights(arch: str, folder: Path) -> Path | None:
-    """The weight file for ``arch`` in ``folder`` (flat files or timm's cache layouts), or None."""
-    import timm
-
-    folder = Path(folder)
-    names = _name_variants(arch)
-    for name in names:
-        for suffix in _WEIGHT_SUFFIXES:
-            if (folder / f"{name}{suffix}").is_file():
-                return folder / f"{name}{suffix}"
-        for hub_file in _HUB_FILES:
-            if (folder / name / hub_file).is_file():
-                return folder / name / hub_file
-    hub_roots = [folder, folder / "hub", folder / "huggingface" / "hub"]
-    base = arch.partition(".")[0]
-    for root in hub_roots:
-        patterns = [f"models--timm--{n}" for n in names] + [f"models--timm--{base}.*"]
-        for pattern in patterns:
-            for repo in sorted(root.glob(pattern)):
-                for hub_file in _HUB_FILES:
-                    hits = sorted((repo / "snapshots").glob(f"*/{hub_file}"))
-                    if hits:
-                        return hits[-1]
-    cfg = timm.models.get_pretrained_cfg(arch)
-    url = getattr(cfg, "url", None) if cfg is not None else None
-    if url:
-        fname = url.rsplit("/", 1)[-1]
-        for root in (folder, folder / "checkpoints", folder / "hub" / "checkpoints", folder / "torch" / "hub" / "checkpoints"):
-            if (root / fname).is_file():
-                return root / fname
-    return None
-
-
-def resolve_weights(arch: str, pretrained: Any) -> Path | None:
-    """The weight file a candidate asks for (see the module docstring), None for random init."""
-    if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "false", "random", "no"):
-        pretrained = False
-    if isinstance(pretrained, str) and pretrained.strip().lower() in ("true", "yes", "auto"):
-        pretrained = True if pretrained.strip().lower() != "auto" else None
-    if pretrained is False:
-        return None
-    if isinstance(pretrained, (str, Path)):
-        path = Path(pretrained).expanduser()
-        if path.is_file():
-            return path
-        if path.is_dir():
-            found = find_weights(arch, path)
-            if found is None:
-                raise UserError(
-                    f"candidate key 'pretrained' names the folder {path}, which holds no weights for {arch!r} "
-                    f"(looked for {arch}.safetensors/.pth and timm's cache layout); add the file or remove the key")
-            return found
-        raise UserError(
-            f"candidate key 'pretrained' names {path}, which does not exist; give an existing .safetensors/.pth "
-            f"file or folder with weights for {arch!r}, or remove the key for random initialisation")
-    env = os.environ.get(WEIGHTS_ENV, "").strip()
-    if env:
-        folder = Path(env).expanduser()
-        if not folder.is_dir():
-            raise UserError(f"{WEIGHTS_ENV}={folder} is not a folder; point it at a folder of <arch>.safetensors files or unset it")
-        found = find_weights(arch, folder)
-        if found is None and pretrained is True:
-            raise UserError(
-                f"pretrained weights for {arch!r} were asked for (pretrained: true) but {folder} ({WEIGHTS_ENV}) "
-                f"holds none; put {arch}.safetensors there or set pretrained: false")
-        return found
-    if pretrained is True:
-        raise UserError(
-            f"pretrained weights for {arch!r} were asked for (pretrained: true) but no file was named; set "
-            f"{WEIGHTS_ENV} to a folder holding {arch}.safetensors, or give the file path as 'pretrained'")
-    return None
 
 
 def _create(arch: str, weights: Path | None, **kwargs: Any) -> nn.Module:
@@ -139,7 +35,7 @@ def _create(arch: str, weights: Path | None, **kwargs: Any) -> nn.Module:
     import timm
 
     optional = {k: v for k, v in kwargs.items() if v}
-    extra = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}} if weights else {}
+    extra = {"pretrained": True, "pretrained_cfg_overlay": {"state_dict": read_weights(weights)}} if weights else {}
     while True:
         try:
             return timm.create_model(arch, in_chans=1, num_classes=1, **extra, **optional)
@@ -188,7 +84,7 @@ def temper_head(net: nn.Module) -> nn.Module:
     start at the default (up to sampling noise) or below it and are left as they are.
     """
     head = net.get_classifier() if hasattr(net, "get_classifier") else None
-    if isinstance(head, nn.Linear) and head.out_features == 1:
+    if isinstance(head, nn.Linear) and head.out_features == 1 and not head.weight.is_meta:
         default_std = 1.0 / math.sqrt(3 * head.in_features)
         with torch.no_grad():
             std = float(head.weight.std())

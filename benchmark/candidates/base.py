@@ -20,7 +20,8 @@ early stopping and per-epoch pruning through ``ctx.report(step, value)``. Predic
 per patient: image families aggregate their images (mean logit by default).
 Families that can, implement ``embed(data) -> (n_patients, d)`` too.
 
-A candidate YAML names a registered family or ``package.module:Class``; see
+A candidate YAML names a registered family or ``package.module:Class`` (imported only from the
+project, a ``--spaces`` folder or an installed entry point: ``family_source``); see
 ``docs/design.md`` ("Extension points") for writing one.
 """
 
@@ -67,25 +68,26 @@ def _load_builtins() -> None:
 
 
 def family_names() -> list[str]:
+    """Registered families and installed ones (entry points of ``aff_benchmark.families``)."""
+    from benchmark.candidates.family_source import entry_points
+
     _load_builtins()
-    return sorted(_FAMILIES)
+    return sorted({*_FAMILIES, *entry_points()})
 
 
 def get_family(name: str) -> type["Family"]:
-    """The family class for a registered name or a ``package.module:Class`` path."""
-    if ":" in name:
-        mod_name, _, cls_name = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod_name), cls_name)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"family {name!r} cannot be imported ({exc}); check the module path and class name") from None
-        if not (isinstance(cls, type) and issubclass(cls, Family)):
-            raise UserError(f"family {name!r} is not a subclass of benchmark.candidates.base.Family")
-        return cls
-    _load_builtins()
-    if name not in _FAMILIES:
-        raise KeyError(name)
-    return _FAMILIES[name]
+    """The family class for a registered name, a ``package.module:Class`` path or an installed entry point
+    (imported only from where ``family_source`` allows: a candidate file is code)."""
+    if ":" not in name:
+        _load_builtins()
+        if name in _FAMILIES:
+            return _FAMILIES[name]
+    from benchmark.candidates.family_source import import_family
+
+    cls = import_family(name)   # KeyError for an unknown plain name
+    if not (isinstance(cls, type) and issubclass(cls, Family)):
+        raise UserError(f"family {name!r} is not a subclass of benchmark.candidates.base.Family")
+    return cls
 
 
 @dataclass

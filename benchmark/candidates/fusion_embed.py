@@ -194,9 +194,8 @@ class _EmbedTrees(Family):
         tag = BUNDLE_TAG + hashlib.blake2b(data, digest_size=16).hexdigest()
         key = (self.encoder_, tag, str(dev))
         if key not in _ENCODERS:
-            net = build_timm_model(self.encoder_, weights=None, seed=ENCODER_SEED)
-            net.load_state_dict(reader.tensors(extra["encoder"]))
-            net = net.to(dev).eval()
+            net = reader.network(lambda: build_timm_model(self.encoder_, weights=None, seed=ENCODER_SEED),
+                                 extra["encoder"], self.family_name).to(dev).eval()
             for p in net.parameters():
                 p.requires_grad_(False)
             _ENCODERS[key] = (net, tuple(float(v) for v in extra["stats"]))

@@ -221,7 +221,7 @@ class NeuralFusion(ImageFamily):
     def bundle_restore(self, reader, extra: dict) -> None:
         """As the base class; a bundle written before ``logit_skip`` existed has no skip weights
         and is rebuilt without one."""
-        if "logit_skip" not in self.params and not any(k.startswith("skip.") for k in reader.tensors(extra["weights"])):
+        if "logit_skip" not in self.params and not any(k.startswith("skip.") for k in reader.tensor_names(extra["weights"])):
             self.params = {**self.params, "logit_skip": False}
         super().bundle_restore(reader, extra)
 

@@ -231,8 +231,9 @@ class TorchFamily(Family):
             self.n_threads_ = None
         s = {**self.settings(), "pretrained": False}
         with torch_threads(self.n_threads_):
-            net = self.network(s, None, TrialContext(device=str(self.device_), seed=self.seed_))()
-            net.load_state_dict(reader.tensors(extra["weights"]))
+            build = self.network   # checked against the weights file on the meta device first (codec.Reader.network)
+            net = reader.network(lambda: build(s, None, TrialContext(device=str(self.device_), seed=self.seed_))(),
+                                 extra["weights"], self.family_name)
         # the memory format it trained in (torch_train): predictions equal the trained model's
         self.model_ = net.to(self.device_).to(memory_format=torch.channels_last).eval()
 

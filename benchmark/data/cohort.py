@@ -32,6 +32,7 @@ class Cohort:
     source: Path | None = None         # the dataset file
     cache_dir: Path | None = None      # where decoded images are cached
     labelled: bool = True              # False: a dataset to predict on, without labels (y is all -1)
+    image_roots: tuple = ()            # the folders its image files must lie in when opened (decode_limits)
     _pixels: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -54,7 +55,8 @@ class Cohort:
         if size not in self._pixels:
             from benchmark.data.image_cache import load_pixels
 
-            self._pixels[size] = load_pixels(self.images["path"].tolist(), size, self.cache_dir)
+            self._pixels[size] = load_pixels(self.images["path"].tolist(), size, self.cache_dir,
+                                             roots=self.image_roots)
         return self._pixels[size]
 
     def __getstate__(self) -> dict:
@@ -81,7 +83,8 @@ class Cohort:
             register=None if self.register is None else self.register.iloc[patients].reset_index(drop=True),
             images=images, keys=self.keys[patients], categorical=list(self.categorical),
             oracle=None if self.oracle is None else self.oracle.iloc[patients].reset_index(drop=True),
-            fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir, labelled=self.labelled)
+            fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir, labelled=self.labelled,
+            image_roots=self.image_roots)
 
     def view(self, patients: np.ndarray, *, labels: bool, image_size: int | None = None,
              upstream: pd.DataFrame | None = None) -> "PatientData":

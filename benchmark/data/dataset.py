@@ -77,7 +77,7 @@ import pandas as pd
 
 from benchmark.data.cohort import Cohort
 from benchmark.data.dataset_spec import DatasetSpec, ImageSpec, LabelSpec, Problems, parse_spec
-from benchmark.data.image_index import ImageIndex, read_images
+from benchmark.data.image_index import ImageIndex, image_roots, read_images
 from benchmark.data.register_table import Register, check_classes, parse_labels, read_register
 from benchmark.data.tables import columns_text, id_text, read_table
 from benchmark.errors import UserError, where
@@ -276,6 +276,7 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
         categorical=categorical, oracle=oracle,
         fingerprint=_fingerprint(spec, img_rel, img_paths, [c for c in categorical if c not in spec.categorical]),
         source=spec.path, cache_dir=spec.cache_dir or default_cache_dir(), labelled=spec.label is not None,
+        image_roots=tuple(image_roots(spec)) if spec.images is not None else (),
     )
     names = ("positive", "negative")
     if spec.label is not None:

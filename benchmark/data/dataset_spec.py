@@ -30,8 +30,10 @@ TOP_KEYS = {"name", "register", "id_column", "label", "images", "drop_columns", 
             "register_format", "manifest_format"}
 LABEL_KEYS = {"column", "positive", "negative"}
 FORMAT_KEYS = {"separator", "decimal", "encoding"}
-IMAGE_KEYS = {"root", "manifest", "pattern", "path_column", "patient_column", "allowed_roots", "max_megapixels"}
-DEFAULT_MAX_MEGAPIXELS = 100.0   # the same default as benchmark.data.dicom
+IMAGE_KEYS = {"root", "manifest", "pattern", "path_column", "patient_column", "allowed_roots", "max_megapixels",
+              "max_decode_mb"}
+DEFAULT_MAX_MEGAPIXELS = 100.0   # the same defaults as benchmark.data.decode_limits
+DEFAULT_MAX_DECODE_MB = 640.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class ImageSpec:
     path_column: str = "path"
     patient_column: str = "patient_id"
     allowed_roots: tuple[Path, ...] = ()        # folders besides root that image paths may lead into
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # largest declared image size decoded (see dicom.py)
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS  # largest declared image size decoded (see decode_limits.py)
+    max_decode_mb: float = DEFAULT_MAX_DECODE_MB    # peak memory decoding one image may take (estimated first)
 
 
 @dataclass(frozen=True)
@@ -234,11 +237,17 @@ def parse_spec(path: Path, probs: Problems, *, labels: str = "required") -> Data
                 probs.add(f"{path}, key 'images.max_megapixels': expected a positive number of megapixels, "
                           f"e.g. {DEFAULT_MAX_MEGAPIXELS:g}")
                 max_mp = DEFAULT_MAX_MEGAPIXELS
+            max_mb = raw_images.get("max_decode_mb", DEFAULT_MAX_DECODE_MB)
+            if isinstance(max_mb, bool) or not isinstance(max_mb, (int, float)) or not max_mb > 0:
+                probs.add(f"{path}, key 'images.max_decode_mb': expected a positive number of megabytes, "
+                          f"e.g. {DEFAULT_MAX_DECODE_MB:g}")
+                max_mb = DEFAULT_MAX_DECODE_MB
             images = ImageSpec(
                 root=root or base, manifest=manifest, pattern=pattern,
                 path_column=text("images.path_column", raw_images.get("path_column"), default="path"),
                 patient_column=text("images.patient_column", raw_images.get("patient_column"), default="patient_id"),
                 allowed_roots=tuple(p for p in allowed if p is not None), max_megapixels=float(max_mp),
+                max_decode_mb=float(max_mb),
             )
 
     if doc.get("register") is None and raw_images is None:

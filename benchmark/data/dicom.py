@@ -31,95 +31,58 @@ names the file: file names and tag values may carry patient identifiers, so the 
 the location it knows (a manifest row). ``check_image`` is the cheap version of the same
 checks (header only, no decoding) that the loader runs on every file.
 
-Bounded decoding. Before any pixel is decoded, the size the file declares is checked
-against a limit (``images.max_megapixels`` in the dataset file, default
-``DEFAULT_MAX_MEGAPIXELS``): rows x columns x frames x samples per pixel, counted double for
-32-bit data (x bits/16 above 16 bits). DICOM headers are read without the pixel data; a
-deflated DICOM is inflated only as far as its header (and its inflated size is capped), so a
-small file that declares a huge image costs kilobytes, not gigabytes. Pillow images are
-opened lazily and their size checked before ``load()``; Pillow's own
-``DecompressionBombWarning``/``Error`` become the same one-line ``ImageError``. Pillow
-formats only ever decode their first frame, so their frames are not counted.
-``set_max_megapixels`` sets the limit of this process (``image_index`` sets it from the
-dataset file; decoding workers get it passed along).
+Bounded decoding (``decode_limits``). The file is opened once and checked at open time to
+lie inside the dataset's folders (``safe_open``). Before any pixel is decoded, the size the
+header declares is checked against ``images.max_megapixels``; a compressed frame's own
+header (JPEG SOF, JPEG-LS SOF55, JPEG 2000 SIZ) must declare the same size as the DICOM
+header (``dicom_header.check_frame``); and the peak memory of decoding is estimated and
+checked against ``images.max_decode_mb``. A deflated DICOM is inflated only as far as its
+header (``dicom_deflate``). Pillow formats are bounded the same way (``pillow_image``).
+
+``read_image(path, target=S)`` is for an image that will be resized to fit S px: right
+after decoding, it is box-reduced by the integer factor Pillow's ``resize(reducing_gap=3)``
+would use (``decode_limits.reduction``), so the grey pipeline never runs on a
+full-resolution float copy of a large image. Without ``target`` the full image is returned.
+``set_max_megapixels`` / ``set_decode_limits`` set the limits of this process
+(``image_index`` sets them from the dataset file; decoding workers get them passed along).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.data.decode_limits import (CHECK_SIZE, DEFAULT_MAX_MEGAPIXELS,  # noqa: F401 - re-exported
+                                          DecodeLimits, ImageError, check_declared_size, decode_limits, max_megapixels,
+                                          reduction, set_decode_limits, set_max_megapixels)
+from benchmark.data.dicom_deflate import deflated_header
+from benchmark.data.dicom_header import check_dicom_size, check_frame, check_pixel_module, missing_decoder, number
+from benchmark.data.grey import apply_voi_window, box_reduce, percentile_window  # noqa: F401 - re-exported
+from benchmark.data.pillow_image import open_pillow, read_pillow, verify_pillow
+from benchmark.data.safe_open import open_image
 
-READER_VERSION = "1"  # bump when the pixels produced for the same file change (invalidates caches)
+READER_VERSION = "2"  # bump when the pixels produced for the same file change (invalidates caches)
 
 PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _PILLOW_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
-_PERCENTILES = (0.5, 99.5)
-
-# Transfer syntax keyword prefix -> what to install when pydicom has no decoder for it.
-_DECODER_PACKAGES = {
-    "JPEG2000": "pylibjpeg pylibjpeg-openjpeg",
-    "HTJ2K": "pylibjpeg pylibjpeg-openjpeg",
-    "JPEGLS": "pylibjpeg pylibjpeg-libjpeg",
-    "JPEG": "pylibjpeg pylibjpeg-libjpeg",
-    "RLE": "pylibjpeg pylibjpeg-rle",
-}
 
 
-DEFAULT_MAX_MEGAPIXELS = 100.0
-_HEADER_CAP = 64 << 20     # a deflated DICOM header (all but the pixel data) may inflate to this much
-_INFLATE_SLACK = 16 << 20  # inflated bytes allowed beyond the declared pixel data (other elements)
-_max_megapixels = DEFAULT_MAX_MEGAPIXELS
-
-
-class ImageError(UserError):
-    """An image that cannot be used; the message names the problem, not the file."""
-
-
-def set_max_megapixels(value: float | None) -> None:
-    """The largest image (declared size, see module doc) this process decodes; None: the default."""
-    global _max_megapixels
-    _max_megapixels = DEFAULT_MAX_MEGAPIXELS if value is None else float(value)
-
-
-def max_megapixels() -> float:
-    """The limit ``set_max_megapixels`` set (``DEFAULT_MAX_MEGAPIXELS`` unless changed)."""
-    return _max_megapixels
-
-
-def check_declared_size(width: int, height: int, frames: int = 1, samples: int = 1, bits: int = 8,
-                        limit: float | None = None) -> None:
-    """Raise ``ImageError`` when the declared size is above ``limit`` megapixels (module doc)."""
-    limit = _max_megapixels if limit is None else float(limit)
-    mp = width * height * max(frames, 1) * max(samples, 1) * max(1.0, bits / 16) / 1e6
-    if mp <= limit:
-        return
-    parts = [f"{width} x {height} pixels"]
-    if frames > 1:
-        parts.append(f"{frames} frames")
-    if samples > 1:
-        parts.append(f"{samples} samples per pixel")
-    parts.append(f"{bits} bits")
-    raise ImageError(
-        f"the image declares {' x '.join(parts)} ({mp:,.0f} megapixels), above the limit of {limit:g} megapixels; "
-        "it was not decoded. Export it smaller, or raise images.max_megapixels in the dataset file if it is genuine"
-    )
-
-
-def image_kind(path: str | os.PathLike) -> str:
+def image_kind(path: str | os.PathLike, fh=None) -> str:
     """'dicom' or 'pillow', from the file's first bytes (then its suffix).
 
     DICOM files are recognised by the 'DICM' marker at byte 128; files without it (old
     ACR-NEMA style, no suffix) are treated as DICOM unless their suffix names an image format.
+    ``fh``: the file already open (read from its start, left at its start).
     """
-    with open(path, "rb") as f:
-        head = f.read(132)
+    if fh is None:
+        with open_image(path) as f:
+            return image_kind(path, f)
+    fh.seek(0)
+    head = fh.read(132)
+    fh.seek(0)
     if len(head) == 132 and head[128:132] == b"DICM":
         return "dicom"
     if head.startswith(_PILLOW_MAGIC) or Path(path).suffix.lower() in PILLOW_SUFFIXES:
@@ -127,13 +90,15 @@ def image_kind(path: str | os.PathLike) -> str:
     return "dicom"
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode ``path`` to a 2-D float32 array in [0, 1], brighter = higher (see module doc)."""
-    try:
-        kind = image_kind(path)
-    except OSError as exc:
-        raise ImageError(f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
-    img = _read_dicom(path) if kind == "dicom" else _read_pillow(path)
+def read_image(path: str | os.PathLike, *, target: int | None = None, roots=None) -> np.ndarray:
+    """Decode ``path`` to a 2-D float32 array in [0, 1], brighter = higher (see module doc).
+
+    ``target``: the size the image will be resized to fit; large images are box-reduced towards it.
+    ``roots``: the folders the opened file must lie in (a dataset's ``Cohort.image_roots``; None: any).
+    """
+    with open_image(path, roots) as fh:
+        kind = image_kind(path, fh)
+        img = _read_dicom(fh, target) if kind == "dicom" else read_pillow(fh, target)
     img = np.nan_to_num(img.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
     np.clip(img, 0.0, 1.0, out=img)
     if img.ndim != 2 or img.size == 0:
@@ -141,33 +106,33 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return img
 
 
-def check_image(path: str | os.PathLike) -> None:
+def check_image(path: str | os.PathLike, roots=None) -> None:
     """Cheap checks without decoding pixels; raises ``ImageError`` like ``read_image`` would.
 
     DICOM: the header parses, there is pixel data, a decoder exists for its transfer syntax,
-    and uncompressed pixel data is as long as rows x columns x samples x bits says (catches
+    a compressed frame declares the header's size, decoding fits the memory budget, and
+    uncompressed pixel data is as long as rows x columns x samples x bits says (catches
     truncated files). Other formats: Pillow can identify the file and verify its structure.
     """
-    try:
-        kind = image_kind(path)
-    except OSError as exc:
-        raise ImageError(f"cannot open the file ({exc.strerror or type(exc).__name__})") from None
-    if kind == "pillow":
-        try:
-            with _open_pillow(path) as im:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    im.verify()
-        except ImageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types
-            raise ImageError(f"not a readable image ({type(exc).__name__})") from None
-        return
-    if _deflated_header(path) is not None:
-        return  # header and size checked; the rest only decoding can tell
-    ds = _dcmread(path, defer_size=1024)
-    _check_pixel_module(ds)
-    _check_dicom_size(ds)
+    with open_image(path, roots) as fh:
+        if image_kind(path, fh) == "pillow":
+            verify_pillow(fh)
+            return
+        size = os.fstat(fh.fileno()).st_size
+        deflated = deflated_header(fh)
+        if deflated is not None:
+            check_frame(deflated, fh, _held(deflated, size, True), CHECK_SIZE)
+            return  # header and size checked; the rest only decoding can tell
+        fh.seek(0)
+        ds = _dcmread(fh, defer_size=1024)
+        check_pixel_module(ds)
+        check_dicom_size(ds)
+        check_frame(ds, fh, size, CHECK_SIZE)
+        _check_length(ds, size)
+
+
+def _check_length(ds, file_size: int) -> None:
+    """Uncompressed pixel data at least as long as the header says (a truncated file fails here)."""
     raw = ds.get_item("PixelData", keep_deferred=True)
     if raw is None:
         return  # float pixel data: nothing cheap to check
@@ -184,7 +149,7 @@ def check_image(path: str | os.PathLike) -> None:
         expected = int(get_expected_length(ds))
     except Exception:  # noqa: BLE001 - inconsistent headers; decoding will tell
         return
-    available = min(length, max(0, os.path.getsize(path) - tell))
+    available = min(length, max(0, file_size - tell))
     if available < expected:
         raise ImageError(
             f"truncated DICOM: pixel data has {available} bytes, {expected} expected; "
@@ -194,7 +159,7 @@ def check_image(path: str | os.PathLike) -> None:
 
 # ---------------------------------------------------------------------------- DICOM
 
-def _dcmread(path, **kwargs):
+def _dcmread(fh, **kwargs):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -202,172 +167,57 @@ def _dcmread(path, **kwargs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about harmless header quirks
             try:
-                return pydicom.dcmread(path, **kwargs)
+                fh.seek(0)
+                return pydicom.dcmread(fh, **kwargs)
             except InvalidDicomError:
-                return pydicom.dcmread(path, force=True, **kwargs)
+                fh.seek(0)
+                return pydicom.dcmread(fh, force=True, **kwargs)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
-        raise ImageError(f"unreadable DICOM ({type(exc).__name__}); the file may be truncated or not DICOM") from None
+        raise ImageError(f"unreadable DICOM ({_short(exc)}); the file may be truncated or not DICOM") from None
 
 
-def _check_dicom_size(ds) -> None:
-    """The declared size of ``ds`` against the limit, before any pixel is decoded."""
-    def num(key, default):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # pydicom warns about invalid IS values
-                value = ds.get(key, default)
-                return int(value) if value not in (None, "") else default
-        except (TypeError, ValueError):
-            return default
-
-    check_declared_size(num("Columns", 0), num("Rows", 0), num("NumberOfFrames", 1),
-                        num("SamplesPerPixel", 1), num("BitsAllocated", 16))
+def _held(ds, file_size: int, deflated: bool) -> int:
+    """Bytes pydicom holds while decoding: the file, or for a deflated one its inflated pixel data too."""
+    if not deflated:
+        return file_size
+    frames, spp = number(ds, "NumberOfFrames", 1), number(ds, "SamplesPerPixel", 1)
+    bits = number(ds, "BitsAllocated", 16)
+    return file_size + number(ds, "Rows", 0) * number(ds, "Columns", 0) * frames * spp * max(1, bits // 8)
 
 
-def _deflated_header(path):
-    """For a Deflated Explicit VR Little Endian file: its header (without pixel data), checked
-    against the size limit while inflating as little as possible; None for any other file.
-
-    pydicom inflates the whole file into memory before reading it (a 0.5 MB file can declare
-    and inflate to 0.5 GB), so the header is inflated here in steps, and the rest of the data
-    is only counted (capped at the declared pixel data plus ``_INFLATE_SLACK``).
-    """
-    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    try:
-        with open(path, "rb") as fp:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if read_preamble(fp, True) is None:
-                    return None
-                meta = _read_file_meta_info(fp)
-            if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-                return None
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            buf = bytearray()
-            pending = b""
-            done = False
-
-            def more(n: int) -> None:  # inflate up to n more bytes into buf
-                nonlocal pending, done
-                want = len(buf) + n
-                while len(buf) < want and not done:
-                    if not pending:
-                        pending = fp.read(1 << 16)
-                        if not pending:
-                            buf.extend(inflater.flush())
-                            done = True
-                            break
-                    buf.extend(inflater.decompress(pending, want - len(buf)))
-                    pending = inflater.unconsumed_tail
-                    if inflater.eof:
-                        done = True
-
-            step = 1 << 16
-            while True:
-                more(step - len(buf))
-                pixel = []
-
-                def stop(tag, vr, length):
-                    if int(tag) in (0x7FE00010, 0x7FE00009, 0x7FE00008):
-                        pixel.append(length)
-                        return True
-                    return False
-
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        ds = read_dataset(io.BytesIO(bytes(buf)), False, True, stop_when=stop)
-                except Exception:  # noqa: BLE001 - a header cut short; inflate more (or give up below)
-                    ds = None
-                if ds is not None and (pixel or done):
-                    break
-                if done:
-                    raise ImageError("unreadable deflated DICOM; the file may be truncated or not DICOM")
-                if len(buf) >= _HEADER_CAP:
-                    raise ImageError(f"deflated DICOM whose header inflates to more than {_HEADER_CAP >> 20} MB; "
-                                     "export the image again without deflate compression")
-                step = min(len(buf) * 4, _HEADER_CAP)
-            ds.file_meta = meta
-            _check_pixel_module(ds, pixels_seen=bool(pixel))
-            _check_dicom_size(ds)
-            try:
-                from pydicom.pixels.utils import get_expected_length
-
-                expected = int(get_expected_length(ds))
-            except Exception:  # noqa: BLE001 - inconsistent header; decoding will tell
-                expected = 0
-            cap = len(buf) + expected + _INFLATE_SLACK
-            total = len(buf)
-            del buf[:]
-            while not done:
-                n = len(buf)
-                more(1 << 20)
-                total += len(buf) - n
-                del buf[:]
-                if total > cap:
-                    raise ImageError(f"deflated DICOM that inflates to more than {cap >> 20} MB although its header "
-                                     "declares a smaller image; export the image again")
-            return ds
-    except ImageError:
-        raise
-    except (OSError, zlib.error, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise ImageError(f"unreadable DICOM ({type(exc).__name__}); the file may be truncated or not DICOM") from None
-
-
-def _check_pixel_module(ds, pixels_seen: bool = False) -> None:
-    if not pixels_seen and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ImageError("DICOM without pixel data: the file is truncated, or it is not an image (a report, plan or structure set)")
-    for key in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
-        if key not in ds:
-            raise ImageError(f"DICOM without the {key} element; it cannot be decoded")
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if ts is None:
-        return  # pydicom guesses the encoding of files without meta information
-    from pydicom.pixels.decoders.base import get_decoder
-
-    try:
-        decoder = get_decoder(ts)
-    except NotImplementedError:
-        raise ImageError(f"DICOM transfer syntax {ts} is not supported; convert the image to an uncompressed DICOM or PNG") from None
-    if not decoder.is_available:
-        raise _missing_decoder(ts)
-
-
-def _missing_decoder(ts) -> ImageError:
-    keyword = getattr(ts, "keyword", "") or ""
-    pkgs = next((p for prefix, p in _DECODER_PACKAGES.items() if keyword.startswith(prefix)),
-                "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
-    return ImageError(
-        f"compressed DICOM ({getattr(ts, 'name', ts)}) and no decoder is installed; "
-        f"run `pip install {pkgs}` (or install the project with its `dicom` extra)"
-    )
-
-
-def _read_dicom(path) -> np.ndarray:
+def _read_dicom(fh, target: int | None) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
-    _deflated_header(path)  # raises before pydicom inflates a too-large deflated file
-    ds = _dcmread(path)
-    _check_pixel_module(ds)
-    _check_dicom_size(ds)
+    size = os.fstat(fh.fileno()).st_size
+    deflated = deflated_header(fh)  # raises before pydicom inflates a too-large deflated file
+    head = deflated if deflated is not None else _dcmread(fh, defer_size=1024)
+    if deflated is None:
+        check_pixel_module(head)
+        check_dicom_size(head)
+    check_frame(head, fh, _held(head, size, deflated is not None), target)
+    ds = _dcmread(fh)
+    check_pixel_module(ds)
+    check_dicom_size(ds)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "excess padding removed"
-            arr = pixel_array(ds, index=0)
+            arr = np.asarray(pixel_array(ds, index=0))
     except RuntimeError as exc:
         if "missing dependencies" in str(exc):
-            raise _missing_decoder(ds.file_meta.get("TransferSyntaxUID")) from None
+            raise missing_decoder(ds.file_meta.get("TransferSyntaxUID")) from None
         raise ImageError(f"DICOM pixel data cannot be decoded ({_short(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - truncated or inconsistent files raise ValueError & co
         raise ImageError(f"DICOM pixel data cannot be decoded ({_short(exc)}); the file may be truncated") from None
-    return _dicom_to_grey(np.asarray(arr), ds)
+    f = reduction(number(ds, "Columns", 0), number(ds, "Rows", 0), target)
+    if f > 1 and arr.ndim in (2, 3):
+        reduced = box_reduce(arr, f)
+        arr = np.rint(reduced).astype(arr.dtype) if np.issubdtype(arr.dtype, np.integer) else reduced
+    return _dicom_to_grey(arr, ds)
 
 
 def _short(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = " ".join(lines[:2]) if lines else type(exc).__name__  # pydicom: a summary, then each plugin's error
+    text = " ".join(lines[:2]) if lines else "its data is malformed"  # pydicom: a summary, then each plugin's error
     return text[:160]
 
 
@@ -389,122 +239,7 @@ def _dicom_to_grey(arr: np.ndarray, ds) -> np.ndarray:
         raise ImageError(f"DICOM pixel data has shape {arr.shape}; expected a 2-D image")
 
     x = apply_modality_lut(arr, ds)
-    x = _apply_voi(x, ds, bits)
+    x = apply_voi_window(x, ds, bits)
     if pi == "MONOCHROME1":
         x = 1.0 - x
     return x
-
-
-def _apply_voi(x: np.ndarray, ds, bits: int) -> np.ndarray:
-    from pydicom.pixels import apply_voi
-
-    seq = ds.get("VOILUTSequence")
-    if seq and seq[0].get("LUTDescriptor") is not None and seq[0].get("LUTData") is not None:
-        xi = np.rint(x).astype(np.int64) if not np.issubdtype(x.dtype, np.integer) else x
-        out = apply_voi(xi, ds, 0).astype(np.float64)
-        n_entries, first_map = int(seq[0].LUTDescriptor[0]) or 2**16, int(seq[0].LUTDescriptor[1])
-        lut = apply_voi(np.arange(first_map, first_map + n_entries, dtype=np.int64), ds, 0)
-        lo, hi = float(np.min(lut)), float(np.max(lut))
-        return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
-    window = _first_window(ds)
-    if window is not None:
-        return _window(x.astype(np.float64), *window, str(ds.get("VOILUTFunction", "LINEAR")).strip().upper())
-    rescaled = ds.get("ModalityLUTSequence") or (
-        "RescaleSlope" in ds and (float(ds.RescaleSlope), float(ds.get("RescaleIntercept", 0))) != (1.0, 0.0)
-    )
-    if int(ds.get("PixelRepresentation", 0)) == 0 and bits <= 8 and not rescaled and np.issubdtype(x.dtype, np.integer):
-        return x.astype(np.float64) / float(2**bits - 1)
-    return percentile_window(x)
-
-
-def _first_window(ds) -> tuple[float, float] | None:
-    c, w = _first_value(ds.get("WindowCenter")), _first_value(ds.get("WindowWidth"))
-    if c is None or w is None or not (np.isfinite(c) and np.isfinite(w)) or w <= 0:
-        return None
-    return c, w
-
-
-def _first_value(value) -> float | None:
-    """The first value of a DS element that may hold one value or several."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, (str, bytes, float, int)):
-            return float(value)
-        return float(value[0]) if len(value) else None
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """VOI windowing of PS3.3 C.11.2.1.2/3 with output range [0, 1]."""
-    if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
-    if function == "LINEAR_EXACT":
-        return np.clip((x - center) / width + 0.5, 0.0, 1.0)
-    c, w = center - 0.5, width - 1.0  # LINEAR (the default)
-    if w <= 0:
-        return (x > c).astype(np.float64)
-    return np.clip((x - c) / w + 0.5, 0.0, 1.0)
-
-
-def percentile_window(x: np.ndarray) -> np.ndarray:
-    """Map the 0.5th..99.5th percentile of ``x`` to [0, 1] (min-max for tiny images)."""
-    x = np.asarray(x, dtype=np.float64)
-    finite = x[np.isfinite(x)]
-    if finite.size == 0:
-        return np.zeros_like(x)
-    lo, hi = np.percentile(finite, _PERCENTILES) if finite.size >= 400 else (finite.min(), finite.max())
-    if hi <= lo:
-        lo, hi = float(finite.min()), float(finite.max())
-    if hi <= lo:
-        return np.zeros_like(x)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-
-
-# ---------------------------------------------------------------------------- Pillow
-
-_PIL_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
-
-
-def _open_pillow(path):
-    """``Image.open`` (lazy) with the declared size checked first; Pillow's bomb checks as ``ImageError``."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError:
-            # Pillow refuses above 2 x its MAX_IMAGE_PIXELS before the size can be read; open
-            # again (still lazy: header only) without its limit, so that ours decides
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-    try:
-        w, h = im.size
-        check_declared_size(w, h, 1, len(im.getbands()), _PIL_BITS.get(im.mode, 8))
-    except BaseException:
-        im.close()
-        raise
-    return im
-
-
-def _read_pillow(path) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    try:
-        with _open_pillow(path) as im, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                return percentile_window(np.asarray(im, dtype=np.float64))
-            return np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-    except ImageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on bad files
-        raise ImageError(f"not a readable image ({type(exc).__name__}); the file may be truncated") from None

@@ -25,8 +25,9 @@ interrupted run leaves no partial cache behind.
 
 Decoding uses a pool of ``workers`` processes (default ``min(2, cpu_count)``) once there
 are at least ``PARALLEL_MIN`` images to decode. Each worker decodes under this process's
-image size limit (``benchmark.data.dicom.set_max_megapixels``, set from the dataset file's
-``images.max_megapixels``), passed along so that it holds with 'spawn' too.
+limits (``benchmark.data.decode_limits``: ``images.max_megapixels``, ``images.max_decode_mb``
+and the dataset's folders), passed along so that they hold with 'spawn' too. Large images
+are box-reduced towards ``size`` right after decoding (``read_image(target=size)``).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.dicom import READER_VERSION, ImageError, max_megapixels, read_image, set_max_megapixels
+from benchmark.data.dicom import READER_VERSION, ImageError, decode_limits, read_image, set_decode_limits
 from benchmark.errors import UserError
+from benchmark.outputs import private_dir
 from benchmark.paths import cache_dir as default_cache_dir
 
 CACHE_VERSION = "1"   # bump when resizing/quantisation changes
@@ -71,9 +73,10 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 
-def decode(path: str, size: int) -> np.ndarray:
-    """One image file -> ``(size, size)`` uint8 (``read_image`` then ``resize_square``)."""
-    return resize_square(read_image(path), size)
+def decode(path: str, size: int, roots=None) -> np.ndarray:
+    """One image file -> ``(size, size)`` uint8 (``read_image`` towards ``size``, then ``resize_square``);
+    ``roots``: the folders the file must lie in when opened."""
+    return resize_square(read_image(path, target=size, roots=roots), size)
 
 
 def image_digests(paths: list[str]) -> np.ndarray:
@@ -97,12 +100,13 @@ def cache_path(paths: list[str], size: int, cache_dir: Path | None = None) -> Pa
 
 
 def load_pixels(paths: list[str], size: int, cache_dir: Path | None = None, *,
-                workers: int | None = None) -> np.ndarray:
+                workers: int | None = None, roots=None) -> np.ndarray:
     """All ``paths`` decoded to ``(n, size, size)`` uint8, from the cache when possible.
 
     Row i is ``paths[i]``. The result is a read-only memory map of the cache file (a plain
     array for an empty list). Raises ``UserError`` naming the image's position (never its
-    path) if an image cannot be decoded.
+    path) if an image cannot be decoded. ``roots``: the folders each file must lie in when
+    it is opened (the dataset's, ``Cohort.image_roots``).
     """
     size = int(size)
     if size < 1:
@@ -115,7 +119,7 @@ def load_pixels(paths: list[str], size: int, cache_dir: Path | None = None, *,
     if hit is not None:
         return hit
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)   # decoded patient images: owner-only (benchmark.outputs)
     tag = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp_px = target.with_name(target.name + tag)
     tmp_ids = _ids_file(target).with_name(_ids_file(target).name + tag)
@@ -124,7 +128,7 @@ def load_pixels(paths: list[str], size: int, cache_dir: Path | None = None, *,
         todo = _reuse(arr, digests, size, target)
         if todo:
             log.info("decoding %d of %d images at %d px", len(todo), len(paths), size)
-            _decode_into(arr, [paths[i] for i in todo], todo, size, len(paths), workers)
+            _decode_into(arr, [paths[i] for i in todo], todo, size, len(paths), workers, roots)
         arr.flush()
         del arr
         with open(tmp_ids, "wb") as fh:  # a file object: np.save would append '.npy' to a name
@@ -195,14 +199,15 @@ def _reuse(arr: np.ndarray, digests: np.ndarray, size: int, target: Path) -> lis
 
 
 def _decode_into(arr: np.ndarray, paths: list[str], rows: list[int], size: int, n_total: int,
-                 workers: int | None) -> None:
+                 workers: int | None, roots=None) -> None:
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     if workers == 1 or len(paths) < PARALLEL_MIN:
         for path, row in zip(paths, rows):
-            arr[row] = _decode_or_raise(path, size, row, n_total)
+            arr[row] = _decode_or_raise(path, size, row, n_total, roots)
         return
-    limit = max_megapixels()
-    chunks = [(paths[i:i + CHUNK], rows[i:i + CHUNK], size, n_total, limit) for i in range(0, len(paths), CHUNK)]
+    limits = decode_limits()
+    chunks = [(paths[i:i + CHUNK], rows[i:i + CHUNK], size, n_total, limits, roots)
+              for i in range(0, len(paths), CHUNK)]
     with process_pool(workers) as pool:
         for rows_done, block, error in pool.map(_decode_chunk, chunks):
             if error is not None:
@@ -221,21 +226,21 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
 
 
-def _decode_chunk(task: tuple[list[str], list[int], int, int, float]):
-    paths, rows, size, n_total, limit = task
-    set_max_megapixels(limit)  # a spawned worker starts with the default
+def _decode_chunk(task: tuple):
+    paths, rows, size, n_total, limits, *rest = task
+    set_decode_limits(limits)  # a spawned worker starts with the defaults
     block = np.empty((len(paths), size, size), dtype=np.uint8)
     try:
         for k, (path, row) in enumerate(zip(paths, rows)):
-            block[k] = _decode_or_raise(path, size, row, n_total)
+            block[k] = _decode_or_raise(path, size, row, n_total, rest[0] if rest else None)
     except UserError as exc:
         return rows, None, str(exc)
     return rows, block, None
 
 
-def _decode_or_raise(path: str, size: int, row: int, n_total: int) -> np.ndarray:
+def _decode_or_raise(path: str, size: int, row: int, n_total: int, roots=None) -> np.ndarray:
     try:
-        return resize_square(read_image(path), size)
+        return decode(path, size, roots)
     except ImageError as exc:
         raise UserError(
             f"image {row + 1} of {n_total} cannot be used: {exc}; "

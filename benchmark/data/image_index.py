@@ -27,7 +27,7 @@ from benchmark.data.tables import columns_text, id_text, read_table
 from benchmark.errors import where
 from benchmark.paths import cache_dir as default_cache_dir
 
-CHECKS_VERSION = "2"   # 2: declared image size checked against images.max_megapixels
+CHECKS_VERSION = "3"   # 2: declared image size checked against images.max_megapixels; 3: and decoding memory
 _MAX_LISTED = 20          # image problems listed one by one before they are summed up
 
 
@@ -46,10 +46,10 @@ class ImageIndex:
 
 def read_images(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     """The image index of ``spec.images``, every file checked; None when it is unusable."""
-    from benchmark.data.dicom import set_max_megapixels
+    from benchmark.data.decode_limits import set_dataset_limits
 
     im = spec.images
-    set_max_megapixels(im.max_megapixels)
+    set_dataset_limits(im.max_megapixels, im.max_decode_mb)
     imgs = _from_manifest(spec, probs) if im.manifest is not None else _from_pattern(spec, probs)
     if imgs is None:
         return None
@@ -57,15 +57,17 @@ def read_images(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     return imgs
 
 
-def _roots(spec: DatasetSpec) -> list[str]:
+def image_roots(spec: DatasetSpec) -> list[str]:
     """``images.root`` and ``images.allowed_roots``, symbolic links resolved."""
     return [os.path.normcase(os.path.realpath(r)) for r in (spec.images.root, *spec.images.allowed_roots)]
 
 
 def _inside(path: str, roots: list[str]) -> bool:
-    """Whether ``path`` (symbolic links resolved) lies in one of ``roots``; nothing is opened."""
-    real = os.path.normcase(os.path.realpath(path))
-    return any(real == r or os.path.commonpath([real, r]) == r for r in roots)
+    """Whether ``path`` (symbolic links resolved) lies in one of ``roots``; nothing is opened (``open_image``
+    checks again, on the file it opens)."""
+    from benchmark.data.safe_open import inside
+
+    return inside(os.path.realpath(path), roots)
 
 
 def _outside_text(spec: DatasetSpec, why: str) -> str:
@@ -95,7 +97,7 @@ def _from_manifest(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
     paths, wheres, seen = [], [], {}
     n_before = len(probs.items)
     absent, outside = [], 0
-    roots = _roots(spec)
+    roots = image_roots(spec)
     for i, (pid, rel) in enumerate(zip(pids, rels)):
         loc = where(im.manifest, first_row + i, im.path_column)
         wheres.append(loc)
@@ -154,7 +156,7 @@ def _from_pattern(spec: DatasetSpec, probs: Problems) -> ImageIndex | None:
                 files.append(os.path.join(dirpath, fn))
     pids, paths, rels, labels = [], [], [], []
     unmatched = 0
-    roots = _roots(spec)
+    roots = image_roots(spec)
     for p in files:
         rel = Path(os.path.relpath(p, im.root)).as_posix()
         m = rx.fullmatch(rel)
@@ -190,15 +192,15 @@ def _check_image_files(spec: DatasetSpec, imgs: ImageIndex, probs: Problems) -> 
     from benchmark.data.image_cache import image_digests
 
     digests = image_digests(imgs.paths)
-    limit = spec.images.max_megapixels
-    key = hashlib.sha256(f"checks\0{CHECKS_VERSION}\0{limit!r}\0".encode() + digests.tobytes()).hexdigest()[:32]
+    limits = (spec.images.max_megapixels, spec.images.max_decode_mb)
+    key = hashlib.sha256(f"checks\0{CHECKS_VERSION}\0{limits!r}\0".encode() + digests.tobytes()).hexdigest()[:32]
     marker = (spec.cache_dir or default_cache_dir()) / "checks" / f"{key}.ok"
     if marker.exists():
         return
-    bad = 0
+    bad, roots = 0, image_roots(spec)
     for path, loc in zip(imgs.paths, imgs.where):
         try:
-            check_image(path)
+            check_image(path, roots)
         except ImageError as exc:
             bad += 1
             if bad <= _MAX_LISTED:

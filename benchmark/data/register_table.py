@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset_spec import DatasetSpec, Problems, norm_label
+from benchmark.data.identifiers import DATE, MOSTLY, refuse_identifier, share_matching
 from benchmark.data.tables import columns_text, id_text, read_table
 from benchmark.errors import where
 
@@ -68,7 +69,7 @@ def read_register(spec: DatasetSpec, probs: Problems, *, extra_categorical: tupl
     categorical = [c for c in feats if c in set(spec.categorical) | set(extra_categorical)]
     out = {}
     for col in feats:
-        if _refuse_identifier(df[col], col, path, spec.path.name, probs):
+        if refuse_identifier(df[col], col, path, spec.path.name, probs):
             out[col] = pd.Series(np.nan, index=pd.RangeIndex(len(df)), dtype="float64")
             continue
         out[col] = _feature(df[col], col, col in categorical, path, first_row, df.attrs, spec.path.name, probs)
@@ -122,14 +123,14 @@ def _feature(s: pd.Series, col: str, categorical: bool, path: Path, first_row: i
         text = text.map(lambda v: v.replace(",", ".") if isinstance(v, str) and _DECIMAL_COMMA.match(v) else v)
     num = pd.to_numeric(text, errors="coerce")
     bad = np.flatnonzero(text.notna().to_numpy() & num.isna().to_numpy())
-    if len(bad) and _share(text.iloc[bad], _DECIMAL_COMMA) >= 0.9:
+    if len(bad) and share_matching(text.iloc[bad], _DECIMAL_COMMA) >= 0.9:
         key = attrs.get("fmt_key", "register_format")
         sep_name = {",": "comma", ";": "semicolon", "\t": "tab"}.get(attrs.get("sep"), repr(attrs.get("sep")))
         said = ("although decimal \".\" is declared" if attrs.get("decimal_declared")
                 else f"in a {sep_name}-separated file")
         probs.add(f"{where(path, column=col)}: looks like numbers with decimal commas ({len(bad)} cells), {said}; "
                   f"declare the decimal mark with {key}: {{decimal: \",\"}} in {yaml_name}")
-    elif len(bad) and _share(text.iloc[bad], _DATE) >= _MOSTLY:
+    elif len(bad) and share_matching(text.iloc[bad], DATE) >= MOSTLY:
         probs.add(f"{where(path, first_row + int(bad[0]), col)}: looks like dates; dates are not features: convert them to "
                   f"a number (e.g. age or days) or list the column under drop_columns in {yaml_name}")
     elif len(bad):
@@ -141,105 +142,6 @@ def _feature(s: pd.Series, col: str, categorical: bool, path: Path, first_row: i
         i = int(np.flatnonzero(np.isinf(num.to_numpy()))[0])
         probs.add(f"{where(path, first_row + i, col)}: infinite value; replace it with a number or leave it empty")
     return num
-
-
-# ---------------------------------------------------------------------------- direct identifiers
-
-_ID_NAMES = {
-    "personnummer", "personnr", "person_nr", "pnr", "pers_nr", "personal_number", "personal_id", "person_id",
-    "samordningsnummer", "fodselsnummer", "fodselsnr", "foedselsnummer", "cpr", "cpr_nr", "cpr_number", "hetu",
-    "henkilotunnus", "kennitala", "ssn", "social_security_number", "national_id", "nhs_number", "mrn",
-    "medical_record_number", "record_number", "journal_number", "journalnummer", "name", "names", "namn",
-    "full_name", "fullname", "patient_name", "patientname", "patient_namn", "first_name", "firstname", "given_name",
-    "last_name", "lastname", "surname", "family_name", "fornamn", "efternamn", "tilltalsnamn", "email", "e_mail",
-    "mail", "email_address", "epost", "e_post", "phone", "phone_number", "telephone", "tel", "telefon",
-    "telefonnummer", "mobile", "mobil", "mobile_phone", "cell_phone", "address", "adress", "street_address",
-    "gatuadress", "postal_address", "dob", "date_of_birth", "birth_date", "birthdate", "birthday", "fodelsedatum",
-    "fodelsedag", "fodd",
-}
-_ID_NAME_PARTS = ("personnummer", "personnr", "fodelsenummer", "fodelsenr", "fodelsedatum", "samordningsnummer",
-                  "social_security", "patient_name", "patientname", "email", "e_mail", "phone", "telefon",
-                  "date_of_birth", "birth_date", "birthdate")
-_PERSONAL_NUMBER = re.compile(  # SE YYMMDD-XXXX / YYYYMMDDXXXX, DK DDMMYY-XXXX, NO DDMMYYXXXXX, FI DDMMYY-XXXC
-    r"^(?:(?:19|20)?\d{6}[-+]?\d{4}|\d{6}[-+A]\d{3}[0-9A-Y]|\d{11})$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
-_PHONE = re.compile(r"^(?=(?:\D*\d){7,15}\D*$)(?:(?:\+|00|0)[\d\s()/-]+|\d{2,4}(?:[\s-]\d{2,4}){2,})$")
-_DATE = re.compile(r"^(?:(?:19|20)\d{2}[-/.]?\d{2}[-/.]?\d{2}|\d{1,2}[-/.]\d{1,2}[-/.](?:19|20)?\d{2})(?:[ T]\d.*)?$")
-_PERSON_NAME = re.compile(r"^[^\W\d_][^\W\d_'.-]*(?:[-'][^\W\d_]+)*(?:,?\s+[^\W\d_][^\W\d_'.-]*(?:[-'][^\W\d_]+)*){1,3}$")
-_MOSTLY = 0.9          # share of the non-missing cells that must fit a pattern
-_UNIQUE_SHARE = 0.9    # a text column with more distinct values than this share of its cells ...
-_UNIQUE_MIN_ROWS = 20  # ... and at least this many non-missing cells is treated as an identifier
-
-
-def _norm_name(col: str) -> str:
-    t = str(col).strip().lower()
-    t = t.translate(str.maketrans({"å": "a", "ä": "a", "ö": "o", "ø": "o", "æ": "a", "é": "e", "ü": "u"}))
-    return re.sub(r"[^a-z0-9]+", "_", t).strip("_")
-
-
-def _cells(s: pd.Series) -> pd.Series:
-    """Non-missing cells as stripped text; integral floats (Parquet) without '.0'."""
-    s = s.dropna()
-    if pd.api.types.is_float_dtype(s):
-        v = s.to_numpy(dtype=np.float64)
-        if len(v) and np.all(np.isfinite(v) & (v == np.round(v))):
-            s = pd.Series(v.astype(np.int64))
-    c = s.astype(str).str.strip()
-    return c[c != ""].reset_index(drop=True)
-
-
-def _share(cells: pd.Series, rx: re.Pattern) -> float:
-    cells = cells.dropna().astype(str).str.strip()
-    return float(cells.str.match(rx).mean()) if len(cells) else 0.0
-
-
-def identifier_reason(s: pd.Series, col: str) -> str | None:
-    """Why column ``col`` looks like a direct patient identifier (no cell value in it), or None."""
-    norm = _norm_name(col)
-    if norm in _ID_NAMES or any(part in norm for part in _ID_NAME_PARTS):
-        return "its name"
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_datetime64_any_dtype(s):
-        return None
-    if pd.api.types.is_numeric_dtype(s):
-        v = pd.to_numeric(s, errors="coerce").dropna().to_numpy(dtype=np.float64)
-        if len(v) == 0 or np.mean(np.abs(v) >= 1e9) < _MOSTLY:   # personal numbers have 10 to 12 digits
-            return None
-        return "its cells look like personal identity numbers" if _share(_cells(s), _PERSONAL_NUMBER) >= _MOSTLY else None
-    cells = _cells(s)
-    if cells.empty:
-        return None
-    lens = cells.str.len().to_numpy()
-    if np.mean(lens >= 7) >= _MOSTLY:   # the patterns below need at least 7 characters
-        if _share(cells, _PERSONAL_NUMBER) >= _MOSTLY:
-            return "its cells look like personal identity numbers"
-        if cells.str.contains("@", regex=False).mean() >= _MOSTLY and _share(cells, _EMAIL) >= _MOSTLY:
-            return "its cells look like e-mail addresses"
-        if _share(cells, _DATE) >= _MOSTLY:
-            return None  # dates: _feature says they are not features (a date of birth is caught by its name)
-        if _share(cells, _PHONE) >= _MOSTLY:
-            return "its cells look like phone numbers"
-    numeric = pd.to_numeric(cells.str.replace(",", ".", regex=False), errors="coerce").notna().to_numpy()
-    if numeric.mean() > 1 - _MOSTLY:
-        return None
-    text = cells[~numeric]
-    n_distinct = text.nunique()
-    if len(text) >= 5 and n_distinct > 0.5 * len(text) and _share(text, _PERSON_NAME) >= _MOSTLY:
-        return "its cells look like person names"
-    if len(text) >= _UNIQUE_MIN_ROWS and n_distinct > _UNIQUE_SHARE * len(text):
-        if _share(text, _DATE) >= _MOSTLY:
-            return None
-        return f"{n_distinct} different texts in {len(text)} rows, nearly one per patient"
-    return None
-
-
-def _refuse_identifier(s: pd.Series, col: str, path: Path, yaml_name: str, probs: Problems) -> bool:
-    """True (with a problem added) when ``col`` looks like a direct identifier; the message quotes no cell."""
-    reason = identifier_reason(s, col)
-    if reason is None:
-        return False
-    probs.add(f"{where(path, column=col)}: looks like a direct patient identifier ({reason}); identifiers must not "
-              f"become features: add the column to drop_columns in {yaml_name}")
-    return True
 
 
 def parse_labels(values: list, spec: DatasetSpec, locate, probs: Problems) -> np.ndarray | None:

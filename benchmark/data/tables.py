@@ -56,7 +56,7 @@ def read_table(path: Path, probs: Problems, *, what: str, fmt: TableFormat | Non
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        probs.add(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); check that the {what} file is readable")
+        probs.add(f"{path}: cannot be read ({exc.strerror or 'an operating-system error'}); check that the {what} file is readable")
         return None, 2
     if path.suffix.lower() in (".parquet", ".pq"):
         if not raw:
@@ -67,7 +67,7 @@ def read_table(path: Path, probs: Problems, *, what: str, fmt: TableFormat | Non
         try:
             df = pd.read_parquet(io.BytesIO(raw))
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
-            probs.add(f"{path}: cannot be read as Parquet ({type(exc).__name__}); export the {what} again")
+            probs.add(f"{path}: cannot be read as Parquet (its data is malformed); export the {what} again")
             return None, 1
         if df.shape[0] == 0:
             probs.add(f"{path}: the {what} has no rows")

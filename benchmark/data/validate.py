@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.dataset import Inspection, inspect_dataset
+from benchmark.data.decode_limits import decode_limits
 from benchmark.data.image_cache import process_pool
 from benchmark.data.splits import min_positives, run_folds
 from benchmark.data.tables import SNIFF_BYTES, sniff_separator
@@ -58,7 +59,8 @@ def command(args: argparse.Namespace) -> int:
     ins = inspect_dataset(args.dataset, missing=args.missing)
     problems = list(ins.problems)
     if ins.cohort is not None and ins.cohort.has_images and not args.no_decode:
-        problems += decode_problems(ins.cohort.images["path"].tolist(), ins.image_where, workers=args.workers)
+        problems += decode_problems(ins.cohort.images["path"].tolist(), ins.image_where, workers=args.workers,
+                                    roots=ins.cohort.image_roots)
     warnings = list(ins.warnings)
     text = summary(ins, args.dataset)
     if ins.cohort is not None:
@@ -254,26 +256,28 @@ def _kind(path: str) -> str:
     return "DICOM" if kind == "dicom" else (Path(path).suffix.lower().lstrip(".").upper() or "image")
 
 
-def decode_problems(paths: list[str], locations: list[str], *, workers: int | None = None) -> list[str]:
-    """Decode every image; one message per image that fails, naming its location."""
+def decode_problems(paths: list[str], locations: list[str], *, workers: int | None = None, roots=None) -> list[str]:
+    """Decode every image; one message per image that fails, naming its location (``roots``: the folders the
+    files must lie in when opened)."""
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
     if workers == 1 or len(paths) < PARALLEL_MIN:
-        failures = _decode_chunk((0, paths))
+        failures = _decode_chunk((0, paths, decode_limits(), roots))
     else:
-        chunks = [(i, paths[i:i + CHUNK]) for i in range(0, len(paths), CHUNK)]
+        chunks = [(i, paths[i:i + CHUNK], decode_limits(), roots) for i in range(0, len(paths), CHUNK)]
         with process_pool(workers) as pool:
             failures = [f for part in pool.map(_decode_chunk, chunks) for f in part]
     return [f"{locations[i]}: {msg}" for i, msg in failures]
 
 
-def _decode_chunk(task: tuple[int, list[str]]) -> list[tuple[int, str]]:
-    from benchmark.data.dicom import ImageError, read_image
+def _decode_chunk(task: tuple[int, list[str], object]) -> list[tuple[int, str]]:
+    from benchmark.data.dicom import CHECK_SIZE, ImageError, read_image, set_decode_limits
 
-    start, paths = task
+    start, paths, limits, roots = task
+    set_decode_limits(limits)   # a spawned worker starts with the defaults
     out = []
     for k, p in enumerate(paths):
         try:
-            read_image(p)
+            read_image(p, target=CHECK_SIZE, roots=roots)   # as the run decodes: towards the largest profile size
         except ImageError as exc:
             out.append((start + k, str(exc)))
     return out

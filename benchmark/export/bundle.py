@@ -15,13 +15,16 @@ Layout (nothing in it runs code when loaded; no pickle anywhere)::
     cv_figures.json        the run's nested-CV figures of this candidate (for external validation)
     model_card.md          intended use, training cohort, performance, calibration, limitations
 
+    bundle.sig             optional: an Ed25519 signature of bundle.json (benchmark.export.signing)
+
 The bundle is written into a temporary sibling folder and renamed when complete, so a
-failed export leaves no half bundle.
+failed export leaves no half bundle. ``load_model`` reads each file once (``bundle_files``:
+no links, sizes first, SHA-256 of the bytes it then decodes), checks every part
+(``bundle_checks``, ``codec``), and runs the model on a blank patient before returning it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,20 +35,9 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import UserError
+from benchmark.export.bundle_files import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, sha256_bytes
 from benchmark.export.codec import BundleFormatError, Reader, Writer
-from benchmark.export.model import Component, ExportedModel
-
-FORMAT = "aff-benchmark-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "bundle.json"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from benchmark.export.model import ExportedModel
 
 
 def encode_model(model: ExportedModel) -> tuple[dict, Writer]:
@@ -65,25 +57,24 @@ def encode_model(model: ExportedModel) -> tuple[dict, Writer]:
     return tree, w
 
 
-def decode_model(tree: dict, reader: Reader, schema: dict, meta: dict) -> ExportedModel:
-    comps = []
-    for node in tree["components"]:
-        comps.append(Component(
-            name=node["name"], family=node["family"], modality=node["modality"],
-            members=[reader.decode(m) for m in node["members"]], calibrator=reader.decode(node["calibrator"]),
-            r=float(reader.decode(node["r"])), mu=float(reader.decode(node["mu"])), sources=dict(node["sources"]),
-            image_size=node["image_size"], full=None if node.get("full") is None else reader.decode(node["full"])))
-    return ExportedModel(comps, reader.decode(tree["conformal"]), float(reader.decode(tree["threshold"])), schema, meta)
-
-
 def write_bundle(model: ExportedModel, out: Path, *, cohort=None, run_dir: Path | None = None,
-                 oof: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
-    """Write ``model`` as a bundle folder ``out`` (created; must not hold files); returns ``out``."""
+                 oof: tuple[np.ndarray, np.ndarray] | None = None, sign: Path | None = None) -> Path:
+    """Write ``model`` as a bundle folder ``out`` (created; must not hold files); returns ``out``.
+
+    ``sign``: a private key file (``signing.new_keys``); the bundle then carries ``bundle.sig``. The folder
+    is readable by its owner only unless shared output was asked for (``benchmark.outputs``).
+    """
     from safetensors.numpy import save as save_arrays
 
     from benchmark.export.card import cv_figures, model_card
+    from benchmark.outputs import settle_dir
 
     out = Path(out)
+    key = None
+    if sign is not None:
+        from benchmark.export.signing import load_private
+
+        key = load_private(Path(sign))   # a bad key fails before the export is written
     try:
         tree, w = encode_model(model)
     except BundleFormatError as exc:
@@ -91,21 +82,29 @@ def write_bundle(model: ExportedModel, out: Path, *, cohort=None, run_dir: Path 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
-        (tmp / "model.json").write_text(json.dumps(tree, indent=1, allow_nan=False))
-        (tmp / "arrays.safetensors").write_bytes(save_arrays(w.arrays))
-        for name, data in w.files.items():
+        cv = cv_figures(run_dir, model) if run_dir is not None else None
+        contents = {
+            "model.json": json.dumps(tree, indent=1, allow_nan=False).encode(),
+            "arrays.safetensors": save_arrays(w.arrays), **w.files,
+            "schema.json": json.dumps(model.schema, indent=1, allow_nan=False).encode(),
+            "cv_figures.json": json.dumps(cv, indent=1, default=_json_default).encode(),
+            "model_card.md": model_card(model, cohort=cohort, run_dir=run_dir, cv=cv, oof=oof).encode(),
+        }
+        for name, data in contents.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
-        (tmp / "schema.json").write_text(json.dumps(model.schema, indent=1, allow_nan=False))
-        cv = cv_figures(run_dir, model) if run_dir is not None else None
-        (tmp / "cv_figures.json").write_text(json.dumps(cv, indent=1, default=_json_default))
-        (tmp / "model_card.md").write_text(model_card(model, cohort=cohort, run_dir=run_dir, cv=cv, oof=oof))
-        files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {name: sha256_bytes(data) for name, data in sorted(contents.items())}
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "candidate": model.meta.get("candidate"),
                     "created": model.meta.get("created"), "meta": model.meta, "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+        raw = json.dumps(manifest, indent=1, default=_json_default).encode()
+        (tmp / MANIFEST).write_bytes(raw)
+        if key is not None:
+            from benchmark.export.signing import signature_bytes
+
+            (tmp / SIGNATURE).write_bytes(signature_bytes(raw, key))
         if out.exists():
             out.rmdir()   # an empty folder only (export refuses a non-empty one)
+        settle_dir(tmp)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -121,57 +120,55 @@ def _json_default(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def check_bundle(path: Path) -> dict:
-    """The bundle's manifest after checking every file's SHA-256 (UserError naming the first problem)."""
-    path = Path(path)
-    man_path = path / MANIFEST
-    if not man_path.is_file():
-        raise UserError(f"{path}: not a model bundle (no {MANIFEST}); give the folder `benchmark export` wrote")
-    try:
-        man = json.loads(man_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{man_path}: not valid JSON; the bundle is damaged, export it again") from None
-    if man.get("format") != FORMAT:
-        raise UserError(f"{man_path}: not a model bundle of this harness (format {man.get('format')!r})")
-    if int(man.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{path}: bundle format {man['format_version']} is newer than this installation reads "
-                        f"({FORMAT_VERSION}); update the package")
-    listed = man.get("files") or {}
-    for name, digest in listed.items():
-        f = path / name
-        if ".." in Path(name).parts or Path(name).is_absolute():
-            raise UserError(f"{man_path}: file entry {name!r} points outside the bundle; the bundle is refused")
-        if not f.is_file():
-            raise UserError(f"{path}: file {name} listed in {MANIFEST} is missing; the bundle is refused (export again)")
-        if sha256(f) != digest:
-            raise UserError(f"{path}: file {name} was changed after export (SHA-256 differs from {MANIFEST}); "
-                            "the bundle is refused (export again, or restore the file)")
-    for f in sorted(path.rglob("*")):
-        rel = f.relative_to(path).as_posix()
-        if f.is_file() and rel != MANIFEST and rel not in listed:
-            raise UserError(f"{path}: file {rel} is not part of the exported bundle; remove it (only checked files "
-                            "may sit in a bundle)")
-    return man
+def load_model(path: str | Path, device: str = "cpu", *, trust: list[str] | None = None) -> ExportedModel:
+    """The exported model in the bundle folder ``path`` (every file checked first; see ``docs/security.md``).
 
-
-def load_model(path: str | Path, device: str = "cpu") -> ExportedModel:
-    """The exported model in the bundle folder ``path`` (every file checked first).
+    ``trust``: public key files or folders (``signing.load_trusted``); the bundle must then be signed by one
+    of them. ``model.meta["signed_by"]`` is the trusted key's fingerprint, or None when nothing was asked.
 
         >>> from benchmark import load_model                             # doctest: +SKIP
         >>> m = load_model("results/run-1/bundles/late_stacking")         # doctest: +SKIP
         >>> m.predict("new-hospital.yaml").head()                         # doctest: +SKIP
     """
-    from safetensors.numpy import load as load_arrays
+    from benchmark.candidates.weights import bundle_weights_only
+    from benchmark.export.bundle_checks import check_cv_figures, check_meta, check_schema, decode_components, dry_run
+    from benchmark.export.bundle_files import SIGNATURE, read_bundle
+    from benchmark.export.safe_json import loads
 
     path = Path(path)
-    man = check_bundle(path)
-    files = {name: (path / name).read_bytes() for name in man["files"] if name.startswith(("weights/", "trees/"))}
-    arrays = load_arrays((path / "arrays.safetensors").read_bytes())
-    tree = json.loads((path / "model.json").read_text())
-    schema = json.loads((path / "schema.json").read_text())
+    man, files, raw_manifest = read_bundle(path)
+    signed_by = None
+    if trust is not None:
+        from benchmark.export.signing import load_trusted, verify
+
+        signed_by = verify(path, raw_manifest, files.get(SIGNATURE), load_trusted(list(trust)))
     try:
-        model = decode_model(tree, Reader(arrays, files, device=device), schema, man.get("meta") or {})
+        arrays = _arrays(files["arrays.safetensors"])
+        tree = loads(files["model.json"], "model.json")
+        schema = check_schema(loads(files["schema.json"], "schema.json"))
+        meta = check_meta(man.get("meta"))
+        cv = check_cv_figures(loads(files["cv_figures.json"], "cv_figures.json", allow_nan=True)
+                              if "cv_figures.json" in files else None)
+        reader = Reader(arrays, {n: b for n, b in files.items() if n.startswith(("weights/", "trees/"))}, device=device)
+        with bundle_weights_only():
+            comps, conformal, threshold = decode_components(tree, reader)
+            model = ExportedModel(comps, conformal, threshold, schema, meta, cv=cv)
+            dry_run(model)
     except BundleFormatError as exc:
-        raise UserError(f"{path}: {exc}") from None
+        raise UserError(f"{path}: {exc}; the bundle is refused") from None
     model.meta["bundle"] = str(path)
+    model.meta["signed_by"] = signed_by
     return model
+
+
+def _arrays(data: bytes) -> dict[str, np.ndarray]:
+    """arrays.safetensors as NumPy arrays (its header checked against its size first)."""
+    from safetensors.numpy import load as load_arrays
+
+    from benchmark.export.codec import safetensors_header
+
+    safetensors_header(data, "arrays.safetensors")
+    try:
+        return load_arrays(data)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        raise BundleFormatError(f"arrays.safetensors is not readable ({str(exc).splitlines()[0][:120]})") from None

@@ -10,40 +10,42 @@ plain values or references to arrays and files::
     w.files    # {"trees/c0.m1.model_.ubj": bytes, "weights/c0.m1.safetensors": bytes, ...}
     model2 = Reader(w.arrays, w.files).decode(node)
 
-Reading runs no code from the bundle. An object node names its class; only classes of this
-package (``benchmark.*``) and the scikit-learn estimators in ``SKLEARN_CLASSES`` are
-rebuilt, without calling their constructor: the class is looked up, an empty instance is
-made with ``cls.__new__`` and its attributes are set from the decoded state. Torch weights
-are safetensors (tensors only), XGBoost models UBJSON, LightGBM models LightGBM's text
-format. Anything else (a lambda, an open file, an unknown class) is refused when writing,
-with the attribute path, so a model that cannot be exported says so at export time.
+Reading a bundle runs no code from it and trusts nothing in it. An object node names its
+class; only the classes listed in ``field_specs.CLASSES`` are rebuilt, from that list's
+fields only: an empty instance is made with ``cls.__new__`` and each listed field is read
+with its type and bounds (``fields``); a key the list does not name is refused, so a bundle
+can never set a method or hook (``bundle_restore``) or any other attribute. Torch weights
+are safetensors files whose header is compared with the network the settings describe
+(built first on PyTorch's ``meta`` device, which allocates nothing) before the network is
+built and loaded; XGBoost models (UBJSON) and LightGBM models (text) are checked by
+``trees`` before the library reads them. Anything else (a lambda, an open file, an
+unlisted class or attribute) is refused when writing, with the attribute path, so a model
+that cannot be exported says so at export time.
 
 Hooks: a class may define ``bundle_skip`` (attribute names not written, e.g. training
 history), ``bundle_extra(writer, path) -> dict`` (what it writes itself, e.g. torch
-weights) and ``bundle_restore(reader, extra)`` (called after its attributes are set).
+weights; read back through the class's ``extra`` field) and ``bundle_restore(reader,
+extra)`` (looked up on the class, called after its fields are set).
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-# scikit-learn estimators a bundle may hold (their fitted attributes are arrays and plain values).
-SKLEARN_CLASSES = {
-    "sklearn.linear_model._logistic:LogisticRegression",
-    "sklearn.preprocessing._data:StandardScaler",
-    "sklearn.decomposition._pca:PCA",
-    "sklearn.isotonic:IsotonicRegression",
-}
+from benchmark.export.field_specs import CLASSES, check_param_sizes, check_params
+from benchmark.export.fields import Any_, Ignored, check_node, describe, node_kind
+from benchmark.export.limits import MAX_TENSORS, BundleFormatError, check_count
+
 PACKAGE = "benchmark."
 _ISO_SKIP = ("f_",)   # IsotonicRegression's interpolator: rebuilt from its thresholds
+_SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                       "BOOL": 1}
 
-
-class BundleFormatError(ValueError):
-    """The bundle's model tree names something a bundle may not hold."""
+__all__ = ["BundleFormatError", "LightGBMModel", "Reader", "Writer", "safetensors_header"]
 
 
 def _class_name(obj: Any) -> str:
@@ -52,10 +54,6 @@ def _class_name(obj: Any) -> str:
 
 def _class_name_of(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _allowed(name: str) -> bool:
-    return name.startswith(PACKAGE) or name in SKLEARN_CLASSES
 
 
 class Writer:
@@ -119,21 +117,28 @@ class Writer:
             raw = obj.get_booster().save_raw("ubj")
             return {"__xgboost__": self.file(f"trees/{_safe(path)}.ubj", raw)}
         if mod.startswith("lightgbm") or isinstance(obj, LightGBMModel):   # a restored one exports again
+            from benchmark.export.trees import strip_lightgbm
+
             booster = getattr(obj, "booster_", obj)
-            text = booster.model_to_string(num_iteration=-1)
+            text = strip_lightgbm(booster.model_to_string(num_iteration=-1))
             best = getattr(obj, "best_iteration_", None)
             return {"__lightgbm__": self.file(f"trees/{_safe(path)}.txt", text.encode()),
                     "best_iteration": None if best is None else int(best)}
+        return self._object(obj, path)
+
+    def _object(self, obj: Any, path: str) -> dict:
         name = _class_name(obj)
-        if not _allowed(name) or not hasattr(obj, "__dict__"):
-            raise BundleFormatError(f"{path}: objects of class {name} cannot go into a bundle "
-                                    f"(only {PACKAGE}* classes and {', '.join(sorted(SKLEARN_CLASSES))})")
+        spec = CLASSES.get(name)
+        if spec is None or not hasattr(obj, "__dict__"):
+            raise BundleFormatError(f"{path}: objects of class {name} cannot go into a bundle (only the classes "
+                                    "listed in benchmark/export/field_specs.py)")
         skip = set(getattr(obj, "bundle_skip", ())) | (set(_ISO_SKIP) if name.endswith(":IsotonicRegression") else set())
         state = {k: v for k, v in vars(obj).items() if k not in skip}
-        if callable(getattr(obj, "bundle_extra", None)):
-            extra = obj.bundle_extra(self, path)
-        else:
-            extra = None
+        unknown = [k for k in state if k not in spec.fields]
+        if unknown:
+            raise BundleFormatError(f"{path}.{unknown[0]}: attribute {unknown[0]!r} of {name} has no field in "
+                                    "benchmark/export/field_specs.py; add it there (with its type and bounds)")
+        extra = obj.bundle_extra(self, path) if callable(getattr(type(obj), "bundle_extra", None)) else None
         node = {"__object__": name, "state": {"__map__": {k: self.encode(v, f"{path}.{k}") for k, v in state.items()}}}
         if extra is not None:
             node["extra"] = self.encode(extra, f"{path}.extra")
@@ -141,90 +146,220 @@ class Writer:
 
 
 class Reader:
-    """Rebuilds an encoded tree from the bundle's arrays and files (``decode``)."""
+    """Rebuilds an encoded tree from the bundle's arrays and files (``decode``), checking every node.
+
+    ``arrays``: arrays.safetensors as loaded; ``files``: every other file the model tree may name
+    (``weights/``, ``trees/``), as bytes already checked against the bundle's manifest.
+    """
 
     def __init__(self, arrays: dict[str, np.ndarray], files: dict[str, bytes], device: str = "cpu") -> None:
         self.arrays, self.files, self.device = arrays, files, device
 
-    def file(self, name: str) -> bytes:
-        if name not in self.files:
-            raise BundleFormatError(f"the model tree names {name}, which the bundle does not list")
+    # -- files and arrays the tree names
+
+    def file(self, name: str, where: str = "the model tree") -> bytes:
+        if not isinstance(name, str) or name not in self.files:
+            raise BundleFormatError(f"{where} names the file {str(name)[:80]!r}, which the bundle does not list")
         return self.files[name]
 
-    def tensors(self, name: str) -> dict:
+    def array(self, key: Any, where: str) -> np.ndarray:
+        if not isinstance(key, str) or key not in self.arrays:
+            raise BundleFormatError(f"{where} names the array {str(key)[:80]!r}, which arrays.safetensors lacks")
+        return self.arrays[key]
+
+    def tensor_names(self, name: str, where: str = "the model tree") -> list[str]:
+        return list(safetensors_header(self.file(name, where), name))
+
+    def tensors(self, name: str, where: str = "the model tree") -> dict:
         from safetensors.torch import load
 
-        return load(self.file(name))
-
-    def decode(self, node: Any) -> Any:
-        if node is None or isinstance(node, (bool, int, float, str)):
-            return node
-        if isinstance(node, list):
-            return [self.decode(v) for v in node]
-        if not isinstance(node, dict) or len(node) == 0:
-            raise BundleFormatError(f"unexpected node in the model tree: {str(node)[:80]}")
-        if "__float__" in node:
-            return float(node["__float__"])
-        if "__array__" in node:
-            key = node["__array__"]
-            if key not in self.arrays:
-                raise BundleFormatError(f"the model tree names array {key}, which arrays.safetensors lacks")
-            return self.arrays[key]
-        if "__list_array__" in node:
-            values = [self.decode(v) for v in node["__list_array__"]]
-            dtype = object if node["dtype"] == "O" else np.dtype(node["dtype"])
-            return np.array(values, dtype=dtype).reshape(node["shape"])
-        if "__tuple__" in node:
-            return tuple(self.decode(v) for v in node["__tuple__"])
-        if "__map__" in node:
-            return {k: self.decode(v) for k, v in node["__map__"].items()}
-        if "__pairs__" in node:
-            return {_hashable(self.decode(k)): self.decode(v) for k, v in node["__pairs__"]}
-        if "__device__" in node:
-            import torch
-
-            return torch.device(node["__device__"])
-        if "__tensor__" in node:
-            import torch
-
-            return torch.from_numpy(np.array(self.decode(node["__tensor__"])))
-        if "__xgboost__" in node:
-            import xgboost as xgb
-
-            model = xgb.XGBClassifier()
-            model.load_model(bytearray(self.file(node["__xgboost__"])))
-            return model
-        if "__lightgbm__" in node:
-            return LightGBMModel(self.file(node["__lightgbm__"]).decode(), node.get("best_iteration"))
-        if "__object__" in node:
-            return self._object(node)
-        raise BundleFormatError(f"unknown node in the model tree: {sorted(node)[:3]}")
-
-    def _object(self, node: dict) -> Any:
-        name = str(node["__object__"])
-        if not _allowed(name):
-            raise BundleFormatError(f"the model tree names class {name}; a bundle may hold only {PACKAGE}* classes "
-                                    "and the listed scikit-learn estimators")
-        mod_name, _, qual = name.partition(":")
+        data = self.file(name, where)
+        safetensors_header(data, name)
         try:
-            obj_cls = importlib.import_module(mod_name)
-            for part in qual.split("."):
-                obj_cls = getattr(obj_cls, part)
-        except (ImportError, AttributeError):
-            raise BundleFormatError(f"class {name} named by the bundle does not exist in this installation "
-                                    "(a different package version?)") from None
-        if not isinstance(obj_cls, type):
-            raise BundleFormatError(f"{name} named by the bundle is not a class")
-        if _class_name_of(obj_cls) != name:   # e.g. "benchmark.x:np.ndarray": a foreign class through a package module
-            raise BundleFormatError(f"the model tree names class {name}, which is {_class_name_of(obj_cls)}; "
-                                    f"a bundle may hold only {PACKAGE}* classes and the listed scikit-learn estimators")
-        obj = obj_cls.__new__(obj_cls)
-        obj.__dict__.update(self.decode(node["state"]))
-        if name.endswith(":IsotonicRegression"):
-            obj._build_f(obj.X_thresholds_, obj.y_thresholds_)
-        if callable(getattr(obj, "bundle_restore", None)):
-            obj.bundle_restore(self, self.decode(node.get("extra")))
+            return load(data)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+            raise BundleFormatError(f"{name}: not a readable safetensors file ({_first_line(exc)})") from None
+
+    def network(self, build: Callable[[], Any], name: str, where: str):
+        """``build()``'s network with the weights of ``name``, after checking on the meta device (nothing
+        allocated) that the file holds exactly the network's tensors, with their shapes."""
+        import torch
+
+        header = safetensors_header(self.file(name, where), name)
+        with torch.device("meta"), _ShapesOnly():
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        if set(expected) != set(header):
+            odd = sorted(set(expected) ^ set(header))[0]
+            raise BundleFormatError(f"{name}: its tensors are not those of the network the bundle's settings "
+                                    f"describe (e.g. {odd[:80]!r}); the bundle is damaged or was edited")
+        for k, shape in expected.items():
+            if tuple(header[k]["shape"]) != shape:
+                raise BundleFormatError(f"{name}: tensor {k[:80]!r} has shape {header[k]['shape']}, the network "
+                                        f"needs {list(shape)}")
+        net = build()
+        net.load_state_dict(self.tensors(name, where))
+        return net
+
+    def xgboost(self, name: str, where: str):
+        import xgboost as xgb
+
+        from benchmark.export.trees import check_xgboost
+
+        data = self.file(name, where)
+        check_xgboost(data, name)
+        model = xgb.XGBClassifier()
+        try:
+            model.load_model(bytearray(data))
+        except Exception as exc:  # noqa: BLE001 - XGBoostError and others
+            raise BundleFormatError(f"{name}: XGBoost cannot read it ({_first_line(exc)})") from None
+        return model
+
+    def lightgbm(self, name: str, best_iteration: int | None, where: str) -> "LightGBMModel":
+        from benchmark.export.trees import check_lightgbm
+
+        try:
+            text = self.file(name, where).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BundleFormatError(f"{name}: not UTF-8 text") from None
+        try:
+            return LightGBMModel(check_lightgbm(text, name), best_iteration)
+        except BundleFormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - LightGBMError and others
+            raise BundleFormatError(f"{name}: LightGBM cannot read it ({_first_line(exc)})") from None
+
+    # -- the tree
+
+    def decode(self, node: Any, where: str = "model") -> Any:
+        """A node of any shape: objects through ``object``, plain values kept (types checked)."""
+        if node_kind(node) == "__object__":
+            return self.object(node, where)
+        return Any_().read(self, node, where)
+
+    def object(self, node: dict, where: str) -> Any:
+        """An object of a listed class, rebuilt from its listed fields (``field_specs``)."""
+        check_node(node, "__object__", where)
+        name = node["__object__"]
+        spec = CLASSES.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise BundleFormatError(f"{where}: the model tree names class {str(name)[:80]!r}; a bundle may hold only "
+                                    "the classes listed in benchmark/export/field_specs.py")
+        state = node["state"]
+        if node_kind(state) != "__map__" or len(state) != 1 or not isinstance(state["__map__"], dict):
+            raise BundleFormatError(f"{where}: the state of {name} is {describe(state)}, not a map of fields")
+        state = state["__map__"]
+        unknown = [k for k in state if k not in spec.fields]
+        if unknown:
+            raise BundleFormatError(f"{where}: {str(unknown[0])[:40]!r} is not a field of {name}; the bundle is refused")
+        missing = [k for k in spec.fields if k not in state and k not in spec.optional]
+        if missing:
+            raise BundleFormatError(f"{where}: {name} lacks its field {missing[0]!r}")
+        # every field is read and checked before the class's module is imported (PyTorch for a network)
+        values = {key: fld.read(self, state[key], f"{where}.{key}") for key, fld in spec.fields.items()
+                  if key in state and not isinstance(fld, Ignored)}
+        if "params" in values:
+            check_param_sizes(values["params"], f"{where}.params")
+        extra = None
+        if spec.extra is not None:
+            if "extra" not in node:
+                raise BundleFormatError(f"{where}: {name} needs its 'extra' entry (weights)")
+            extra = spec.extra.read(self, node["extra"], f"{where}.extra")
+            for ref in extra.values():   # weights files: their headers against their sizes, still without PyTorch
+                if isinstance(ref, str) and ref.endswith(".safetensors"):
+                    safetensors_header(self.file(ref, where), ref)
+        elif "extra" in node:
+            raise BundleFormatError(f"{where}: {name} takes no 'extra' entry")
+        cls = class_of(name)
+        obj = cls.__new__(cls)
+        obj.__dict__.update(values)   # the listed fields only, each checked above
+        if "params" in spec.fields:
+            check_params(cls, obj.params, f"{where}.params")
+        if spec.check is not None:
+            spec.check(obj, where)
+        if spec.after is not None:
+            spec.after(obj)
+        restore = getattr(cls, "bundle_restore", None)
+        if spec.extra is not None:
+            if not callable(restore):
+                raise BundleFormatError(f"{where}: {name} cannot restore its weights in this installation")
+            try:
+                restore(obj, self, extra)
+            except BundleFormatError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a network the settings cannot build
+                from benchmark.errors import UserError
+
+                if isinstance(exc, UserError):
+                    raise BundleFormatError(f"{where}: {exc}") from None
+                raise BundleFormatError(f"{where}: the network cannot be rebuilt ({_first_line(exc)})") from None
         return obj
+
+
+def _ShapesOnly():
+    """A torch function mode for building a network on the meta device: random normal initialisation is
+    skipped (its meta implementation imports ``torch._dynamo``, some 150 MB; the values are never read)."""
+    from torch.overrides import TorchFunctionMode
+
+    class ShapesOnly(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("normal_", "kaiming_normal_"):
+                return args[0] if args else (kwargs or {}).get("tensor", (kwargs or {}).get("self"))
+            return func(*args, **(kwargs or {}))
+
+    return ShapesOnly()
+
+
+def class_of(name: str) -> type:
+    """The class of a name listed in ``field_specs.CLASSES`` (never a name taken from elsewhere)."""
+    mod_name, _, qual = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(mod_name), qual)
+    except (ImportError, AttributeError):
+        raise BundleFormatError(f"class {name} named by the bundle does not exist in this installation "
+                                "(a different package version?)") from None
+    if not isinstance(cls, type) or _class_name_of(cls) != name:
+        raise BundleFormatError(f"{name} named by the bundle is not that class in this installation")
+    return cls
+
+
+def safetensors_header(data: bytes, name: str) -> dict:
+    """The tensors a safetensors file declares ({name: {dtype, shape, data_offsets}}), checked against its
+    size: every tensor's bytes inside the file, as many as its shape says, none overlapping."""
+    from benchmark.export.safe_json import loads
+
+    if len(data) < 8:
+        raise BundleFormatError(f"{name}: not a safetensors file (shorter than its header)")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8 or n > 100 << 20:
+        raise BundleFormatError(f"{name}: its header declares {n:,} bytes, more than the file holds")
+    header = loads(bytes(data[8:8 + n]), f"{name} (header)", max_depth=4)
+    if not isinstance(header, dict):
+        raise BundleFormatError(f"{name}: its header is not an object")
+    header.pop("__metadata__", None)
+    check_count(len(header), MAX_TENSORS, f"{name} (tensors)")
+    body, spans = len(data) - 8 - n, []
+    for key, info in header.items():
+        ok = (isinstance(info, dict) and info.get("dtype") in _SAFETENSORS_DTYPES and isinstance(info.get("shape"), list)
+              and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40 for d in info["shape"])
+              and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+              and all(isinstance(o, int) and not isinstance(o, bool) for o in info["data_offsets"]))
+        if not ok:
+            raise BundleFormatError(f"{name}: tensor {str(key)[:60]!r} has a malformed entry")
+        start, end = info["data_offsets"]
+        size = math.prod(info["shape"]) * _SAFETENSORS_DTYPES[info["dtype"]]
+        if not 0 <= start <= end <= body or end - start != size:
+            raise BundleFormatError(f"{name}: tensor {str(key)[:60]!r} declares {size:,} bytes at {start:,}-{end:,} of "
+                                    f"a {body:,}-byte body")
+        spans.append((start, end))
+    spans.sort()
+    if any(b[0] < a[1] for a, b in zip(spans, spans[1:])):
+        raise BundleFormatError(f"{name}: two tensors share bytes")
+    return header
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:160]
 
 
 class LightGBMModel:
@@ -245,10 +380,6 @@ class LightGBMModel:
             num_iteration = self.best_iteration_
         p = np.asarray(self.booster_.predict(X, num_iteration=num_iteration), dtype=np.float64)
         return np.column_stack([1.0 - p, p])
-
-
-def _hashable(v: Any) -> Any:
-    return tuple(_hashable(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
 def _safe(path: str) -> str:

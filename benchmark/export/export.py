@@ -24,8 +24,9 @@ seed, calibration and metric) once more, to the whole cohort:
    profile's ``warm_start_source`` names) is trained first for its weights, as in the run;
    the bundle keeps it only when the fusion also consumes it.
 
-The run's nested-CV figures are the performance claim for this procedure; the bundle's
-model card says so. The bundle is written by ``benchmark.export.bundle``.
+Categorical levels seen in fewer than 5 patients are pooled into ``other`` first
+(``schema.pool_rare_levels``), so that no rare level reaches the bundle. The run's nested-CV
+figures are the performance claim for this procedure; the bundle's model card says so. The bundle is written by ``benchmark.export.bundle``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from benchmark.errors import UserError
 from benchmark.evaluate.conformal import fit_thresholds
 from benchmark.evaluate.metrics import threshold_at_spec
 from benchmark.export.model import LEVELS, Component, ExportedModel
-from benchmark.export.schema import schema_of
+from benchmark.export.schema import pool_rare_levels, schema_of
 from benchmark.protocol import ROLES
 from benchmark.run.folder import RunConfig, RunDir, versions
 from benchmark.run.units import warm_start_role
@@ -204,6 +205,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
     if cohort.fingerprint != man["dataset"]["fingerprint"]:
         raise UserError(f"{cfg.data}: the dataset changed since run {run_dir.name} (fingerprint differs); "
                         "export needs the run's data")
+    cohort = pool_rare_levels(cohort)   # no level of fewer than 5 patients goes into the bundle
     order = _order(name, allc, run_dir)
     kept = _kept(name, order)
     warm_only = [n for n, _, _ in order if n not in kept]
@@ -239,8 +241,10 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
     return Exported(ExportedModel(comps, conformal, threshold, schema, meta), cohort, trainer.oof[name], run_dir)
 
 
-def export(run_dir: Path, candidate: str | None = None, out: Path | None = None, device: str = "auto") -> Path:
-    """Train ``candidate``'s procedure on the run's whole cohort and write the bundle; returns its folder."""
+def export(run_dir: Path, candidate: str | None = None, out: Path | None = None, device: str = "auto",
+           sign: Path | None = None) -> Path:
+    """Train ``candidate``'s procedure on the run's whole cohort and write the bundle (signed with the private
+    key ``sign`` when given); returns its folder."""
     from benchmark.export.bundle import write_bundle
 
     run_dir = Path(run_dir)
@@ -250,7 +254,7 @@ def export(run_dir: Path, candidate: str | None = None, out: Path | None = None,
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
     ex = build_export(run_dir, name, device)
-    path = write_bundle(ex.model, out, cohort=ex.cohort, run_dir=run_dir, oof=ex.oof)
+    path = write_bundle(ex.model, out, cohort=ex.cohort, run_dir=run_dir, oof=ex.oof, sign=sign)
     print(f"bundle: {path}  ({time.monotonic() - t0:.0f} s)", flush=True)
     return path
 
@@ -357,11 +361,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default: RUN/bundles/<candidate>)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--results", default=None, metavar="DIR", help="where run folders are (default: results/)")
+    p.add_argument("--sign", default=None, metavar="KEY", help="sign the bundle with this private key "
+                                                               "(python -m benchmark keys new DIR makes one)")
 
 
 def command(args: argparse.Namespace) -> int:
     from benchmark.report.html import resolve_run
 
     run_dir = resolve_run(args.run, Path(args.results) if args.results else None)
-    export(run_dir, args.candidate, Path(args.out) if args.out else None, device=args.device)
+    export(run_dir, args.candidate, Path(args.out) if args.out else None, device=args.device,
+           sign=Path(args.sign) if args.sign else None)
     return 0

@@ -77,6 +77,7 @@ class ExportedModel:
     threshold: float                    # decision threshold on prob (90 % specificity, OOF)
     schema: dict
     meta: dict
+    cv: dict | None = None              # the run's nested-CV figures (cv_figures.json), when the bundle has them
 
     @property
     def final(self) -> Component:

@@ -11,13 +11,13 @@ per problem; ``benchmark.export.schema``), and writes to ``--out`` (default
     validation.html     the same as an offline page (reliability diagram, decision curve, coverage)
 
 ``--keep-ids`` writes the dataset's own id column instead of the P-keys; the file is then
-patient data (a warning says so).
+patient data (a warning says so). ``--trust KEYS`` refuses a bundle that a key among KEYS
+did not sign (``benchmark.export.signing``); without it, a note says the origin is unverified.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,16 +30,20 @@ N_BOOT = 1000
 
 
 def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, device: str = "cpu",
-            accept_image_kind: bool = False) -> dict:
-    """Predict the patients of ``data`` with the bundle's model; returns what was written."""
+            accept_image_kind: bool = False, trust: list[str] | None = None) -> dict:
+    """Predict the patients of ``data`` with the bundle's model; returns what was written.
+
+    ``trust``: public keys (files or folders); the bundle must be signed by one (``signing``).
+    """
     from benchmark.export.bundle import load_model
     from benchmark.export.schema import load_for_prediction
+    from benchmark.outputs import private_dir
 
     t0 = time.monotonic()
-    model = load_model(bundle, device=device)
+    model = load_model(bundle, device=device, trust=trust)
     cohort = load_for_prediction(data, model.schema, accept_image_kind=accept_image_kind, keep_ids=keep_ids)
     table = model.table(cohort, keep_ids=keep_ids)
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)   # predictions are patient data: owner-only (benchmark.outputs)
     written = {"predictions": out / "predictions.csv"}
     tmp = out / ".predictions.csv.tmp"
     table.to_csv(tmp, index=False)
@@ -53,8 +57,7 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
 
         ext = validation_figures(cohort.y, table["prob"].to_numpy(), threshold=model.threshold,
                                  conformal=model.conformal, n_boot=N_BOOT, seed=int(model.meta.get("seed", 0)))
-        cv_path = Path(bundle) / "cv_figures.json"
-        cv = json.loads(cv_path.read_text()) if cv_path.exists() else None
+        cv = model.cv   # cv_figures.json, read and checked with the rest of the bundle
         meta = {"candidate": model.meta.get("candidate"), "synthetic": model.meta.get("synthetic"),
                 "bundle_created": model.meta.get("created"), "cohort": cohort.name,
                 "threshold_text": model.meta.get("threshold_text", "").replace("/", " per "),
@@ -64,6 +67,7 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
                                     f"{model.meta.get('member_patients_run')}"}
         written["validation_csv"], written["validation_html"] = write_validation(out, ext, cv, meta)
         written["auc"] = ext.get("auc")
+    written["signed_by"] = model.meta.get("signed_by")
     written["n"] = len(table)
     written["wall_s"] = round(time.monotonic() - t0, 1)
     return written
@@ -81,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--accept-image-kind", action="store_true",
                    help="predict even when the images are of another kind than in training (e.g. PNG vs DICOM)")
+    p.add_argument("--trust", action="append", default=None, metavar="KEYS",
+                   help="public key file, or folder of them (repeatable): refuse a bundle not signed by one of them "
+                        "(python -m benchmark keys)")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -92,10 +99,16 @@ def command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = predict(bundle, Path(args.data), out, keep_ids=args.keep_ids, device=args.device,
-                      accept_image_kind=args.accept_image_kind)
+                      accept_image_kind=args.accept_image_kind, trust=args.trust)
     for w in caught:
         if issubclass(w.category, (SchemaWarning, DatasetWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
+    if res["signed_by"]:
+        print(f"bundle signed by trusted key {res['signed_by']}")
+    else:
+        print("note: the bundle's origin is unverified: its SHA-256 digests show that no file changed since its "
+              "manifest was written, not who wrote it; pass --trust KEYS to require the exporting site's signature",
+              file=sys.stderr)
     print(f"{res['n']} patients predicted in {res['wall_s']} s: {res['predictions']}")
     if "validation_html" in res:
         auc = res.get("auc")

@@ -14,8 +14,10 @@ New data are conformed, one line per problem:
 
 - a register column the model reads is missing: an error naming it (and how many more);
 - a numeric column holding text: an error naming it;
-- a categorical level never seen in training: a warning; the model's documented fallback
-  applies (trees: missing value; networks and logistic regression: the 'other' level);
+- a categorical level never seen in training: a warning; it counts as ``other`` when the
+  model has that level (export pools levels seen in fewer than ``MIN_LEVEL_PATIENTS``
+  patients into it: ``pool_rare_levels``), else the model's documented fallback applies
+  (trees: missing value; networks and logistic regression: the 'other' level);
 - columns the model does not read: a warning with their count; they are ignored;
 - images of another kind than in training (e.g. PNG for a model trained on DICOM): an
   error, unless ``accept_image_kind`` (pixel statistics may differ; say so to the user);
@@ -51,6 +53,29 @@ def image_kinds(cohort: Cohort) -> list[str]:
 
 def _level(v):
     return v.item() if isinstance(v, np.generic) else v
+
+
+MIN_LEVEL_PATIENTS = 5   # a category level seen in fewer patients is not written into a bundle
+OTHER = "other"          # what such levels become, in training and in new data
+
+
+def pool_rare_levels(cohort: Cohort, min_patients: int = MIN_LEVEL_PATIENTS) -> Cohort:
+    """``cohort`` with every categorical level seen in fewer than ``min_patients`` patients replaced by
+    ``OTHER`` (and levels seen in none dropped), so that no rare level, which could single out a patient,
+    reaches a bundle's schema or model files; export trains on this cohort."""
+    if not cohort.has_register:
+        return cohort
+    reg = cohort.register.copy()
+    for col in reg.columns:
+        s = reg[col]
+        if not isinstance(s.dtype, pd.CategoricalDtype):
+            continue
+        counts = s.value_counts(dropna=True)
+        keep = [c for c in s.cat.categories if counts.get(c, 0) >= min_patients]
+        rare = s.notna() & ~s.isin(keep)
+        cats = keep + ([OTHER] if rare.any() and OTHER not in keep else [])
+        reg[col] = pd.Categorical(s.astype(object).where(~rare, OTHER).where(s.notna(), None), categories=cats)
+    return dataclasses.replace(cohort, register=reg)
 
 
 def schema_of(cohort: Cohort, *, reads_register: bool, image_size: int | None) -> dict:
@@ -139,6 +164,11 @@ def _conform_register(df: pd.DataFrame, columns: list[dict], where: str) -> tupl
         values = s.astype("object").where(s.notna(), None)
         mapped = [None if v is None else by_text.get(str(_level(v)), _Unseen(str(_level(v)))) for v in values]
         unseen = sorted({m.text for m in mapped if isinstance(m, _Unseen)})
+        if unseen and OTHER in by_text:   # rare levels were pooled at training: the model knows 'other'
+            warnings.warn(f"{where}: register column {name!r} has {len(unseen)} level(s) the model does not know; "
+                          f"they count as {OTHER!r}, as rare levels did in training", SchemaWarning, stacklevel=2)
+            mapped = [by_text[OTHER] if isinstance(m, _Unseen) else m for m in mapped]
+            unseen = []
         if unseen:
             shown = ", ".join(repr(u) for u in unseen[:3]) + (" ..." if len(unseen) > 3 else "")
             warnings.warn(f"{where}: register column {name!r} has {len(unseen)} level(s) never seen in training "

@@ -181,11 +181,12 @@ def manifest(run_path: Path, cfg: RunConfig, profile: Profile, cohort: Cohort, n
     ``storage`` is the run folder's own Optuna storage file (``storage_file``), or "external" for
     ``--storage``, whose password (if the URL holds one) is never written.
     """
-    from benchmark.search.storage import redact
+    from benchmark.search.storage import redact, scrub
 
-    config = {**cfg.__dict__, "storage": None if cfg.storage is None else redact(cfg.storage)}
+    config = {**cfg.__dict__, "storage": None if cfg.storage is None else redact(cfg.storage),
+              "command": scrub(cfg.command, cfg.storage)}
     return {
-        "run": run_path.name, "run_id": run_id or run_path.name, "command": " ".join(map(redact, cfg.command.split(" "))),
+        "run": run_path.name, "run_id": run_id or run_path.name, "command": config["command"],
         "config": config,
         "profile_name": profile.name, "profile": profile.as_dict(), "budget": profile.budget(),
         "seed": cfg.seed, "versions": versions(), "hardware": hardware(device),
@@ -200,7 +201,9 @@ def manifest(run_path: Path, cfg: RunConfig, profile: Profile, cohort: Cohort, n
 
 def mark_failed(man: dict, exc: BaseException) -> dict:
     """``man`` with status failed, when the run stopped, and the reason in one line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    from benchmark.search.storage import scrub
+
+    lines = [scrub(line.strip()) for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else ""
     reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, KeyboardInterrupt):

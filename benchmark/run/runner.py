@@ -25,6 +25,7 @@ from benchmark.candidates.calibration import METHODS as CAL_METHODS
 from benchmark.data.cohort import Cohort
 from benchmark.data.splits import outer_folds
 from benchmark.errors import UserError
+from benchmark.outputs import private_dir
 from benchmark.paths import results_dir
 from benchmark.protocol import ROLES
 from benchmark.run.fold_runner import FoldRunner
@@ -145,7 +146,7 @@ def run(cfg: RunConfig) -> Path:
         # the same identity, so the run's studies continue (a run from before run ids: its folder name)
         run_id, started = old.get("run_id", run_path.name), old.get("started")
     rd = RunDir(run_path, run_id=run_id)
-    rd.parts.mkdir(parents=True, exist_ok=True)
+    private_dir(rd.path).joinpath("parts").mkdir(exist_ok=True)   # patient-derived: owner-only (benchmark.outputs)
     man = manifest(run_path, cfg, profile, cohort, n_in_file, device, [c.name for c in cands], run_id=run_id,
                    storage_file=storage_file)
     man["started"] = started or man["started"]

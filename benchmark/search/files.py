@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from benchmark.candidates.family_source import allow_family_folder
 from benchmark.errors import UserError, yaml_problem
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -34,5 +35,6 @@ def _dirs(extra: list[str | Path] | None) -> list[Path]:
         d = Path(d)
         if not d.is_dir():
             raise UserError(f"--spaces {d}: not a folder; give a folder of candidate YAML files")
+        allow_family_folder(d)   # its modules may be named as families (benchmark.candidates.family_source)
         dirs.append(d)
     return dirs

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.candidates.family_source import allow_family_folder
 from benchmark.errors import UserError
 from benchmark.protocol import MODALITIES, ROLES
 from benchmark.search.files import RESERVED_FILES, _dirs, _read_yaml
@@ -170,6 +171,7 @@ def _check_params(path: Path, family_cls, fixed: dict, space: dict) -> None:
 def load_candidate(path: str | Path, raw: dict[str, tuple[Path, dict]] | None = None) -> Candidate:
     """Read and validate one candidate file (``raw``: the other candidates' files, for ``extends``)."""
     path = Path(path)
+    allow_family_folder(path.parent)   # the folder of a candidate file named on its own counts as a --spaces folder
     data = _read_candidate(path)
     if "extends" in data:
         raw = dict(raw if raw is not None else _raw_candidates(_dirs([path.parent])))

@@ -18,7 +18,11 @@ journal reader), however many studies use it.
   folder must exist. This is what parallel workers on one machine share.
 - Other URLs (``mysql://``...) go to ``RDBStorage`` as they are, without heartbeats.
 
-``redact(spec)`` is the spec with its password replaced by ``***``, for logs and manifests.
+``redact(spec)`` is the spec with its password replaced by ``***``, for logs and manifests;
+``scrub(text)`` hides every storage spec and password this process was given in any text
+(a command line, an error message, a traceback) before it is written or printed. Passwords
+may stay off the command line: psycopg (libpq) reads ``PGPASSWORD`` and ``~/.pgpass``
+(``PGPASSFILE``) for a URL without one, e.g. ``postgresql://me@db:5432/aff``.
 """
 
 from __future__ import annotations
@@ -80,26 +84,83 @@ def dashboard_storage(spec: str) -> str:
     return normalise_url(spec)
 
 
-_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/?#@]*:)(?P<pw>[^@/?#]*)(?P<tail>@.*)$", re.S)
-
-
 REDACTED = "***"   # what stands for a password in a redacted spec
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&#]*", re.I)
+_secrets: set[str] = set()   # the passwords of storages this process was given, in every spelling (``scrub``)
+
+
+def _split_userinfo(spec: str) -> tuple[str, str | None, str | None, str]:
+    """(scheme://, user, password, the rest after '@') of a URL. The user information ends at the last '@'
+    before the host: a password holding a raw '@', '#', '/', '?' or ':' (not percent-encoded) stays whole."""
+    scheme, _, rest = spec.partition("://")
+    if "@" not in rest:
+        return scheme + "://", None, None, rest
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return scheme + "://", user, password if colon else None, host
 
 
 def redact(spec: str) -> str:
-    """The spec with its password (``user:password@``, ``?password=``) replaced by ``***``."""
+    """The spec with its password replaced by ``***`` (in the user information and in ``?password=``).
+
+    The URL is taken apart at its last '@' (so a password with any character, encoded or not, is hidden
+    whole) and rendered by SQLAlchemy's URL parser with ``hide_password=True``.
+    """
     if not isinstance(spec, str) or "://" not in spec:
         return spec
-    m = _PASSWORD.match(spec)
-    if m and m.group("pw"):
-        spec = m.group("head") + REDACTED + m.group("tail")
-    return re.sub(r"([?&]password=)[^&#]*", r"\1" + REDACTED, spec, flags=re.I)
+    head, user, password, host = _split_userinfo(spec)
+    if password is not None:
+        spec = f"{head}{user}:{REDACTED}@{host}"
+    try:
+        from sqlalchemy.engine import make_url
+
+        rendered = make_url(spec).render_as_string(hide_password=True)
+        spec = rendered if REDACTED in rendered or password is None else spec
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: the manual form above stands
+        pass
+    return _QUERY_SECRET.sub(r"\1" + REDACTED, spec)
+
+
+def secrets_of(spec: str) -> set[str]:
+    """The spec's password in the spellings it may appear in (as given, percent-decoded, percent-encoded)."""
+    from urllib.parse import quote, unquote, unquote_plus
+
+    if not isinstance(spec, str) or "://" not in spec:
+        return set()
+    _, _, password, _ = _split_userinfo(spec)
+    found = [password] if password else []
+    found += [m.group(0).split("=", 1)[1] for m in _QUERY_SECRET.finditer(spec)]
+    out = set()
+    for pw in filter(None, found):
+        out |= {pw, unquote(pw), unquote_plus(pw), quote(unquote(pw), safe=""), quote(pw, safe="")}
+    return {p for p in out if len(p) >= 4}   # shorter ones would blank out ordinary text; the spec itself is replaced whole
+
+
+def remember_secrets(spec: str | None) -> None:
+    """Let ``scrub`` hide this spec's password from now on in this process (``open_storage`` calls it)."""
+    if spec:
+        _secrets.update(secrets_of(spec))
+        _secrets.add(spec)
+
+
+def scrub(text: str, spec: str | None = None) -> str:
+    """``text`` with the storage spec (``spec``, and every spec this process opened) and its password hidden:
+    for commands, error messages and tracebacks that are written or printed."""
+    if not isinstance(text, str):
+        return text
+    specs = sorted({spec, *(s for s in _secrets if "://" in s)} - {None}, key=len, reverse=True)
+    for sp in specs:
+        text = text.replace(sp, redact(sp))
+    for pw in sorted(secrets_of(spec or "") | {s for s in _secrets if "://" not in s}, key=len, reverse=True):
+        text = text.replace(pw, REDACTED)
+    return text
 
 
 def _where(spec: str) -> str:
     """host:port of a URL, for messages (never the password)."""
+    _, _, _, rest = _split_userinfo(spec)
     try:
-        parts = urlsplit(spec)
+        parts = urlsplit("//" + re.split(r"[/?#]", rest, maxsplit=1)[0])
         host = parts.hostname or "localhost"
         port = parts.port
     except ValueError:
@@ -109,17 +170,11 @@ def _where(spec: str) -> str:
     return f"{host}:{port}" if port is not None else host
 
 
-def _password(spec: str) -> str | None:
-    try:
-        return urlsplit(spec).password
-    except ValueError:
-        return None
-
-
 def open_storage(spec: str):
     """The Optuna storage of ``spec`` (see the module doc), opened once per process."""
     if not isinstance(spec, str) or not spec.strip():
         raise UserError("the Optuna storage is empty; give a sqlite:/// or postgresql:// URL or a journal file path")
+    remember_secrets(spec)
     kind = storage_kind(spec)
     if kind == "sqlite":
         return spec
@@ -200,7 +255,4 @@ def _first_line(exc: BaseException, spec: str) -> str:
     inner = getattr(exc, "orig", None) or exc
     text = " ".join(str(inner).split())
     text = re.sub(r"\(Background on this error at: [^)]*\)", "", text).strip()
-    pw = _password(spec)
-    if pw:
-        text = text.replace(pw, REDACTED)
-    return (text or type(inner).__name__)[:300]
+    return scrub(text or "the driver gave no message", spec)[:300]

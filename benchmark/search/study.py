@@ -48,7 +48,7 @@ from benchmark.candidates.base import TrialContext
 from benchmark.data.splits import Fold
 from benchmark.errors import UserError
 from benchmark.search.pruning import EpochRungs, Monitor, for_search, make_pruner, prunes_epochs
-from benchmark.search.storage import open_storage
+from benchmark.search.storage import open_storage, scrub
 from benchmark.search.trials import _heartbeat_interval, _Heartbeat, _interrupted, _short, worker_id
 
 STEP_STRIDE = 10_000   # steps of inner fold k are k*STEP_STRIDE + epoch; the fold score goes last
@@ -242,9 +242,9 @@ def run_study(
         except UserError:
             raise
         except Exception as exc:  # a failed trial is recorded with its reason; the study goes on
-            reason = _short(exc)
+            reason = scrub(_short(exc))   # no storage password in what the study keeps
             trial.set_user_attr("fail_reason", reason)
-            trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
+            trial.set_user_attr("traceback", scrub(traceback.format_exc()[-2000:]))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             value, state = None, "FAIL: " + reason
         finally:
