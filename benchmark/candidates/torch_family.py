@@ -215,7 +215,7 @@ class TorchFamily(Family):
 
     # -- bundles (benchmark.export.codec): weights as safetensors, the network rebuilt from the settings
 
-    bundle_skip: ClassVar[tuple[str, ...]] = ("model_", "snapshots_", "_notes", "history_")
+    bundle_skip: ClassVar[tuple[str, ...]] = ("model_", "snapshots_", "_notes", "history_", "total_steps_")
 
     def bundle_extra(self, writer, path: str) -> dict:
         return {"weights": writer.tensors(path, self.model_.state_dict())}
