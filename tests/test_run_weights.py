@@ -106,7 +106,9 @@ def test_a_run_records_local_weights_and_says_so_in_leaderboard_findings_and_bun
     findings = (out / "findings.md").read_text()
     assert f"**cnn** (test_resnet) started from weights file {ARCH}.safetensors, SHA-256 {digest[:16]}" in findings
     assert "**emb** (test_resnet): embeddings from an untrained encoder carry no learned features" in findings
-    assert "'>random init</span>" in (out / "leaderboard.html").read_text()     # emb's row is marked
+    html = (out / "leaderboard.html").read_text()        # emb's row is marked, and says why on hover
+    assert ("title='random initialisation: embeddings from an untrained encoder carry no learned features'>"
+            "random init</span>") in html
 
     bundle = export(out, "cnn", tmp_path / "bundle", device="cpu")
     meta = json.loads((bundle / "bundle.json").read_text())["meta"]

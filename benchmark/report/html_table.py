@@ -147,7 +147,8 @@ def leaderboard_table(lb: pd.DataFrame) -> str:
         if r["status"] in ("failed", "partial"):
             badge += f"<span class='badge failed' title='{_e(safe_text(r.get('info')))}'>{_e(r['status'])}</span>"
         if RANDOM_WEIGHTS in safe_text(r.get("weights")):
-            badge += f"<span class='badge' title='{_e(random_note(r))}'>random init</span>"
+            note = random_note(r.get("weights"))
+            badge += f"<span class='badge' title='{_e(note)}'>random init</span>"
         chip = f"<span class='chip' style='background:{MODALITY_COLOR.get(r['modality'], '#9467bd')}'></span>"
         cells = [f"<td>{_e(r['candidate'])}{badge}</td>", f"<td data-sort='{_e(r['modality'])}'>{chip}{_e(r['modality'])}</td>"]
         for c, _, _ in key:
