@@ -116,3 +116,10 @@ def test_a_run_records_local_weights_and_says_so_in_leaderboard_findings_and_bun
     for name in ("bundle.json", "model.json", "model_card.md"):
         assert str(tmp_path) not in (bundle / name).read_text(), name
     assert f"SHA-256 `{digest}`" in (bundle / "model_card.md").read_text()
+
+
+def test_a_candidate_asking_for_weights_another_fell_back_from_still_stops_with_the_reason(offline):
+    profile = replace(get_profile("smoke"), pretrained="imagenet")
+    own = replace(CNN, name="own", fixed={**CNN.fixed, "pretrained": "imagenet"})
+    with pytest.raises(WeightsUnavailable, match=f"{ARCH}: ImageNet weights are not in the cache"):
+        start_weights([CNN, own], profile, log=lambda m: None)

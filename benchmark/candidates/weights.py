@@ -119,7 +119,7 @@ def find_weights(arch: str, folder: Path) -> Path | None:
     import timm
 
     folder = Path(folder)
-    recorded = store.lookup_architecture(folder, arch.partition(".")[0])
+    recorded = store.lookup_architecture(folder, arch)
     if recorded is not None:
         return recorded
     names = _name_variants(arch)

@@ -79,13 +79,14 @@ def lookup(folder: Path, key: str) -> Path | None:
 
 
 def lookup_architecture(folder: Path, arch: str) -> Path | None:
-    """The file of the first entry recorded for architecture ``arch`` (its ImageNet weights first)."""
+    """The file of the first entry recorded for architecture ``arch`` (``resnet18``, or tagged
+    ``resnet18.tv_in1k``), timm's default weights for it first."""
     from benchmark.candidates.weights_hub import imagenet_hub_id
 
     record = read_record(folder)
     keys = sorted(record, key=lambda k: k != imagenet_hub_id(arch, required=False))
     for key in keys:
-        if isinstance(record[key], dict) and record[key].get("architecture") == arch:
+        if isinstance(record[key], dict) and record[key].get("architecture") == arch.partition(".")[0]:
             found = lookup(folder, key)
             if found is not None:
                 return found

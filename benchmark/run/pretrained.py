@@ -68,7 +68,7 @@ def recorded_weights(run_path: Path) -> dict | None:
 def start_weights(cands: list[Candidate], profile: Profile, previous: dict | None = None,
                   log: Callable[[str], None] = print) -> tuple[list[Candidate], dict]:
     """(the candidates with the ``pretrained`` each starts from, the record per candidate): see the module."""
-    out, records, unavailable = [], {}, set()
+    out, records, unavailable = [], {}, {}   # (architecture, what was asked) -> why it cannot be had
     for cand in cands:
         arch = candidate_arch(cand)
         if arch is None:
@@ -85,17 +85,17 @@ def start_weights(cands: list[Candidate], profile: Profile, previous: dict | Non
         asked: Any = cand.fixed.get("pretrained") if own else profile.pretrained
         if isinstance(before, dict) and "pretrained" in before:
             asked = before["pretrained"]
-        note = None
+        key, note = (arch, str(asked)), None
         try:
-            if (arch, asked) in unavailable:
-                raise WeightsUnavailable("")
+            if key in unavailable:
+                raise unavailable[key]
             choice = choose_weights(arch, asked)
         except WeightsUnavailable as exc:
             if own or before is not None:
                 raise
-            if (arch, asked) not in unavailable:   # one line per architecture
+            if key not in unavailable:   # one line per architecture
                 log(f"weights: {exc}; {arch} networks start from random initialisation")
-                unavailable.add((arch, asked))
+                unavailable[key] = exc
             choice, asked = WeightsChoice("random"), False
             note = f"the profile's {profile.pretrained} weights were not available"
         kind = "encoder" if is_encoder(cand) else "network"
