@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,plan,list,report,synth,validate,export,predict}``.
+"""Command line: ``python -m benchmark {run,plan,list,report,synth,validate,export,predict,keys,weights}``.
 
 Each sub-command lives in the module of its stage; this file only wires them. A module
 contributes ``add_arguments(parser)`` and ``command(args) -> int``. ``UserError`` is
@@ -30,6 +30,7 @@ COMMANDS = {
     "export": ("benchmark.export.export", "train a run's candidate on the whole cohort and write a model bundle"),
     "predict": ("benchmark.export.predict", "predict new patients with a bundle (external validation with labels)"),
     "keys": ("benchmark.export.signing", "make a signing key pair, sign a bundle, or check who signed one"),
+    "weights": ("benchmark.run.weights_command", "fetch pretrained weights (on a machine with internet) or list a weights folder"),
 }
 
 # sub-command -> one example a user can run as it is (the docs' tests parse each one)
@@ -43,6 +44,7 @@ EXAMPLES = {
     "export": "python -m benchmark export results/my-run",
     "predict": "python -m benchmark predict results/my-run/bundles/late_stacking --data new-hospital.yaml",
     "keys": "python -m benchmark keys new my-keys",
+    "weights": "python -m benchmark weights fetch resnet18 --out weights",
 }
 
 DESCRIPTION = ("Benchmark harness for telling atypical from normal femoral fractures (AFF/NFF) from radiographs "

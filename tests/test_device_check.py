@@ -28,7 +28,7 @@ def test_past_its_deadline_every_step_is_skipped_and_the_outputs_still_come_back
     proc, out = _run(tmp_path)
     assert proc.returncode == 0, proc.stderr
     steps = (out / "steps.txt").read_text()
-    for name in ("throughput", "batches", "concurrent", "determinism", "plan_gpu", "fusion_smoke", "slice"):
+    for name in ("throughput", "batches", "concurrent", "determinism", "plan_gpu", "fusion_smoke", "slice", "hour"):
         assert f"{name}: skipped (deadline)" in steps
     with tarfile.open(out / "device_check.tgz") as tar:
         assert any(m.name.endswith("versions.txt") for m in tar.getmembers())

@@ -35,7 +35,7 @@ def test_one_or_two_aff_patients_are_not_usable(tiny_dataset, capsys, n_pos):
 def test_the_profiles_line_names_each_need_and_a_profile_that_cannot_run_is_a_warning(tiny_dataset, capsys):
     code, out = run_validate(capsys, tiny_dataset(n_pos=4, n_neg=8, images=None).yaml)
     assert code == 0, out
-    assert "AFF patients each profile needs (beside these 8 NFF): smoke >= 4, quick >= 3, standard >= 5, paper >= 7" in out
+    assert "AFF patients each profile needs (beside these 8 NFF): smoke >= 4, quick >= 3, hour >= 5, standard >= 5, paper >= 7" in out
     assert "this cohort (4 AFF) can run: smoke, quick" in out
     assert ("profile 'standard' cannot run here: it needs >= 5 AFF patients (5 outer x 3 inner folds), "
             "this cohort has 4; use --profile smoke or quick, or add patients") in out
@@ -74,4 +74,4 @@ def test_constant_empty_and_mostly_empty_columns_and_nul_bytes_are_one_line_warn
            "export, or drop it (drop_columns)" in lines
     assert "  - register.csv, row 12, column 'patient_id': NUL byte (1 in the file, the first here); cells holding " \
            "one may read wrong: re-export the register as plain CSV" in lines
-    assert "warnings (6)" in out   # and standard, paper cannot run on 4 AFF
+    assert "warnings (7)" in out   # and hour, standard, paper cannot run on 4 AFF

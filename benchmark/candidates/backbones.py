@@ -1,4 +1,4 @@
-"""Encoders the torch families build on: timm image backbones (local weights only) and the register MLP.
+"""Encoders the torch families build on: timm image backbones and the register MLP.
 
 Starting weights come only from ``benchmark.candidates.weights`` (``resolve_weights`` says
 which file, ``read_weights`` reads it; re-exported here). A 3-channel first convolution is
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from benchmark.candidates.weights import (WEIGHTS_ENV, bundle_weights_only, find_weights,  # noqa: F401 - re-exported
-                                          read_weights, resolve_weights)
+                                          hub_overlay, read_weights, resolve_weights)
 from benchmark.errors import UserError
 
 
@@ -35,7 +35,8 @@ def _create(arch: str, weights: Path | None, **kwargs: Any) -> nn.Module:
     import timm
 
     optional = {k: v for k, v in kwargs.items() if v}
-    extra = {"pretrained": True, "pretrained_cfg_overlay": {"state_dict": read_weights(weights)}} if weights else {}
+    extra = ({"pretrained": True, "pretrained_cfg_overlay": {**hub_overlay(weights), "state_dict": read_weights(weights)}}
+             if weights else {})
     while True:
         try:
             return timm.create_model(arch, in_chans=1, num_classes=1, **extra, **optional)

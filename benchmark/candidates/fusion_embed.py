@@ -24,8 +24,9 @@ Why frozen (the scheme, and the two properties it guarantees):
 
 This is HAIM's set-up (pretrained encoders, no fine-tuning). Without pretrained weights
 the encoder's features are random convolutional features: give weights for a meaningful
-result (README, "Pretrained weights"). Patients without images get NaN components, which
-the trees route down their learned missing-value branch.
+result (``pretrained: imagenet``; docs/candidates.md, "Pretrained weights"), and the
+findings say when a run had none. Patients without images get NaN components, which the
+trees route down their learned missing-value branch.
 """
 
 from __future__ import annotations
@@ -181,7 +182,10 @@ class _EmbedTrees(Family):
     def predict_proba(self, data) -> np.ndarray:
         return self.model_.predict_proba(self._augment(data))
 
-    # -- bundles (benchmark.export.codec): the frozen encoder's weights travel with the trees
+    # -- bundles (benchmark.export.codec): the frozen encoder's weights travel with the trees; where they
+    #    came from (``pretrained_``, a file name) does not: a bundle names no file outside itself
+
+    bundle_skip: ClassVar[tuple[str, ...]] = ("pretrained_",)
 
     def bundle_extra(self, writer, path: str) -> dict:
         _, _, (net, stats) = _encoder(self.encoder_, self.pretrained_, resolve_device(self.device_))

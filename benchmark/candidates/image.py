@@ -15,8 +15,8 @@ or the max (``aggregate: max``) of its images' logits. A patient without images 
 training prevalence (``predict_proba``) or a row of NaN (``embed``); ``no_image_mask``
 marks them and the count is added to the trial's notes.
 
-Pretrained weights come from a local file or folder only (``pretrained``; see
-``benchmark.candidates.backbones``).
+Starting weights: ``pretrained`` (``imagenet``, ``hf-hub:ORG/NAME``, a file or folder; decided by
+``benchmark.candidates.weights.choose_weights``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class TimmCNN(ImageFamily):
     defaults: ClassVar[dict[str, Any]] = {
         **ImageFamily.defaults,
         "arch": None,
-        "pretrained": None,          # see benchmark.candidates.backbones
+        "pretrained": None,          # see benchmark.candidates.weights
         "eval_batch_size": None,     # None: 2 x batch_size
         "epochs": 20,                # capped by the profile's max_epochs
         "warmup_frac": 0.05,

@@ -114,6 +114,7 @@ def model_card(model: ExportedModel, *, cohort=None, run_dir: Path | None = None
         p = params.get(c.name) or {}
         ptxt = ", ".join(f"{k}={_short(v)}" for k, v in p.items()) or "-"
         out.append(f"| {c.name} | {c.family} | {c.modality} | {len(c.members)} | {srcs} | {ptxt} |")
+    out += _weights_lines(m.get("weights"))
     out += ["",
             "Each component is the run's procedure applied to the whole cohort: the Optuna search on inner folds of "
             "all patients, the bag of the best trial's inner-fold models (one member per inner fold), calibration "
@@ -182,6 +183,19 @@ def model_card(model: ExportedModel, *, cohort=None, run_dir: Path | None = None
         lim.insert(0, "**Trained on synthetic data.**")
     out += [f"- {x}" for x in lim]
     return "\n".join(out) + "\n"
+
+
+def _weights_lines(weights) -> list[str]:
+    """The starting weights of the bundle's networks (source, name, SHA-256; the run's record)."""
+    if not isinstance(weights, dict) or not weights:
+        return []
+    out = ["", "Starting weights (before training on the cohort):", ""]
+    for name, w in weights.items():
+        if not isinstance(w, dict):
+            continue
+        digest = f", SHA-256 `{w['sha256']}`" if w.get("sha256") else ""
+        out.append(f"- {name}: {w.get('label') or w.get('name', '?')}{digest}.")
+    return out
 
 
 def _short(v) -> str:

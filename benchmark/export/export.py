@@ -54,6 +54,7 @@ from benchmark.export.model import LEVELS, Component, ExportedModel
 from benchmark.export.schema import pool_rare_levels, schema_of
 from benchmark.protocol import ROLES
 from benchmark.run.folder import RunConfig, RunDir, versions
+from benchmark.run.pretrained import bundle_weights, pin_weights, scrub_weight_paths
 from benchmark.run.units import warm_start_role
 from benchmark.search.profiles import get_profile
 from benchmark.search.spaces import Candidate
@@ -185,7 +186,9 @@ def _run_settings(run_dir: Path, candidate: str | None):
                         "(continue it with run --resume)")
     cfg = RunConfig(**{**man["config"], "resume": False})
     name, why = (candidate, "chosen with --candidate") if candidate else export_choice(run_dir)
-    _, allc = resolve_candidates(cfg, get_profile(man["profile_name"], cfg.spaces))
+    profile = get_profile(man["profile_name"], cfg.spaces)
+    _, allc = resolve_candidates(cfg, profile)
+    allc = pin_weights(allc, man, profile)   # each network starts from the weights it started from in the run
     if name not in allc or name not in set(_studies(run_dir)["candidate"]):
         raise UserError(f"--candidate {name!r} is not a candidate of this run; the run has "
                         f"{', '.join(man.get('candidates', []))}")
@@ -218,6 +221,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
                            {n: allc[n] for n, _, _ in order})
         comps = [trainer.component(allc[n], sources, run_dir, warm=warm) for n, sources, warm in order]
         comps = [c for c in comps if c.name in kept]
+    scrub_weight_paths(comps)
     y, oof = cohort.y, trainer.oof[name][0]
     conformal = {lv: [float(q) for q in fit_thresholds(y, oof, alpha=1 - int(lv) / 100)] for lv in LEVELS}
     threshold = float(threshold_at_spec(y, oof, SPECIFICITY))
@@ -236,6 +240,7 @@ def build_export(run_dir: Path, candidate: str | None = None, device: str = "aut
         # patients each bag member trained on: in the run's nested CV, and here (the whole cohort)
         "member_patients_run": int(round(cohort.n_patients * (1 - 1 / profile.outer_folds) * (1 - 1 / profile.inner_folds))),
         "member_patients_export": int(round(cohort.n_patients * (1 - 1 / profile.inner_folds))),
+        "weights": bundle_weights(man.get("weights"), [c.name for c in comps]),   # source, name, SHA-256
     }
     schema = schema_of(cohort, reads_register=reads_register, image_size=image_size)
     return Exported(ExportedModel(comps, conformal, threshold, schema, meta), cohort, trainer.oof[name], run_dir)

@@ -239,10 +239,10 @@ CLASSES: dict[str, ObjectSpec] = {
                          Obj("sklearn.linear_model._logistic:LogisticRegression")),
         "coef_": NoneOr(VECTOR)}),
     P + "fusion_embed:EmbedXGBoostFamily": ObjectSpec(
-        {**EMBED, "model_": Obj(P + "tabular:XGBoostFamily")},
+        {**EMBED, "model_": Obj(P + "tabular:XGBoostFamily")}, optional=frozenset({"pretrained_"}),
         extra=Record(encoder=_file("weights/", r"\.safetensors"), stats=List(Float(-1e3, 1e3), length=2))),
     P + "fusion_embed:EmbedLightGBMFamily": ObjectSpec(
-        {**EMBED, "model_": Obj(P + "tabular:LightGBMFamily")},
+        {**EMBED, "model_": Obj(P + "tabular:LightGBMFamily")}, optional=frozenset({"pretrained_"}),
         extra=Record(encoder=_file("weights/", r"\.safetensors"), stats=List(Float(-1e3, 1e3), length=2))),
     # -- scikit-learn estimators (fields of this and nearby versions)
     "sklearn.linear_model._logistic:LogisticRegression": ObjectSpec({

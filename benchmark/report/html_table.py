@@ -13,6 +13,7 @@ import math
 
 import pandas as pd
 
+from benchmark.report.findings.weights import RANDOM_WEIGHTS, random_note
 from benchmark.report.plots import MODALITY_COLOR
 from benchmark.report.run_files import num, safe_text
 
@@ -132,9 +133,11 @@ def leaderboard_table(lb: pd.DataFrame) -> str:
     def th(c, h, t, cls=""):
         return f"<th data-type='num' data-key='{_e(c)}' title='{_e(t)}'{cls}>{_e(h)}</th>"
 
+    weights = "weights" in lb.columns and lb["weights"].map(safe_text).ne("").any()
     head = ("<th data-type='text'>candidate</th><th data-type='text'>modality</th>"
             + "".join(th(c, h, t) for c, h, t in key)
             + "<th data-type='text' class='extra'>family</th><th data-type='text' class='extra'>status</th>"
+            + ("<th data-type='text' class='extra' title='starting weights'>weights</th>" if weights else "")
             + "".join(th(c, h, t, " class='extra'") for c, h, t in extra)
             + "<th data-type='text' class='extra'>info</th>")
     body = []
@@ -143,18 +146,23 @@ def leaderboard_table(lb: pd.DataFrame) -> str:
         badge = "<span class='badge'>ceiling</span>" if r["is_ceiling"] else ""
         if r["status"] in ("failed", "partial"):
             badge += f"<span class='badge failed' title='{_e(safe_text(r.get('info')))}'>{_e(r['status'])}</span>"
+        if RANDOM_WEIGHTS in safe_text(r.get("weights")):
+            note = random_note(r.get("weights"))
+            badge += f"<span class='badge' title='{_e(note)}'>random init</span>"
         chip = f"<span class='chip' style='background:{MODALITY_COLOR.get(r['modality'], '#9467bd')}'></span>"
         cells = [f"<td>{_e(r['candidate'])}{badge}</td>", f"<td data-sort='{_e(r['modality'])}'>{chip}{_e(r['modality'])}</td>"]
         for c, _, _ in key:
             text, sort = _cell(r, c)
             cells.append(f"<td data-sort='{sort}'>{_e(text)}</td>")
         cells += [f"<td class='extra'>{_e(r.get('family', ''))}</td>", f"<td class='extra'>{_e(r['status'])}</td>"]
+        if weights:
+            cells.append(f"<td class='extra'>{_e(safe_text(r.get('weights')))}</td>")
         for c, _, _ in extra:
             text, sort = _cell(r, c)
             cells.append(f"<td class='extra' data-sort='{sort}'>{_e(text)}</td>")
         cells.append(f"<td class='info extra'>{_e(safe_text(r.get('info')))}</td>")
         body.append(f'<tr class="{cls}" data-candidate="{_e(r["candidate"])}">' + "".join(cells) + "</tr>")
-    more, less = f"Show all {len(key) + len(extra) + 5} columns", "Show the key columns only"
+    more, less = f"Show all {len(key) + len(extra) + 5 + weights} columns", "Show the key columns only"
     return (f"<button type='button' class='toggle' data-table='leaderboard' data-more='{_e(more)}' "
             f"data-less='{_e(less)}'>{_e(more)}</button>"
             f'<div class="tablewrap"><table class="sortable compact" id="leaderboard"><thead><tr>{head}</tr></thead>'

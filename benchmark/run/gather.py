@@ -17,6 +17,7 @@ from benchmark.data.cohort import Cohort
 from benchmark.data.splits import Fold
 from benchmark.protocol import ORACLE_COLUMNS
 from benchmark.run.folder import RunDir
+from benchmark.run.pretrained import weights_column
 from benchmark.run.units import named_warm_source
 from benchmark.search.profiles import Profile
 from benchmark.search.spaces import Candidate
@@ -43,6 +44,7 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
     st.to_csv(rd.path / "studies.csv", index=False)
     pd.DataFrame(trials_frame(storage, run_id=run_id)).to_csv(rd.path / "trials.csv", index=False)
     board, fold_metrics = build_leaderboard(pred, studies=st, n_boot=profile.bootstrap, seed=manifest["seed"])
+    board["weights"] = weights_column(manifest.get("weights"), list(board["candidate"]))   # starting weights
     board.to_csv(rd.path / "leaderboard.csv", index=False)
     fold_metrics.to_csv(rd.path / "fold_metrics.csv", index=False)
     named = {c.name: source for c in cands if (source := named_warm_source(c))}

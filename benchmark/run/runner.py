@@ -32,6 +32,7 @@ from benchmark.run.fold_runner import FoldRunner
 from benchmark.run.folder import (RunConfig, RunDir, manifest, mark_failed, new_run_id, new_run_name, restore_config,
                                   threads_per_fit, write_folds)
 from benchmark.run.gather import finish_run
+from benchmark.run.pretrained import recorded_weights, start_weights
 from benchmark.run.progress import Progress
 from benchmark.run.units import (ROLE_SOURCE, build_plan, default_dataset, default_profile, inner_fold_list,
                                  load_run_cohort, pick_device, resolve_candidates, warm_start_role)
@@ -121,12 +122,14 @@ def run(cfg: RunConfig) -> Path:
     if cfg.deterministic:   # cuBLAS reads this when CUDA starts; torch_device.configure_determinism does the rest
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(cfg.device)
-    if cfg.profile is None:
+    picked = cfg.profile is None
+    if picked:
         cfg.profile = default_profile(device)
         print(f"profile: {cfg.profile} (picked for this machine: {'a CUDA GPU' if device == 'cuda' else 'no GPU'}; "
               f"pass --profile to choose)", flush=True)
     profile = get_profile(cfg.profile, cfg.spaces)
     cands, _ = resolve_candidates(cfg, profile)
+    cands, weights = start_weights(cands, profile, recorded_weights(run_path) if cfg.resume else None)
     cohort, n_in_file = load_run_cohort(cfg, profile)
     if cfg.data is None:
         cfg.data = str(default_dataset())
@@ -150,12 +153,18 @@ def run(cfg: RunConfig) -> Path:
     man = manifest(run_path, cfg, profile, cohort, n_in_file, device, [c.name for c in cands], run_id=run_id,
                    storage_file=storage_file)
     man["started"] = started or man["started"]
+    man["weights"] = weights
     rd.write_json("manifest.json", man)
     try:
         write_folds(run_path, cohort, folds, lambda f: inner_fold_list(cohort.y, f, profile, cfg.seed))
         print(f"run {run_path.name}: {len(cands)} candidates x {len(folds)} outer folds, profile {profile.name}, "
               f"device {device}, {cohort.n_patients} patients ({int(cohort.y.sum())} AFF)", flush=True)
         priced = _cost_estimate(cands, profile, cohort, plan, device, cfg)
+        if picked and priced is not None:
+            from benchmark.run.plan.estimate import long_run_note
+
+            if note := long_run_note(priced.total_s, profile.name):
+                print(note, flush=True)
         costs = None if priced is None else priced.progress_costs()
         t0 = time.monotonic()
         ctx = base_context(device, profile, cfg.seed, cfg.deterministic, threads=cfg.threads)
@@ -234,7 +243,7 @@ def row_repricer(priced, progress: Progress, choices, plan: list):
 
 
 # profile keys added after runs were made: the value a manifest without the key stands for
-_PROFILE_KEY_BEFORE = {"warm_start_source": ROLE_SOURCE}
+_PROFILE_KEY_BEFORE = {"warm_start_source": ROLE_SOURCE, "pretrained": None}
 
 
 def _check_same_budget(old: dict | None, profile, run: str) -> None:
@@ -314,7 +323,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="all", help="suite to run (register, image, fusion, all, or your own)")
     p.add_argument("--candidates", default=None, help="comma-separated candidate names (instead of --suite)")
     p.add_argument("--data", default=None, metavar="DATASET.yaml", help="dataset file (default: the synthetic cohort)")
-    p.add_argument("--profile", default=None, help="budget profile (default: quick on CPU, standard on GPU)")
+    p.add_argument("--profile", default=None, help="budget profile (default: quick on CPU, hour on GPU)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in the run folder)")
     p.add_argument("--run", default=None, help="run name (folder under results/)")

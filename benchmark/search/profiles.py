@@ -21,10 +21,11 @@ from benchmark.search.pruning import parse_pruner
 PROFILE_KEYS = {
     "description", "outer_folds", "inner_folds", "repeats", "n_trials", "study_timeout_s",
     "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes", "max_image_samples", "refit_full",
-    "pruner", "warm_start_source",
+    "pruner", "warm_start_source", "pretrained",
 }
 OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None, "refit_full": False, "pruner": "median",
-                         "warm_start_source": "best_image"}
+                         "warm_start_source": "best_image", "pretrained": None}
+PROFILE_WEIGHTS = ("imagenet",)   # what a profile's ``pretrained`` may ask for (null: the candidates' own settings)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Profile:
     # where warm-started fusion networks start from: the fold's best image candidate ("best_image")
     # or one named image candidate in every fold (units.resolve_candidates applies it)
     warm_start_source: str = "best_image"
+    # the starting weights of every network whose candidate file sets no ``pretrained`` (None: theirs);
+    # where they cannot be had, those networks start from random init (``run.pretrained``)
+    pretrained: str | None = None
 
     @property
     def n_trials(self) -> int:
@@ -110,6 +114,7 @@ class Profile:
         out["study_timeout_s"] = self.study_timeout_s
         out["pruner"] = dict(self.pruner)
         out["warm_start_source"] = self.warm_start_source
+        out["pretrained"] = self.pretrained
         return out
 
     def as_dict(self) -> dict:
@@ -201,6 +206,9 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
             if not isinstance(merged["warm_start_source"], str) or not merged["warm_start_source"]:
                 raise UserError(f"{path}: profile {name!r} key 'warm_start_source' must be best_image or the name of "
                                 f"an image candidate, got {merged['warm_start_source']!r}")
+            if merged["pretrained"] is not None and merged["pretrained"] not in PROFILE_WEIGHTS:
+                raise UserError(f"{path}: profile {name!r} key 'pretrained' must be imagenet or null (each candidate's "
+                                f"own setting), got {merged['pretrained']!r}")
             merged["trials"] = _per_modality(path, name, "n_trials", merged["n_trials"], MODALITIES, False)
             merged["epochs"] = _per_modality(path, name, "max_epochs", merged["max_epochs"], ("image", "register"), True)
             profiles[str(name)] = Profile(**{k: merged[k] for k in Profile.__dataclass_fields__})

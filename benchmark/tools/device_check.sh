@@ -2,7 +2,8 @@
 # The GPU checks in one command: the training loop against a bare timm loop (with and without
 # augmentation, deterministic kernels, torch.compile, other batch sizes), fits sharing the GPU,
 # whether --deterministic reruns are identical, the cost plan calibrated on this GPU, every torch
-# family on CUDA, and a reduced `standard` run (benchmark/tools/device_slice/profiles.yaml).
+# family on CUDA, a reduced `standard` run (benchmark/tools/device_slice/profiles.yaml), and the `hour`
+# profile's resnet18 units against their plan.
 #   bash benchmark/tools/device_check.sh                        every step
 #   bash benchmark/tools/device_check.sh fusion_smoke aug       only the steps named
 # Settings (environment): OUT, where the figures go (default /tmp/device_check_out); DEADLINE_S,
@@ -103,7 +104,15 @@ DMON=$!
 step slice 240 python3 -m benchmark run --candidates resnet18,late_stacking --profile standard_slice \
   --spaces benchmark/tools/device_slice --results /tmp/results --run slice --device cuda
 kill "$DMON" 2>/dev/null
-for run in fusion_smoke slice; do
+# 6. the hour profile (the GPU default), measured against its plan: the plan of resnet18 alone from the
+#    H200 table and from this GPU's calibration, then that run (5 outer x 3 inner folds, 4 trials, 4 epochs,
+#    160 px, halving); its studies.csv gives each unit's seconds. The default cohort is generated first when
+#    no earlier step did (minutes). Without internet the ImageNet weights cannot be fetched: the run says so
+#    in one line and trains from random initialisation, at the same cost per image.
+step hour 420 bash -c 'python3 -m benchmark plan --candidates resnet18 --profile hour --device-profile h200 && \
+  python3 -m benchmark plan --candidates resnet18 --profile hour --device-profile gpu --gpus 1 && \
+  python3 -m benchmark run --candidates resnet18 --profile hour --device cuda --results /tmp/results --run hour'
+for run in fusion_smoke slice hour; do
   for f in leaderboard.csv studies.csv trials.csv fold_metrics.csv findings.md manifest.json; do
     cp "/tmp/results/$run/$f" "$D/${run}_$f" 2>/dev/null
   done

@@ -16,6 +16,7 @@ from benchmark.report.findings.q1_images import _q1
 from benchmark.report.findings.q2_register import _q2
 from benchmark.report.findings.q3_fusion import _q3, combining_verdict
 from benchmark.report.findings.tables import Findings, _Run
+from benchmark.report.findings.weights import weights_section
 from benchmark.report.findings.wording import fmt, outcome
 from benchmark.report.run_files import (
     RunFiles, budget_text, num, profile_of, read_comparisons, read_leaderboard, read_manifest, read_studies, safe_text, smallest,
@@ -133,7 +134,8 @@ def build_findings(lb: pd.DataFrame, comp: pd.DataFrame | None, manifest: dict,
     """The findings (answers and detail) from the tables as ``run_files`` reads them."""
     run = _Run(lb, comp, manifest, studies)
     (a1, s1), (a2, s2), (a3, s3) = _q1(run), _q2(run), _q3(run)
-    return Findings([a1, a2, a3], _profile(manifest), _intro(run), [s1, s2, s3, _caveats(run)])
+    sections = [s for s in (s1, s2, s3, weights_section(manifest), _caveats(run)) if s]
+    return Findings([a1, a2, a3], _profile(manifest), _intro(run), sections)
 
 
 def findings_text(lb: pd.DataFrame, comp: pd.DataFrame | None, manifest: dict,

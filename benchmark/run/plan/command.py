@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="all", help="suite to plan (register, image, fusion, all, or your own)")
     p.add_argument("--candidates", default=None, help="comma-separated candidate names (instead of --suite)")
     p.add_argument("--data", default=None, metavar="DATASET.yaml", help="dataset file (default: the synthetic cohort)")
-    p.add_argument("--profile", default=None, help="budget profile (default: quick on CPU, standard on GPU)")
+    p.add_argument("--profile", default=None, help="budget profile (default: quick on CPU, hour on GPU)")
     p.add_argument("--spaces", action="append", default=[], metavar="DIR", help="extra folder of candidate files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device-profile", default=None, choices=["cpu", "gpu", "h200"],

@@ -80,3 +80,24 @@ def run_estimate(cands: list, profile, cohort, units: list, device: str,
 
 
 RUN_CALIBRATE_MAX_PX = 64
+
+
+LONG_RUN_S = 8 * 3600          # a working day: over it, a run picked without --profile says so
+SHORTER = {"paper": "hour", "standard": "hour", "hour": "quick"}
+
+
+def long_run_note(total_s: float, profile: str) -> str | None:
+    """One line when a run whose profile was picked for the machine is estimated at over ``LONG_RUN_S``,
+    naming the shorter choice; None otherwise.
+
+        long_run_note(22 * 3600, "standard")   # 'note: the estimate is over 8 hours ... --profile hour ...'
+    """
+    if total_s <= LONG_RUN_S:
+        return None
+    from benchmark.run.plan.render import fmt_s
+
+    shorter = SHORTER.get(profile)
+    choice = (f"`--profile {shorter}` is the shorter choice (`python -m benchmark plan --profile {shorter}` prices it)"
+              if shorter else "pass a smaller --profile (`python -m benchmark list` shows them)")
+    return f"note: this run is estimated at {fmt_s(total_s)}, over {LONG_RUN_S // 3600} hours; {choice}"
+
