@@ -15,7 +15,8 @@ each of its inputs, as in the run. With the profile's ``refit_full`` a component
 one model trained on every patient, which gives its probability (the bag still gives the
 members, hence the uncertainty). The last component's probability gets the conformal
 sets (thresholds fitted on its calibrated out-of-fold predictions) and the decision
-threshold (90 % specificity on the same).
+threshold (90 % specificity on the same). A bundle updated at another site (``predict --update``)
+maps the last probability (and each member) through its recalibration (``export.update``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmark.candidates.fusion_inputs import source_frame
 from benchmark.data.cohort import Cohort
 from benchmark.evaluate.conformal import predict_sets
 from benchmark.evaluate.uncertainty import binary_entropy
+from benchmark.export.update import recalibrate
 
 LEVELS = ("90", "95")   # conformal levels written per patient
 
@@ -77,6 +79,8 @@ class ExportedModel:
     schema: dict
     meta: dict
     cv: dict | None = None              # the run's nested-CV figures (cv_figures.json), when the bundle has them
+    shift: dict | None = None           # aggregates of the training data (shift_stats.json; export.shift_stats)
+    update: dict | None = None          # a recalibration fitted at another site (export.update): kind, intercept, slope
 
     @property
     def final(self) -> Component:
@@ -135,10 +139,10 @@ class ExportedModel:
 
     def table(self, cohort: Cohort, *, keep_ids: bool = False) -> pd.DataFrame:
         final = self.outputs(cohort)[self.final.name]
-        prob = final.prob
-        mean = final.members.mean(axis=0)
+        prob, members = recalibrate(final.prob, self.update), recalibrate(final.members, self.update)
+        mean = members.mean(axis=0)
         entropy = binary_entropy(mean)
-        mi = np.maximum(entropy - binary_entropy(final.members).mean(axis=0), 0.0)
+        mi = np.maximum(entropy - binary_entropy(members).mean(axis=0), 0.0)
         df = pd.DataFrame({"patient": cohort.keys, "prob": prob, "entropy": entropy, "mutual_info": mi})
         for level in LEVELS:
             sets = predict_sets(prob, self.conformal[level])
