@@ -9,7 +9,8 @@ the model reads:
 - numeric: patients with a value, the missing share, mean, SD and five quantiles (10, 25, 50,
   75, 90 %), each quantile the **mean of the ``MIN_PATIENTS`` sorted values around its rank**,
   so that no figure is one patient's value (a plain quantile, or a minimum or maximum, of a
-  continuous variable would be). Mean and SD need ``MIN_PATIENTS`` values, quantiles twice that;
+  continuous variable would be; evenly spaced values, whose mean is their middle one, widen the
+  window). Mean and SD need ``MIN_PATIENTS`` values, quantiles twice that;
 - categorical: the missing share and the share of each level seen in at least ``MIN_PATIENTS``
   patients (export has already pooled rarer levels into ``other``; here too, any level below
   the limit is pooled).
@@ -46,16 +47,28 @@ def summary(values) -> dict | None:
         return None
     out = {"n": n, "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if n > 1 else 0.0}
     if n >= 2 * MIN_PATIENTS:
-        out["quantiles"] = {f"{q:.2f}": window_quantile(v, q) for q in QUANTILES}
+        quantiles = {f"{q:.2f}": window_quantile(v, q) for q in QUANTILES}
+        if all(math.isfinite(x) for x in quantiles.values()):
+            out["quantiles"] = quantiles
     return out
 
 
 def window_quantile(sorted_values: np.ndarray, q: float, width: int = MIN_PATIENTS) -> float:
-    """The mean of the ``width`` sorted values centred on quantile ``q``'s rank (never one value alone)."""
+    """The mean of the ``width`` sorted values centred on quantile ``q``'s rank (never one value alone).
+
+    Evenly spaced values average to their middle one; when the mean equals (to 9 digits) a value held by
+    fewer than ``MIN_PATIENTS`` patients, the window widens (up to ``2 * width``) until it does not, else NaN."""
     n = sorted_values.size
     centre = int(round(q * (n - 1)))
-    start = min(max(centre - width // 2, 0), n - width)
-    return float(sorted_values[start:start + width].mean())
+    for w in range(width, min(2 * width, n) + 1):
+        start = min(max(centre - w // 2, 0), n - w)
+        value = float(sorted_values[start:start + w].mean())
+        tol = 1e-9 * max(1.0, abs(value))
+        lo = np.searchsorted(sorted_values, value - tol, "left")
+        hi = np.searchsorted(sorted_values, value + tol, "right")
+        if hi - lo == 0 or hi - lo >= MIN_PATIENTS:
+            return value
+    return float("nan")
 
 
 def _register_stats(register: pd.DataFrame, columns: list[dict]) -> list[dict]:
@@ -230,13 +243,3 @@ def check_shift_stats(node) -> dict:
             out["images"][key] = _summary(img.get(key), f"{where}: images.{key}")
     return out
 
-
-def nan_free(stats: dict) -> bool:
-    """Whether every number of ``stats`` is finite (what export writes)."""
-    def walk(x) -> bool:
-        if isinstance(x, dict):
-            return all(walk(v) for v in x.values())
-        if isinstance(x, list):
-            return all(walk(v) for v in x)
-        return not isinstance(x, float) or math.isfinite(x)
-    return walk(stats)
