@@ -21,14 +21,14 @@ from runner_helpers import write_register_dataset, write_spaces
 
 
 def site(root: Path, *, n: int, n_pos: int, seed: int, shift: float = 0.0, planted: bool = False) -> Path:
-    """A register cohort with sex and age; ``shift`` moves v3 as recorded; ``planted`` makes v5 unique
-    values of 12 decimals (to search the bundle for)."""
+    """A register cohort with sex and age; ``shift`` moves v1 (which carries signal) as recorded; ``planted``
+    makes v5 unique values of 12 decimals (to search the bundle for)."""
     path = write_register_dataset(root, n=n, n_pos=n_pos, seed=seed)
     reg = pd.read_csv(path.parent / "register.csv")
     rng = np.random.default_rng(seed + 100)
     reg["sex"] = rng.choice(["F", "M"], n)
     reg["age"] = np.round(rng.normal(76, 7, n), 1)
-    reg["v3"] = reg["v3"] + shift
+    reg["v1"] = reg["v1"] + shift
     if planted:
         reg["v5"] = np.round(3.0 + 4 * rng.random(n), 12)
     reg.to_csv(path.parent / "register.csv", index=False)
@@ -44,8 +44,8 @@ def bundle(tmp_path_factory):
     out = run(RunConfig(candidates=["logreg"], data=str(data), profile="tiny", device="cpu", spaces=[str(spaces)],
                         results_dir=str(root / "results"), run="r"))
     path = export(Path(out), "logreg", device="cpu")
-    # the second hospital: more AFF (30 % against 20 %), v3 recorded 1.5 SD higher
-    other = site(root / "b", n=400, n_pos=120, seed=5, shift=1.5, planted=True)
+    # the second hospital: more AFF (30 % against 20 %), v1 recorded 1 SD higher (AFF have lower v1)
+    other = site(root / "b", n=400, n_pos=120, seed=5, shift=1.0, planted=True)
     return {"root": root, "run": Path(out), "bundle": path, "data": data, "other": other}
 
 
@@ -76,9 +76,9 @@ def test_the_page_answers_first_and_names_the_calibration_drift_and_the_shifted_
     calibration = page[page.index('id="answer-calibration"'):page.index('id="answer-threshold"')]
     assert "No: it predicts" in calibration and "too few AFF" in calibration      # 30 % AFF here against 20 %
     assert "30.0 % of the patients here against 20.0 % in development" in calibration
-    assert "v3 (SMD +1." in calibration
+    assert "predictions: v1 (SMD +" in calibration
     shift = pd.read_csv(out / "shift.csv")
-    assert shift.iloc[0]["variable"] == "v3" and bool(shift.iloc[0]["shifted"])
+    assert shift.iloc[0]["variable"] == "v1" and bool(shift.iloc[0]["shifted"])
     assert shift["shifted"].sum() <= 2          # not the noise of a dozen variables
     sub = pd.read_csv(out / "subgroups.csv")
     assert set(sub["subgroup"]) == {"sex", "age"} and set(sub["status"]) == {"ok"}

@@ -140,6 +140,17 @@ def test_the_oe_interval_covers_the_truth_about_95_percent_of_the_time():
     assert all(c >= 51 for c in covered.values()), covered        # >= 85 % of 60
 
 
+def test_the_calibration_slope_of_an_overconfident_model_with_wide_logits_is_estimated():
+    """Newton's method from slope 1 overshoots on such data; the fit halves its steps instead (it was NaN)."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(11)
+    z = rng.normal(-3, 3, 400)
+    y = (rng.random(400) < expit(2.0 + 0.5 * z)).astype(int)      # the truth: intercept 2, slope 0.5
+    fig = validation_figures(y, expit(z), threshold=0.5, conformal={}, n_boot=50)
+    assert fig["cal_slope_lo"] < 0.5 < fig["cal_slope_hi"] and fig["cal_slope_hi"] < 0.75
+
+
 def _fig(auc, lo, hi, **kw):
     base = {"auc": auc, "auc_lo": lo, "auc_hi": hi, "n": 1000, "n_pos": 90, "prevalence": 0.09, "mean_prob": 0.09,
             "oe_ratio": 1.0, "oe_ratio_lo": 0.85, "oe_ratio_hi": 1.2, "citl": 0.0, "citl_lo": -0.2, "citl_hi": 0.2,
@@ -157,12 +168,19 @@ def test_the_answers_say_what_the_intervals_allow():
     assert same["calibration"].startswith("Yes") and same["conformal"].startswith("Yes")
     worse = _fig(0.70, 0.65, 0.75, oe_ratio=0.76, oe_ratio_lo=0.62, oe_ratio_hi=0.93,
                  conformal={"90": {"coverage_aff": 0.70, "coverage_nff": 0.91, "singleton_rate": 0.6}})
-    moved = [{"variable": "age", "kind": "numeric", "smd": 0.72, "p": 1e-9, "p_holm": 1e-8, "shifted": True,
-              "counterfactual_mean": 0.12, "development": "", "new": ""}]
+    row = {"kind": "numeric", "p": 1e-9, "p_holm": 1e-8, "shifted": True, "development": "", "new": ""}
+    moved = [row | {"variable": "dx_A01", "smd": 0.9, "counterfactual_mean": 0.0901, "effect": 0.0001},
+             row | {"variable": "age", "smd": 0.72, "counterfactual_mean": 0.12, "effect": 0.03},
+             row | {"variable": "image mean intensity", "kind": "image", "smd": 0.4}]
     text = {a.key: a.text for a in validation_answers(worse, cv, moved)}
     assert text["discrimination"].startswith("Worse here")
     assert "predicts 32 % too many AFF" in text["calibration"]                 # 1 / 0.76 - 1
-    assert "9.0 % of the patients here against 5.0 %" in text["calibration"] and "age (SMD +0.72" in text["calibration"]
+    assert "9.0 % of the patients here against 5.0 %" in text["calibration"]
+    assert "predictions: age (SMD +0.72" in text["calibration"] and "dx_A01" not in text["calibration"]
+    assert "the images differ too: image mean intensity" in text["calibration"]
+    assert text["shift"].index("age") < text["shift"].index("image mean") < text["shift"].index("dx_A01")
+    untried = {a.key: a.text for a in validation_answers(worse, cv, [moved[0] | {"effect": float("nan")}])}
+    assert "the inputs that moved most: dx_A01" in untried["calibration"]       # an image-only model: by size
     assert text["conformal"].startswith("Not for AFF")
     assert "mean nothing" in caveat(worse, {"profile": "smoke"})
     assert "only 12 AFF" in caveat({"n_pos": 12}, {"profile": "paper"})

@@ -48,15 +48,28 @@ def oe_interval(y, p) -> tuple[float, float, float, float]:
     return oe, oe * math.exp(-Z95 * se), oe * math.exp(Z95 * se), se
 
 
-def _newton(y: np.ndarray, x: np.ndarray, slope: bool, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray | None]:
-    """ML fit of logit P(y) = c0 + c1 x (c1 fixed at 1 unless ``slope``); (coefficients, covariance) or
-    (NaN, None) when it does not converge."""
-    c = np.array([0.0, 1.0])
-    for _ in range(max_iter):
+def _loglik(y: np.ndarray, x: np.ndarray, c: np.ndarray) -> float:
+    eta = c[0] + c[1] * x
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+
+def _newton(y: np.ndarray, x: np.ndarray, slope: bool, start: np.ndarray | None = None,
+            max_iter: int = 100) -> tuple[np.ndarray, np.ndarray | None]:
+    """ML fit of logit P(y) = c0 + c1 x (c1 fixed at 1 unless ``slope``) by Newton's method with step
+    halving (the likelihood never decreases); (coefficients, covariance) or (NaN, None) when it does not
+    converge."""
+    c = np.array([0.0, 1.0]) if start is None else np.asarray(start, dtype=float).copy()
+    ll = _loglik(y, x, c)
+
+    def info(c: np.ndarray) -> np.ndarray:
         mu = expit(c[0] + c[1] * x)
         w = mu * (1 - mu)
+        return np.array([[w.sum(), (w * x).sum()], [(w * x).sum(), (w * x * x).sum()]])
+
+    for _ in range(max_iter):
+        mu = expit(c[0] + c[1] * x)
         g = np.array([np.sum(y - mu), np.sum((y - mu) * x)])
-        h = np.array([[w.sum(), (w * x).sum()], [(w * x).sum(), (w * x * x).sum()]])
+        h = info(c)
         if not slope:
             if h[0, 0] <= 1e-300:
                 return np.full(2, NAN), None
@@ -65,12 +78,18 @@ def _newton(y: np.ndarray, x: np.ndarray, slope: bool, max_iter: int = 100) -> t
             if np.linalg.det(h) <= 1e-300:
                 return np.full(2, NAN), None
             step = np.linalg.solve(h, g)
-        size = float(np.max(np.abs(step)))
-        c = c + step * min(1.0, 5.0 / max(size, 1e-300))
-        if size < 1e-9:
-            mu = expit(c[0] + c[1] * x)
-            w = mu * (1 - mu)
-            h = np.array([[w.sum(), (w * x).sum()], [(w * x).sum(), (w * x * x).sum()]])
+        t = 1.0
+        for _ in range(60):   # halve the step until the likelihood does not fall
+            new = c + t * step
+            new_ll = _loglik(y, x, new)
+            if new_ll >= ll - 1e-12 * abs(ll):
+                break
+            t /= 2
+        c, ll = new, new_ll
+        if float(np.max(np.abs(t * step))) < 1e-10:
+            h = info(c)
+            if slope and np.linalg.det(h) <= 1e-300:
+                return np.full(2, NAN), None
             cov = np.array([[1.0 / h[0, 0], 0.0], [0.0, 0.0]]) if not slope else np.linalg.inv(h)
             return c, cov
     return np.full(2, NAN), None
@@ -96,7 +115,7 @@ def logistic_calibration(y, p) -> dict[str, float]:
         se = math.sqrt(cov[0, 0])
         out.update(citl=float(c[0]), citl_se=se, citl_lo=float(c[0] - Z95 * se), citl_hi=float(c[0] + Z95 * se))
     if not _separated(y, x):
-        c, cov = _newton(y, x, slope=True)
+        c, cov = _newton(y, x, slope=True, start=np.array([out["citl"], 1.0]) if out["citl"] == out["citl"] else None)
         if cov is not None and cov[1, 1] >= 0:
             se = math.sqrt(cov[1, 1])
             out.update(slope=float(c[1]), slope_se=se, slope_lo=float(c[1] - Z95 * se),

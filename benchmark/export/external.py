@@ -7,9 +7,10 @@ What ``predict`` does once it has predicted a labelled cohort:
 
 1. the external figures (``report.validation.validation_figures``) beside the bundle's nested-CV ones;
 2. the dataset shift against the bundle's ``shift_stats.json`` (``report.shift_compare``); when the
-   calibration drifted, for the (at most 3) numeric register variables that moved most, the
-   model's mean prediction with that variable moved back to its development mean and SD
-   (``counterfactual_mean``: how much of the drift the variable can explain);
+   calibration drifted, for the numeric register variables that moved (at most
+   ``MAX_COUNTERFACTUALS``, largest |SMD| first), the model's mean prediction with that variable
+   moved back to its development mean and SD (``counterfactual_mean``, ``effect``: how much of
+   the drift the variable can explain; image components are computed once and reused);
 3. the dataset file's subgroups (``evaluate.subgroups``);
 4. with ``update``: the recalibration fitted by cross-validation on these patients, its
    out-of-fold figures, and the updated model written as a new bundle (``export.update``);
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_COUNTERFACTUALS = 3
+MAX_COUNTERFACTUALS = 40            # shifted numeric variables whose effect on the predictions is measured
+MAX_IMAGE_NET_COUNTERFACTUALS = 10  # ... when a component reading the register runs a CNN too (a pass each)
 
 
 def _meta(model, cohort) -> dict:
@@ -40,20 +42,32 @@ def _meta(model, cohort) -> dict:
 
 
 def counterfactuals(model, cohort, rows: list[dict]) -> None:
-    """Add ``counterfactual_mean`` to the numeric register rows that moved most (in place)."""
+    """Add ``counterfactual_mean`` and ``effect`` (its difference from the mean prediction here) to the numeric
+    register rows that moved beyond chance, largest |SMD| first (in place): the model's mean prediction with
+    that variable moved back to its development mean and SD, all else as it is."""
+    from benchmark.candidates.base import get_family
+    from benchmark.export.update import recalibrate
     from benchmark.report.shift_compare import shifted
 
     dev = {r["name"]: r for r in (model.shift or {}).get("register", [])}
     picked = [r for r in shifted(rows) if r["kind"] == "numeric" and "mean" in dev.get(r["variable"], {})]
-    for r in picked[:MAX_COUNTERFACTUALS]:
+    if not picked:
+        return
+    heavy = any(c.modality != "image" and get_family(c.family).uses_images for c in model.components)
+    final = model.final.name
+    base = model.outputs(cohort)
+    reuse = {c.name: base[c.name] for c in model.components if c.modality == "image"}   # they read no register
+    here = float(np.mean(recalibrate(base[final].prob, model.update)))
+    for r in picked[:MAX_IMAGE_NET_COUNTERFACTUALS if heavy else MAX_COUNTERFACTUALS]:
         name, d = r["variable"], dev[r["variable"]]
         x = cohort.register[name].astype(float)
         sd = float(x.std(ddof=1))
         moved = (x - x.mean()) / sd * d["sd"] + d["mean"] if sd > 0 else x - x.mean() + d["mean"]
         reg = cohort.register.copy()
         reg[name] = moved
-        prob = model.table(dataclasses.replace(cohort, register=reg))["prob"].to_numpy()
-        r["counterfactual_mean"] = float(np.mean(prob))
+        out = model.outputs(dataclasses.replace(cohort, register=reg), reuse)
+        mean = float(np.mean(recalibrate(out[final].prob, model.update)))
+        r["counterfactual_mean"], r["effect"] = mean, mean - here
 
 
 def external_validation(model, cohort, prob: np.ndarray, out: Path, *, n_boot: int = 1000, update: str | None = None,

@@ -13,9 +13,10 @@ nested CV: ``cv``), of ``shift_compare`` or ``evaluate.subgroups``; nothing is r
 - calibration drifted when the O/E interval excludes 1, the calibration-in-the-large interval
   excludes 0, or the slope interval excludes 1 (mean and weak calibration, Van Calster et al. 2016);
   "predicts 32 % too many AFF" is ``1 / (O/E) - 1``; when it drifted, the prevalence here and in
-  development, and the variables the model reads that shifted most (``shift_compare.shifted``),
-  with the model's mean prediction had each kept its development distribution
-  (``counterfactual_mean``, when computed);
+  development, the register variables that moved (``shift_compare.shifted``) and whose
+  development distribution would change the model's mean prediction by at least ``EFFECT`` of it
+  (``counterfactual_mean``, ``effect``: ``export.external``), largest change first, and the
+  image measures that moved;
 - threshold: sensitivity and specificity at the exported threshold here and in development;
 - conformal sets: coverage among AFF and among NFF against the level, lost when the upper end of
   its Wilson interval lies below the level.
@@ -31,6 +32,7 @@ from benchmark.report.subgroup_report import differing_lines, oe_words
 Z95 = 1.959963984540054
 FEW_POSITIVES = 50       # fewer AFF patients than this: the intervals are said to be wide
 SHOWN_SHIFTS = 3
+EFFECT = 0.05            # a moved input explains a drift when its development distribution changes the mean prediction this much
 
 
 def _n(v) -> float:
@@ -95,22 +97,36 @@ def drifted(ext: dict) -> bool:
     return _excludes(ext, "oe_ratio", 1.0) or _excludes(ext, "citl", 0.0) or _excludes(ext, "cal_slope", 1.0)
 
 
+def explaining(ext: dict, moved: list[dict]) -> list[dict]:
+    """The moved inputs whose development distribution would change the mean prediction here by at least
+    ``EFFECT`` of it, largest change first."""
+    mean = _n(ext.get("mean_prob"))
+    rows = [r for r in moved if not math.isnan(_n(r.get("effect"))) and abs(_n(r["effect"])) >= EFFECT * mean]
+    return sorted(rows, key=lambda r: -abs(_n(r["effect"])))
+
+
 def _causes(ext: dict, cv: dict | None, moved: list[dict]) -> str:
     parts = []
     p_ext, p_cv = _n(ext.get("prevalence")), _n((cv or {}).get("prevalence"))
     if not (math.isnan(p_ext) or math.isnan(p_cv)) and abs(p_ext - p_cv) > 0.2 * p_cv:
         parts.append(f"AFF are {100 * p_ext:.1f} % of the patients here against {100 * p_cv:.1f} % in development "
                      "(a different prevalence moves calibration-in-the-large)")
-    named = []
-    for r in moved[:SHOWN_SHIFTS]:
-        text = f"{r['variable']} (SMD {r['smd']:+.2f}"
-        mean = _n(r.get("counterfactual_mean"))
-        if not math.isnan(mean):
-            text += (f"; with its development distribution the model would predict {100 * mean:.1f} % AFF on average "
-                     f"here instead of {100 * _n(ext.get('mean_prob')):.1f} %")
-        named.append(text + ")")
+    mean = 100 * _n(ext.get("mean_prob"))
+    named = [f"{r['variable']} (SMD {r['smd']:+.2f}; with its development distribution the model would predict "
+             f"{100 * _n(r['counterfactual_mean']):.1f} % AFF on average here instead of {mean:.1f} %)"
+             for r in explaining(ext, moved)[:SHOWN_SHIFTS]]
+    tried = [r for r in moved if not math.isnan(_n(r.get("effect")))]
     if named:
-        parts.append("the inputs that moved most: " + ", ".join(named))
+        parts.append("inputs that moved and move the model's predictions: " + ", ".join(named))
+    elif tried:
+        parts.append(f"none of the {len(tried)} register variables that moved changes the model's mean prediction "
+                     f"by {100 * EFFECT:.0f} % or more when given its development distribution")
+    images = [f"{r['variable']} (SMD {r['smd']:+.2f})" for r in moved if r["kind"] == "image"]
+    if images:
+        parts.append("the images differ too: " + ", ".join(images))
+    if not tried and not images and moved:
+        parts.append("the inputs that moved most: " + ", ".join(f"{r['variable']} (SMD {r['smd']:+.2f})"
+                                                              for r in moved[:SHOWN_SHIFTS]))
     return ("; ".join(parts) + ". ") if parts else ""
 
 
@@ -172,7 +188,7 @@ def _conformal(ext: dict) -> Answer | None:
                                       "sets name one class).")
 
 
-def _shift(rows: list[dict], moved: list[dict]) -> Answer | None:
+def _shift(ext: dict, rows: list[dict], moved: list[dict]) -> Answer | None:
     if not rows:
         return None
     title = "Which inputs moved?"
@@ -181,9 +197,13 @@ def _shift(rows: list[dict], moved: list[dict]) -> Answer | None:
         return Answer("shift", title, f"None beyond chance: no variable of the {n_var} the model reads, nor the "
                                       "images, differs by a standardised difference above 0.1 with a Holm-adjusted "
                                       "p below 0.05.")
-    shown = ", ".join(f"{r['variable']} ({r['smd']:+.2f})" for r in moved[:5])
-    return Answer("shift", title, f"{len(moved)} beyond chance (|SMD| > 0.1, Holm-adjusted p < 0.05), largest first: "
-                                  f"{shown}{' ...' if len(moved) > 5 else ''}; the table below has all of them.")
+    first = explaining(ext, moved)
+    rest = [r for r in moved if r not in first]
+    order = first + [r for r in rest if r["kind"] == "image"] + [r for r in rest if r["kind"] != "image"]
+    shown = ", ".join(f"{r['variable']} ({r['smd']:+.2f})" for r in order[:6])
+    lead = "those that move the model's predictions first, then the images, then by size" if first else "largest first"
+    return Answer("shift", title, f"{len(moved)} of the inputs beyond chance (|SMD| > 0.1, Holm-adjusted p < 0.05), "
+                                  f"{lead}: {shown}{' ...' if len(order) > 6 else ''}; the table below has all of them.")
 
 
 def _subgroups(rows: list[dict] | None) -> Answer | None:
@@ -220,7 +240,7 @@ def validation_answers(ext: dict, cv: dict | None, shift_rows: list[dict] | None
     rows = shift_rows or []
     moved = shifted(rows)
     answers = [_discrimination(ext, cv), _calibration(ext, cv, moved), _threshold(ext, cv), _conformal(ext),
-               _update(update), _shift(rows, moved), _subgroups(subgroup_rows)]
+               _update(update), _shift(ext, rows, moved), _subgroups(subgroup_rows)]
     return [a for a in answers if a is not None]
 
 
