@@ -74,7 +74,7 @@ def test_the_page_answers_first_and_names_the_calibration_drift_and_the_shifted_
     page = (out / "validation.html").read_text()
     assert page.index('id="answers"') < page.index("id='shift-section'") < page.index('id="figures-section"')
     calibration = page[page.index('id="answer-calibration"'):page.index('id="answer-threshold"')]
-    assert "No: it predicts" in calibration and "too few AFF" in calibration      # 30 % AFF here against 20 %
+    assert "<b>No:</b> it predicts" in calibration and "too few AFF" in calibration      # 30 % AFF here against 20 %
     assert "30.0 % of the patients here against 20.0 % in development" in calibration
     assert "predictions: v1 (SMD +" in calibration
     shift = pd.read_csv(out / "shift.csv")

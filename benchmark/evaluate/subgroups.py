@@ -8,13 +8,14 @@ patients already pooled into ``other``). For each level of each subgroup:
 
 - ``n``, ``n_pos``; a level with fewer than ``MIN_POSITIVES`` AFF or NFF patients is
   ``status = too_small`` and gets no figures (an AUC of four positives is noise, not a number);
-- ``auc`` with its 95 % DeLong interval; ``oe_ratio`` (observed / expected AFF) with the
-  binomial interval of the observed count and ``cal_slope`` with its Wald interval
-  (``calibration_ci``);
+- ``auc`` with its 95 % DeLong interval, drawn on the logit scale (a level's AUC near 1 with few
+  AFF has a DeLong variance that is too small on the AUC scale); ``oe_ratio`` (observed /
+  expected AFF) with the binomial interval of the observed count and ``cal_slope`` with its Wald
+  interval (``calibration_ci``);
 - the level against the rest of the cohort (independent patients, so not a paired test):
-  ``auc_diff`` = AUC(level) - AUC(rest) with the DeLong variances of both, and
-  ``log_oe_diff`` = log O/E(level) - log O/E(rest) with the standard errors of both; each a
-  two-sided z test (``p_auc``, ``p_oe``), Holm-adjusted over every test of the call
+  ``auc_diff`` = AUC(level) - AUC(rest) (its interval from the DeLong variances of both), tested on
+  the logit scale, and ``log_oe_diff`` = log O/E(level) - log O/E(rest) with the standard errors
+  of both; each a two-sided z test (``p_auc``, ``p_oe``), Holm-adjusted over every test of the call
   (``p_auc_holm``, ``p_oe_holm``); ``differs`` is true when either adjusted p is below 0.05.
 
 Only aggregates: levels and counts, never a patient.
@@ -43,18 +44,29 @@ def _auc(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return delong_auc_variance(y, p)
 
 
+def _logit_auc(auc: float, var: float) -> tuple[float, float]:
+    """logit(AUC) and its standard error (delta method); NaN at 0 or 1, where no interval can be drawn."""
+    if not (0.0 < auc < 1.0) or not var == var or var < 0:
+        return NAN, NAN
+    return math.log(auc / (1 - auc)), math.sqrt(var) / (auc * (1 - auc))
+
+
 def _level(y: np.ndarray, p: np.ndarray, rest_y: np.ndarray, rest_p: np.ndarray) -> dict:
     auc, var = _auc(y, p)
-    se = math.sqrt(var) if var == var and var >= 0 else NAN
+    lg, se = _logit_auc(auc, var)
     oe, oe_lo, oe_hi, se_log = oe_interval(y, p)
     cal = logistic_calibration(y, p)
-    out = {"auc": auc, "auc_lo": max(0.0, auc - Z95 * se) if se == se else NAN,
-           "auc_hi": min(1.0, auc + Z95 * se) if se == se else NAN,
+    out = {"auc": auc, "auc_lo": 1 / (1 + math.exp(-(lg - Z95 * se))) if se == se else NAN,
+           "auc_hi": 1 / (1 + math.exp(-(lg + Z95 * se))) if se == se else NAN,
            "oe_ratio": oe, "oe_ratio_lo": oe_lo, "oe_ratio_hi": oe_hi,
            "cal_slope": cal["slope"], "cal_slope_lo": cal["slope_lo"], "cal_slope_hi": cal["slope_hi"]}
-    # against the rest of the patients (independent samples)
+    # against the rest of the patients (independent samples), on the logit scale
     rest_auc, rest_var = _auc(rest_y, rest_p)
-    p_auc, lo, hi, _ = z_test(auc - rest_auc, math.sqrt(var + rest_var) if var == var and rest_var == rest_var else NAN)
+    rest_lg, rest_se = _logit_auc(rest_auc, rest_var)
+    p_auc, _, _, _ = z_test(lg - rest_lg, math.sqrt(se ** 2 + rest_se ** 2))
+    diff = auc - rest_auc
+    spread = Z95 * math.sqrt(var + rest_var) if var == var and rest_var == rest_var else NAN
+    lo, hi = diff - spread, diff + spread
     rest_oe, _, _, rest_se_log = oe_interval(rest_y, rest_p)
     log_diff = math.log(oe / rest_oe) if oe > 0 and rest_oe > 0 else NAN
     p_oe, log_lo, log_hi, _ = z_test(log_diff, math.sqrt(se_log ** 2 + rest_se_log ** 2))

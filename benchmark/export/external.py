@@ -8,9 +8,10 @@ What ``predict`` does once it has predicted a labelled cohort:
 1. the external figures (``report.validation.validation_figures``) beside the bundle's nested-CV ones;
 2. the dataset shift against the bundle's ``shift_stats.json`` (``report.shift_compare``); when the
    calibration drifted, for the numeric register variables that moved (at most
-   ``MAX_COUNTERFACTUALS``, largest |SMD| first), the model's mean prediction with that variable
-   moved back to its development mean and SD (``counterfactual_mean``, ``effect``: how much of
-   the drift the variable can explain; image components are computed once and reused);
+   ``MAX_COUNTERFACTUALS``, those first whose shift times the slope of the model's logit on
+   them here is largest), the model's mean prediction with that variable moved back to its
+   development mean and SD (``counterfactual_mean``, ``effect``: how much of the drift the
+   variable can explain; image components are computed once and reused);
 3. the dataset file's subgroups (``evaluate.subgroups``);
 4. with ``update``: the recalibration fitted by cross-validation on these patients, its
    out-of-fold figures, and the updated model written as a new bundle (``export.update``);
@@ -57,7 +58,12 @@ def counterfactuals(model, cohort, rows: list[dict]) -> None:
     final = model.final.name
     base = model.outputs(cohort)
     reuse = {c.name: base[c.name] for c in model.components if c.modality == "image"}   # they read no register
-    here = float(np.mean(recalibrate(base[final].prob, model.update)))
+    prob = recalibrate(base[final].prob, model.update)
+    here = float(np.mean(prob))
+    z = np.log(np.clip(prob, 1e-9, 1 - 1e-9) / np.clip(1 - prob, 1e-9, 1))
+    # the exact effect is a prediction pass per variable: try first those whose shift, times the slope of the
+    # model's logit on the variable here, moves the logit most (a first-order guess, family-agnostic)
+    picked.sort(key=lambda r: -_first_order(cohort.register[r["variable"]], z, dev[r["variable"]]["mean"]))
     for r in picked[:MAX_IMAGE_NET_COUNTERFACTUALS if heavy else MAX_COUNTERFACTUALS]:
         name, d = r["variable"], dev[r["variable"]]
         x = cohort.register[name].astype(float)
@@ -68,6 +74,16 @@ def counterfactuals(model, cohort, rows: list[dict]) -> None:
         out = model.outputs(dataclasses.replace(cohort, register=reg), reuse)
         mean = float(np.mean(recalibrate(out[final].prob, model.update)))
         r["counterfactual_mean"], r["effect"] = mean, mean - here
+
+
+def _first_order(x, z: np.ndarray, dev_mean: float) -> float:
+    """|slope of the model's logit on ``x`` here x (development mean - mean here)| (0 when it cannot tell)."""
+    x = np.asarray(x, dtype=float)
+    ok = np.isfinite(x)
+    if ok.sum() < 3 or np.var(x[ok]) == 0:
+        return 0.0
+    slope = np.cov(x[ok], z[ok])[0, 1] / np.var(x[ok], ddof=1)
+    return float(abs(slope * (dev_mean - x[ok].mean())))
 
 
 def external_validation(model, cohort, prob: np.ndarray, out: Path, *, n_boot: int = 1000, update: str | None = None,

@@ -174,8 +174,10 @@ def shifted(rows: list[dict]) -> list[dict]:
 
 
 def shift_frame(rows: list[dict]) -> pd.DataFrame:
-    """The rows as ``shift.csv``: variable, kind, development, new, smd, p, p_holm, shifted, notes."""
-    cols = ["variable", "kind", "development", "new", "smd", "p", "p_holm", "shifted"]
+    """The rows as ``shift.csv``: variable, kind, development, new, smd, p, p_holm, shifted, the model's mean
+    prediction with the variable at its development distribution and its difference from the mean here
+    (``counterfactual_mean``, ``effect``: where measured), notes; largest |SMD| first."""
+    cols = ["variable", "kind", "development", "new", "smd", "p", "p_holm", "shifted", "counterfactual_mean", "effect"]
     df = pd.DataFrame([{k: r.get(k) for k in cols} | {"notes": level_notes(r)} for r in rows], columns=cols + ["notes"])
     return df.sort_values("smd", key=lambda s: -s.abs(), na_position="last", kind="stable").reset_index(drop=True)
 

@@ -188,6 +188,13 @@ def _conformal(ext: dict) -> Answer | None:
                                       "sets name one class).")
 
 
+def ordered_moved(ext: dict, moved: list[dict]) -> list[dict]:
+    """The moved inputs that explain a drift (largest change first), then the image measures, then the rest."""
+    first = explaining(ext, moved)
+    rest = [r for r in moved if r not in first]
+    return first + [r for r in rest if r["kind"] == "image"] + [r for r in rest if r["kind"] != "image"]
+
+
 def _shift(ext: dict, rows: list[dict], moved: list[dict]) -> Answer | None:
     if not rows:
         return None
@@ -198,8 +205,7 @@ def _shift(ext: dict, rows: list[dict], moved: list[dict]) -> Answer | None:
                                       "images, differs by a standardised difference above 0.1 with a Holm-adjusted "
                                       "p below 0.05.")
     first = explaining(ext, moved)
-    rest = [r for r in moved if r not in first]
-    order = first + [r for r in rest if r["kind"] == "image"] + [r for r in rest if r["kind"] != "image"]
+    order = ordered_moved(ext, moved)
     shown = ", ".join(f"{r['variable']} ({r['smd']:+.2f})" for r in order[:6])
     lead = "those that move the model's predictions first, then the images, then by size" if first else "largest first"
     return Answer("shift", title, f"{len(moved)} of the inputs beyond chance (|SMD| > 0.1, Holm-adjusted p < 0.05), "

@@ -250,7 +250,7 @@ def validation_html(external: dict, cv: dict | None, meta: dict, *, shift: list[
 <h2 id="about-section">What was compared</h2>
 {_meta_html(meta, external)}
 {no_cv}
-{shift_section(shift, has_shift_stats)}
+{shift_section(shift, has_shift_stats, external)}
 {subgroup_section_html(subgroups)}
 {update_section(update)}
 <h2 id="figures-section">External against nested cross-validation</h2>

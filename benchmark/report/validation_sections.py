@@ -20,6 +20,7 @@ from benchmark.report.findings.tables import Answer
 from benchmark.report.shift_compare import NOTABLE_SMD, level_notes
 from benchmark.report.subgroup_report import CAPTION as SUBGROUP_CAPTION
 from benchmark.report.subgroup_report import subgroup_table_html
+from benchmark.report.validation_answers import ordered_moved
 
 CSS = """
 .answers{background:#f7f9fc;border:1px solid #dde4ee;border-radius:6px;padding:8px 16px;margin-top:10px}
@@ -50,9 +51,17 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
+def _lead(text: str) -> str:
+    """The sentence with its verdict (``No:``, ``Yes:``, ``Worse here:`` ...) in bold."""
+    head, sep, rest = text.partition(":")
+    if sep and len(head) <= 40 and "(" not in head and "`" not in head:
+        return f"<b>{_inline(head)}:</b>{_inline(rest)}"
+    return _inline(text)
+
+
 def answers_box(answers: list[Answer], note: str) -> str:
     items = "".join(f'<div class="answer" id="answer-{_e(a.key)}"><span class="q">{_e(a.title)}</span>'
-                    f"<p>{_inline(a.text)}</p></div>" for a in answers)
+                    f"<p>{_lead(a.text)}</p></div>" for a in answers)
     profile = f"<p class='profile' id='caveat'>{_inline(note)}</p>" if note else ""
     return f'<section class="answers" id="answers"><h2>Answers</h2>{items}{profile}</section>'
 
@@ -73,16 +82,28 @@ def _p(v) -> str:
     return "n/a" if math.isnan(x) else ("< 0.001" if x < 0.001 else f"{x:.3f}")
 
 
+def _effect(r: dict) -> str:
+    try:
+        mean, effect = float(r.get("counterfactual_mean")), float(r.get("effect"))
+    except (TypeError, ValueError):
+        return ""
+    if math.isnan(effect):
+        return ""
+    return f"{100 * mean:.1f} % ({100 * effect:+.1f})"
+
+
 def _shift_table(rows: list[dict], table_id: str) -> str:
     body = "".join(
         f"<tr{' class=moved' if r['shifted'] else ''}><td>{_e(r['variable'])}</td><td>{_e(r['kind'])}</td>"
         f"<td>{_e(r['development'])}</td><td>{_e(r['new'])}</td><td class='num'>{_smd(r['smd'])}</td>"
-        f"<td class='num'>{_p(r.get('p_holm'))}</td><td>{_e(level_notes(r))}</td></tr>" for r in rows)
+        f"<td class='num'>{_p(r.get('p_holm'))}</td><td class='num'>{_e(_effect(r))}</td>"
+        f"<td>{_e(level_notes(r))}</td></tr>" for r in rows)
     return (f"<table class='shift' id='{table_id}'><thead><tr><th>variable</th><th>kind</th><th>development</th>"
-            "<th>here</th><th>SMD</th><th>Holm p</th><th>notes</th></tr></thead><tbody>" + body + "</tbody></table>")
+            "<th>here</th><th>SMD</th><th>Holm p</th><th>mean prediction at its development distribution</th>"
+            "<th>notes</th></tr></thead><tbody>" + body + "</tbody></table>")
 
 
-def shift_section(rows: list[dict] | None, has_stats: bool = True) -> str:
+def shift_section(rows: list[dict] | None, has_stats: bool = True, ext: dict | None = None) -> str:
     head = "<h2 id='shift-section'>Dataset shift</h2>"
     if not has_stats:
         return head + ("<p class='note'>The bundle carries no aggregates of its training data (shift_stats.json), "
@@ -90,11 +111,13 @@ def shift_section(rows: list[dict] | None, has_stats: bool = True) -> str:
     if not rows:
         return head + "<p class='caption'>Nothing to compare: the model reads no register variable or image here.</p>"
     order = sorted(rows, key=lambda r: -abs(r["smd"]) if r["smd"] == r["smd"] else 0.0)
-    moved = [r for r in order if r["shifted"]]
+    moved = ordered_moved(ext or {}, [r for r in order if r["shifted"]])
     caption = (f"Standardised mean differences (here minus development, over the pooled SD; |SMD| > {NOTABLE_SMD} is "
                "notable) of each register variable the model reads, its missing share and the images as the model "
                "sees them; for a categorical variable the multinomial SMD of its level shares. Holm-adjusted p over "
-               "all rows; bold rows moved beyond chance. Development figures are aggregates stored in the bundle.")
+               "all rows; bold rows moved beyond chance, those that move the model's predictions first. Where the "
+               "calibration drifted, the model's mean prediction here with the variable moved back to its "
+               "development mean and SD (and its change). Development figures are aggregates stored in the bundle.")
     moved_html = (_shift_table(moved, "shift-moved") if moved
                   else "<p>No input moved beyond chance.</p>")
     return (head + f"<p class='caption'>{_e(caption)}</p>" + moved_html
