@@ -154,3 +154,15 @@ def test_carried_thresholds_keep_every_decision_and_set():
     assert ((p >= 0.3) == (q >= t)).all()
     for level in conformal:
         assert (predict_sets(p, conformal[level]) == predict_sets(q, carried[level])).all()
+
+
+def test_the_model_card_shows_the_run_subgroups_with_small_counts_withheld(bundle, tmp_path):
+    from benchmark.export.card_sections import subgroup_lines
+
+    card = (bundle["bundle"] / "model_card.md").read_text()
+    assert "## Subgroups (nested cross-validation)" in card and "| sex | F |" in card
+    sub = pd.read_csv(bundle["run"] / "subgroups.csv")
+    small = sub.iloc[[0]].assign(level="rare", n=9, n_pos=3, status="too_small")
+    pd.concat([sub, small]).to_csv(tmp_path / "subgroups.csv", index=False)
+    lines = subgroup_lines(tmp_path, "logreg")
+    assert "| sex | rare | 9 | fewer than 5 | too small | | |" in lines     # a count below 5 never leaves the site

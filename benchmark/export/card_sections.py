@@ -74,14 +74,16 @@ def subgroup_lines(run_dir: Path | None, candidate: str) -> list[str]:
     out = ["## Subgroups (nested cross-validation)", "",
            "| subgroup | level | patients | AFF | AUC [95 % CI] | O/E [95 % CI] | slope [95 % CI] |", "|---|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
-        head = f"| {r['subgroup']} | {r['level']} | {int(r['n'])} | {int(r['n_pos'])} |"
-        if str(r["status"]) != "ok":
-            out.append(head + " too small | | |")
-        else:
-            d = r.to_dict()
-            out.append(head + f" {_ci(d, 'auc', 3)} | {_ci(d, 'oe_ratio')} | {_ci(d, 'cal_slope')} |")
+        n, pos = int(r["n"]), int(r["n_pos"])
+        if str(r["status"]) != "ok":   # a count below 5 leaves the site as "fewer than 5", never as a number
+            aff = "fewer than 5" if pos < 5 else "(NFF fewer than 5)"
+            out.append(f"| {r['subgroup']} | {r['level']} | {n} | {aff} | too small | | |")
+            continue
+        d = r.to_dict()
+        out.append(f"| {r['subgroup']} | {r['level']} | {n} | {pos} | {_ci(d, 'auc', 3)} | {_ci(d, 'oe_ratio')} | "
+                   f"{_ci(d, 'cal_slope')} |")
     differs = rows[rows.get("differs", pd.Series(False, index=rows.index)).astype(str).str.lower().isin(["true", "1"])]
-    out += ["", (f"Levels that differ from the other patients beyond their interval (Holm-adjusted): "
+    out += ["", ("Levels that differ from the other patients beyond their interval (Holm-adjusted): "
                  + ", ".join(f"{a} = {b}" for a, b in zip(differs["subgroup"], differs["level"])) + ".")
             if len(differs) else "No level differs from the other patients beyond its interval (Holm-adjusted).", ""]
     return out

@@ -138,5 +138,5 @@ def command(args: argparse.Namespace) -> int:
     if "updated_bundle" in res:
         after = res["update_after"].get("oe_ratio")
         print(f"updated bundle ({args.update}; out-of-fold O/E here {after:.2f}): {res['updated_bundle']}"
-              + ("" if args.sign else " (unsigned: python -m benchmark keys sign signs it)"))
+              + ("" if args.sign else " (unsigned: python -m benchmark keys sign BUNDLE --key KEY signs it)"))
     return 0

@@ -230,7 +230,7 @@ def _update(update: dict | None) -> Answer | None:
     if not update:
         return None
     after, before = update["after"], update["before"]
-    signed = "signed" if update.get("signed") else "unsigned (`python -m benchmark keys sign` signs it)"
+    signed = "signed" if update.get("signed") else "unsigned (`python -m benchmark keys sign BUNDLE --key KEY` signs it)"
     return Answer("update", f"After the {update['kind']} update?",
                   f"Out-of-fold at this site ({update['folds']}-fold cross-validation): O/E {_ci(after, 'oe_ratio', 2)} "
                   f"(before: {_ci(before, 'oe_ratio', 2)}), calibration-in-the-large {_ci(after, 'citl', 2)}, slope "
