@@ -28,6 +28,11 @@ variables in ``synth_register``, image latents in ``synth_latents``, rendering i
   ``oracle_image == oracle_both``; ``label_noise`` eps flips labels and is folded into
   all three oracles.
 
+A second hospital (``synth_site``): ``--shift COLUMN=+D|*F`` records a numeric register column
+shifted or scaled (after the label and oracle are drawn), ``--exposure F`` scales every view's
+exposure, ``--site-name`` names the cohort; all three are recorded in ``synth.json`` and the
+dataset file's description, and leave a first site's settings as they were.
+
 Python use::
 
     from benchmark.data.synth import SynthConfig, write_cohort, simulate
