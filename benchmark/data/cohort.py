@@ -33,6 +33,7 @@ class Cohort:
     cache_dir: Path | None = None      # where decoded images are cached
     labelled: bool = True              # False: a dataset to predict on, without labels (y is all -1)
     image_roots: tuple = ()            # the folders its image files must lie in when opened (decode_limits)
+    groups: pd.DataFrame | None = None  # the dataset file's subgroups: one text column per subgroup (data/subgroups.py)
     _pixels: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -84,7 +85,8 @@ class Cohort:
             images=images, keys=self.keys[patients], categorical=list(self.categorical),
             oracle=None if self.oracle is None else self.oracle.iloc[patients].reset_index(drop=True),
             fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir, labelled=self.labelled,
-            image_roots=self.image_roots)
+            image_roots=self.image_roots,
+            groups=None if self.groups is None else self.groups.iloc[patients].reset_index(drop=True))
 
     def view(self, patients: np.ndarray, *, labels: bool, image_size: int | None = None,
              upstream: pd.DataFrame | None = None) -> "PatientData":

@@ -33,6 +33,8 @@ The dataset file (paths are relative to it)::
     #                                   decimal ',' with ';' else '.', encoding from a BOM, else UTF-8,
     #                                   cp1252, latin-1); ignored for Parquet
     manifest_format: {separator: ","} # the same for the images manifest CSV
+    subgroups: [sex, site, {column: age, bands: [0, 65, 80, 200]}]   # optional: AUC and calibration
+    #                                   reported per level of these feature columns (data/subgroups.py)
 
 Either ``register`` or ``images`` may be left out. Without a register the label comes from
 the manifest (a ``label.column`` there, one value per patient) or from a named group
@@ -79,6 +81,7 @@ from benchmark.data.cohort import Cohort
 from benchmark.data.dataset_spec import DatasetSpec, ImageSpec, LabelSpec, Problems, parse_spec
 from benchmark.data.image_index import ImageIndex, image_roots, read_images
 from benchmark.data.register_table import Register, check_classes, parse_labels, read_register
+from benchmark.data.subgroups import subgroup_levels
 from benchmark.data.tables import columns_text, id_text, read_table
 from benchmark.errors import UserError, where
 from benchmark.paths import cache_dir as default_cache_dir
@@ -265,6 +268,9 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
     if reg is not None:
         register = reg.features.iloc[kept].reset_index(drop=True)
         categorical = list(reg.categorical)
+    groups = subgroup_levels(spec.subgroups, register, spec.path, probs)
+    if probs.items:
+        return Inspection(spec, None, probs.items, probs.warnings)
     images = None
     if img_patient is not None:
         images = pd.DataFrame({"patient": img_patient.astype(np.int64), "path": img_paths})
@@ -276,7 +282,7 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
         categorical=categorical, oracle=oracle,
         fingerprint=_fingerprint(spec, img_rel, img_paths, [c for c in categorical if c not in spec.categorical]),
         source=spec.path, cache_dir=spec.cache_dir or default_cache_dir(), labelled=spec.label is not None,
-        image_roots=tuple(image_roots(spec)) if spec.images is not None else (),
+        image_roots=tuple(image_roots(spec)) if spec.images is not None else (), groups=groups,
     )
     names = ("positive", "negative")
     if spec.label is not None:

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 
+from benchmark.data.subgroups import SubgroupSpec, parse_subgroups
 from benchmark.errors import yaml_problem
 
 TOP_KEYS = {"name", "register", "id_column", "label", "images", "drop_columns", "categorical",
             "missing_images", "orphan_images", "oracle", "cache_dir", "description", "synthetic",
-            "register_format", "manifest_format"}
+            "register_format", "manifest_format", "subgroups"}
 LABEL_KEYS = {"column", "positive", "negative"}
 FORMAT_KEYS = {"separator", "decimal", "encoding"}
 IMAGE_KEYS = {"root", "manifest", "pattern", "path_column", "patient_column", "allowed_roots", "max_megapixels",
@@ -84,6 +85,7 @@ class DatasetSpec:
     synthetic: bool = False
     register_format: TableFormat = TableFormat()
     manifest_format: TableFormat = TableFormat()
+    subgroups: tuple[SubgroupSpec, ...] = ()    # reported apart: AUC and calibration per level (data/subgroups.py)
 
 
 class Problems:
@@ -268,6 +270,7 @@ def parse_spec(path: Path, probs: Problems, *, labels: str = "required") -> Data
         synthetic=synthetic,
         register_format=_table_format(path, "register_format", doc.get("register_format"), probs),
         manifest_format=_table_format(path, "manifest_format", doc.get("manifest_format"), probs),
+        subgroups=parse_subgroups(path, doc.get("subgroups"), probs),
     )
     if len(probs.items) > n_before:
         return None

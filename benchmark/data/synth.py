@@ -28,6 +28,11 @@ variables in ``synth_register``, image latents in ``synth_latents``, rendering i
   ``oracle_image == oracle_both``; ``label_noise`` eps flips labels and is folded into
   all three oracles.
 
+A second hospital (``synth_site``): ``--shift COLUMN=+D|*F`` records a numeric register column
+shifted or scaled (after the label and oracle are drawn), ``--exposure F`` scales every view's
+exposure, ``--site-name`` names the cohort; all three are recorded in ``synth.json`` and the
+dataset file's description, and leave a first site's settings as they were.
+
 Python use::
 
     from benchmark.data.synth import SynthConfig, write_cohort, simulate
@@ -49,7 +54,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark.data import synth_images
+from benchmark.data import synth_images, synth_site
 from benchmark.data.synth_model import simulate
 from benchmark.errors import UserError
 
@@ -76,6 +81,10 @@ class SynthConfig:
     label_noise: float = 0.0
     sparse_columns: int = 270
     workers: int | None = field(default=None, compare=False)
+    # a second site (synth_site): shifted register recording, image exposure, a name
+    shifts: tuple[str, ...] = ()
+    exposure: float = 1.0
+    site_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.n_aff is None:
@@ -94,7 +103,7 @@ class SynthConfig:
             (0 <= self.label_noise < 0.5, "--label-noise must be in [0, 0.5)"),
             (self.sparse_columns >= 0, "--sparse-columns must be 0 or more"),
             (self.workers is None or self.workers >= 1, "--workers must be at least 1"),
-        ]
+        ] + synth_site.check(tuple(self.shifts), self.exposure, self.site_name)
         for ok, message in checks:
             if not ok:
                 raise UserError(f"synth settings: {message}.")
@@ -103,6 +112,10 @@ class SynthConfig:
         """The settings that determine the output (the worker count does not)."""
         d = asdict(self)
         d.pop("workers")
+        d["shifts"] = list(self.shifts)
+        for key, default in (("shifts", []), ("exposure", 1.0), ("site_name", None)):
+            if d[key] == default:   # a first site's settings (and its cached copy) stay as they were
+                d.pop(key)
         return d
 
 
@@ -204,6 +217,8 @@ def write_cohort(out_dir: str | Path, config: SynthConfig, *, reuse: bool = True
         return yaml_path
 
     register, latents, oracle = simulate(config)
+    if config.exposure != 1.0:
+        latents = latents.assign(exposure=float(config.exposure))
     ids = latents["patient_id"].tolist()
     paths = [[f"{pid}/{pid}_{k + 1}.dcm" for k in range(int(n))] for pid, n in zip(ids, latents["n_images"])]
     files = ["dataset.yaml", "register.csv", "images.csv", "oracle.csv", "preview.png"]
@@ -220,7 +235,7 @@ def write_cohort(out_dir: str | Path, config: SynthConfig, *, reuse: bool = True
                   "patient_id": [pid for pid, ps in zip(ids, paths) for _ in ps]}).to_csv(out / "images.csv", index=False)
     oracle.to_csv(out / "oracle.csv", index=False, float_format="%.10g")
     dataset = {
-        "name": f"synthetic-aff-seed{config.seed}",
+        "name": config.site_name or f"synthetic-aff-seed{config.seed}",
         "register": "register.csv",
         "id_column": "patient_id",
         "label": {"column": "group", "positive": "AFF", "negative": "NFF"},
@@ -229,6 +244,9 @@ def write_cohort(out_dir: str | Path, config: SynthConfig, *, reuse: bool = True
         "drop_columns": [],
         "oracle": "oracle.csv",
     }
+    site = synth_site.description(tuple(config.shifts), config.exposure, config.site_name)
+    if site:
+        dataset["description"] = site
     yaml_path.write_text(yaml.safe_dump(dataset, sort_keys=False))
     _render_all(latents, paths, out / "images", config)
     _preview(latents, config, out / "preview.png")
@@ -258,13 +276,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparse-columns", type=int, default=d.sparse_columns,
                         help="number of sparse indicator columns without signal (%(default)s)")
     parser.add_argument("--workers", type=int, default=None, help="processes for rendering (all cores)")
+    synth_site.add_arguments(parser)
 
 
 def command(args: argparse.Namespace) -> int:
     config = SynthConfig(n_patients=args.patients, n_aff=args.aff, seed=args.seed, image_size=args.image_size,
                          images_per_patient=args.images_per_patient, register_strength=args.register_strength,
                          image_strength=args.image_strength, relation=args.relation, label_noise=args.label_noise,
-                         sparse_columns=args.sparse_columns, workers=args.workers)
+                         sparse_columns=args.sparse_columns, workers=args.workers,
+                         shifts=tuple(args.shift), exposure=args.exposure, site_name=args.site_name)
     start = time.time()
     path = write_cohort(args.out, config)
     oracle = pd.read_csv(path.parent / "oracle.csv")

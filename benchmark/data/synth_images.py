@@ -251,7 +251,7 @@ def render(p: dict, view: int, size: int, seed: int) -> View:
     if p["side"] == "L":                     # left femur: mirror image of the canonical right
         x = 1.0 - x
     att = _femur(x, y, p, rng, size)
-    k = rng.uniform(1.1, 1.5)                # exposure / detector response
+    k = rng.uniform(1.1, 1.5) * float(p.get("exposure", 1.0))   # exposure / detector response (synth --exposure)
     val = 1.0 - np.exp(-k * att)
     gamma = rng.uniform(0.8, 1.25)
     val = np.clip(val, 0, 1) ** gamma

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data import synth_latents, synth_register
+from benchmark.data.synth_site import apply_shifts
 
 MAX_IMAGES = 8
 
@@ -93,6 +94,7 @@ def simulate(config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     f, y_true, y_obs = f[pick], y_true[pick], yo[pick]
     ids = [f"SYN{i + 1:06d}" for i in range(n)]
     reg = synth_register.add_noise_columns(np.random.default_rng([config.seed, 2]), x, config.sparse_columns)
+    reg = apply_shifts(reg, tuple(getattr(config, "shifts", ())))   # a second site's recording (synth_site)
     reg.insert(0, "group", np.where(y_obs == 1, "AFF", "NFF"))
     reg.insert(0, "patient_id", ids)
 

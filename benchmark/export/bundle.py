@@ -13,6 +13,7 @@ Layout (nothing in it runs code when loaded; no pickle anywhere)::
     trees/*.ubj|*.txt      XGBoost (UBJSON) and LightGBM (text) models
     schema.json            the input schema (benchmark.export.schema)
     cv_figures.json        the run's nested-CV figures of this candidate (for external validation)
+    shift_stats.json       aggregates of the training data, for dataset-shift checks (export.shift_stats)
     model_card.md          intended use, training cohort, performance, calibration, limitations
 
     bundle.sig             optional: an Ed25519 signature of bundle.json (benchmark.export.signing)
@@ -54,19 +55,27 @@ def encode_model(model: ExportedModel) -> tuple[dict, Writer]:
         })
     tree = {"components": comps, "conformal": w.encode(model.conformal, "conformal"),
             "threshold": w.encode(model.threshold, "threshold")}
+    if model.update:
+        u = model.update
+        tree["update"] = {"kind": u["kind"], "intercept": w.encode(float(u["intercept"]), "update.intercept"),
+                          "slope": w.encode(float(u["slope"]), "update.slope")}
     return tree, w
 
 
 def write_bundle(model: ExportedModel, out: Path, *, cohort=None, run_dir: Path | None = None,
-                 oof: tuple[np.ndarray, np.ndarray] | None = None, sign: Path | None = None) -> Path:
+                 oof: tuple[np.ndarray, np.ndarray] | None = None, sign: Path | None = None,
+                 files: dict[str, bytes] | None = None) -> Path:
     """Write ``model`` as a bundle folder ``out`` (created; must not hold files); returns ``out``.
 
     ``sign``: a private key file (``signing.new_keys``); the bundle then carries ``bundle.sig``. The folder
-    is readable by its owner only unless shared output was asked for (``benchmark.outputs``).
+    is readable by its owner only unless shared output was asked for (``benchmark.outputs``). ``cohort``
+    (the training cohort) gives ``shift_stats.json``; ``files`` replaces what would be computed for
+    ``cv_figures.json``, ``model_card.md`` or ``shift_stats.json`` (an updated bundle: ``export.update``).
     """
     from safetensors.numpy import save as save_arrays
 
     from benchmark.export.card import cv_figures, model_card
+    from benchmark.export.shift_stats import development_stats
     from benchmark.outputs import settle_dir
 
     out = Path(out)
@@ -82,14 +91,21 @@ def write_bundle(model: ExportedModel, out: Path, *, cohort=None, run_dir: Path 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
-        cv = cv_figures(run_dir, model) if run_dir is not None else None
+        given = dict(files or {})
+        shift = development_stats(cohort, model.schema) if cohort is not None and "shift_stats.json" not in given else None
         contents = {
             "model.json": json.dumps(tree, indent=1, allow_nan=False).encode(),
             "arrays.safetensors": save_arrays(w.arrays), **w.files,
             "schema.json": json.dumps(model.schema, indent=1, allow_nan=False).encode(),
-            "cv_figures.json": json.dumps(cv, indent=1, default=_json_default).encode(),
-            "model_card.md": model_card(model, cohort=cohort, run_dir=run_dir, cv=cv, oof=oof).encode(),
         }
+        if shift is not None:
+            contents["shift_stats.json"] = json.dumps(shift, indent=1, allow_nan=False).encode()
+        if "cv_figures.json" not in given or "model_card.md" not in given:
+            cv = cv_figures(run_dir, model) if run_dir is not None else None
+            contents["cv_figures.json"] = json.dumps(cv, indent=1, default=_json_default).encode()
+            contents["model_card.md"] = model_card(model, cohort=cohort, run_dir=run_dir, cv=cv, oof=oof,
+                                                   shift=shift).encode()
+        contents.update(given)
         for name, data in contents.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
@@ -134,6 +150,7 @@ def load_model(path: str | Path, device: str = "cpu", *, trust: list[str] | None
     from benchmark.export.bundle_checks import check_cv_figures, check_meta, check_schema, decode_components, dry_run
     from benchmark.export.bundle_files import SIGNATURE, read_bundle
     from benchmark.export.safe_json import loads
+    from benchmark.export.shift_stats import check_shift_stats
 
     path = Path(path)
     man, files, raw_manifest = read_bundle(path)
@@ -149,10 +166,12 @@ def load_model(path: str | Path, device: str = "cpu", *, trust: list[str] | None
         meta = check_meta(man.get("meta"))
         cv = check_cv_figures(loads(files["cv_figures.json"], "cv_figures.json", allow_nan=True)
                               if "cv_figures.json" in files else None)
+        shift = (check_shift_stats(loads(files["shift_stats.json"], "shift_stats.json"))
+                 if "shift_stats.json" in files else None)
         reader = Reader(arrays, {n: b for n, b in files.items() if n.startswith(("weights/", "trees/"))}, device=device)
         with bundle_weights_only():
-            comps, conformal, threshold = decode_components(tree, reader)
-            model = ExportedModel(comps, conformal, threshold, schema, meta, cv=cv)
+            comps, conformal, threshold, update = decode_components(tree, reader)
+            model = ExportedModel(comps, conformal, threshold, schema, meta, cv=cv, shift=shift, update=update)
             dry_run(model)
     except BundleFormatError as exc:
         raise UserError(f"{path}: {exc}; the bundle is refused") from None

@@ -80,12 +80,39 @@ def check_meta(meta) -> dict:
     for key, value in meta.items():
         where = f"bundle.json: meta.{str(key)[:40]}"
         fld = _META_TYPES.get(key)
-        if fld is not None:
+        if key == "updates":
+            out[key] = check_updates(value)
+        elif fld is not None:
             out[key] = NoneOr(fld).read(None, value, where)
         elif isinstance(value, str) or value is None:
             out[key] = Str().read(None, value, where) if value is not None else None
         else:
             out[key] = _plain(value, where)
+    return out
+
+
+_FIGURE = NoneOr(Float(nan=True))
+_HISTORY = {"kind": Str(16, choices=("intercept", "logistic")), "intercept": Float(-100.0, 100.0),
+            "slope": Float(-100.0, 100.0), "created": Str(40), "source_bundle_sha256": Str(64, pattern=r"[0-9a-f]{64}"),
+            "source_candidate": NoneOr(Str(NAME)), "site": Str(200), "n": Int(0, 1 << 40), "n_pos": Int(0, 1 << 40),
+            "folds": Int(2, 100)}
+_FIGURES = tuple(f"{k}{s}" for k in ("oe_ratio", "citl", "cal_slope", "auc") for s in ("", "_lo", "_hi"))
+
+
+def check_updates(value) -> list[dict]:
+    """bundle.json's ``meta.updates``: the update history of an updated bundle, each field typed and bounded."""
+    where = "bundle.json: meta.updates"
+    if not isinstance(value, list) or len(value) > 100:
+        raise BundleFormatError(f"{where}: not a list of at most 100 updates")
+    out = []
+    for i, h in enumerate(value):
+        w = f"{where}[{i}]"
+        _dict(h, set(_HISTORY) | {"before", "after_out_of_fold"}, w)
+        item = {k: fld.read(None, h[k], f"{w}.{k}") for k, fld in _HISTORY.items()}
+        for part in ("before", "after_out_of_fold"):
+            figs = _dict(h[part], set(_FIGURES), f"{w}.{part}")
+            item[part] = {k: _FIGURE.read(None, v, f"{w}.{part}.{k}") for k, v in figs.items()}
+        out.append(item)
     return out
 
 
@@ -146,13 +173,14 @@ def _conformal(value, where: str) -> dict:
 _COMPONENT = {"name", "family", "modality", "sources", "image_size", "r", "mu", "calibrator", "members", "full"}
 
 
-def decode_components(tree, reader) -> tuple[list, dict, float]:
-    """(components, conformal thresholds, decision threshold) of model.json, each field checked."""
+def decode_components(tree, reader) -> tuple[list, dict, float, dict | None]:
+    """(components, conformal thresholds, decision threshold, recalibration or None) of model.json, each field
+    checked."""
     from benchmark.export.field_specs import FAMILY_CLASSES
     from benchmark.export.model import Component
     from benchmark.protocol import MODALITIES
 
-    _dict(tree, {"components", "conformal", "threshold"}, "model.json")
+    _dict(tree, {"components", "conformal", "threshold", "update"}, "model.json", {"components", "conformal", "threshold"})
     nodes = tree["components"]
     if not isinstance(nodes, list) or not 1 <= len(nodes) <= MAX_COMPONENTS:
         raise BundleFormatError(f"model.json: components is not a list of 1 to {MAX_COMPONENTS}")
@@ -197,7 +225,17 @@ def decode_components(tree, reader) -> tuple[list, dict, float]:
     threshold = Float(nan=True).read(reader, tree["threshold"], "model.json: threshold")
     if math.isnan(threshold):
         raise BundleFormatError("model.json: threshold is NaN")
-    return comps, thresholds, threshold
+    return comps, thresholds, threshold, _update(tree.get("update"), reader)
+
+
+def _update(node, reader) -> dict | None:
+    """model.json's ``update``: the recalibration an updated bundle applies (``export.update``)."""
+    if node is None:
+        return None
+    _dict(node, {"kind", "intercept", "slope"}, "model.json: update")
+    return {"kind": Str(16, choices=("intercept", "logistic")).read(reader, node["kind"], "model.json: update.kind"),
+            "intercept": Float(-100.0, 100.0).read(reader, node["intercept"], "model.json: update.intercept"),
+            "slope": Float(-100.0, 100.0).read(reader, node["slope"], "model.json: update.slope")}
 
 
 def blank_cohort(schema: dict, sizes: list[int]):

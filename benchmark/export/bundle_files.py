@@ -28,7 +28,7 @@ FORMAT = "aff-benchmark-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 SIGNATURE = "bundle.sig"
-NAME = re.compile(r"model\.json|schema\.json|cv_figures\.json|model_card\.md|arrays\.safetensors"
+NAME = re.compile(r"model\.json|schema\.json|cv_figures\.json|shift_stats\.json|model_card\.md|arrays\.safetensors"
                   r"|weights/[A-Za-z0-9_.\-]{1,180}\.safetensors|trees/[A-Za-z0-9_.\-]{1,180}\.(ubj|txt)")
 REQUIRED = ("model.json", "schema.json", "arrays.safetensors")
 _SUBDIRS = ("weights", "trees")

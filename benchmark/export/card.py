@@ -3,7 +3,8 @@
 The card follows the model-card headings (Mitchell et al. 2019) with TRIPOD's content:
 intended use, the training cohort (counts, prevalence, missingness), the performance claim
 (the run's nested cross-validation of the exported procedure, with intervals),
-calibration, the decision threshold and conformal sets, and limitations. A model trained
+calibration, the decision threshold and conformal sets, the subgroups of the run, the
+aggregates kept for shift checks, the update history (``card_sections``) and limitations. A model trained
 on synthetic data says so in bold before anything else. Only aggregates appear: no patient
 key, id or file name.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.export.card_sections import shift_lines, subgroup_lines, update_lines
 from benchmark.export.model import ExportedModel
 
 CV_BOOT = 1000
@@ -75,7 +77,7 @@ def cohort_summary(cohort) -> list[str]:
 
 
 def model_card(model: ExportedModel, *, cohort=None, run_dir: Path | None = None, cv: dict | None = None,
-               oof=None) -> str:
+               oof=None, shift: dict | None = None) -> str:
     m = model.meta
     board = None
     if run_dir is not None and (Path(run_dir) / "leaderboard.csv").exists():
@@ -168,8 +170,9 @@ def model_card(model: ExportedModel, *, cohort=None, run_dir: Path | None = None
             f"Method `{m.get('calibration')}`, fitted on the out-of-fold predictions of the bag's members (each "
             "patient predicted by the one member that did not train on them). The bag's mean is mapped back to one "
             "member's spread before calibration (r per component: "
-            + ", ".join(f"{c.name} {c.r:.2f}" for c in model.components) + "; from the run's outer-test parts).", "",
-            "## Limitations", ""]
+            + ", ".join(f"{c.name} {c.r:.2f}" for c in model.components) + "; from the run's outer-test parts).", ""]
+    out += subgroup_lines(run_dir, model.final.name) + shift_lines(shift) + update_lines(m.get("updates"))
+    out += ["## Limitations", ""]
     lim = [f"Trained on {cohort.n_patients if cohort is not None else '?'} patients; with few AFF cases the "
            "intervals above are wide.",
            "Performance outside the training population is unknown until externally validated; calibration in "

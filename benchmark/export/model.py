@@ -15,7 +15,8 @@ each of its inputs, as in the run. With the profile's ``refit_full`` a component
 one model trained on every patient, which gives its probability (the bag still gives the
 members, hence the uncertainty). The last component's probability gets the conformal
 sets (thresholds fitted on its calibrated out-of-fold predictions) and the decision
-threshold (90 % specificity on the same).
+threshold (90 % specificity on the same). A bundle updated at another site (``predict --update``)
+maps the last probability (and each member) through its recalibration (``export.update``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmark.candidates.fusion_inputs import source_frame
 from benchmark.data.cohort import Cohort
 from benchmark.evaluate.conformal import predict_sets
 from benchmark.evaluate.uncertainty import binary_entropy
+from benchmark.export.update import recalibrate
 
 LEVELS = ("90", "95")   # conformal levels written per patient
 
@@ -78,6 +80,8 @@ class ExportedModel:
     schema: dict
     meta: dict
     cv: dict | None = None              # the run's nested-CV figures (cv_figures.json), when the bundle has them
+    shift: dict | None = None           # aggregates of the training data (shift_stats.json; export.shift_stats)
+    update: dict | None = None          # a recalibration fitted at another site (export.update): kind, intercept, slope
 
     @property
     def final(self) -> Component:
@@ -87,14 +91,18 @@ class ExportedModel:
     def uses_images(self) -> bool:
         return any(c.image_size is not None for c in self.components)
 
-    def outputs(self, cohort: Cohort) -> dict[str, ComponentOutput]:
-        """Every component's predictions for every patient of ``cohort`` (already conformed to the schema)."""
-        out: dict[str, ComponentOutput] = {}
+    def outputs(self, cohort: Cohort, reuse: dict[str, ComponentOutput] | None = None) -> dict[str, ComponentOutput]:
+        """Every component's predictions for every patient of ``cohort`` (already conformed to the schema);
+        ``reuse`` gives some components' outputs for these patients (not computed again)."""
+        out: dict[str, ComponentOutput] = dict(reuse or {})
         positions = np.arange(cohort.n_patients)
         has_image = np.zeros(cohort.n_patients, dtype=bool)
         if cohort.has_images:
             has_image[cohort.images["patient"].unique()] = True
         for comp in self.components:
+            if comp.name in out:
+                continue
+
             def view(k: int | None):
                 """The patients as member ``k`` (None: the refitted model) sees them."""
                 upstream = None
@@ -138,8 +146,8 @@ class ExportedModel:
 
     def table(self, cohort: Cohort, *, keep_ids: bool = False) -> pd.DataFrame:
         final = self.outputs(cohort)[self.final.name]
-        prob = final.prob
-        mi = np.maximum(binary_entropy(final.members.mean(axis=0)) - binary_entropy(final.members).mean(axis=0), 0.0)
+        prob, members = recalibrate(final.prob, self.update), recalibrate(final.members, self.update)
+        mi = np.maximum(binary_entropy(members.mean(axis=0)) - binary_entropy(members).mean(axis=0), 0.0)
         # entropy of the predicted prob itself (as in the run's predictions); mutual_info: the members' disagreement
         df = pd.DataFrame({"patient": cohort.keys, "prob": prob, "entropy": binary_entropy(prob), "mutual_info": mi})
         for level in LEVELS:

@@ -8,7 +8,14 @@ per problem; ``benchmark.export.schema``), and writes to ``--out`` (default
                         entropy, mutual_info, set_90, set_95 (conformal sets, e.g. {AFF}, {NFF, AFF}),
                         above_threshold, missing (the modality the model reads but the patient lacks)
     validation.csv      when the dataset has labels: external figures beside the nested-CV ones
-    validation.html     the same as an offline page (reliability diagram, decision curve, coverage)
+    validation.html     the answers first (discrimination, calibration, threshold, conformal sets, shift,
+                        subgroups), then the figures (reliability diagram, decision curve, coverage)
+    shift.csv           the new cohort against the bundle's development aggregates (standardised differences)
+    subgroups.csv       when the dataset file names subgroups: AUC and calibration per level
+    update.csv          with --update: the source model and the updated one (out-of-fold) at this site
+
+``--update intercept|logistic`` (labelled data) recalibrates the model for the new site by
+cross-validation and writes it as a new bundle (``export.update``; ``--update-out``, ``--sign``).
 
 ``--keep-ids`` writes the dataset's own id column instead of the P-keys; the file is then
 patient data (a warning says so). ``--trust KEYS`` refuses a bundle that a key among KEYS
@@ -24,24 +31,38 @@ import time
 import warnings
 from pathlib import Path
 
+from benchmark.errors import UserError
 
 
 N_BOOT = 1000
+UPDATES = ("intercept", "logistic")
 
 
 def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, device: str = "cpu",
-            accept_image_kind: bool = False, trust: list[str] | None = None) -> dict:
+            accept_image_kind: bool = False, trust: list[str] | None = None, update: str | None = None,
+            update_out: Path | None = None, sign: Path | None = None) -> dict:
     """Predict the patients of ``data`` with the bundle's model; returns what was written.
 
     ``trust``: public keys (files or folders); the bundle must be signed by one (``signing``).
+    ``update`` (``intercept`` or ``logistic``, labelled data only): recalibrate the model for this site and
+    write it as a new bundle (``update_out``, default ``<bundle>-<kind>`` beside it; signed with ``sign``).
     """
     from benchmark.export.bundle import load_model
     from benchmark.export.schema import load_for_prediction
     from benchmark.outputs import private_dir
 
     t0 = time.monotonic()
+    if update is not None and update not in UPDATES:
+        raise UserError(f"--update {update!r}: choose one of {', '.join(UPDATES)}")
     model = load_model(bundle, device=device, trust=trust)
     cohort = load_for_prediction(data, model.schema, accept_image_kind=accept_image_kind, keep_ids=keep_ids)
+    if update and not getattr(cohort, "labelled", True):
+        raise UserError(f"{data}: --update needs labels (a 'label' key in the dataset file): the update is fitted "
+                        "on the new site's labelled patients")
+    if update and sign is not None:
+        from benchmark.export.signing import load_private
+
+        load_private(Path(sign))   # a bad key fails before anything is written
     table = model.table(cohort, keep_ids=keep_ids)
     private_dir(out)   # predictions are patient data: owner-only (benchmark.outputs)
     written = {"predictions": out / "predictions.csv"}
@@ -52,21 +73,11 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
         print(f"warning: {written['predictions']} holds the dataset's own patient ids (--keep-ids): it is patient "
               "data; store and share it as such", file=sys.stderr)
     if getattr(cohort, "labelled", True):
-        from benchmark.report.validation import validation_figures
-        from benchmark.report.validation_page import write_validation
+        from benchmark.export.external import external_validation
 
-        ext = validation_figures(cohort.y, table["prob"].to_numpy(), threshold=model.threshold,
-                                 conformal=model.conformal, n_boot=N_BOOT, seed=int(model.meta.get("seed", 0)))
-        cv = model.cv   # cv_figures.json, read and checked with the rest of the bundle
-        meta = {"candidate": model.meta.get("candidate"), "synthetic": model.meta.get("synthetic"),
-                "bundle_created": model.meta.get("created"), "cohort": cohort.name,
-                "threshold_text": model.meta.get("threshold_text", "").replace("/", " per "),
-                "training_summary": f"trained on {model.meta.get('dataset_name')} (run {model.meta.get('run')}, "
-                                    f"profile {model.meta.get('profile')}); each member on about "
-                                    f"{model.meta.get('member_patients_export')} patients, in the nested CV on about "
-                                    f"{model.meta.get('member_patients_run')}"}
-        written["validation_csv"], written["validation_html"] = write_validation(out, ext, cv, meta)
-        written["auc"] = ext.get("auc")
+        done = external_validation(model, cohort, table["prob"].to_numpy(), out, n_boot=N_BOOT, update=update,
+                                   update_out=update_out, sign=sign)
+        written.update(done)
     written["signed_by"] = model.meta.get("signed_by")
     written["n"] = len(table)
     written["wall_s"] = round(time.monotonic() - t0, 1)
@@ -85,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--accept-image-kind", action="store_true",
                    help="predict even when the images are of another kind than in training (e.g. PNG vs DICOM)")
+    p.add_argument("--update", default=None, choices=list(UPDATES),
+                   help="labelled data only: recalibrate the model for this site (intercept: in the large; logistic: "
+                        "intercept and slope), checked out-of-fold, and write it as a new bundle")
+    p.add_argument("--update-out", default=None, metavar="DIR",
+                   help="folder of the updated bundle (default: <bundle>-<kind> beside the bundle; never the bundle)")
+    p.add_argument("--sign", default=None, metavar="KEY", help="sign the updated bundle with this private key "
+                                                               "(without it the updated bundle is unsigned)")
     p.add_argument("--trust", action="append", default=None, metavar="KEYS",
                    help="public key file, or folder of them (repeatable): refuse a bundle not signed by one of them "
                         "(python -m benchmark keys)")
@@ -99,7 +117,9 @@ def command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = predict(bundle, Path(args.data), out, keep_ids=args.keep_ids, device=args.device,
-                      accept_image_kind=args.accept_image_kind, trust=args.trust)
+                      accept_image_kind=args.accept_image_kind, trust=args.trust, update=args.update,
+                      update_out=Path(args.update_out) if args.update_out else None,
+                      sign=Path(args.sign) if args.sign else None)
     for w in caught:
         if issubclass(w.category, (SchemaWarning, DatasetWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -111,7 +131,12 @@ def command(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"{res['n']} patients predicted in {res['wall_s']} s: {res['predictions']}")
     if "validation_html" in res:
-        auc = res.get("auc")
+        auc, oe = res.get("auc"), res.get("oe_ratio")
         shown = f"{auc:.3f}" if isinstance(auc, float) and auc == auc else "n/a"
-        print(f"external validation (AUC {shown}): {res['validation_html']}")
+        shown_oe = f"{oe:.2f}" if isinstance(oe, float) and oe == oe else "n/a"
+        print(f"external validation (AUC {shown}, O/E {shown_oe}): {res['validation_html']}")
+    if "updated_bundle" in res:
+        after = res["update_after"].get("oe_ratio")
+        print(f"updated bundle ({args.update}; out-of-fold O/E here {after:.2f}): {res['updated_bundle']}"
+              + ("" if args.sign else " (unsigned: python -m benchmark keys sign BUNDLE --key KEY signs it)"))
     return 0

@@ -38,6 +38,7 @@ from benchmark.report.findings import Findings, build_findings, key_comparisons
 from benchmark.report.html_table import SORT_JS, _duration, _e, leaderboard_table
 from benchmark.report.plots import answers_figure, build_figures
 from benchmark.report.run_files import budget_text, profile_of, read_manifest, read_run, safe_text
+from benchmark.report.subgroup_report import best_models, read_subgroups, subgroups_html
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:12px auto;max-width:1500px;padding:0 16px;color:#222}
@@ -236,7 +237,8 @@ def build_report(run_dir: Path, partial: bool = False) -> Path:
         raise UserError(f"{state} and stopped before writing leaderboard.csv, so there is nothing to draw; {resume}")
     run = read_run(run_dir)
     lb, manifest = run.leaderboard, run.manifest
-    findings = build_findings(lb, run.comparisons, manifest, run.studies)
+    subgroups = read_subgroups(run_dir)
+    findings = build_findings(lb, run.comparisons, manifest, run.studies, subgroups)
     note = (f"{state}; this page shows only the tables it stored before that, not a finished benchmark; {resume}"
             if state else "")
     markdown = findings.markdown()
@@ -258,6 +260,7 @@ Grey italic rows are oracle ceilings (exact posteriors of the synthetic generato
 Sensitivity at 90 % specificity uses a threshold chosen on inner out-of-fold data (deployable); the value with the
 threshold chosen on the test set (optimistic) is among all columns.</p>
 {leaderboard_table(lb)}
+{subgroups_html(subgroups, best_models(lb))}
 {_figures_html(specs)}
 <script>{SORT_JS}</script>
 </body></html>

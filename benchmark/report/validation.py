@@ -12,10 +12,13 @@ What is computed (``prob`` is the calibrated P(AFF), ``y`` 1 = AFF):
 - ``n, n_pos, prevalence, mean_prob`` (and ``n_boot``, ``seed`` of the bootstrap);
 - ``auc`` with a 95 % DeLong interval (``paired_tests.delong_auc_variance``; AUC +/- 1.96 SE,
   clipped to [0, 1]; NaN with fewer than two patients of a class);
-- ``brier``, ``log_loss``, ``citl``, ``oe_ratio``, ``cal_slope`` with 95 % percentile
-  intervals from a class-stratified bootstrap of the patients (``n_boot`` resamples drawn
-  with ``seed``, ``weighted.stratified_counts``; NaN when fewer than half of the resamples
-  give a finite value);
+- ``brier``, ``log_loss`` with 95 % percentile intervals from a class-stratified bootstrap of
+  the patients (``n_boot`` resamples drawn with ``seed``, ``weighted.stratified_counts``; NaN
+  when fewer than half of the resamples give a finite value);
+- ``citl``, ``cal_slope`` with 95 % Wald intervals of their maximum-likelihood fits, and
+  ``oe_ratio`` with the binomial interval of the observed count
+  (``evaluate.calibration_ci``: a bootstrap that keeps the class sizes fixes the number of
+  events and gives intervals several times too narrow for these three);
 - ``ece`` (10 equal-mass bins, ``metrics.ece``);
 - at the deployed ``threshold`` (positive when ``prob >= threshold``): ``sensitivity``,
   ``specificity``, ``ppv``, ``npv``, each with a Wilson 95 % score interval;
@@ -63,6 +66,7 @@ from scipy.stats import binomtest
 from benchmark.evaluate import conformal as cf
 from benchmark.evaluate import metrics
 from benchmark.evaluate import weighted as wt
+from benchmark.evaluate.calibration_ci import logistic_calibration, oe_interval
 from benchmark.evaluate.paired_tests import delong_auc_variance
 
 Z95 = 1.959963984540054
@@ -93,20 +97,16 @@ def _percentile_ci(values: np.ndarray, n_boot: int) -> tuple[float, float]:
 
 
 def _bootstrap(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int) -> dict[str, tuple[float, float]]:
-    """Stratified-bootstrap 95 % CIs of brier, log_loss, citl, oe_ratio and cal_slope."""
-    names = ("brier", "log_loss", "citl", "oe_ratio", "cal_slope")
+    """Stratified-bootstrap 95 % CIs of brier and log_loss."""
+    names = ("brier", "log_loss")
     if n_boot <= 0 or y.size == 0:
         return {k: (NAN, NAN) for k in names}
     counts = wt.stratified_counts(y, n_boot, np.random.default_rng(seed))
-    terms = np.column_stack([wt.brier_terms(y, p), wt.log_loss_terms(y, p), y, p])
+    terms = np.column_stack([wt.brier_terms(y, p), wt.log_loss_terms(y, p)])
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for rows in wt.chunks(n_boot, y.size):
-        W = counts[rows].astype(float)
-        means = wt.w_means(terms, W)
-        a, b = wt.w_calibration(y, p, W)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            oe = means[:, 2] / means[:, 3]
-        for k, v in zip(names, (means[:, 0], means[:, 1], a, oe, b)):
+        means = wt.w_means(terms, counts[rows].astype(float))
+        for k, v in zip(names, (means[:, 0], means[:, 1])):
             parts[k].append(v)
     return {k: _percentile_ci(np.concatenate(v), n_boot) for k, v in parts.items()}
 
@@ -215,13 +215,15 @@ def validation_figures(y, prob, *, threshold: float, conformal: dict[str, list[f
         notes.append("fewer than two patients of a class: no DeLong interval for the AUC")
     out.update(auc=auc, auc_lo=lo, auc_hi=hi)
 
-    # calibration and overall accuracy: point estimates, bootstrap intervals
-    citl, slope = point.get("cal_intercept", NAN), point.get("cal_slope", NAN)
+    # overall accuracy: bootstrap intervals; calibration: intervals that keep the events' variance
     ci = _bootstrap(y, p, n_boot, seed)
-    values = {"brier": point.get("brier", NAN), "log_loss": point.get("log_loss", NAN), "citl": citl,
-              "oe_ratio": float(y.sum() / p.sum()) if n and p.sum() > 0 else NAN, "cal_slope": slope}
-    for k, v in values.items():
-        out[k], (out[f"{k}_lo"], out[f"{k}_hi"]) = float(v), ci[k]
+    for k in ("brier", "log_loss"):
+        out[k], (out[f"{k}_lo"], out[f"{k}_hi"]) = float(point.get(k, NAN)), ci[k]
+    cal = logistic_calibration(y, p)
+    oe, oe_lo, oe_hi, _ = oe_interval(y, p)
+    out.update(citl=cal["citl"], citl_lo=cal["citl_lo"], citl_hi=cal["citl_hi"], oe_ratio=oe, oe_ratio_lo=oe_lo,
+               oe_ratio_hi=oe_hi, cal_slope=cal["slope"], cal_slope_lo=cal["slope_lo"], cal_slope_hi=cal["slope_hi"])
+    slope = cal["slope"]
     if both and not math.isfinite(slope):
         notes.append("calibration slope could not be estimated (the fit did not converge, e.g. perfect separation)")
     out["ece"] = metrics.ece(y, p)

@@ -5,7 +5,9 @@
 scalar metric) and ``validation.html`` (one offline page: plotly.js embedded once, no
 external URL, only aggregates, never patient keys). ``meta`` keys read: ``candidate``,
 ``synthetic`` (bool), ``bundle_created``, ``training_summary``, ``threshold_text``,
-``cohort`` (name of the external cohort); all optional.
+``cohort`` (name of the external cohort), ``profile`` (of the run the model came from); all optional.
+The page opens with the answers (``validation_answers``: one sentence per question, and the caveat
+that changes them), then the dataset shift, subgroup and update sections (``validation_sections``).
 
     csv_path, html_path = write_validation(Path("out"), fig, cv_fig, {"candidate": "xgb_register"})
 """
@@ -20,6 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
@@ -217,7 +220,16 @@ def _meta_html(meta: dict, external: dict) -> str:
         f"<div><b>{_e(k)}</b>: {_e(safe_text(v, limit=400))}</div>" for k, v in fields if v not in (None, "")) + "</div>"
 
 
-def validation_html(external: dict, cv: dict | None, meta: dict) -> str:
+def validation_html(external: dict, cv: dict | None, meta: dict, *, shift: list[dict] | None = None,
+                    has_shift_stats: bool = True, subgroups: list[dict] | None = None,
+                    update: dict | None = None) -> str:
+    """The page: the answers first (``validation_answers``), then the shift, subgroups and update sections
+    (``validation_sections``), then every figure beside the nested CV's, the curves and the notes."""
+    from benchmark.report.validation_answers import caveat, validation_answers
+    from benchmark.report.validation_sections import CSS as SECTIONS_CSS
+    from benchmark.report.validation_sections import (answers_box, shift_section, subgroup_section_html,
+                                                      update_section)
+
     name = str(meta.get("candidate") or "exported model")
     warning = ('<p class="synthetic" id="synthetic-warning"><b>Warning: this model was trained on synthetic data; '
                "its figures say nothing about real patients.</b></p>" if meta.get("synthetic") else "")
@@ -226,19 +238,26 @@ def validation_html(external: dict, cv: dict | None, meta: dict) -> str:
     notes_html = ("<ul>" + "".join(f"<li>{_e(side)}: {_e(n)}</li>" for side, n in notes) + "</ul>") if notes else "<p>None.</p>"
     conf = conformal_figure(external, cv)
     conf_html = _plot(conf, "fig-conformal") if conf else "<p class='note'>Not drawn: no conformal levels were given.</p>"
+    answers = answers_box(validation_answers(external, cv, shift, subgroups, update), caveat(external, meta))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(name)}: external validation</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{CSS}</style>
+<style>{CSS}{SECTIONS_CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
-{warning}<h1>External validation: {_e(name)}</h1>
+{warning}<h1>External validation: {_e(name)} on {_e(safe_text(meta.get('cohort') or 'the new cohort', limit=120))}</h1>
+{answers}
+<h2 id="about-section">What was compared</h2>
 {_meta_html(meta, external)}
 {no_cv}
+{shift_section(shift, has_shift_stats, external)}
+{subgroup_section_html(subgroups)}
+{update_section(update)}
 <h2 id="figures-section">External against nested cross-validation</h2>
 <p class="caption">Nested CV: the pooled outer-test predictions of the run that produced the model. AUC with a 95 %
-DeLong interval; Brier, log loss and calibration with 95 % stratified-bootstrap intervals; sensitivity, specificity,
-PPV and NPV at the threshold with 95 % Wilson intervals.</p>
+DeLong interval; O/E with the binomial interval of the observed count; calibration-in-the-large and slope with Wald
+intervals; Brier and log loss with 95 % stratified-bootstrap intervals; sensitivity, specificity, PPV and NPV at the
+threshold with 95 % Wilson intervals.</p>
 {_table(external, cv)}
 <h2 id="reliability-section">Reliability diagram</h2>
 <p class="caption">Observed AFF frequency against mean predicted P(AFF) in equal-mass bins (at most 10, each of at
@@ -258,14 +277,29 @@ level (the black mark).</p>
 """
 
 
-def write_validation(out_dir: Path, external: dict, cv: dict | None, meta: dict) -> tuple[Path, Path]:
+def write_validation(out_dir: Path, external: dict, cv: dict | None, meta: dict, *, shift: list[dict] | None = None,
+                     has_shift_stats: bool = True, subgroups: list[dict] | None = None,
+                     update: dict | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/validation.csv`` and ``out_dir/validation.html`` (each atomically); return their paths.
 
-    ``external`` and ``cv`` are ``validation_figures`` dicts (``cv`` None: external only).
+    ``external`` and ``cv`` are ``validation_figures`` dicts (``cv`` None: external only). With them,
+    ``shift.csv`` (``shift_compare.shift_frame``), ``subgroups.csv`` (``evaluate.subgroups``) and
+    ``update.csv`` (before and after, out-of-fold) are written too.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, html_path = out_dir / "validation.csv", out_dir / "validation.html"
     _atomic_write(csv_path, validation_csv(external, cv))
-    _atomic_write(html_path, validation_html(external, cv, meta))
+    if shift:
+        from benchmark.report.shift_compare import shift_frame
+
+        _atomic_write(out_dir / "shift.csv", shift_frame(shift).to_csv(index=False))
+    if subgroups:
+        _atomic_write(out_dir / "subgroups.csv", pd.DataFrame(subgroups).to_csv(index=False))
+    if update:
+        _atomic_write(out_dir / "update.csv", validation_csv(update["after"], update["before"]).replace(
+            "external,external_lo,external_hi,nested_cv,nested_cv_lo,nested_cv_hi",
+            "updated_oof,updated_oof_lo,updated_oof_hi,source,source_lo,source_hi", 1))
+    _atomic_write(html_path, validation_html(external, cv, meta, shift=shift, has_shift_stats=has_shift_stats,
+                                             subgroups=subgroups, update=update))
     return csv_path, html_path

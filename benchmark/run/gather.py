@@ -2,7 +2,8 @@
 
     finish_run(rd, cohort, folds, studies, cands, profile, storage, manifest, wall_s)
     # predictions.parquet, studies.csv, trials.csv, leaderboard.csv, fold_metrics.csv,
-    # comparisons.csv, then findings.md and leaderboard.html (report.html.build_report)
+    # comparisons.csv, subgroups.csv (when the dataset file names subgroups), then findings.md and
+    # leaderboard.html (report.html.build_report)
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
     named = {c.name: source for c in cands if (source := named_warm_source(c))}
     comparisons = compare_candidates(pred, board, n_boot=profile.bootstrap, seed=manifest["seed"], warm_sources=named)
     comparisons.to_csv(rd.path / "comparisons.csv", index=False)
+    if cohort.groups is not None:   # the dataset file's subgroups
+        from benchmark.evaluate.subgroups import subgroup_table
+
+        subgroup_table(pred, cohort.groups.set_index(pd.Index(cohort.keys))).to_csv(rd.path / "subgroups.csv",
+                                                                                   index=False)
     manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
                     status="complete")
     manifest.pop("reason", None)

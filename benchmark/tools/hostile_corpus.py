@@ -76,7 +76,7 @@ def genuine_bundles(root: Path, data_yaml: Path) -> dict[str, Path]:
         schema = schema_of(cohort, reads_register=family != "timm_cnn", image_size=size)
         meta = {"candidate": name, "seed": 0, "created": "2026-01-01T00:00:00", "synthetic": True}
         out[name] = write_bundle(ExportedModel([comp], {"90": [0.3, 0.7], "95": [0.2, 0.8]}, 0.5, schema, meta),
-                                 root / "genuine" / name)
+                                 root / "genuine" / name, cohort=cohort)
     return out
 
 
@@ -232,6 +232,15 @@ def bundle_cases(root: Path, bundles: dict[str, Path]) -> list[Case]:
         edit_tree(lambda t: t["images"].update(size=100000), "schema.json"))
     add("cv-figures-deep", "logreg", "cv_figures.json nested 100,000 deep",
         lambda b: (b / "cv_figures.json").write_text(_deep(100_000)))
+    add("shift-stats-one-patient", "logreg", "shift_stats.json summarising a variable over 1 patient",
+        edit_tree(lambda t: t["register"][0].update(n=1), "shift_stats.json"))
+    add("shift-stats-patient-values", "logreg", "shift_stats.json with a list of values for a variable",
+        edit_tree(lambda t: t["register"][0].update(values=[71.3, 80.2]), "shift_stats.json"))
+    add("shift-stats-200000-variables", "logreg", "shift_stats.json listing 200,000 variables",
+        edit_tree(lambda t: t.update(register=[{"name": "a", "kind": "numeric", "missing": 0, "n": 0}] * 200_000),
+                  "shift_stats.json"))
+    add("update-slope-1e300", "logreg", "model.json recalibrating with a slope of 1e300",
+        edit_tree(lambda t: t.update(update={"kind": "logistic", "intercept": 0.0, "slope": 1e300})))
     add("over-size-limit", "cnn", "a bundle over AFF_BENCHMARK_MAX_BUNDLE_MB", lambda b: None,
         env={"AFF_BENCHMARK_MAX_BUNDLE_MB": "0.1"})
     add("unsigned-with-trust", "logreg", "an unsigned bundle given to predict --trust", lambda b: None,

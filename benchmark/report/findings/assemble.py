@@ -21,6 +21,7 @@ from benchmark.report.findings.wording import fmt, outcome
 from benchmark.report.run_files import (
     RunFiles, budget_text, num, profile_of, read_comparisons, read_leaderboard, read_manifest, read_studies, safe_text, smallest,
 )
+from benchmark.report.subgroup_report import read_subgroups, subgroup_section
 
 SMALL_IMAGES_PX = 128  # profiles below this image size (or FEW_TRIALS) get the "says little" warning
 FEW_TRIALS = 20
@@ -130,25 +131,27 @@ def key_comparisons(lb: pd.DataFrame, comp: pd.DataFrame | None) -> pd.DataFrame
 
 
 def build_findings(lb: pd.DataFrame, comp: pd.DataFrame | None, manifest: dict,
-                   studies: pd.DataFrame | None = None) -> Findings:
-    """The findings (answers and detail) from the tables as ``run_files`` reads them."""
+                   studies: pd.DataFrame | None = None, subgroups: pd.DataFrame | None = None) -> Findings:
+    """The findings (answers and detail) from the tables as ``run_files`` reads them (``subgroups``:
+    ``subgroups.csv``, when the dataset file names subgroups)."""
     run = _Run(lb, comp, manifest, studies)
     (a1, s1), (a2, s2), (a3, s3) = _q1(run), _q2(run), _q3(run)
-    sections = [s for s in (s1, s2, s3, weights_section(manifest), _caveats(run)) if s]
+    sections = [s for s in (s1, s2, s3, subgroup_section(subgroups, run.best), weights_section(manifest),
+                            _caveats(run)) if s]
     return Findings([a1, a2, a3], _profile(manifest), _intro(run), sections)
 
 
 def findings_text(lb: pd.DataFrame, comp: pd.DataFrame | None, manifest: dict,
-                  studies: pd.DataFrame | None = None) -> str:
+                  studies: pd.DataFrame | None = None, subgroups: pd.DataFrame | None = None) -> str:
     """The findings as markdown from the tables as ``run_files`` reads them."""
-    return build_findings(lb, comp, manifest, studies).markdown()
+    return build_findings(lb, comp, manifest, studies, subgroups).markdown()
 
 
 def findings_markdown(run_dir: Path) -> str:
     """The findings of a run folder as markdown (nothing written)."""
     run_dir = Path(run_dir)
     return findings_text(read_leaderboard(run_dir), read_comparisons(run_dir), read_manifest(run_dir),
-                         read_studies(run_dir))
+                         read_studies(run_dir), read_subgroups(run_dir))
 
 
 def combining_answer(run_dir: Path) -> tuple[str, str | None]:
@@ -167,6 +170,6 @@ def write_findings(run_dir: Path, run: RunFiles | None = None) -> str:
     '# Findings'
     """
     text = (findings_markdown(run_dir) if run is None
-            else findings_text(run.leaderboard, run.comparisons, run.manifest, run.studies))
+            else findings_text(run.leaderboard, run.comparisons, run.manifest, run.studies, read_subgroups(run_dir)))
     (Path(run_dir) / "findings.md").write_text(text, encoding="utf-8")
     return text
