@@ -24,10 +24,12 @@ class Cohort:
     name: str
     y: np.ndarray                      # (n,) int8, 1 = AFF (positive), 0 = NFF; -1 when not labelled
     register: pd.DataFrame | None      # (n, p) features only; numeric float64, categoricals as 'category'
-    images: pd.DataFrame | None        # columns: patient (int position), path (absolute str); private
+    images: pd.DataFrame | None        # columns: patient (int position), path (absolute str), regions
+    #                                    (synthetic: the image's sign boxes, benchmark.data.truth); private
     keys: np.ndarray                   # (n,) str, output-safe stable patient keys
     categorical: list[str] = field(default_factory=list)
     oracle: pd.DataFrame | None = None  # synthetic cohorts: oracle_register, oracle_image, oracle_both
+    truth: dict | None = None          # synthetic cohorts: the risk columns (benchmark.data.truth)
     fingerprint: str = ""              # hash of the inputs (files' contents and settings)
     source: Path | None = None         # the dataset file
     cache_dir: Path | None = None      # where decoded images are cached
@@ -81,6 +83,7 @@ class Cohort:
             register=None if self.register is None else self.register.iloc[patients].reset_index(drop=True),
             images=images, keys=self.keys[patients], categorical=list(self.categorical),
             oracle=None if self.oracle is None else self.oracle.iloc[patients].reset_index(drop=True),
+            truth=self.truth,
             fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir, labelled=self.labelled)
 
     def view(self, patients: np.ndarray, *, labels: bool, image_size: int | None = None,
