@@ -86,6 +86,16 @@ class Cohort:
             truth=self.truth,
             fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir, labelled=self.labelled)
 
+    def image_rows(self, patients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of ``images``, their owner's position in ``patients``) of a view of ``patients``:
+        the images ``view`` attaches, in its order (grouped by owner)."""
+        patients = np.asarray(patients, dtype=np.int64)
+        pos = pd.Series(np.arange(len(patients)), index=patients)
+        rows = np.flatnonzero(self.images["patient"].isin(patients).to_numpy())
+        owner = pos.loc[self.images["patient"].to_numpy()[rows]].to_numpy()
+        order = np.argsort(owner, kind="stable")
+        return rows[order], owner[order]
+
     def view(self, patients: np.ndarray, *, labels: bool, image_size: int | None = None,
              upstream: pd.DataFrame | None = None) -> "PatientData":
         """The data of ``patients`` (cohort positions) as a candidate may see it.
@@ -100,12 +110,7 @@ class Cohort:
             reg = self.register.iloc[patients].reset_index(drop=True)
         imgs = owner = None
         if image_size is not None and self.has_images:
-            pos = pd.Series(np.arange(len(patients)), index=patients)
-            mask = self.images["patient"].isin(patients).to_numpy()
-            rows = np.flatnonzero(mask)
-            owner = pos.loc[self.images["patient"].to_numpy()[rows]].to_numpy()
-            order = np.argsort(owner, kind="stable")
-            rows, owner = rows[order], owner[order]
+            rows, owner = self.image_rows(patients)
             imgs = self.pixels(image_size)[rows]
         return PatientData(
             patients=patients,

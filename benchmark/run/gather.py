@@ -2,7 +2,7 @@
 
     finish_run(rd, cohort, folds, studies, cands, profile, storage, manifest, wall_s)
     # predictions.parquet, studies.csv, trials.csv, leaderboard.csv, fold_metrics.csv,
-    # comparisons.csv, then findings.md and leaderboard.html (report.html.build_report)
+    # comparisons.csv, the explanations (gather_explain), then findings.md and leaderboard.html
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
     named = {c.name: source for c in cands if (source := named_warm_source(c))}
     comparisons = compare_candidates(pred, board, n_boot=profile.bootstrap, seed=manifest["seed"], warm_sources=named)
     comparisons.to_csv(rd.path / "comparisons.csv", index=False)
+    from benchmark.run.gather_explain import gather_explanations
+
+    gather_explanations(rd, cohort, pred, board, cands, n_boot=profile.bootstrap, seed=manifest["seed"])
     manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
                     status="complete")
     manifest.pop("reason", None)
