@@ -85,14 +85,18 @@ class ExportedModel:
     def uses_images(self) -> bool:
         return any(c.image_size is not None for c in self.components)
 
-    def outputs(self, cohort: Cohort) -> dict[str, ComponentOutput]:
-        """Every component's predictions for every patient of ``cohort`` (already conformed to the schema)."""
-        out: dict[str, ComponentOutput] = {}
+    def outputs(self, cohort: Cohort, fixed: dict[str, ComponentOutput] | None = None) -> dict[str, ComponentOutput]:
+        """Every component's predictions for every patient of ``cohort`` (already conformed to the schema);
+        the components in ``fixed`` are not computed again (``explain.patient``: they read no register)."""
+        out: dict[str, ComponentOutput] = dict(fixed or {})
         positions = np.arange(cohort.n_patients)
         has_image = np.zeros(cohort.n_patients, dtype=bool)
         if cohort.has_images:
             has_image[cohort.images["patient"].unique()] = True
         for comp in self.components:
+            if comp.name in out:
+                continue
+
             def view(k: int | None):
                 """The patients as member ``k`` (None: the refitted model) sees them."""
                 upstream = None

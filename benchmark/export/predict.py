@@ -1,4 +1,4 @@
-"""``python -m benchmark predict BUNDLE --data NEW.yaml [--out DIR] [--keep-ids]``.
+"""``python -m benchmark predict BUNDLE --data NEW.yaml [--out DIR] [--keep-ids] [--explain]``.
 
 Loads the bundle (every file checked), checks the new dataset against its schema (one line
 per problem; ``benchmark.export.schema``), and writes to ``--out`` (default
@@ -6,7 +6,10 @@ per problem; ``benchmark.export.schema``), and writes to ``--out`` (default
 
     predictions.csv     patient (P00001... in the dataset's row order), prob (calibrated P(AFF)),
                         entropy, mutual_info, set_90, set_95 (conformal sets, e.g. {AFF}, {NFF, AFF}),
-                        above_threshold, missing (the modality the model reads but the patient lacks)
+                        above_threshold, missing (the modality the model reads but the patient lacks),
+                        top_register (--explain: the largest register contributions)
+    contributions.csv   --explain: patient, rank, column, contribution (log-odds), ten per patient
+    patient_data/       --explain: saliency maps of the image networks (patient data, README.txt)
     validation.csv      when the dataset has labels: external figures beside the nested-CV ones
     validation.html     the same as an offline page (reliability diagram, decision curve, coverage)
 
@@ -30,8 +33,11 @@ N_BOOT = 1000
 
 
 def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, device: str = "cpu",
-            accept_image_kind: bool = False) -> dict:
-    """Predict the patients of ``data`` with the bundle's model; returns what was written."""
+            accept_image_kind: bool = False, explain: bool = False) -> dict:
+    """Predict the patients of ``data`` with the bundle's model; returns what was written.
+
+    ``explain``: per-patient register contributions (``top_register``, contributions.csv) and
+    saliency maps as patient data (``benchmark.explain.patient``)."""
     from benchmark.export.bundle import load_model
     from benchmark.export.schema import load_for_prediction
 
@@ -40,6 +46,10 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
     cohort = load_for_prediction(data, model.schema, accept_image_kind=accept_image_kind, keep_ids=keep_ids)
     table = model.table(cohort, keep_ids=keep_ids)
     out.mkdir(parents=True, exist_ok=True)
+    if explain:
+        from benchmark.explain.patient import explain_predictions
+
+        written_explain = explain_predictions(model, cohort, table, out, seed=int(model.meta.get("seed", 0)))
     written = {"predictions": out / "predictions.csv"}
     tmp = out / ".predictions.csv.tmp"
     table.to_csv(tmp, index=False)
@@ -64,6 +74,8 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
                                     f"{model.meta.get('member_patients_run')}"}
         written["validation_csv"], written["validation_html"] = write_validation(out, ext, cv, meta)
         written["auc"] = ext.get("auc")
+    if explain:
+        written.update(explained=written_explain)
     written["n"] = len(table)
     written["wall_s"] = round(time.monotonic() - t0, 1)
     return written
@@ -79,6 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-ids", action="store_true", help="write the dataset's id column instead of P-keys "
                                                            "(the output is then patient data)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--explain", action="store_true",
+                   help="per patient: the largest register contributions (top_register, contributions.csv) and "
+                        "saliency maps of the image networks (patient data, in OUT/patient_data/)")
     p.add_argument("--accept-image-kind", action="store_true",
                    help="predict even when the images are of another kind than in training (e.g. PNG vs DICOM)")
 
@@ -92,11 +107,17 @@ def command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = predict(bundle, Path(args.data), out, keep_ids=args.keep_ids, device=args.device,
-                      accept_image_kind=args.accept_image_kind)
+                      accept_image_kind=args.accept_image_kind, explain=args.explain)
     for w in caught:
         if issubclass(w.category, (SchemaWarning, DatasetWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
     print(f"{res['n']} patients predicted in {res['wall_s']} s: {res['predictions']}")
+    if "explained" in res:
+        ex = res["explained"]
+        if "contributions" in ex:
+            print(f"register contributions ({ex['method']}): {ex['contributions']}")
+        if ex.get("saliency"):
+            print(f"saliency maps of {', '.join(ex['saliency'])} (patient data): {out / 'patient_data'}")
     if "validation_html" in res:
         auc = res.get("auc")
         shown = f"{auc:.3f}" if isinstance(auc, float) and auc == auc else "n/a"
