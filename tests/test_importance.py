@@ -44,7 +44,10 @@ def _importance(cohort: Cohort, family: str, **params):
     train, test = np.arange(0, 2 * n // 3), np.arange(2 * n // 3, n)
     model = get_family(family)(**params).fit(cohort.view(train, labels=True), None, CTX)
     view = cohort.view(test, labels=False)
-    res = permuted_scores([Scorer(model, view)], view.register, shuffles(len(test), 0))
+    scorer = Scorer(model, view)
+    res = permuted_scores([scorer], view.register, shuffles(len(test), 0))
+    # a family behind a TabularPreprocessor is scored from the preprocessed matrix (checked against the real one)
+    assert (scorer.matrix is not None) == (family in ("logreg", "mlp"))
     rows = importance_rows(res, view.register, cohort.y[test], cohort.keys[test], seed=0)
     return model, view, res, rows.set_index("column")
 
@@ -146,3 +149,27 @@ def test_a_tree_model_recovers_the_generators_risk_columns(risk_seed):
                                                          repeat=0, outer_fold=0))
     rec = recovery(pooled, truth, k=10)
     assert rec.recall >= 0.8, (rec, pooled.head(12))
+
+
+def test_plan_prices_the_register_importance_and_importance_none_leaves_it_out():
+    from types import SimpleNamespace
+
+    from benchmark.run.plan.counts import build_cost_plan
+    from benchmark.run.plan.pricing import explain_s
+    from benchmark.search.profiles import get_profile
+    from benchmark.search.spaces import load_candidates
+
+    allc = load_candidates([])
+    cands = [allc[n] for n in ("logreg", "resnet18", "late_average", "joint_concat", "film")]
+    costs = SimpleNamespace(eval_s={"resnet18": 1e-3}, fusion_overhead=1.0)
+    kinds = {}
+    for importance, device in (("auto", "cpu"), ("all", "cpu"), ("auto", "cuda"), ("none", "cpu")):
+        plan = build_cost_plan(cands, get_profile("quick"), 900, 2.0, n_columns=50, importance=importance, device=device)
+        kinds[importance, device] = {c.name: c.importance for c in plan.candidates}
+        seconds = {c.name: explain_s(c, plan, costs) for c in plan.candidates}
+        assert seconds["resnet18"] == 0                                   # reads no register
+        if importance != "none":
+            assert seconds["logreg"] > 0 and seconds["joint_concat"] > seconds["logreg"]
+    assert kinds["auto", "cpu"]["film"] == "" and kinds["all", "cpu"]["film"] == "full"
+    assert kinds["auto", "cuda"]["film"] == "full"
+    assert set(kinds["none", "cpu"].values()) == {""}

@@ -5,7 +5,8 @@ the register joins in. ``image_feature_cache(family)`` keeps those features per 
 images (keyed by the batch's bytes) for as long as it is open, so predicting many shuffled
 register tables costs one pass of the backbone:
 
-- ``joint_concat``, ``gated``, ``attention``: the backbone's ``forward_features`` output;
+- ``joint_concat``, ``gated``, ``attention``: the backbone's ``forward_features`` output (and
+  its pooled features);
 - ``film``: the output of the stage the register modulates (before its scale and shift), the
   modules before that stage are skipped on a hit and the later ones run on the modulated
   features. Which modules come before is read from the definition order (that of timm's
@@ -47,8 +48,9 @@ def image_feature_cache(family):
             yield
         return
     backbone = net.backbone
-    original = backbone.forward_features
+    original, original_head = backbone.forward_features, backbone.forward_head
     cache: dict = {}
+    pooled: dict = {}   # id of a kept feature map -> (that map, its pooled features): the same object, the same result
 
     def cached(x):
         key = _key(x)
@@ -56,11 +58,20 @@ def image_feature_cache(family):
             cache[key] = original(x)
         return cache[key]
 
-    backbone.forward_features = cached
+    def head(feats, pre_logits: bool = False):
+        hit = pooled.get((id(feats), pre_logits))
+        if hit is not None and hit[0] is feats:
+            return hit[1]
+        out = original_head(feats, pre_logits=pre_logits)
+        if any(feats is v for v in cache.values()):
+            pooled[(id(feats), pre_logits)] = (feats, out)
+        return out
+
+    backbone.forward_features, backbone.forward_head = cached, head
     try:
         yield
     finally:
-        del backbone.forward_features
+        del backbone.forward_features, backbone.forward_head
 
 
 def _before(root: torch.nn.Module, target: torch.nn.Module) -> tuple[list[torch.nn.Module], bool]:

@@ -23,6 +23,7 @@ P(AFF). NaN when the shuffles never changed the score.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,13 @@ class Permuted:
 
 def permuted_scores(scorers: list, register: pd.DataFrame, perms: np.ndarray) -> Permuted:
     """Shuffle each register column by each of ``perms`` and re-run every scorer (``scorers.Scorer``)."""
+    with ExitStack() as stack:
+        for sc in scorers:
+            stack.enter_context(sc)
+        return _permuted_scores(scorers, register, perms)
+
+
+def _permuted_scores(scorers: list, register: pd.DataFrame, perms: np.ndarray) -> Permuted:
     columns = [str(c) for c in register.columns]
     base_p = [sc.base() for sc in scorers]
     base = np.mean([to_logit(p) for p in base_p], axis=0)
@@ -74,12 +82,12 @@ def permuted_scores(scorers: list, register: pd.DataFrame, perms: np.ndarray) ->
     per_scorer = []
     index = {c: j for j, c in enumerate(read)}
     for i, sc in enumerate(scorers):
-        items = [(c, r, None) for c in read if sc.reads(c) for r in range(len(perms))]
-        step = 64   # frames built per batch (bounded memory)
+        items = [(c, r) for c in read if sc.reads(c) for r in range(len(perms))]
+        step = 64   # items per call (bounded memory)
         mine = np.repeat(to_logit(base_p[i])[None, None, :], len(read), axis=0).repeat(len(perms), axis=1)
         for start in range(0, len(items), step):
-            batch = [(c, r, shuffled(register, c, perms[r])) for c, r, _ in items[start:start + step]]
-            for (c, r, _), p in zip(batch, sc.predict(batch)):
+            batch = items[start:start + step]
+            for (c, r), p in zip(batch, sc.predict(batch, register, perms)):
                 mine[index[c], r] = to_logit(p)
         total += mine
         per_scorer.append(mine)

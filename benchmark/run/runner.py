@@ -298,7 +298,8 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
 
             parallel = dict(workers=cfg.workers, gpus=local_gpus() if device == "cuda" else 0, gpu_share=cfg.gpu_share)
         with fit_threads(cfg.threads):   # the fits' own thread count (1 per unit on 2 workers of 2 cores)
-            priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True), **parallel)
+            priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True),
+                                  importance=cfg.importance, **parallel)
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as exc:   # the estimate is advice; the run goes on without it
