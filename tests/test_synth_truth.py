@@ -124,3 +124,16 @@ def test_a_malformed_truth_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(UserError, match=r"truth.json, key 'register'.signal: each entry needs") as exc:
         load_dataset(path)
     assert "\n" not in str(exc.value)
+
+
+def test_synth_command_takes_a_risk_seed(tmp_path, capsys):
+    from benchmark.cli import main
+
+    out = tmp_path / "c"
+    assert main(["synth", str(out), "--patients", "40", "--aff", "8", "--image-size", "16", "--sparse-columns", "4",
+                 "--workers", "1", "--risk-seed", "4"]) == 0
+    truth = json.loads((out / "truth.json").read_text())["register"]
+    assert "risk seed 4" in truth["risk"]
+    assert json.loads((out / "synth.json").read_text())["settings"]["risk_seed"] == 4
+    with pytest.raises(UserError, match="--risk-seed"):
+        SynthConfig(n_patients=40, n_aff=8, risk_seed=-1).validate()
