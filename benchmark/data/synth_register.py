@@ -33,6 +33,8 @@ FLAGS = {
     "anticoagulants": 0.18, "thiazides": 0.15, "loop_diuretics": 0.20, "statins": 0.30,
     "levothyroxine": 0.09, "aromatase_inhibitors": 0.01, "calcium_vitd": 0.25,
 }
+# flags commoner in the old (their prevalence rises with age)
+AGE_RELATED = ("cardiovascular", "dementia", "stroke", "renal_failure", "falls_history")
 # the flags counted in the Charlson-like comorbidity index (``charlson_index``)
 CHRONIC = ("cardiovascular", "diabetes", "malignancy", "dementia", "stroke", "renal_failure", "copd",
            "parkinson", "liver_disease")
@@ -60,7 +62,7 @@ def draw_pool(rng: np.random.Generator, n: int) -> pd.DataFrame:
     flags = {}
     for name, prev in FLAGS.items():
         # age-related conditions are commoner in the old
-        slope = 0.5 if name in ("cardiovascular", "dementia", "stroke", "renal_failure", "falls_history") else 0.0
+        slope = 0.5 if name in AGE_RELATED else 0.0
         flags[name] = rng.random(n) < _sig(np.log(prev / (1 - prev)) + slope * a)
     bisfo = rng.random(n) < _sig(-2.4 + 2.2 * osteoporosis + 0.5 * female + 0.6 * ra)
     bisfo_d = np.where(bisfo, np.round(rng.gamma(1.6, 2.2, n), 1), 0.0)

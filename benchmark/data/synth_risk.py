@@ -9,12 +9,14 @@ that an explanation finds whatever columns carry the risk, not the default's nam
     g = model(pool)                  # the risk logit g(x), one value per row
     model.signs                      # {column: (sign, level)}: which way each column moves g
 
-A drawn risk reads one continuous column (``age`` or ``charlson_index``), four binary flags
-with a prevalence of at least 10 % (an interaction between two of the same sign), a
-duration with a step at two years (``bisfo_d`` or ``proton_d``), and ``sex`` half the time;
-every term is monotone in its column and large enough to matter (a logit spread of about
-0.3 to 0.7). The realism facts of the default (AFF younger, mostly women, bisphosphonate
-users) do not hold for a drawn risk.
+A drawn risk reads one continuous column (``age`` or ``charlson_index``), a duration with a
+step at two years (``bisfo_d`` or ``proton_d``), four binary flags (an interaction between two
+of the same sign) and ``sex`` half the time. The flags have a prevalence of at least 15 % and
+are drawn in the pool independently of age, sex and each other (not the age-related flags,
+not those the comorbidity index counts, not the duration's own flag), so no risk column
+stands in for another. Every term is monotone in its column and large enough to matter (a
+logit spread of about 0.3 to 0.7). The realism facts of the default (AFF younger, mostly
+women, bisphosphonate users) do not hold for a drawn risk.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import pandas as pd
 
 from benchmark.data import synth_register
 
-# binary pool columns a drawn risk may read: a prevalence of at least 10 % in the pool
-DRAWN_FLAGS = tuple(sorted([name for name, prev in synth_register.FLAGS.items() if prev >= 0.10]
-                           + ["proton", "osteoporosis"]))
+# binary pool columns a drawn risk may read: a prevalence of at least 15 %, drawn independently of age, sex and
+# every other pool column (not age-related, not counted in the comorbidity index), and PPI use
+DRAWN_FLAGS = tuple(sorted([name for name, prev in synth_register.FLAGS.items()
+                            if prev >= 0.15 and name not in synth_register.AGE_RELATED + synth_register.CHRONIC]
+                           + ["proton"]))
 DRAWN_CONTINUOUS = {"age": 0.08, "charlson_index": 0.5}   # column: coefficient (a logit spread of ~0.7)
 DRAWN_DURATIONS = ("bisfo_d", "proton_d")
 
@@ -71,10 +75,12 @@ def risk_model(seed: int | None) -> RiskModel:
     terms.append((f"{s_c * coef:+.2f} * ({cont} - {centre:g})",
                   lambda x, c=cont, k=s_c * coef, m=centre: k * (x[c].to_numpy(float) - m)))
     signs[cont] = (s_c, None)
-    flags = [str(f) for f in rng.choice(DRAWN_FLAGS, 4, replace=False)]
+    dur = DRAWN_DURATIONS[int(rng.integers(len(DRAWN_DURATIONS)))]
+    eligible = [f for f in DRAWN_FLAGS if f != dur.removesuffix("_d")]   # not a duration's own flag
+    flags = [str(f) for f in rng.choice(eligible, 4, replace=False)]
     flag_signs = [sign() for _ in flags]
     for name, s_f in zip(flags, flag_signs):
-        k = s_f * float(rng.uniform(0.8, 1.2))
+        k = s_f * float(rng.uniform(0.9, 1.3))
         terms.append((f"{k:+.2f} * {name}", lambda x, c=name, k=k: k * x[c].to_numpy(float)))
         signs[name] = (s_f, None)
     pair = next(((a, b) for i, a in enumerate(range(4)) for b in range(i + 1, 4)
@@ -84,7 +90,6 @@ def risk_model(seed: int | None) -> RiskModel:
         k = 0.5 * flag_signs[pair[0]]
         terms.append((f"{k:+.2f} * {a} * {b}",
                        lambda x, a=a, b=b, k=k: k * x[a].to_numpy(float) * x[b].to_numpy(float)))
-    dur = DRAWN_DURATIONS[int(rng.integers(len(DRAWN_DURATIONS)))]
     s_d = sign()
     terms.append((f"{s_d:+d} * (0.9 * ({dur} >= 2) + 0.08 * min({dur}, 10))",
                   lambda x, c=dur, s=s_d: s * (0.9 * (x[c].to_numpy(float) >= 2.0)
