@@ -24,10 +24,12 @@ class Cohort:
     name: str
     y: np.ndarray                      # (n,) int8, 1 = AFF (positive), 0 = NFF; -1 when not labelled
     register: pd.DataFrame | None      # (n, p) features only; numeric float64, categoricals as 'category'
-    images: pd.DataFrame | None        # columns: patient (int position), path (absolute str); private
+    images: pd.DataFrame | None        # columns: patient (int position), path (absolute str), regions
+    #                                    (synthetic: the image's sign boxes, benchmark.data.truth); private
     keys: np.ndarray                   # (n,) str, output-safe stable patient keys
     categorical: list[str] = field(default_factory=list)
     oracle: pd.DataFrame | None = None  # synthetic cohorts: oracle_register, oracle_image, oracle_both
+    truth: dict | None = None          # synthetic cohorts: the risk columns (benchmark.data.truth)
     fingerprint: str = ""              # hash of the inputs (files' contents and settings)
     source: Path | None = None         # the dataset file
     cache_dir: Path | None = None      # where decoded images are cached
@@ -85,8 +87,18 @@ class Cohort:
             images=images, keys=self.keys[patients], categorical=list(self.categorical),
             oracle=None if self.oracle is None else self.oracle.iloc[patients].reset_index(drop=True),
             fingerprint=self.fingerprint, source=self.source, cache_dir=self.cache_dir, labelled=self.labelled,
-            image_roots=self.image_roots,
+            image_roots=self.image_roots, truth=self.truth,
             groups=None if self.groups is None else self.groups.iloc[patients].reset_index(drop=True))
+
+    def image_rows(self, patients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of ``images``, their owner's position in ``patients``) of a view of ``patients``:
+        the images ``view`` attaches, in its order (grouped by owner)."""
+        patients = np.asarray(patients, dtype=np.int64)
+        pos = pd.Series(np.arange(len(patients)), index=patients)
+        rows = np.flatnonzero(self.images["patient"].isin(patients).to_numpy())
+        owner = pos.loc[self.images["patient"].to_numpy()[rows]].to_numpy()
+        order = np.argsort(owner, kind="stable")
+        return rows[order], owner[order]
 
     def view(self, patients: np.ndarray, *, labels: bool, image_size: int | None = None,
              upstream: pd.DataFrame | None = None) -> "PatientData":
@@ -102,12 +114,7 @@ class Cohort:
             reg = self.register.iloc[patients].reset_index(drop=True)
         imgs = owner = None
         if image_size is not None and self.has_images:
-            pos = pd.Series(np.arange(len(patients)), index=patients)
-            mask = self.images["patient"].isin(patients).to_numpy()
-            rows = np.flatnonzero(mask)
-            owner = pos.loc[self.images["patient"].to_numpy()[rows]].to_numpy()
-            order = np.argsort(owner, kind="stable")
-            rows, owner = rows[order], owner[order]
+            rows, owner = self.image_rows(patients)
             imgs = self.pixels(image_size)[rows]
         return PatientData(
             patients=patients,

@@ -27,6 +27,7 @@ The dataset file (paths are relative to it)::
     missing_images: drop              # patients with no image: drop (default, with a warning) | fail
     orphan_images: drop               # images whose patient has no register row: drop | fail
     oracle: oracle.csv                # optional: id column + oracle_register/_image/_both
+    truth: truth.json                 # optional (synth writes it): risk columns and image sign regions
     cache_dir: ~/.cache/aff-benchmark # optional; default $AFF_BENCHMARK_CACHE or ~/.cache/aff-benchmark
     register_format: {separator: ";", decimal: ",", encoding: utf-16}   # optional, each key too:
     #                                   what detection got wrong (default: separator from the header,
@@ -83,6 +84,7 @@ from benchmark.data.image_index import ImageIndex, image_roots, read_images
 from benchmark.data.register_table import Register, check_classes, parse_labels, read_register
 from benchmark.data.subgroups import subgroup_levels
 from benchmark.data.tables import columns_text, id_text, read_table
+from benchmark.data.truth import read_truth
 from benchmark.errors import UserError, where
 from benchmark.paths import cache_dir as default_cache_dir
 from benchmark.protocol import ORACLE_COLUMNS
@@ -260,6 +262,9 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
         return Inspection(spec, None, probs.items, probs.warnings)
     kept_ids = [ids[i] for i in kept]
     oracle = _read_oracle(spec, kept_ids, probs) if spec.oracle is not None else None
+    truth = regions = None
+    if spec.truth is not None:
+        truth, regions = read_truth(spec.truth, img_rel, probs.add)
     if probs.items:
         return Inspection(spec, None, probs.items, probs.warnings)
 
@@ -274,12 +279,14 @@ def _assemble(spec: DatasetSpec, reg: Register | None, imgs: ImageIndex | None, 
     images = None
     if img_patient is not None:
         images = pd.DataFrame({"patient": img_patient.astype(np.int64), "path": img_paths})
+        if regions is not None:
+            images["regions"] = regions
     n = len(kept)
     width = max(5, len(str(n)))
     keys = np.array([f"P{i + 1:0{width}d}" for i in range(n)])
     cohort = Cohort(
         name=spec.name, y=y.astype(np.int8), register=register, images=images, keys=keys,
-        categorical=categorical, oracle=oracle,
+        categorical=categorical, oracle=oracle, truth=truth,
         fingerprint=_fingerprint(spec, img_rel, img_paths, [c for c in categorical if c not in spec.categorical]),
         source=spec.path, cache_dir=spec.cache_dir or default_cache_dir(), labelled=spec.label is not None,
         image_roots=tuple(image_roots(spec)) if spec.images is not None else (), groups=groups,

@@ -27,7 +27,7 @@ from benchmark.data.subgroups import SubgroupSpec, parse_subgroups
 from benchmark.errors import yaml_problem
 
 TOP_KEYS = {"name", "register", "id_column", "label", "images", "drop_columns", "categorical",
-            "missing_images", "orphan_images", "oracle", "cache_dir", "description", "synthetic",
+            "missing_images", "orphan_images", "oracle", "truth", "cache_dir", "description", "synthetic",
             "register_format", "manifest_format", "subgroups"}
 LABEL_KEYS = {"column", "positive", "negative"}
 FORMAT_KEYS = {"separator", "decimal", "encoding"}
@@ -80,6 +80,7 @@ class DatasetSpec:
     missing_images: str = "drop"
     orphan_images: str = "drop"
     oracle: Path | None = None
+    truth: Path | None = None             # synthetic cohorts: truth.json (benchmark.data.truth)
     cache_dir: Path | None = None
     description: str = ""
     synthetic: bool = False
@@ -256,6 +257,7 @@ def parse_spec(path: Path, probs: Problems, *, labels: str = "required") -> Data
         probs.add(f"{path}: needs 'register' (a CSV/Parquet file), 'images', or both")
 
     oracle = existing("oracle", doc.get("oracle"))
+    truth = existing("truth", doc.get("truth"))
     cache_raw = text("cache_dir", doc.get("cache_dir"))
     cache_dir = (base / Path(cache_raw).expanduser()).resolve() if cache_raw else None
     synthetic = doc.get("synthetic", False)
@@ -266,7 +268,7 @@ def parse_spec(path: Path, probs: Problems, *, labels: str = "required") -> Data
         path=path.resolve(), name=name, label=label, register=register, id_column=id_column, images=images,
         drop_columns=str_list("drop_columns"), categorical=str_list("categorical"),
         missing_images=choice("missing_images"), orphan_images=choice("orphan_images"),
-        oracle=oracle, cache_dir=cache_dir, description=text("description", doc.get("description"), default="") or "",
+        oracle=oracle, truth=truth, cache_dir=cache_dir, description=text("description", doc.get("description"), default="") or "",
         synthetic=synthetic,
         register_format=_table_format(path, "register_format", doc.get("register_format"), probs),
         manifest_format=_table_format(path, "manifest_format", doc.get("manifest_format"), probs),

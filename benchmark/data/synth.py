@@ -7,6 +7,7 @@ Writes, in the on-disk format users give for real data (the dataset file, see RE
     OUT/images/         uncompressed DICOM, one to several views per patient
     OUT/images.csv      path (relative to images/), patient_id
     OUT/oracle.csv      patient_id, oracle_register, oracle_image, oracle_both
+    OUT/truth.json      the risk columns (signal, weak, proxies, noise) and each image's sign regions
     OUT/preview.png     a labelled grid of AFF and NFF images
     OUT/synth.json      the settings and the list of files written (marks OUT as ours)
 
@@ -59,7 +60,7 @@ from benchmark.data.synth_model import simulate
 from benchmark.errors import UserError
 
 MARKER = "synth.json"
-VERSION = 2   # bump when the generated cohort changes: the cached default is regenerated
+VERSION = 3   # bump when the generated cohort changes: the cached default is regenerated (3: truth.json)
 GENERATOR = f"benchmark.synth/{VERSION}"
 CATEGORICAL = ["sex", "site", "smoking", "living"]
 
@@ -80,6 +81,7 @@ class SynthConfig:
     relation: str = "complementary"
     label_noise: float = 0.0
     sparse_columns: int = 270
+    risk_seed: int | None = None     # None: the default risk; a number draws other risk columns (synth_risk)
     workers: int | None = field(default=None, compare=False)
     # a second site (synth_site): shifted register recording, image exposure, a name
     shifts: tuple[str, ...] = ()
@@ -102,6 +104,7 @@ class SynthConfig:
             (self.relation in ("complementary", "redundant"), "--relation must be complementary or redundant"),
             (0 <= self.label_noise < 0.5, "--label-noise must be in [0, 0.5)"),
             (self.sparse_columns >= 0, "--sparse-columns must be 0 or more"),
+            (self.risk_seed is None or self.risk_seed >= 0, "--risk-seed must be 0 or more"),
             (self.workers is None or self.workers >= 1, "--workers must be at least 1"),
         ] + synth_site.check(tuple(self.shifts), self.exposure, self.site_name)
         for ok, message in checks:
@@ -154,16 +157,21 @@ def _remove_previous(out: Path, previous: dict) -> None:
             img_root.rmdir()
 
 
-def _render_chunk(task: tuple) -> None:
+def _render_chunk(task: tuple) -> list[tuple[str, list[int], dict]]:
+    """Render and write a chunk's images; (path, [rows, cols], sign regions) of each."""
     rows, root, size, seed = task
+    out = []
     for row in rows:
         for k, rel in enumerate(row["_paths"]):
             view = synth_images.render(row, view=k, size=size, seed=seed)
             synth_images.write_dicom(Path(root) / rel, view, row["patient_id"], row["side"],
                                      seed, row["_index"], k)
+            out.append((rel, list(view.display.shape), view.regions))
+    return out
 
 
-def _render_all(latents: pd.DataFrame, paths: list[list[str]], root: Path, config: SynthConfig) -> None:
+def _render_all(latents: pd.DataFrame, paths: list[list[str]], root: Path,
+                config: SynthConfig) -> list[tuple[str, list[int], dict]]:
     rows = latents.to_dict("records")
     for i, (row, p) in enumerate(zip(rows, paths)):
         row["_paths"], row["_index"] = p, i
@@ -171,13 +179,10 @@ def _render_all(latents: pd.DataFrame, paths: list[list[str]], root: Path, confi
     n_chunks = max(1, min(len(rows), workers * 8))
     tasks = [(rows[i::n_chunks], str(root), config.image_size, config.seed) for i in range(n_chunks)]
     if workers == 1 or len(rows) < 50:
-        for t in tasks:
-            _render_chunk(t)
-        return
+        return [v for t in tasks for v in _render_chunk(t)]
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with mp.get_context(method).Pool(workers) as pool:
-        for _ in pool.imap_unordered(_render_chunk, tasks):
-            pass
+        return [v for chunk in pool.imap_unordered(_render_chunk, tasks) for v in chunk]
 
 
 def _preview(latents: pd.DataFrame, config: SynthConfig, path: Path, tile: int = 192) -> None:
@@ -197,6 +202,19 @@ def _preview(latents: pd.DataFrame, config: SynthConfig, path: Path, tile: int =
             draw.rectangle([x0, y0, x0 + tile // 3, y0 + tile // 7], fill=0)
             draw.text((x0 + 3, y0), label, fill=255, font=font)
     grid.save(path, optimize=False)
+
+
+def _write_truth(path: Path, config: SynthConfig, register: pd.DataFrame, oracle: pd.DataFrame,
+                 views: list) -> None:
+    """truth.json: the risk columns (``synth_truth.register_truth``) and each image's sign regions."""
+    from benchmark.data import synth_register, synth_risk, synth_truth
+
+    pool_columns = list(synth_register.draw_pool(np.random.default_rng(0), 2).columns)
+    truth = {"format": synth_truth.FORMAT,
+             "register": synth_truth.register_truth(synth_risk.risk_model(config.risk_seed), register,
+                                                    oracle["oracle_register"].to_numpy(), pool_columns, config.seed),
+             "images": synth_truth.image_truth(views)}
+    path.write_text(json.dumps(truth, separators=(",", ":")))
 
 
 def write_cohort(out_dir: str | Path, config: SynthConfig, *, reuse: bool = True) -> Path:
@@ -221,7 +239,7 @@ def write_cohort(out_dir: str | Path, config: SynthConfig, *, reuse: bool = True
         latents = latents.assign(exposure=float(config.exposure))
     ids = latents["patient_id"].tolist()
     paths = [[f"{pid}/{pid}_{k + 1}.dcm" for k in range(int(n))] for pid, n in zip(ids, latents["n_images"])]
-    files = ["dataset.yaml", "register.csv", "images.csv", "oracle.csv", "preview.png"]
+    files = ["dataset.yaml", "register.csv", "images.csv", "oracle.csv", "truth.json", "preview.png"]
     files += [f"images/{p}" for ps in paths for p in ps]
 
     if previous:
@@ -243,12 +261,14 @@ def write_cohort(out_dir: str | Path, config: SynthConfig, *, reuse: bool = True
         "categorical": [c for c in CATEGORICAL if c in register.columns],
         "drop_columns": [],
         "oracle": "oracle.csv",
+        "truth": "truth.json",
     }
     site = synth_site.description(tuple(config.shifts), config.exposure, config.site_name)
     if site:
         dataset["description"] = site
     yaml_path.write_text(yaml.safe_dump(dataset, sort_keys=False))
-    _render_all(latents, paths, out / "images", config)
+    views = _render_all(latents, paths, out / "images", config)
+    _write_truth(out / "truth.json", config, register, oracle, views)
     _preview(latents, config, out / "preview.png")
     marker["complete"] = True
     (out / MARKER).write_text(json.dumps(marker, indent=1))
@@ -277,6 +297,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of sparse indicator columns without signal (%(default)s)")
     parser.add_argument("--workers", type=int, default=None, help="processes for rendering (all cores)")
     synth_site.add_arguments(parser)
+    # explanations: which columns carry the risk (truth.json says which, whatever the seed)
+    parser.add_argument("--risk-seed", type=int, default=None, metavar="N",
+                        help="draw another set of risk columns with this seed (default: the default risk)")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -285,6 +308,7 @@ def command(args: argparse.Namespace) -> int:
                          image_strength=args.image_strength, relation=args.relation, label_noise=args.label_noise,
                          sparse_columns=args.sparse_columns, workers=args.workers,
                          shifts=tuple(args.shift), exposure=args.exposure, site_name=args.site_name)
+    config.risk_seed = args.risk_seed
     start = time.time()
     path = write_cohort(args.out, config)
     oracle = pd.read_csv(path.parent / "oracle.csv")

@@ -27,7 +27,7 @@ on its own, whatever the number of worker processes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,6 +42,7 @@ class View:
     display: np.ndarray        # (S, S) float32 in [0, 1], bone bright (what a reader shows)
     stored: np.ndarray         # (S, S) uint16 or int16, the DICOM pixel data
     tags: dict                 # per-image DICOM attributes (photometric, bits, rescale, window)
+    regions: dict = field(default_factory=dict)   # sign region -> box [x0, y0, x1, y1] (``sign_regions``)
 
 
 @lru_cache(maxsize=8)
@@ -136,6 +137,26 @@ def _to_distal(x, y, p, y_f):
     return cx + ca * xs + sa * ys, y_f - sa * xs + ca * ys
 
 
+def _fragments(p, y_f: float, angle: float) -> list[tuple[float, ...]]:
+    """Comminution fragments: (hole centre x, y, size, hole rotation, fragment centre x, y, rotation)
+    each, from the patient's own stream (so ``sign_regions`` finds the same ones)."""
+    frng = np.random.default_rng([int(p["seed"]), 7])
+    cx = _shaft_axis(y_f, p)
+    r0 = p["radius"]
+    tilt = float(np.tan(np.radians(angle)))
+    out = []
+    for _ in range(int(min(p["fragments"], 6))):
+        side = 1.0 if frng.random() < 0.5 else -1.0
+        d_i = side * frng.uniform(0.4, 0.9) * r0
+        size_i = frng.uniform(0.55, 0.85) * r0
+        rot = frng.uniform(0, np.pi)
+        hx, hy = cx + d_i, y_f + tilt * d_i
+        off_x = side * frng.uniform(0.9, 1.5) * r0
+        off_y = frng.uniform(-1.0, 1.0) * r0
+        out.append((hx, hy, size_i, rot, hx + off_x, hy + off_y, rot + frng.uniform(-0.5, 0.5)))
+    return out
+
+
 def _lowfreq(rng, size, cells):
     small = rng.standard_normal((cells, cells)).astype(np.float32)
     return np.asarray(Image.fromarray(small, mode="F").resize((size, size), Image.BILINEAR))
@@ -186,21 +207,10 @@ def _femur(x, y, p, rng, size):
     # taken out of the shaft where it came from
     holes = np.ones_like(x)
     frag_att = np.zeros_like(x)
-    frng = np.random.default_rng([int(p["seed"]), 7])
-    cx = _shaft_axis(y_f, p)
     r0 = p["radius"]
-    tilt = float(np.tan(np.radians(angle)))
-    for _ in range(int(min(p["fragments"], 6))):
-        side = 1.0 if frng.random() < 0.5 else -1.0
-        d_i = side * frng.uniform(0.4, 0.9) * r0
-        size_i = frng.uniform(0.55, 0.85) * r0
-        rot = frng.uniform(0, np.pi)
-        hx, hy = cx + d_i, y_f + tilt * d_i
+    for hx, hy, size_i, rot, fx, fy, frot in _fragments(p, y_f, angle):
         holes *= 1.0 - 0.7 * (_ellipsoid(x, y, hx, hy, size_i * 0.8, size_i * 0.5, 1.0, rot) > 0)
-        off_x = side * frng.uniform(0.9, 1.5) * r0
-        off_y = frng.uniform(-1.0, 1.0) * r0
-        frag_att += MU_CORTEX * _ellipsoid(x, y, hx + off_x, hy + off_y, size_i, size_i * 0.55,
-                                           0.55 * r0, rot + frng.uniform(-0.5, 0.5))
+        frag_att += MU_CORTEX * _ellipsoid(x, y, fx, fy, size_i, size_i * 0.55, 0.55 * r0, frot)
     shaft = (MU_CORTEX * cort_p + MU_MARROW * canal_p) * keep_p + (MU_CORTEX * cort_d + MU_MARROW * canal_d) * keep_d
     att += shaft * overlap * holes + frag_att
     # implants (label-independent): a lateral plate with screws, or a nail with a lag screw
@@ -215,6 +225,45 @@ def _femur(x, y, p, rng, size):
         lag = _capsule(x, y, (sx - 0.02, 0.33), head_c, 0.012) > 0
         att += MU_METAL * 0.02 * (nail | lag)
     return att
+
+
+REGIONS = ("line", "spike", "beak", "fragments")   # where the signs are drawn (``sign_regions``)
+
+
+def sign_regions(x: np.ndarray, y: np.ndarray, p: dict) -> dict[str, list[float]]:
+    """Boxes around the places the image signs are drawn, as fractions of the image's width and height.
+
+    ``x``, ``y``: each pixel's canonical coordinates (as ``render`` computes them). Regions, on
+    both fragments: ``line`` the fracture line across the shaft (lateral and central part),
+    ``spike`` its medial part (where the medial spike turns distal), ``beak`` the lateral
+    cortex at the fracture level (where beaking shows, whatever its size), ``fragments`` the
+    comminution fragments (when there are any). A region out of the frame is left out.
+    Pure: draws nothing from the view's random stream, so the image is unchanged.
+    """
+    size = x.shape[0]
+    y_f, r0 = p["level"], p["radius"]
+    angle = _drawn_angle(p["angle"])
+    band = 0.6 * r0 + 2.0 * p["gap"]
+    xd, yd = _to_distal(x, y, p, y_f)
+    masks = {name: np.zeros(x.shape, dtype=bool) for name in REGIONS}
+    beak = _beak_height(p["beaking"]) * r0
+    for u, v in ((x, y), (xd, yd)):          # the proximal fragment, then the distal one in its own frame
+        d = u - _shaft_axis(v, p)
+        d_f = u - _shaft_axis(y_f, p)
+        near = (np.abs(_fracture_s(u, v, p, y_f, angle)) < band) & (np.abs(d) < 1.3 * r0)
+        masks["line"] |= near & (d_f <= 0.15 * r0)
+        masks["spike"] |= near & (d_f > 0.15 * r0)
+        masks["beak"] |= (np.abs(v - y_f) < 0.15) & (d > -r0 - beak - 0.3 * r0) & (d < -r0 * (1.0 - p["cortex"]))
+    for *_, fx, fy, _rot in _fragments(p, y_f, angle):
+        masks["fragments"] |= np.hypot(x - fx, y - fy) < 1.1 * r0
+    gx, gy = _grid(size)
+    half = 0.5 / size
+    out = {}
+    for name, m in masks.items():
+        if m.any():
+            out[name] = [round(float(gx[m].min()) - half, 4), round(float(gy[m].min()) - half, 4),
+                         round(float(gx[m].max()) + half, 4), round(float(gy[m].max()) + half, 4)]
+    return out
 
 
 _FONTS: dict = {}
@@ -250,6 +299,7 @@ def render(p: dict, view: int, size: int, seed: int) -> View:
     x, y = ca * u + sa * v + 0.5, -sa * u + ca * v + float(p["level"]) - 0.03
     if p["side"] == "L":                     # left femur: mirror image of the canonical right
         x = 1.0 - x
+    regions = sign_regions(x, y, p)
     att = _femur(x, y, p, rng, size)
     k = rng.uniform(1.1, 1.5) * float(p.get("exposure", 1.0))   # exposure / detector response (synth --exposure)
     val = 1.0 - np.exp(-k * att)
@@ -287,7 +337,7 @@ def render(p: dict, view: int, size: int, seed: int) -> View:
     tags = {"bits": bits, "signed": signed, "photometric": "MONOCHROME1" if mono1 else "MONOCHROME2",
             "intercept": intercept, "center": round(center, 1), "width": round(width, 1),
             "modality": "DX" if rng.random() < 0.7 else "CR", "spacing": round(0.14 * 2048 / size / scale, 4)}
-    return View(display, stored.astype(np.int16 if signed else np.uint16), tags)
+    return View(display, stored.astype(np.int16 if signed else np.uint16), tags, regions)
 
 
 def write_dicom(path: Path, view: View, patient_id: str, side: str, seed: int, patient: int, index: int) -> None:

@@ -3,7 +3,8 @@
 ``simulate(config)`` does everything but rendering images (fast). Order of draws:
 
 1. A pool of fracture patients with register variables x (``synth_register.draw_pool``).
-2. True label y ~ Bernoulli(sigmoid(f(x) + b)), f = register_strength * g(x), b set so
+2. True label y ~ Bernoulli(sigmoid(f(x) + b)), f = register_strength * g(x) (g: the default
+   risk, or the one ``risk_seed`` draws, ``synth_risk``), b set so
    the pool prevalence equals the requested one; observed label = y flipped with
    probability ``label_noise``.
 3. Case-control sampling: exactly ``n_aff`` observed positives and ``n_patients - n_aff``
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from benchmark.data import synth_latents, synth_register
+from benchmark.data import synth_latents, synth_register, synth_risk
 from benchmark.data.synth_site import apply_shifts
 
 MAX_IMAGES = 8
@@ -65,11 +66,12 @@ def simulate(config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     eps = float(config.label_noise)
     rng = np.random.default_rng([config.seed, 1])
     chunk = max(4 * n, 2000)
+    risk = synth_risk.risk_model(getattr(config, "risk_seed", None))
     pools, ys, yobs, fs = [], [], [], []
     b = None
     while True:
         pool = synth_register.draw_pool(rng, chunk)
-        f = config.register_strength * synth_register.risk(pool)
+        f = config.register_strength * risk(pool)
         if b is None:
             b = _intercept(f, n1 / n)
         y = (rng.random(chunk) < _sig(f + b)).astype(np.int64)

@@ -33,6 +33,19 @@ FLAGS = {
     "anticoagulants": 0.18, "thiazides": 0.15, "loop_diuretics": 0.20, "statins": 0.30,
     "levothyroxine": 0.09, "aromatase_inhibitors": 0.01, "calcium_vitd": 0.25,
 }
+# flags commoner in the old (their prevalence rises with age)
+AGE_RELATED = ("cardiovascular", "dementia", "stroke", "renal_failure", "falls_history")
+# the flags counted in the Charlson-like comorbidity index (``charlson_index``)
+CHRONIC = ("cardiovascular", "diabetes", "malignancy", "dementia", "stroke", "renal_failure", "copd",
+           "parkinson", "liver_disease")
+# columns derived from the same latent quantity (a use flag, its years and its dispensations; the
+# comorbidity index and the flags it counts): a model may read one in place of another
+PROXIES = {
+    "bisfo": ("bisfo_d", "bisfo_n"), "bisfo_d": ("bisfo", "bisfo_n"), "bisfo_n": ("bisfo", "bisfo_d"),
+    "kort": ("kort_d", "kort_n"), "kort_d": ("kort", "kort_n"), "kort_n": ("kort", "kort_d"),
+    "proton": ("proton_d",), "proton_d": ("proton",),
+    "charlson_index": CHRONIC, **{flag: ("charlson_index",) for flag in CHRONIC},
+}
 
 
 def _sig(a: np.ndarray) -> np.ndarray:
@@ -49,7 +62,7 @@ def draw_pool(rng: np.random.Generator, n: int) -> pd.DataFrame:
     flags = {}
     for name, prev in FLAGS.items():
         # age-related conditions are commoner in the old
-        slope = 0.5 if name in ("cardiovascular", "dementia", "stroke", "renal_failure", "falls_history") else 0.0
+        slope = 0.5 if name in AGE_RELATED else 0.0
         flags[name] = rng.random(n) < _sig(np.log(prev / (1 - prev)) + slope * a)
     bisfo = rng.random(n) < _sig(-2.4 + 2.2 * osteoporosis + 0.5 * female + 0.6 * ra)
     bisfo_d = np.where(bisfo, np.round(rng.gamma(1.6, 2.2, n), 1), 0.0)
@@ -62,9 +75,7 @@ def draw_pool(rng: np.random.Generator, n: int) -> pd.DataFrame:
     proton_d = np.where(proton, np.round(rng.gamma(1.5, 2.0, n), 1), 0.0)
     hrt = female & (rng.random(n) < 0.06)
     serm = female & (rng.random(n) < 0.015)
-    chronic = sum(flags[k].astype(np.int64) for k in (
-        "cardiovascular", "diabetes", "malignancy", "dementia", "stroke", "renal_failure", "copd",
-        "parkinson", "liver_disease"))
+    chronic = sum(flags[k].astype(np.int64) for k in CHRONIC)
     charlson = chronic + rng.poisson(np.clip(0.6 + 0.4 * a, 0.1, None))
     df = pd.DataFrame({
         "age": age,
@@ -112,6 +123,13 @@ def risk(x: pd.DataFrame) -> np.ndarray:
         - 0.15 * x["charlson_index"].to_numpy(float)
         - 0.5 * x["dementia"].to_numpy(float)
     )
+
+
+# what ``risk`` reads and which way each column moves it: (sign, the level a categorical's sign is for)
+RISK_SIGNS = {
+    "age": (-1, None), "sex": (1, "F"), "bisfo": (1, None), "bisfo_d": (1, None), "kort": (1, None),
+    "kort_d": (1, None), "proton": (1, None), "ra": (1, None), "charlson_index": (-1, None), "dementia": (-1, None),
+}
 
 
 def add_noise_columns(rng: np.random.Generator, reg: pd.DataFrame, n_sparse: int) -> pd.DataFrame:

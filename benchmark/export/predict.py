@@ -1,4 +1,4 @@
-"""``python -m benchmark predict BUNDLE --data NEW.yaml [--out DIR] [--keep-ids]``.
+"""``python -m benchmark predict BUNDLE --data NEW.yaml [--out DIR] [--keep-ids] [--explain]``.
 
 Loads the bundle (every file checked), checks the new dataset against its schema (one line
 per problem; ``benchmark.export.schema``), and writes to ``--out`` (default
@@ -6,7 +6,10 @@ per problem; ``benchmark.export.schema``), and writes to ``--out`` (default
 
     predictions.csv     patient (P00001... in the dataset's row order), prob (calibrated P(AFF)),
                         entropy, mutual_info, set_90, set_95 (conformal sets, e.g. {AFF}, {NFF, AFF}),
-                        above_threshold, missing (the modality the model reads but the patient lacks)
+                        above_threshold, missing (the modality the model reads but the patient lacks),
+                        top_register (--explain: the largest register contributions)
+    contributions.csv   --explain: patient, rank, column, contribution (log-odds), ten per patient
+    patient_data/       --explain: saliency maps of the image networks (patient data, README.txt)
     validation.csv      when the dataset has labels: external figures beside the nested-CV ones
     validation.html     the answers first (discrimination, calibration, threshold, conformal sets, shift,
                         subgroups), then the figures (reliability diagram, decision curve, coverage)
@@ -40,12 +43,14 @@ UPDATES = ("intercept", "logistic")
 
 def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, device: str = "cpu",
             accept_image_kind: bool = False, trust: list[str] | None = None, update: str | None = None,
-            update_out: Path | None = None, sign: Path | None = None) -> dict:
+            update_out: Path | None = None, sign: Path | None = None, explain: bool = False) -> dict:
     """Predict the patients of ``data`` with the bundle's model; returns what was written.
 
     ``trust``: public keys (files or folders); the bundle must be signed by one (``signing``).
     ``update`` (``intercept`` or ``logistic``, labelled data only): recalibrate the model for this site and
     write it as a new bundle (``update_out``, default ``<bundle>-<kind>`` beside it; signed with ``sign``).
+    ``explain``: per-patient register contributions (``top_register``, contributions.csv) and
+    saliency maps as patient data (``benchmark.explain.patient``).
     """
     from benchmark.export.bundle import load_model
     from benchmark.export.schema import load_for_prediction
@@ -65,6 +70,10 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
         load_private(Path(sign))   # a bad key fails before anything is written
     table = model.table(cohort, keep_ids=keep_ids)
     private_dir(out)   # predictions are patient data: owner-only (benchmark.outputs)
+    if explain:
+        from benchmark.explain.patient import explain_predictions
+
+        written_explain = explain_predictions(model, cohort, table, out, seed=int(model.meta.get("seed", 0)))
     written = {"predictions": out / "predictions.csv"}
     tmp = out / ".predictions.csv.tmp"
     table.to_csv(tmp, index=False)
@@ -79,6 +88,8 @@ def predict(bundle: Path, data: Path, out: Path, *, keep_ids: bool = False, devi
                                    update_out=update_out, sign=sign)
         written.update(done)
     written["signed_by"] = model.meta.get("signed_by")
+    if explain:
+        written.update(explained=written_explain)
     written["n"] = len(table)
     written["wall_s"] = round(time.monotonic() - t0, 1)
     return written
@@ -94,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-ids", action="store_true", help="write the dataset's id column instead of P-keys "
                                                            "(the output is then patient data)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--explain", action="store_true",
+                   help="per patient: the largest register contributions (top_register, contributions.csv) and "
+                        "saliency maps of the image networks (patient data, in OUT/patient_data/)")
     p.add_argument("--accept-image-kind", action="store_true",
                    help="predict even when the images are of another kind than in training (e.g. PNG vs DICOM)")
     p.add_argument("--update", default=None, choices=list(UPDATES),
@@ -119,7 +133,7 @@ def command(args: argparse.Namespace) -> int:
         res = predict(bundle, Path(args.data), out, keep_ids=args.keep_ids, device=args.device,
                       accept_image_kind=args.accept_image_kind, trust=args.trust, update=args.update,
                       update_out=Path(args.update_out) if args.update_out else None,
-                      sign=Path(args.sign) if args.sign else None)
+                      sign=Path(args.sign) if args.sign else None, explain=args.explain)
     for w in caught:
         if issubclass(w.category, (SchemaWarning, DatasetWarning)):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -130,6 +144,12 @@ def command(args: argparse.Namespace) -> int:
               "manifest was written, not who wrote it; pass --trust KEYS to require the exporting site's signature",
               file=sys.stderr)
     print(f"{res['n']} patients predicted in {res['wall_s']} s: {res['predictions']}")
+    if "explained" in res:
+        ex = res["explained"]
+        if "contributions" in ex:
+            print(f"register contributions ({ex['method']}): {ex['contributions']}")
+        if ex.get("saliency"):
+            print(f"saliency maps of {', '.join(ex['saliency'])} (patient data): {out / 'patient_data'}")
     if "validation_html" in res:
         auc, oe = res.get("auc"), res.get("oe_ratio")
         shown = f"{auc:.3f}" if isinstance(auc, float) and auc == auc else "n/a"

@@ -21,7 +21,9 @@ New data are conformed, one line per problem:
 - columns the model does not read: a warning with their count; they are ignored;
 - images of another kind than in training (e.g. PNG for a model trained on DICOM): an
   error, unless ``accept_image_kind`` (pixel statistics may differ; say so to the user);
-- a model that reads images and a dataset without images: an error.
+- a model that reads images only and a dataset without images: an error; a model that reads
+  images and register data (fusion): a warning, and every patient is predicted without images
+  (``missing`` says so).
 """
 
 from __future__ import annotations
@@ -127,9 +129,13 @@ def conform(cohort: Cohort, schema: dict, *, accept_image_kind: bool = False, wh
                             "no register; add a 'register' table with the training columns")
         register, categorical = _conform_register(cohort.register, reg_schema, where)
     img = schema.get("images")
-    if img is not None:
-        if not cohort.has_images:
-            raise UserError(f"{where}: the model reads images but the dataset has none; add an 'images' section")
+    if img is not None and not cohort.has_images:
+        if not reg_schema:
+            raise UserError(f"{where}: the model reads images only and the dataset has none; add an 'images' section")
+        warnings.warn(f"{where}: the dataset has no images; the model reads images and register data, so every "
+                      "patient is predicted without images (the model's missing-image fallback; missing: image)",
+                      SchemaWarning, stacklevel=2)
+    elif img is not None:
         new, old = image_kinds(cohort), img.get("kinds") or []
         other = [k for k in new if k not in old]
         if other and old and not accept_image_kind:

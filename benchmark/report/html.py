@@ -34,7 +34,10 @@ from plotly.offline import get_plotlyjs
 
 from benchmark.errors import UserError
 from benchmark.paths import results_dir
+from benchmark.report.explain_files import read_explain
+from benchmark.report.explain_plots import explain_figures, findings_run
 from benchmark.report.findings import Findings, build_findings, key_comparisons
+from benchmark.report.findings.assemble import explained
 from benchmark.report.html_table import SORT_JS, _duration, _e, leaderboard_table
 from benchmark.report.plots import answers_figure, build_figures
 from benchmark.report.run_files import budget_text, profile_of, read_manifest, read_run, safe_text
@@ -216,11 +219,12 @@ def partial_markdown(markdown: str, note: str) -> str:
     return f"{title} (PARTIAL)\n\n**PARTIAL: {note}.**\n{rest}"
 
 
-def build_report(run_dir: Path, partial: bool = False) -> Path:
+def build_report(run_dir: Path, partial: bool = False, risk_factors: list[str] | None = None) -> Path:
     """Write ``run_dir/leaderboard.html`` and ``run_dir/findings.md``; return the HTML path.
 
     A run that is not complete is a UserError, unless ``partial``: then the stored tables are
-    drawn and both files are marked PARTIAL at the top.
+    drawn and both files are marked PARTIAL at the top. ``risk_factors``: candidates whose risk
+    factors are shown besides the best register and fusion models'.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -238,12 +242,13 @@ def build_report(run_dir: Path, partial: bool = False) -> Path:
     run = read_run(run_dir)
     lb, manifest = run.leaderboard, run.manifest
     subgroups = read_subgroups(run_dir)
-    findings = build_findings(lb, run.comparisons, manifest, run.studies, subgroups)
+    explain = read_explain(run_dir, extra=risk_factors)
+    findings = build_findings(lb, run.comparisons, manifest, run.studies, subgroups, explain)
     note = (f"{state}; this page shows only the tables it stored before that, not a finished benchmark; {resume}"
             if state else "")
     markdown = findings.markdown()
     (run_dir / "findings.md").write_text(partial_markdown(markdown, note) if note else markdown, encoding="utf-8")
-    specs = build_figures(run)
+    specs = build_figures(run) + (explain_figures(findings_run(run), explain) if explained(manifest, explain) else [])
     banner = f'<p class="partial" id="partial">PARTIAL: {_e(note)}.</p>' if note else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{'PARTIAL ' if note else ''}{_e(manifest.get('run', run_dir.name))}: AFF/NFF leaderboard</title>
@@ -291,11 +296,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partial", action="store_true",
                         help="draw a run that is not complete (failed or still running) from what it stored; "
                              "the page and findings.md are marked PARTIAL")
+    parser.add_argument("--risk-factors", default=None, metavar="NAMES",
+                        help="also show the register risk factors of these candidates (comma-separated), besides the "
+                             "best register and fusion models'")
 
 
 def command(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run, args.results_dir)
-    out = build_report(run_dir, partial=args.partial)
+    extra = [n for n in (args.risk_factors or "").split(",") if n]
+    out = build_report(run_dir, partial=args.partial, risk_factors=extra)
     state = incomplete_text(run_dir, read_manifest(run_dir))
     print(f"wrote {out} and {out.with_name('findings.md')}" + (f" (PARTIAL: {state})" if state else ""))
     return 0

@@ -29,7 +29,7 @@ class BagPredictions:
     """The bag's outer-test and out-of-fold predictions, its part file and its learning curve."""
 
     def _predict_bag(self, cand: Candidate, fold: Fold, inner: list[Fold], models: list, make_view,
-                     oof_preds: list | None = None, inputs: list | None = None, full=None) -> None:
+                     oof_preds: list | None = None, inputs: list | None = None, full=None) -> Calibrator:
         """OOF + outer-test predictions of the bag, calibrated on the OOF part; written as a part.
 
         Every candidate's members are its K inner-fold models (one deterministic prediction
@@ -92,6 +92,7 @@ class BagPredictions:
             passes = cal.transform(np.concatenate(mc, axis=0))
             rows["mc_members"] = [[] for _ in tr] + [list(map(float, col)) for col in passes.T]
         self.rd.write_atomic(self.rd.part(cand.name, fold.repeat, fold.index), lambda q: rows.to_parquet(q, index=False))
+        return cal
 
     def oof_predictions(self, inner: list[Fold], models: list, make_view,
                         oof_preds: list | None = None) -> tuple[np.ndarray, np.ndarray]:

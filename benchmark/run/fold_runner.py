@@ -26,6 +26,7 @@ from benchmark.data.splits import Fold
 from benchmark.errors import UserError
 from benchmark.protocol import ROLES
 from benchmark.run.bag import BagPredictions
+from benchmark.run.explain_unit import ExplainUnit
 from benchmark.run.folder import RunDir
 from benchmark.run.progress import Progress
 from benchmark.run.units import WorkUnit, inner_fold_list, named_warm_source, warm_start_role
@@ -40,10 +41,11 @@ REUSED = "reused from an earlier run"   # the progress line of a unit --resume d
 
 # ---- one candidate x outer fold -------------------------------------------------------------
 
-class FoldRunner(BagPredictions):
+class FoldRunner(BagPredictions, ExplainUnit):
     """Runs work units in plan order, remembering each fold's best image / register candidate.
 
-    Its bag's predictions, part file and learning curve come from ``bag.BagPredictions``."""
+    Its bag's predictions, part file and learning curve come from ``bag.BagPredictions``; the
+    explanations made while a unit's models exist from ``explain_unit.ExplainUnit``."""
 
     def __init__(self, cohort: Cohort, profile: Profile, rd: RunDir, storage: str, progress: Progress, *,
                  seed: int, metric: str, calibration: str, ctx_base: TrialContext,
@@ -287,7 +289,8 @@ class FoldRunner(BagPredictions):
                 models = self._bag(cand, fold, inner, res.best_params, make_view, seed, res.best_models, ctx_base)
                 full = (self._refit_full(cand, fold, inner, res.best_params, make_view, seed, ctx_base)
                         if profile.refits(cand.modality) else None)
-                self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs, full=full)
+                cal = self._predict_bag(cand, fold, inner, models, make_view, res.best_valid_preds, inputs, full=full)
+                self.explain_unit(cand, fold, models, full, make_view, inputs, cal)
                 self.save_warm_weights(cand, fold, models, full)
                 row.update(self._curve(inner, models, make_view, res.best_valid_preds))
                 row.update(self._half_budget(cand, fold, inner, res.best_params, make_view, seed, ctx_base, models,

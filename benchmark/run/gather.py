@@ -2,8 +2,8 @@
 
     finish_run(rd, cohort, folds, studies, cands, profile, storage, manifest, wall_s)
     # predictions.parquet, studies.csv, trials.csv, leaderboard.csv, fold_metrics.csv,
-    # comparisons.csv, subgroups.csv (when the dataset file names subgroups), then findings.md and
-    # leaderboard.html (report.html.build_report)
+    # comparisons.csv, subgroups.csv (when the dataset file names subgroups), the explanations
+    # (gather_explain), then findings.md and leaderboard.html (report.html.build_report)
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def finish_run(rd: RunDir, cohort: Cohort, folds: list[Fold], studies: list[dict
 
         subgroup_table(pred, cohort.groups.set_index(pd.Index(cohort.keys))).to_csv(rd.path / "subgroups.csv",
                                                                                    index=False)
+    from benchmark.run.gather_explain import gather_explanations
+
+    gather_explanations(rd, cohort, pred, board, cands, n_boot=profile.bootstrap, seed=manifest["seed"])
     manifest.update(finished=dt.datetime.now().isoformat(timespec="seconds"), wall_s=round(wall_s, 1),
                     status="complete")
     manifest.pop("reason", None)

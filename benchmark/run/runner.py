@@ -168,6 +168,7 @@ def run(cfg: RunConfig) -> Path:
         costs = None if priced is None else priced.progress_costs()
         t0 = time.monotonic()
         ctx = base_context(device, profile, cfg.seed, cfg.deterministic, threads=cfg.threads)
+        ctx.extra["explain"] = {"importance": cfg.importance, "saliency": cfg.explain}
         steps = sum(u.steps(profile) for u in plan)
         if cfg.workers is not None or cfg.cluster:
             studies = _run_parallel(cfg, plan, cohort, profile, rd, storage, ctx, cands, priced, steps, device)
@@ -307,7 +308,8 @@ def _cost_estimate(cands: list[Candidate], profile: Profile, cohort: Cohort, pla
 
             parallel = dict(workers=cfg.workers, gpus=local_gpus() if device == "cuda" else 0, gpu_share=cfg.gpu_share)
         with fit_threads(cfg.threads):   # the fits' own thread count (1 per unit on 2 workers of 2 cores)
-            priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True), **parallel)
+            priced = run_estimate(cands, profile, cohort, plan, device, log=lambda m: print(m, flush=True),
+                                  importance=cfg.importance, **parallel)
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as exc:   # the estimate is advice; the run goes on without it
@@ -335,6 +337,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default=None, metavar="DIR", help="where run folders go (default: results/)")
     p.add_argument("--deterministic", action="store_true",
                    help="identical reruns on a GPU too (deterministic cuDNN/cuBLAS algorithms; slower)")
+    p.add_argument("--importance", default="auto", choices=["auto", "all", "none"],
+                   help="register risk factors per unit (permutation importance, TreeSHAP): auto leaves out film on "
+                        "a CPU (a network pass per shuffled column), all includes it, none turns it off")
+    p.add_argument("--explain", action="store_true",
+                   help="also write Grad-CAM maps of the image candidates (patient data, in patient_data/) and "
+                        "score their localisation on a synthetic cohort")
     g = p.add_argument_group("parallel runs (Ray; pip install -e \".[cluster]\")")
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="run N work units at once on a local Ray instance (default: one at a time, in this process)")
@@ -353,6 +361,7 @@ def command(args: argparse.Namespace) -> int:
                     resume=args.resume, seed=args.seed, spaces=args.spaces, calibration=args.calibration,
                     metric=args.metric, results_dir=args.results, deterministic=args.deterministic,
                     workers=args.workers, cluster=args.cluster, gpu_share=args.gpu_share, threads=args.threads,
+                    importance=args.importance, explain=args.explain,
                     command="python -m benchmark " + " ".join(sys.argv[1:]))
     run(cfg)
     return 0

@@ -12,9 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.protocol import ROLES
+from benchmark.report.explain_files import ExplainFiles, read_explain
+from benchmark.report.findings.missing_images import missing_section
 from benchmark.report.findings.q1_images import _q1
 from benchmark.report.findings.q2_register import _q2
 from benchmark.report.findings.q3_fusion import _q3, combining_verdict
+from benchmark.report.findings.risk import risk_section
 from benchmark.report.findings.tables import Findings, _Run
 from benchmark.report.findings.weights import weights_section
 from benchmark.report.findings.wording import fmt, outcome
@@ -130,28 +133,43 @@ def key_comparisons(lb: pd.DataFrame, comp: pd.DataFrame | None) -> pd.DataFrame
     return rows.reset_index(drop=True)
 
 
+def explained(manifest: dict, ex: ExplainFiles | None) -> bool:
+    """Whether the findings speak of explanations: a run made by a harness that computes them
+    (its manifest records the ``importance`` setting), or one whose folder holds their tables."""
+    if ex is None:
+        return False
+    has_tables = any(t is not None for t in (ex.importance, ex.missing, ex.localisation)) or bool(ex.notes)
+    return has_tables or "importance" in (manifest.get("config") or {})
+
+
 def build_findings(lb: pd.DataFrame, comp: pd.DataFrame | None, manifest: dict,
-                   studies: pd.DataFrame | None = None, subgroups: pd.DataFrame | None = None) -> Findings:
-    """The findings (answers and detail) from the tables as ``run_files`` reads them (``subgroups``:
-    ``subgroups.csv``, when the dataset file names subgroups)."""
+                   studies: pd.DataFrame | None = None, subgroups: pd.DataFrame | None = None,
+                   explain: ExplainFiles | None = None) -> Findings:
+    """The findings (answers and detail) from the tables as ``run_files`` and ``explain_files`` read them
+    (``subgroups``: ``subgroups.csv``, when the dataset file names subgroups)."""
     run = _Run(lb, comp, manifest, studies)
     (a1, s1), (a2, s2), (a3, s3) = _q1(run), _q2(run), _q3(run)
-    sections = [s for s in (s1, s2, s3, subgroup_section(subgroups, run.best), weights_section(manifest),
-                            _caveats(run)) if s]
-    return Findings([a1, a2, a3], _profile(manifest), _intro(run), sections)
+    sections = [s1, s2, s3, subgroup_section(subgroups, run.best)]
+    if explained(manifest, explain):
+        from benchmark.report.findings.saliency import saliency_section
+
+        sections += [risk_section(run, explain), missing_section(explain), saliency_section(run, explain)]
+    sections += [weights_section(manifest), _caveats(run)]
+    return Findings([a1, a2, a3], _profile(manifest), _intro(run), [s for s in sections if s])
 
 
 def findings_text(lb: pd.DataFrame, comp: pd.DataFrame | None, manifest: dict,
-                  studies: pd.DataFrame | None = None, subgroups: pd.DataFrame | None = None) -> str:
+                  studies: pd.DataFrame | None = None, subgroups: pd.DataFrame | None = None,
+                  explain: ExplainFiles | None = None) -> str:
     """The findings as markdown from the tables as ``run_files`` reads them."""
-    return build_findings(lb, comp, manifest, studies, subgroups).markdown()
+    return build_findings(lb, comp, manifest, studies, subgroups, explain).markdown()
 
 
 def findings_markdown(run_dir: Path) -> str:
     """The findings of a run folder as markdown (nothing written)."""
     run_dir = Path(run_dir)
     return findings_text(read_leaderboard(run_dir), read_comparisons(run_dir), read_manifest(run_dir),
-                         read_studies(run_dir), read_subgroups(run_dir))
+                         read_studies(run_dir), read_subgroups(run_dir), read_explain(run_dir))
 
 
 def combining_answer(run_dir: Path) -> tuple[str, str | None]:
@@ -170,6 +188,7 @@ def write_findings(run_dir: Path, run: RunFiles | None = None) -> str:
     '# Findings'
     """
     text = (findings_markdown(run_dir) if run is None
-            else findings_text(run.leaderboard, run.comparisons, run.manifest, run.studies, read_subgroups(run_dir)))
+            else findings_text(run.leaderboard, run.comparisons, run.manifest, run.studies, read_subgroups(run_dir),
+                               read_explain(run_dir)))
     (Path(run_dir) / "findings.md").write_text(text, encoding="utf-8")
     return text

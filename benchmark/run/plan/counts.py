@@ -76,6 +76,12 @@ class CandidatePlan:
     # measured fit (the MLP); its prediction of one inner-validation fold is in ``bag_eval_images``
     half_images: int = 0
     half_fits: float = 0.0
+    # register importance of a unit (run --importance): "" none, "shuffle" (predictions of shuffled
+    # tables, image features kept), "full" (film: a network pass per shuffled column); the
+    # models it runs (1 with a refit, else the bag's K); missing: the fusion's missing-image passes
+    importance: str = ""
+    predictor_models: int = 1
+    missing_images: bool = False
 
 
 @dataclass
@@ -89,6 +95,7 @@ class CostPlan:
     image_size: int
     candidates: list[CandidatePlan]
     unit_keys: dict[str, list[tuple[str, int, int]]]   # candidate -> the plan's unit keys
+    n_columns: int = 0            # register columns (each shuffled by the importance)
 
 
 def _network_epochs(cand, fam_cls, trials: int, cap: int | None) -> list[int]:
@@ -154,11 +161,13 @@ def _trial_batches(cand, fam_cls, trials: int) -> list[tuple[int, ...]]:
 
 
 def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: float,
-                    units: list | None = None) -> CostPlan:
+                    units: list | None = None, *, n_columns: int = 0, importance: str = "auto",
+                    device: str = "cpu") -> CostPlan:
     """Count every candidate's units, trials, fits and images (no training, no timing).
 
     ``units``: the run plan (``units.build_plan``); when None the counts assume one unit per
-    candidate x outer fold x repeat, which is what ``build_plan`` makes.
+    candidate x outer fold x repeat, which is what ``build_plan`` makes. ``n_columns``,
+    ``importance`` and ``device``: what a unit's register importance runs (``explain_unit``).
     """
     from benchmark.candidates.base import get_family
     from benchmark.candidates.fusion_embed import _EmbedTrees
@@ -244,7 +253,10 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             trial_eval_images=trial_eval, bag_eval_images=int(round(eval_imgs)),
             fit_rows=int(round(n_fit)), epoch_cap=cap, epochs=epochs, inner=K, refit_images=refit_images,
             on_gpu=uses_gpu(fam), trial_shares=shares, half_images=half_images, half_fits=half_fits,
-            trial_batches=_trial_batches(searched, fam, trials) if kind in ("cnn", "fusion_net") else []))
+            trial_batches=_trial_batches(searched, fam, trials) if kind in ("cnn", "fusion_net") else [],
+            importance=_importance_kind(cand, fam, kind, importance, device) if n_columns else "",
+            predictor_models=1 if refit else K,
+            missing_images=cand.modality == "fusion" and (fam.uses_images or kind == "late")))
     image_archs = tuple(dict.fromkeys(c.arch for c in out if c.kind == "cnn" and c.arch))
     arch_of = {c.name: c.arch for c in out if c.kind == "cnn" and c.arch}
     for c, cand in zip(out, cands):
@@ -255,7 +267,19 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
         elif role in arch_of:   # a named source: its architecture in every fold
             c.warm_archs = (arch_of[role],)
     return CostPlan(profile=profile.name, n_patients=n_patients, images_per_patient=ipp, outer=outer, inner=K,
-                    repeats=profile.repeats, image_size=profile.image_size, candidates=out, unit_keys=keys)
+                    repeats=profile.repeats, image_size=profile.image_size, candidates=out, unit_keys=keys,
+                    n_columns=n_columns)
+
+
+def _importance_kind(cand, fam, kind: str, importance: str, device: str) -> str:
+    """How a unit's register importance runs (``CandidatePlan.importance``)."""
+    from benchmark.candidates.fusion_nets import FiLMFamily
+
+    if importance == "none" or cand.modality == "image" or (kind == "late" and not cand.consumes):
+        return ""
+    if issubclass(fam, FiLMFamily):
+        return "" if importance == "auto" and not str(device).startswith("cuda") else "full"
+    return "shuffle"
 
 
 def _image_archs(plan: CostPlan) -> dict[str, int]:

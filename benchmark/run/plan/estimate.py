@@ -22,8 +22,10 @@ def images_per_patient(cohort) -> float:
     return float(len(cohort.images)) / cohort.n_patients
 
 
-def plan_for_run(cands: list, profile, cohort, units: list) -> CostPlan:
-    """The cost plan of a run whose cohort is already subsampled (``max_patients``) and planned."""
+def plan_for_run(cands: list, profile, cohort, units: list, *, importance: str = "auto",
+                 device: str = "cpu") -> CostPlan:
+    """The cost plan of a run whose cohort is already subsampled (``max_patients``) and planned
+    (``importance``, ``device``: what its units' register importance runs)."""
     reg = cohort.register
     cols = 64 if reg is None else max(1, reg.shape[1])
     real = reg is not None and getattr(cohort, "labelled", True) and len(np.unique(cohort.y)) == 2
@@ -31,7 +33,8 @@ def plan_for_run(cands: list, profile, cohort, units: list) -> CostPlan:
                         cands={c.name: c for c in cands},
                         cohort=cohort if real else None,
                         tag=f"data:{_data_tag(cohort)}" if real else "synthetic")
-    return build_cost_plan(cands, profile, cohort.n_patients, images_per_patient(cohort), units)
+    return build_cost_plan(cands, profile, cohort.n_patients, images_per_patient(cohort), units,
+                           n_columns=0 if reg is None else reg.shape[1], importance=importance, device=device)
 
 
 def _data_tag(cohort) -> str:
@@ -47,7 +50,7 @@ def _data_tag(cohort) -> str:
 
 def run_estimate(cands: list, profile, cohort, units: list, device: str,
                  log: Callable[[str], None] = print, *, workers: int = 1, gpus: int = 0,
-                 gpu_share: float = 1.0) -> Priced | None:
+                 gpu_share: float = 1.0, importance: str = "auto") -> Priced | None:
     """The estimate ``run`` prints first (per modality and in all); None when it would cost too long to price.
 
     With ``workers`` > 1 it also prints the makespan on ``workers`` slots and ``gpus`` GPUs
@@ -58,7 +61,7 @@ def run_estimate(cands: list, profile, cohort, units: list, device: str,
     per architecture); at larger sizes on the CPU ``run`` does not spend minutes measuring
     and says to run ``plan`` first, and the progress line falls back to counting trials.
     """
-    plan = plan_for_run(cands, profile, cohort, units)
+    plan = plan_for_run(cands, profile, cohort, units, importance=importance, device=device)
     dp = "cpu"
     if device == "cuda":   # this GPU's own costs once `plan --device-profile gpu` has measured them
         dp = "gpu" if _image_archs(plan) and not missing_calibration(plan, "cuda") else "h200"

@@ -68,6 +68,14 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
                          f"{c.name} ({'/'.join(map(str, c.trial_batches[1]))} vs {c.trial_batches[0][0]}) "
                          f"{costs.train_at(c.arch, c.trial_batches[1]) / costs.train_at(c.arch, c.trial_batches[0]):.2f}x"
                          for c in drawn))
+    explained = [c for c in plan.candidates if c.importance]
+    if explained:
+        from benchmark.run.plan.pricing import explain_s
+
+        total = sum(explain_s(c, plan, costs) * c.units for c in plan.candidates)
+        lines.append(f"  register importance (run --importance): {fmt_s(total)} of it, for "
+                     f"{len(explained)} candidate(s) reading {plan.n_columns} register columns; "
+                     "--importance none leaves it out")
     for note in costs.notes:
         lines.append(f"  note: {note}")
     if costs.calibration_s:
