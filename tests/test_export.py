@@ -269,7 +269,7 @@ def test_another_image_kind_is_refused_unless_accepted(tiny_cohort):
     with pytest.raises(UserError, match="the images are png but the model was trained on dicom images"):
         conform(tiny_cohort, schema)
     assert conform(tiny_cohort, schema, accept_image_kind=True).n_patients == tiny_cohort.n_patients
-    with pytest.raises(UserError, match="the model reads images but the dataset has none"):
+    with pytest.raises(UserError, match="the model reads images only and the dataset has none"):
         conform(dataclasses.replace(tiny_cohort, images=None), schema)
 
 
