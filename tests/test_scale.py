@@ -200,7 +200,9 @@ def test_a_parallel_run_killed_and_resumed_gives_the_same_leaderboard(tmp_path):
     env, common = _slow_setup(tmp_path)
     out = tmp_path / "results" / "cut"
     proc = _cli(common + ["--run", "cut", "--workers", "2"], env)
-    _wait_for(lambda: len(list((out / "parts").glob("*.parquet"))) >= 2)
+    # a unit is finished once its studies row (the part's .json) is written, after its predictions
+    # (.parquet), explanations and learning curve: kill after two finished units
+    _wait_for(lambda: len(list((out / "parts").glob("*__r*_f*.json"))) >= 2)
     os.killpg(proc.pid, signal.SIGKILL)
     for pid in _unit_workers():   # Ray's workers outlive a killed driver only briefly; do not wait for them
         os.kill(pid, signal.SIGKILL)
