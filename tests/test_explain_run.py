@@ -105,3 +105,18 @@ def test_importance_none_writes_no_risk_factors_and_says_so(tmp_path):
                              spaces=[str(spaces)], results_dir=str(tmp_path / "results"), run="none")))
     assert not (out / "importance.csv").exists()
     assert "Not computed: the run has no importance.csv" in (out / "findings.md").read_text()
+
+
+def test_importance_tables_leaves_out_the_fusion_networks_and_says_why(synth, tmp_path):
+    joint = ("name: joint\nfamily: joint_concat\nmodality: fusion\n"
+             "fixed: {arch: test_resnet, epochs: 1, batch_size: 8, warm_start: false}\n"
+             "space:\n  lr: {type: float, low: 0.0005, high: 0.005, log: true}\n")
+    spaces = write_spaces(tmp_path / "spaces", n_trials=1, outer_folds=2, extra={"lr": LOGREG, "joint": joint})
+    out = Path(run(RunConfig(candidates=["lr", "joint"], data=str(synth), profile="tiny", device="cpu",
+                             importance="tables", spaces=[str(spaces)], results_dir=str(tmp_path / "results"),
+                             run="tables")))
+    assert set(pd.read_csv(out / "importance.csv")["candidate"]) == {"lr"}
+    notes = json.loads((out / "importance_notes.json").read_text())
+    assert "--importance tables" in notes["joint"] and "--importance auto" in notes["joint"]
+    assert json.loads((out / "manifest.json").read_text())["config"]["importance"] == "tables"
+    assert set(pd.read_csv(out / "missing_modality.csv")["candidate"]) == {"joint"}   # still made

@@ -27,6 +27,8 @@ def test_hour_keeps_standards_protocol_with_imagenet_weights_and_a_shorter_budge
     assert hour.epoch_cap("image", True) < standard.epoch_cap("image", True)
     assert all(hour.trials_for(m) < standard.trials_for(m) for m in ("register", "image", "fusion"))
     assert hour.budget()["pretrained"] == "imagenet"
+    # the fusion networks' register importance (a pass over the images per shuffled table) is left out
+    assert hour.importance == "tables" and standard.importance == "auto" and get_profile("quick").importance == "auto"
 
 
 def test_the_hour_profiles_networks_are_planned_at_under_45_minutes_on_one_h200():
@@ -50,3 +52,18 @@ def test_a_picked_run_over_eight_hours_names_the_shorter_profile_in_one_line():
     assert "22h18m" in note and "over 8 hours" in note and "`--profile hour`" in note
     assert "`--profile quick`" in long_run_note(9 * 3600, "hour")
     assert long_run_note(8 * 3600, "standard") is None and long_run_note(50 * 60, "hour") is None
+
+
+def test_a_profiles_importance_level_is_checked_and_a_run_without_the_option_takes_it(tmp_path):
+    import pytest
+    import yaml
+
+    from benchmark.errors import UserError
+
+    (tmp_path / "profiles.yaml").write_text(yaml.safe_dump({"smoke": {"importance": "some"}}))
+    with pytest.raises(UserError, match=r"profiles.yaml: profile 'smoke' key 'importance' must be one of auto, all, "
+                                        r"tables, none, got 'some'"):
+        get_profile("smoke", [tmp_path])
+    (tmp_path / "profiles.yaml").write_text(yaml.safe_dump({"smoke": {"importance": "tables"}}))
+    assert get_profile("smoke", [tmp_path]).importance == "tables"
+    assert RunConfig().importance is None   # run --importance unset: the profile's level (runner.run)

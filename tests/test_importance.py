@@ -163,13 +163,30 @@ def test_plan_prices_the_register_importance_and_importance_none_leaves_it_out()
     cands = [allc[n] for n in ("logreg", "resnet18", "late_average", "joint_concat", "film")]
     costs = SimpleNamespace(eval_s={"resnet18": 1e-3}, fusion_overhead=1.0)
     kinds = {}
-    for importance, device in (("auto", "cpu"), ("all", "cpu"), ("auto", "cuda"), ("none", "cpu")):
+    for importance, device in (("auto", "cpu"), ("all", "cpu"), ("auto", "cuda"), ("tables", "cuda"), ("none", "cpu")):
         plan = build_cost_plan(cands, get_profile("quick"), 900, 2.0, n_columns=50, importance=importance, device=device)
         kinds[importance, device] = {c.name: c.importance for c in plan.candidates}
         seconds = {c.name: explain_s(c, plan, costs) for c in plan.candidates}
         assert seconds["resnet18"] == 0                                   # reads no register
-        if importance != "none":
+        if importance not in ("none", "tables"):
             assert seconds["logreg"] > 0 and seconds["joint_concat"] > seconds["logreg"]
     assert kinds["auto", "cpu"]["film"] == "" and kinds["all", "cpu"]["film"] == "full"
     assert kinds["auto", "cuda"]["film"] == "full"
+    # tables: the register models and late fusions, never a fusion network (a pass over the images per table)
+    assert kinds["tables", "cuda"] == {"logreg": "shuffle", "resnet18": "", "late_average": "shuffle",
+                                       "joint_concat": "", "film": ""}
     assert set(kinds["none", "cpu"].values()) == {""}
+
+
+def test_the_reason_a_fusion_networks_importance_is_left_out_names_the_level_that_includes_it():
+    from benchmark.candidates.base import get_family
+    from benchmark.explain.scorers import costly_to_shuffle
+
+    joint, film, logreg = (get_family(n)() for n in ("joint_concat", "film", "logreg"))
+    assert costly_to_shuffle(joint, "cuda", "auto") is None and costly_to_shuffle(film, "cuda", "auto") is None
+    assert "--importance all" in costly_to_shuffle(film, "cpu", "auto")
+    assert costly_to_shuffle(film, "cpu", "all") is None and costly_to_shuffle(joint, "cpu", "all") is None
+    for model in (joint, film):
+        why = costly_to_shuffle(model, "cuda", "tables")
+        assert why.startswith(model.family_name) and "--importance auto" in why and "\n" not in why
+    assert costly_to_shuffle(logreg, "cuda", "tables") is None

@@ -73,16 +73,22 @@ def used_columns(model) -> set[str] | None:
     return {names.get(n, n) for n in used}
 
 
-def costly_to_shuffle(model, device: str) -> str | None:
-    """Why shuffling register columns costs a network pass per column for ``model`` on ``device``, or None.
+def costly_to_shuffle(model, device: str, level: str = "auto") -> str | None:
+    """Why ``model``'s register importance is left out at ``level`` (run --importance) on ``device``, or None.
 
     A FiLM network's register input scales the feature maps of a backbone stage, so every
     shuffled column runs the stages after it on every image again (``feature_cache`` keeps only
-    those before it): on a CPU, at 32 px, about half an hour per fold of the default cohort.
+    those before it): on a CPU, at 32 px, about half an hour per fold of the default cohort;
+    ``auto`` leaves it out on a CPU. Every fusion network reads each shuffled table with every
+    test image's features (about 0.06 s per table at 32 px on a CPU, 1,944 tables per unit of a
+    bag of 3); ``tables`` (the ``hour`` profile's level) leaves them all out.
     """
-    from benchmark.candidates.fusion_nets import FiLMFamily
+    from benchmark.candidates.fusion_nets import FiLMFamily, NeuralFusion
 
-    if isinstance(model, FiLMFamily) and not str(device).startswith("cuda"):
+    if level == "tables" and isinstance(model, NeuralFusion):
+        return (f"{model.family_name}: each shuffled register column is a pass over every test image's features, which "
+                "--importance tables (the hour profile's default) leaves out (run --importance auto to include it)")
+    if level in ("auto", "tables") and isinstance(model, FiLMFamily) and not str(device).startswith("cuda"):
         return ("film: a shuffled register column changes the image features after the modulated stage, so each "
                 "column costs a pass of the network over every test image; on a CPU that is left out under "
                 "--importance auto (run --importance all to include it)")

@@ -45,7 +45,7 @@ class ExplainUnit:
     """The explanations of a unit (module docstring); uses the fold runner's state and views."""
 
     def explain_settings(self) -> dict:
-        """``importance``: auto | all | none (True / False as all / none); ``saliency``: bool."""
+        """``importance``: auto | all | tables | none (True / False as all / none); ``saliency``: bool."""
         s = {"importance": "auto", "saliency": False, **(self.ctx_base.extra.get("explain") or {})}
         s["importance"] = {True: "all", False: "none"}.get(s["importance"], s["importance"])
         return s
@@ -106,8 +106,8 @@ class ExplainUnit:
         from benchmark.explain.shap import mean_summary, shap_summary, tree_contributions
 
         pairs = self.predictor(cand, fold, models, full, make_view, inputs)
-        why = costly_to_shuffle(pairs[0][0], self.ctx_base.device)
-        if why and self.explain_settings()["importance"] == "auto":
+        why = costly_to_shuffle(pairs[0][0], self.ctx_base.device, self.explain_settings()["importance"])
+        if why:
             path = self.rd.part(cand.name, fold.repeat, fold.index, "importance_skipped.txt")
             self.rd.write_atomic(path, lambda q: q.write_text(why, encoding="utf-8"))
             return

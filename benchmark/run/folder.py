@@ -48,7 +48,8 @@ class RunConfig:
     command: str = ""
     deterministic: bool = False     # bit-identical reruns on a GPU, at some cost in speed
     threads: int | None = None      # CPU threads per fit (None: the cores / workers); part of the answer
-    importance: str = "auto"        # register importance per unit: auto | all | none (benchmark.run.explain_unit)
+    # register importance per unit: auto | all | tables | none (benchmark.run.explain_unit); None: the profile's
+    importance: str | None = None
     explain: bool = False           # saliency maps of image candidates, patient data (run --explain)
     # How the run is executed (benchmark.run.scale), not what it computes: taken from the command line on --resume.
     workers: int | None = None      # units at once on a local Ray instance (None: this process, one at a time)

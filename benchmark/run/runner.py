@@ -36,7 +36,7 @@ from benchmark.run.pretrained import recorded_weights, start_weights
 from benchmark.run.progress import Progress
 from benchmark.run.units import (ROLE_SOURCE, build_plan, default_dataset, default_profile, inner_fold_list,
                                  load_run_cohort, pick_device, resolve_candidates, warm_start_role)
-from benchmark.search.profiles import Profile, get_profile
+from benchmark.search.profiles import IMPORTANCE_LEVELS, Profile, get_profile
 from benchmark.search.spaces import Candidate
 
 __all__ = ["RunConfig", "run", "default_dataset"]
@@ -128,6 +128,8 @@ def run(cfg: RunConfig) -> Path:
         print(f"profile: {cfg.profile} (picked for this machine: {'a CUDA GPU' if device == 'cuda' else 'no GPU'}; "
               f"pass --profile to choose)", flush=True)
     profile = get_profile(cfg.profile, cfg.spaces)
+    if cfg.importance is None:   # the profile's (recorded in the manifest's config, so --resume keeps it)
+        cfg.importance = profile.importance
     cands, _ = resolve_candidates(cfg, profile)
     cands, weights = start_weights(cands, profile, recorded_weights(run_path) if cfg.resume else None)
     cohort, n_in_file = load_run_cohort(cfg, profile)
@@ -337,9 +339,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default=None, metavar="DIR", help="where run folders go (default: results/)")
     p.add_argument("--deterministic", action="store_true",
                    help="identical reruns on a GPU too (deterministic cuDNN/cuBLAS algorithms; slower)")
-    p.add_argument("--importance", default="auto", choices=["auto", "all", "none"],
+    p.add_argument("--importance", default=None, choices=list(IMPORTANCE_LEVELS),
                    help="register risk factors per unit (permutation importance, TreeSHAP): auto leaves out film on "
-                        "a CPU (a network pass per shuffled column), all includes it, none turns it off")
+                        "a CPU (a network pass per shuffled column), all includes it, tables also leaves out the "
+                        "fusion networks (a pass over every test image's features per shuffled column), none turns "
+                        "it off (default: the profile's, auto except under hour, which uses tables)")
     p.add_argument("--explain", action="store_true",
                    help="also write Grad-CAM maps of the image candidates (patient data, in patient_data/) and "
                         "score their localisation on a synthetic cohort")

@@ -21,10 +21,14 @@ from benchmark.search.pruning import parse_pruner
 PROFILE_KEYS = {
     "description", "outer_folds", "inner_folds", "repeats", "n_trials", "study_timeout_s",
     "max_epochs", "image_size", "max_patients", "bootstrap", "mc_passes", "max_image_samples", "refit_full",
-    "pruner", "warm_start_source", "pretrained",
+    "pruner", "warm_start_source", "pretrained", "importance",
 }
 OPTIONAL_PROFILE_KEYS = {"description": "", "max_image_samples": None, "refit_full": False, "pruner": "median",
-                         "warm_start_source": "best_image", "pretrained": None}
+                         "warm_start_source": "best_image", "pretrained": None,
+                         "importance": "auto"}
+# a run's register importance (run --importance; benchmark.run.explain_unit): auto leaves out film on a CPU;
+# tables also the fusion networks (each shuffled table a pass over every test image's features)
+IMPORTANCE_LEVELS = ("auto", "all", "tables", "none")
 PROFILE_WEIGHTS = ("imagenet",)   # what a profile's ``pretrained`` may ask for (null: the candidates' own settings)
 
 
@@ -62,6 +66,8 @@ class Profile:
     # the starting weights of every network whose candidate file sets no ``pretrained`` (None: theirs);
     # where they cannot be had, those networks start from random init (``run.pretrained``)
     pretrained: str | None = None
+    # the register importance a run computes without --importance (IMPORTANCE_LEVELS)
+    importance: str = "auto"
 
     @property
     def n_trials(self) -> int:
@@ -209,6 +215,9 @@ def load_profiles(extra_dirs: list[str | Path] | None = None) -> dict[str, Profi
             if merged["pretrained"] is not None and merged["pretrained"] not in PROFILE_WEIGHTS:
                 raise UserError(f"{path}: profile {name!r} key 'pretrained' must be imagenet or null (each candidate's "
                                 f"own setting), got {merged['pretrained']!r}")
+            if merged["importance"] not in IMPORTANCE_LEVELS:
+                raise UserError(f"{path}: profile {name!r} key 'importance' must be one of {', '.join(IMPORTANCE_LEVELS)}, "
+                                f"got {merged['importance']!r}")
             merged["trials"] = _per_modality(path, name, "n_trials", merged["n_trials"], MODALITIES, False)
             merged["epochs"] = _per_modality(path, name, "max_epochs", merged["max_epochs"], ("image", "register"), True)
             profiles[str(name)] = Profile(**{k: merged[k] for k in Profile.__dataclass_fields__})

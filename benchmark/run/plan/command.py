@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also predict the makespan with N units at once (run --workers N); default 1")
     p.add_argument("--gpus", type=int, default=None, metavar="G",
                    help="GPUs for the makespan (default: 1 with --device-profile h200, 0 with cpu)")
-    p.add_argument("--importance", default="auto", choices=["auto", "all", "none"],
-                   help="price the register importance as run --importance would compute it (default auto)")
+    p.add_argument("--importance", default=None, choices=["auto", "all", "tables", "none"],
+                   help="price the register importance as run --importance would compute it (default: the profile's)")
     p.add_argument("--gpu-share", type=float, default=1.0, metavar="S",
                    help="share of a GPU one GPU unit (a network, an image encoder) takes: 1/S of them share a GPU; default 1.0")
 
@@ -58,7 +58,7 @@ def command(args: argparse.Namespace) -> int:
     cohort, _ = load_run_cohort(cfg, profile)
     folds = outer_folds(cohort.y, n_folds=profile.outer_folds, repeats=profile.repeats, seed=cfg.seed)
     units = build_plan(cands, folds)
-    plan = plan_for_run(cands, profile, cohort, units, importance=args.importance,
+    plan = plan_for_run(cands, profile, cohort, units, importance=args.importance or profile.importance,
                         device="cuda" if dp in ("gpu", "h200") else "cpu")
     with fit_threads(threads_per_fit(cfg)):   # as `run --workers N` runs its fits (1 thread each on 2 of 2 cores)
         costs = costs_for(plan, dp)

@@ -277,6 +277,8 @@ def _importance_kind(cand, fam, kind: str, importance: str, device: str) -> str:
 
     if importance == "none" or cand.modality == "image" or (kind == "late" and not cand.consumes):
         return ""
+    if importance == "tables" and kind == "fusion_net":
+        return ""
     if issubclass(fam, FiLMFamily):
         return "" if importance == "auto" and not str(device).startswith("cuda") else "full"
     return "shuffle"
