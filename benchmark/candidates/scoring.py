@@ -20,5 +20,7 @@ def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logits to probabilities (NaN stays NaN)."""
-    return 1.0 / (1.0 + np.exp(-x))
+    """Logits to probabilities (NaN stays NaN; a logit beyond float range gives 0 or 1 without a warning)."""
+    from scipy.special import expit
+
+    return expit(x)
