@@ -100,8 +100,11 @@ class RunDir:
 def versions() -> dict:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
-    for pkg in ("aff-benchmark", "numpy", "pandas", "scikit-learn", "optuna", "torch", "timm", "xgboost",
+    from benchmark import __version__
+
+    # the harness's own version from the code that runs (installed metadata can be stale in a checkout)
+    out = {"python": platform.python_version(), "aff-benchmark": __version__}
+    for pkg in ("numpy", "pandas", "scikit-learn", "optuna", "torch", "timm", "xgboost",
                 "lightgbm", "pydicom", "plotly"):
         try:
             out[pkg] = md.version(pkg)
