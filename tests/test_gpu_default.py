@@ -67,3 +67,24 @@ def test_a_profiles_importance_level_is_checked_and_a_run_without_the_option_tak
     (tmp_path / "profiles.yaml").write_text(yaml.safe_dump({"smoke": {"importance": "tables"}}))
     assert get_profile("smoke", [tmp_path]).importance == "tables"
     assert RunConfig().importance is None   # run --importance unset: the profile's level (runner.run)
+
+
+def test_the_plan_names_the_fusion_networks_whose_importance_the_tables_level_leaves_out():
+    from benchmark.run.plan import render
+    from benchmark.run.plan.calibrate import h200_costs
+
+    profile = get_profile("hour")
+    cands, _ = resolve_candidates(RunConfig(suite="all"), profile)
+    picked = [c for c in cands if c.name in ("logreg", "resnet18", "late_average", "joint_concat")]
+    y = np.zeros(600, dtype=int)
+    y[:60] = 1
+    units = build_plan(picked, outer_folds(y, n_folds=profile.outer_folds, repeats=1, seed=0))
+    lines = {}
+    for level in ("tables", "auto"):
+        plan = counts.build_cost_plan(picked, profile, n_patients=600, images_per_patient=2.0, units=units,
+                                      n_columns=20, importance=level, device="cuda")
+        costs = h200_costs(plan, measure_tables=False)
+        lines[level] = [ln for ln in render.render(pricing.price(plan, costs), "h200").splitlines()
+                        if "importance" in ln]
+    assert any("left out for joint_concat (--importance tables" in ln for ln in lines["tables"])
+    assert not any("left out" in ln for ln in lines["auto"])

@@ -96,6 +96,7 @@ class CostPlan:
     candidates: list[CandidatePlan]
     unit_keys: dict[str, list[tuple[str, int, int]]]   # candidate -> the plan's unit keys
     n_columns: int = 0            # register columns (each shuffled by the importance)
+    importance: str = "auto"      # the run's importance level (run --importance, or the profile's)
 
 
 def _network_epochs(cand, fam_cls, trials: int, cap: int | None) -> list[int]:
@@ -268,7 +269,7 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
             c.warm_archs = (arch_of[role],)
     return CostPlan(profile=profile.name, n_patients=n_patients, images_per_patient=ipp, outer=outer, inner=K,
                     repeats=profile.repeats, image_size=profile.image_size, candidates=out, unit_keys=keys,
-                    n_columns=n_columns)
+                    n_columns=n_columns, importance=importance)
 
 
 def _importance_kind(cand, fam, kind: str, importance: str, device: str) -> str:

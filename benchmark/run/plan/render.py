@@ -76,6 +76,10 @@ def render(priced: Priced, device_profile: str, *, per_candidate: bool = True) -
         lines.append(f"  register importance (run --importance): {fmt_s(total)} of it, for "
                      f"{len(explained)} candidate(s) reading {plan.n_columns} register columns; "
                      "--importance none leaves it out")
+    networks = [c.name for c in plan.candidates if c.kind == "fusion_net" and not c.importance]
+    if networks and plan.importance == "tables" and plan.n_columns:
+        lines.append(f"  register importance left out for {', '.join(networks)} (--importance tables: a pass over "
+                     "every test image's features per shuffled column); --importance auto includes them")
     for note in costs.notes:
         lines.append(f"  note: {note}")
     if costs.calibration_s:
