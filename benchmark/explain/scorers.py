@@ -74,7 +74,8 @@ def used_columns(model) -> set[str] | None:
 
 
 def costly_to_shuffle(model, device: str, level: str = "auto") -> str | None:
-    """Why ``model``'s register importance is left out at ``level`` (run --importance) on ``device``, or None.
+    """Why ``model``'s (a family instance or class) register importance is left out at ``level`` (run
+    --importance) on ``device``, or None; ``run.plan.counts`` prices the same rule.
 
     A FiLM network's register input scales the feature maps of a backbone stage, so every
     shuffled column runs the stages after it on every image again (``feature_cache`` keeps only
@@ -85,10 +86,11 @@ def costly_to_shuffle(model, device: str, level: str = "auto") -> str | None:
     """
     from benchmark.candidates.fusion_nets import FiLMFamily, NeuralFusion
 
-    if level == "tables" and isinstance(model, NeuralFusion):
-        return (f"{model.family_name}: each shuffled register column is a pass over every test image's features, which "
+    fam = model if isinstance(model, type) else type(model)   # a fitted family or its class (the plan's)
+    if level == "tables" and issubclass(fam, NeuralFusion):
+        return (f"{fam.family_name}: each shuffled register column is a pass over every test image's features, which "
                 "--importance tables (the hour profile's default) leaves out (run --importance auto to include it)")
-    if level in ("auto", "tables") and isinstance(model, FiLMFamily) and not str(device).startswith("cuda"):
+    if level in ("auto", "tables") and issubclass(fam, FiLMFamily) and not str(device).startswith("cuda"):
         return ("film: a shuffled register column changes the image features after the modulated stage, so each "
                 "column costs a pass of the network over every test image; on a CPU that is left out under "
                 "--importance auto (run --importance all to include it)")

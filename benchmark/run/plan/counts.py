@@ -275,14 +275,13 @@ def build_cost_plan(cands: list, profile, n_patients: int, images_per_patient: f
 def _importance_kind(cand, fam, kind: str, importance: str, device: str) -> str:
     """How a unit's register importance runs (``CandidatePlan.importance``)."""
     from benchmark.candidates.fusion_nets import FiLMFamily
+    from benchmark.explain.scorers import costly_to_shuffle
 
     if importance == "none" or cand.modality == "image" or (kind == "late" and not cand.consumes):
         return ""
-    if importance == "tables" and kind == "fusion_net":
+    if costly_to_shuffle(fam, device, importance):   # the run's rule for leaving a unit's importance out
         return ""
-    if issubclass(fam, FiLMFamily):
-        return "" if importance == "auto" and not str(device).startswith("cuda") else "full"
-    return "shuffle"
+    return "full" if issubclass(fam, FiLMFamily) else "shuffle"
 
 
 def _image_archs(plan: CostPlan) -> dict[str, int]:
